@@ -1,0 +1,126 @@
+"""Wiring: builds the pieces, runs them under one supervisor, shuts them down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import asyncpg
+
+from .ari_door import AriDoor
+from .asterisk.ami import Ami
+from .asterisk.ari import Ari
+from .config import Settings
+from .policy import DEFAULT_PROMPTS
+from .prompts import PromptCatalog
+from .service import CallService
+from .store import CallLogWriter, connect_pool, migrate
+from .store.migrate import pending
+
+log = logging.getLogger("callrec")
+
+
+class FatalError(Exception):
+    """Start-up cannot go on (bad credentials, schema missing): one clear line, non-zero exit."""
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.writer: CallLogWriter | None = None
+        self.ami: Ami | None = None
+        self.ari: Ari | None = None
+        self.door: AriDoor | None = None
+        self.service: CallService | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
+
+    async def start(self, run_migrations: bool = False) -> None:
+        s = self.settings
+        prompts = PromptCatalog.load(s.notice.prompts_dir, s.notice.local_prompts_path)
+        try:
+            prompts.require(s.notice.default_language, sorted(set(DEFAULT_PROMPTS.values())))
+        except Exception as exc:
+            raise FatalError(str(exc)) from None
+        try:
+            self.pool = await connect_pool(s.database.dsn, s.database.pool_min, s.database.pool_max)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise FatalError(f"database.dsn: cannot connect to PostgreSQL: {_brief(exc)}") from None
+        async with self.pool.acquire() as conn:
+            if run_migrations:
+                await migrate(conn)
+            missing = await pending(conn)
+        if missing:
+            raise FatalError(f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
+        self.writer = CallLogWriter(self.pool)
+        self.writer.start()
+        self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
+                       timeout=min(3.0, s.asterisk.request_timeout))
+        self.ari = Ari(s.asterisk.ari_url, s.asterisk.ari_user, s.asterisk.ari_password, s.asterisk.app,
+                       timeout=s.asterisk.request_timeout)
+        self.service = CallService(s, prompts, self.writer, self.ami)
+        self.door = AriDoor(self.ari, self.service)
+        self.ami.on_hangup = self.door.on_ami_hangup
+        await self.ami.start()
+        self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
+        log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s", self.ari.base, s.asterisk.app,
+                 s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until both ARI and AMI are up; raise FatalError at once on refused credentials."""
+        assert self.door is not None and self.ami is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (self.door.stream.connected.is_set() and self.ami.logged_in.is_set()):
+            self.check_credentials()
+            if loop.time() > deadline:
+                raise TimeoutError(f"not connected within {timeout:g}s: ARI {self.door.stream.last_error}, "
+                                   f"AMI {self.ami.last_error}")
+            await asyncio.sleep(0.05)
+
+    def check_credentials(self) -> None:
+        assert self.door is not None and self.ami is not None
+        if self.door.stream.auth_failed and self.door.stream.connections == 0:
+            raise FatalError("asterisk.ari_password: ARI refused the credentials of user "
+                             f"{self.settings.asterisk.ari_user!r} (HTTP 401)")
+        if self.ami.auth_failed and self.ami.logins == 0:
+            raise FatalError(f"asterisk.ami_password: {self.ami.last_error}")
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        while not self.stopping.is_set():
+            # Refused credentials at start are fatal; an Asterisk that is down is waited for.
+            self.check_credentials()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 0.25)
+            except TimeoutError:
+                pass
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise FatalError(f"internal task {task.get_name()} died: {task.exception()}")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.door is not None:
+            await self.door.close()
+        if self.service is not None:
+            await self.service.close()
+        if self.writer is not None:
+            await self.writer.close()
+        if self.ami is not None:
+            await self.ami.close()
+        if self.ari is not None:
+            await self.ari.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,345 @@
+"""The ARI door: calls that reach ``Stasis(callrec, ...)``.
+
+Each call gets an actor: an event queue and one task that feeds its ``CallSession`` in order and
+carries out the actions it returns through ARI (notice, hand-back) and AMI (MixMonitor).
+Events for different calls never wait on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStream
+from .policy import CallFacts, parse_args
+from .service import CallService, utcnow
+from .session import (
+    CallSession,
+    CancelTimer,
+    FinalizeRecording,
+    HandBack,
+    PlayPrompt,
+    StartRecording,
+    StartTimer,
+    State,
+    StopPrompt,
+)
+
+log = logging.getLogger("callrec.ari")
+
+
+@dataclass
+class Input:
+    kind: str  # dtmf | playback_started | playback_finished | window | notice_timeout | hangup
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class AriCall:
+    def __init__(self, door: AriDoor, session: CallSession, channel_id: str, channel_name: str) -> None:
+        self.door = door
+        self.session = session
+        self.channel_id = channel_id
+        self.channel_name = channel_name
+        self.queue: asyncio.Queue[Input] = asyncio.Queue()
+        self.playback_id: str | None = None
+        self.playback_kind: str | None = None  # "notice" or "confirm"
+        self.timer: asyncio.TimerHandle | None = None
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.session.record.id
+
+    def post(self, kind: str, at: datetime | None = None, **data: Any) -> None:
+        self.queue.put_nowait(Input(kind, at or utcnow(), data))
+
+    async def run(self, first: list[Any]) -> None:
+        service = self.door.service
+        try:
+            await self.execute(first)
+            while not self.session.ended:
+                item = await self.queue.get()
+                actions = self.handle(item)
+                service.save(self.session)
+                await self.execute(actions)
+        except Exception:
+            log.exception("call %s: flow failed; handing the call back to the dialplan", self.id)
+            await self._rescue()
+        finally:
+            self._cancel_timers()
+            self.door.forget(self)
+
+    def handle(self, item: Input) -> list[Any]:
+        s = self.session
+        if item.kind == "dtmf":
+            return s.dtmf(item.data["digit"], item.at)
+        if item.kind == "playback_started":
+            if item.data["id"] == self.playback_id and self.playback_kind == "notice":
+                return s.notice_started(item.at)
+            return []
+        if item.kind == "playback_finished":
+            if item.data["id"] != self.playback_id:
+                return []
+            kind, self.playback_id, self.playback_kind = self.playback_kind, None, None
+            self._cancel_watchdog()
+            if kind == "notice":
+                if item.data.get("failed"):
+                    return s.notice_failed(item.at, "Asterisk could not play the prompt")
+                if item.data.get("assumed"):
+                    s.warn("notice end not seen (ARI reconnect); assumed played to the end")
+                return s.notice_finished(item.at)
+            return s.confirm_finished(item.at)
+        if item.kind == "window":
+            return s.window_expired(item.at)
+        if item.kind == "notice_timeout":
+            if s.state is State.NOTIFYING:
+                return [StopPrompt(), *s.notice_failed(item.at, "the notice did not finish in time")]
+            if s.state is State.CONFIRMING:
+                return s.confirm_finished(item.at)
+            return []
+        if item.kind == "hangup":
+            if item.data.get("note"):
+                s.warn(item.data["note"])
+            return s.hangup(item.at, item.data.get("cause"), item.data.get("cause_text"))
+        return []
+
+    async def execute(self, actions: list[Any]) -> None:
+        pending = list(actions)
+        while pending:
+            action = pending.pop(0)
+            more = await self._do(action)
+            self.door.service.save(self.session)
+            pending.extend(more or [])
+
+    async def _do(self, action: Any) -> list[Any] | None:
+        ari, service = self.door.ari, self.door.service
+        if isinstance(action, PlayPrompt):
+            kind = "notice" if self.session.state is State.NOTIFYING else "confirm"
+            self.playback_id, self.playback_kind = str(uuid.uuid4()), kind
+            try:
+                await ari.play(self.channel_id, action.prompt.media, self.playback_id)
+            except AriError as exc:
+                self.playback_id = self.playback_kind = None
+                log.warning("call %s: playing %s failed: %s", self.id, action.prompt.file, exc)
+                if kind == "notice":
+                    return self.session.notice_failed(utcnow(), str(exc))
+                return self.session.confirm_finished(utcnow())
+            limit = max(action.prompt.duration * 2 + 5, 10.0)
+            limit = min(limit, service.settings.notice.max_notice_seconds)
+            self.watchdog = asyncio.get_running_loop().call_later(limit, self.post, "notice_timeout")
+            return None
+        if isinstance(action, StopPrompt):
+            pid, self.playback_id, self.playback_kind = self.playback_id, None, None
+            self._cancel_watchdog()
+            if pid:
+                try:
+                    await ari.stop_playback(pid)
+                except AriError:
+                    pass  # already over
+            return None
+        if isinstance(action, StartTimer):
+            self.timer = asyncio.get_running_loop().call_later(action.seconds, self.post, "window")
+            return None
+        if isinstance(action, CancelTimer):
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            return None
+        if isinstance(action, StartRecording):
+            return await service.start_recording(self.session, self.channel_name, action.file, action.options)
+        if isinstance(action, HandBack):
+            await self._hand_back(action.variables)
+            return self.session.handed_back(utcnow())
+        if isinstance(action, FinalizeRecording):
+            service.finalize_recording(self.session, action.file)
+            return None
+        raise TypeError(f"unknown action {action!r}")
+
+    async def _hand_back(self, variables: dict[str, str]) -> None:
+        ari = self.door.ari
+        try:
+            # Keep getting this channel's hang-up after it leaves the Stasis app.
+            await ari.subscribe_channel(self.channel_id)
+            await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
+            await ari.continue_in_dialplan(self.channel_id)
+        except AriNotFound:
+            pass  # hung up meanwhile: the ChannelDestroyed event ends the call
+        except AriError as exc:
+            log.error("call %s: handing back to the dialplan failed: %s", self.id, exc)
+            self.session.warn(f"hand-back failed: {exc}")
+
+    async def _rescue(self) -> None:
+        """After a bug: never leave the caller stuck in Stasis."""
+        try:
+            await self.door.ari.continue_in_dialplan(self.channel_id)
+        except AriError:
+            pass
+
+    def _cancel_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_watchdog()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class AriDoor:
+    def __init__(self, ari: Ari, service: CallService) -> None:
+        self.ari = ari
+        self.service = service
+        self.calls: dict[str, AriCall] = {}  # by channel id
+        self.stream = EventStream(ari, self.on_event, self.on_connected)
+        self.events_seen = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    # -- events in --
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        self.events_seen += 1
+        kind = event["type"]
+        at = _event_time(event)
+        channel = event.get("channel") if isinstance(event.get("channel"), dict) else None
+        if kind == "StasisStart" and channel is not None:
+            if channel.get("id") in self.calls:
+                return  # a second Stasis() on a call already in hand: its call goes on
+            self.start_call(channel, [str(a) for a in event.get("args") or []], at)
+            return
+        if kind in ("PlaybackStarted", "PlaybackFinished"):
+            playback = event.get("playback") or {}
+            target = str(playback.get("target_uri", ""))
+            call = self.calls.get(target.partition(":")[2]) if target.startswith("channel:") else None
+            if call is not None:
+                if kind == "PlaybackStarted":
+                    call.post("playback_started", at, id=playback.get("id"))
+                else:
+                    call.post("playback_finished", at, id=playback.get("id"),
+                              failed=playback.get("state") == "failed")
+            return
+        if channel is None:
+            return
+        call = self.calls.get(str(channel.get("id")))
+        if call is None:
+            return
+        if kind == "ChannelDtmfReceived":
+            digit = str(event.get("digit", ""))
+            if len(digit) == 1:
+                call.post("dtmf", at, digit=digit)
+        elif kind == "ChannelDestroyed":
+            cause = event.get("cause")
+            call.post("hangup", at, cause=cause if isinstance(cause, int) else None,
+                      cause_text=event.get("cause_txt"))
+
+    def on_ami_hangup(self, uniqueid: str, cause: int | None, cause_text: str | None) -> None:
+        """AMI's Hangup is a second source: it still arrives if the ARI websocket is down."""
+        call = self.calls.get(uniqueid)
+        if call is not None:
+            call.post("hangup", cause=cause, cause_text=cause_text)
+
+    async def on_connected(self) -> None:
+        """After a (re)connect: catch up on what happened while the websocket was down."""
+        for call in list(self.calls.values()):
+            try:
+                await self.ari.get_channel(call.channel_id)
+            except AriNotFound:
+                call.post("hangup", note="hang-up happened while the ARI connection was down")
+                continue
+            except AriError:
+                continue
+            if call.playback_id:
+                try:
+                    await self.ari.get_playback(call.playback_id)
+                except AriNotFound:
+                    call.post("playback_finished", id=call.playback_id, assumed=True)
+                except AriError:
+                    pass
+        await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        """Channels waiting in our Stasis app that no actor owns (the daemon restarted mid-call)."""
+        try:
+            channels = await self.ari.list_channels()
+        except (AriError, AriUnavailable):
+            return
+        for ch in channels:
+            dialplan = ch.get("dialplan") or {}
+            app_data = str(dialplan.get("app_data", ""))
+            if dialplan.get("app_name") != "Stasis" or ch.get("id") in self.calls:
+                continue
+            app, _, rest = app_data.partition(",")
+            if app != self.ari.app:
+                continue
+            log.warning("adopting channel %s found waiting in Stasis(%s)", ch.get("name"), app)
+            call = self.start_call(ch, rest.split(",") if rest else [], utcnow())
+            call.session.warn("adopted after a daemon restart: the notice was played again")
+
+    # -- calls --
+
+    def start_call(self, channel: dict[str, Any], raw_args: list[str], at: datetime) -> AriCall:
+        args, arg_warnings = parse_args(raw_args)
+        dialplan = channel.get("dialplan") or {}
+        caller = channel.get("caller") or {}
+        facts = CallFacts(
+            did=args.get("did") or str(dialplan.get("exten", "")),
+            caller=str(caller.get("number", "")),
+            context=args.get("context") or str(dialplan.get("context", "")),
+            channel_language=str(channel.get("language", "")),
+            args=args,
+        )
+        session = self.service.open_call(
+            door="ari", uniqueid=str(channel["id"]), channel=str(channel.get("name", "")), facts=facts,
+            caller_name=str(caller.get("name", "")), started_at=at,
+        )
+        for warning in arg_warnings:
+            session.warn(warning)
+        call = AriCall(self, session, str(channel["id"]), str(channel.get("name", "")))
+        self.calls[call.channel_id] = call
+        first = session.start()  # the notice: the first thing that happens
+        self.service.save(session)
+        call.task = asyncio.create_task(call.run(first), name=f"call-{session.record.id}")
+        side = asyncio.create_task(self._fill_linkedid(call))
+        self._side_tasks.add(side)
+        side.add_done_callback(self._side_tasks.discard)
+        return call
+
+    async def _fill_linkedid(self, call: AriCall) -> None:
+        """The linkedid is not in ARI's channel model; read it once the notice is under way."""
+        try:
+            linkedid = await self.ari.get_variable(call.channel_id, "CHANNEL(linkedid)")
+        except AriError:
+            return
+        if linkedid and call.session.record.linkedid is None:
+            call.session.record.linkedid = linkedid
+            self.service.writer.update(call.id, {"linkedid": linkedid})
+
+    def forget(self, call: AriCall) -> None:
+        if self.calls.get(call.channel_id) is call:
+            del self.calls[call.channel_id]
+        if call.session.record.finalized_at is not None:
+            self.service.call_finalized(call.session)
+
+    async def close(self) -> None:
+        for call in list(self.calls.values()):
+            if call.task is not None:
+                call.task.cancel()
+        await asyncio.gather(*(c.task for c in self.calls.values() if c.task), return_exceptions=True)
+
+
+def _event_time(event: dict[str, Any]) -> datetime:
+    """Asterisk stamps events ("2026-11-27T21:59:00.123+0000"); use that clock for evidence."""
+    stamp = event.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
+        except ValueError:
+            pass
+    return utcnow()

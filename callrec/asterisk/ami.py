@@ -1,0 +1,159 @@
+"""AMI through panoramisk 1.4: MixMonitor start/stop and Hangup events.
+
+panoramisk defects this wrapper covers (see tests/test_ami_*.py):
+- a failed login is only a flag (``authenticated = False``); we turn it into AmiAuthError;
+- connect errors are only logged while it retries forever; we report them and keep retrying;
+- an action sent while disconnected is queued and replayed *after* reconnecting, which for
+  MixMonitor would start a recording minutes late on a stranger's call: we refuse actions while
+  not logged in, and every action has a timeout that cancels its future (a cancelled future is
+  never replayed);
+- header values with CR/LF would inject AMI headers: refused;
+- ``Manager`` calls ``asyncio.get_event_loop()``: we create it inside the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from panoramisk import Manager
+
+log = logging.getLogger("callrec.ami")
+
+HangupHandler = Callable[[str, int | None, str | None], None]
+
+
+class AmiError(Exception):
+    pass
+
+
+class AmiAuthError(AmiError):
+    pass
+
+
+class AmiUnavailable(AmiError):
+    pass
+
+
+class Ami:
+    def __init__(self, host: str, port: int, user: str, password: str, timeout: float = 3.0,
+                 on_hangup: HangupHandler | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self._password = password
+        self.timeout = timeout
+        self.on_hangup = on_hangup
+        self.manager: Manager | None = None
+        self.logged_in = asyncio.Event()
+        self.auth_failed = False
+        self.last_error: str | None = None
+        self.logins = 0
+
+    async def start(self) -> None:
+        """Start connecting (in the background; retries until Asterisk answers)."""
+        loop = asyncio.get_running_loop()
+        self.manager = Manager(
+            loop=loop, host=self.host, port=self.port, username=self.user, secret=self._password,
+            ping_delay=5, ping_interval=5, reconnect_timeout=1, events="call",
+            on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+        )
+        self.manager.log = logging.getLogger("callrec.ami.panoramisk")
+        self.manager.register_event("Hangup", self._hangup_event)
+        self.manager.connect().add_done_callback(self._connect_done)
+
+    def _connect_done(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.last_error = f"cannot connect to {self.host}:{self.port}: {task.exception()}"
+
+    def _on_connect(self, manager: Manager) -> None:
+        fut = manager.authenticated_future
+        if fut is not None:
+            fut.add_done_callback(self._login_done)
+
+    def _login_done(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        resp = fut.result()
+        if resp.success:
+            self.logins += 1
+            self.auth_failed = False
+            self.last_error = None
+            self.logged_in.set()
+            log.info("AMI logged in to %s:%s as %s", self.host, self.port, self.user)
+        else:
+            self.auth_failed = True
+            self.last_error = f"AMI login refused for user {self.user!r}: {resp.get('Message', '')}"
+            log.error("%s", self.last_error)
+
+    def _on_disconnect(self, manager: Manager, exc: Any) -> None:
+        if self.logged_in.is_set():
+            log.warning("AMI connection lost; reconnecting")
+        self.logged_in.clear()
+        self.last_error = "connection lost"
+
+    def _hangup_event(self, manager: Manager, event: Any) -> None:
+        if self.on_hangup is None:
+            return
+        uniqueid = event.get("Uniqueid") or ""
+        try:
+            cause: int | None = int(event.get("Cause", ""))
+        except ValueError:
+            cause = None
+        try:
+            self.on_hangup(uniqueid, cause, event.get("Cause-txt"))
+        except Exception:
+            log.exception("handling AMI Hangup failed")
+
+    async def wait_logged_in(self, timeout: float) -> None:
+        """For start-up and `callrec check`: raise a clear error if login does not happen."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.logged_in.is_set():
+            if self.auth_failed:
+                raise AmiAuthError(self.last_error or "AMI login refused")
+            if loop.time() > deadline:
+                raise AmiUnavailable(self.last_error or f"no answer from AMI at {self.host}:{self.port}")
+            await asyncio.sleep(0.05)
+
+    async def action(self, fields: dict[str, str]) -> Any:
+        if self.manager is None or not self.logged_in.is_set() or self.manager.protocol is None:
+            raise AmiUnavailable(self.last_error or "AMI not connected")
+        for key, value in fields.items():
+            if "\r" in value or "\n" in value:
+                raise AmiError(f"AMI header {key} carries a line break; refused")
+        future = self.manager.send_action(dict(fields))
+        try:
+            resp = await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise AmiUnavailable(f"{fields.get('Action')}: no answer within {self.timeout:g}s") from None
+        if isinstance(resp, list):
+            resp = resp[0]
+        if not resp.success:
+            raise AmiError(f"{fields.get('Action')}: {resp.get('Message', 'failed')}")
+        return resp
+
+    async def mix_monitor(self, channel: str, file: str, options: str = "") -> str | None:
+        """Start MixMonitor on a channel; returns its MixMonitorID (for StopMixMonitor)."""
+        fields = {"Action": "MixMonitor", "Channel": channel, "File": file}
+        if options:
+            fields["Options"] = options
+        resp = await self.action(fields)
+        return resp.get("MixMonitorID")
+
+    async def stop_mix_monitor(self, channel: str, mixmonitor_id: str | None = None) -> None:
+        fields = {"Action": "StopMixMonitor", "Channel": channel}
+        if mixmonitor_id:
+            fields["MixMonitorID"] = mixmonitor_id
+        await self.action(fields)
+
+    async def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
+            # panoramisk schedules its own reconnect on connection_lost; stop that.
+            self.manager.connection_lost = lambda exc: None  # type: ignore[method-assign]
+            if self.manager.protocol is not None:
+                self.manager.protocol.factory = None
+            self.logged_in.clear()

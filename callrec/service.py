@@ -1,0 +1,112 @@
+"""What both doors (ARI, later FastAGI) share: opening a call, recording, logging, finalizing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .asterisk.ami import Ami, AmiError
+from .config import Settings
+from .policy import NOT_RECORDED_PROMPT, CallFacts, decide
+from .prompts import PromptCatalog
+from .recordings import finalize
+from .session import CallRecord, CallSession, RecordingStatus
+from .store.calllog import CallLogWriter
+
+log = logging.getLogger("callrec.calls")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CallService:
+    def __init__(self, settings: Settings, prompts: PromptCatalog, writer: CallLogWriter, ami: Ami) -> None:
+        self.settings = settings
+        self.prompts = prompts
+        self.writer = writer
+        self.ami = ami
+        self._background: set[asyncio.Task[Any]] = set()
+        # Tests and the demo wait on these instead of sleeping.
+        self.on_call_finalized: list[Callable[[CallRecord], None]] = []
+        self.finalized = 0
+
+    def open_call(self, *, door: str, uniqueid: str, channel: str, facts: CallFacts,
+                  caller_name: str | None, started_at: datetime) -> CallSession:
+        """Make the session for a new call.  No I/O: the caller is about to hear the notice."""
+        s = self.settings
+        decision = decide(s.policy, s.notice, s.recordings, facts, self.prompts.available())
+        notice = self.prompts.get(decision.language, decision.prompt)
+        assert notice is not None, "decide() only picks installed prompts"
+        confirm = None
+        if s.notice.confirm_not_recorded:
+            confirm = self.prompts.get(decision.language, NOT_RECORDED_PROMPT) or self.prompts.get(
+                s.notice.default_language, NOT_RECORDED_PROMPT)
+        record = CallRecord(
+            id=str(uuid.uuid4()), door=door, uniqueid=uniqueid, channel=channel, started_at=started_at,
+            caller_number=facts.caller, caller_name=caller_name, called_number=facts.did,
+            context=facts.context, channel_language=facts.channel_language or None,
+        )
+        session = CallSession(
+            record, decision, notice, opt_out_key=s.notice.opt_out_key, opt_in_key=s.notice.opt_in_key,
+            decision_window=s.notice.decision_window, confirm=confirm, recordings_dir=s.recordings.dir,
+        )
+        for warning in decision.warnings:
+            log.warning("call %s: %s", record.id, warning)
+        return session
+
+    def save(self, session: CallSession) -> None:
+        self.writer.update(session.record.id, session.take_changes())
+
+    async def start_recording(self, session: CallSession, channel: str, file: str, options: str) -> None:
+        """MixMonitor through AMI; the outcome goes into the session either way."""
+        path = f"{self.settings.recordings.dir.rstrip('/')}/{file}"
+        try:
+            await self.ami.mix_monitor(channel, path, options)
+        except AmiError as exc:
+            log.error("call %s: MixMonitor failed: %s", session.record.id, exc)
+            actions = session.recording_failed(utcnow(), str(exc))
+        else:
+            actions = session.recording_started(utcnow())
+        self.save(session)
+        return actions  # type: ignore[return-value]
+
+    def finalize_recording(self, session: CallSession, file: str) -> None:
+        """After hang-up: in the background, wait for the file to close, measure it, log it."""
+        task = asyncio.create_task(self._finalize(session, file), name=f"finalize-{session.record.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _finalize(self, session: CallSession, file: str) -> None:
+        path = self.settings.recordings.local_path / file
+        try:
+            result = await finalize(path, self.settings.recordings.finalize_timeout)
+            session.recording_finalized(utcnow(), result.status, result.facts)
+        except Exception as exc:  # never leave a row in "finalizing"
+            log.exception("call %s: finalizing %s failed", session.record.id, path)
+            session.recording_finalized(utcnow(), RecordingStatus.FAILED, {"recording_error": str(exc)[:500]})
+        self.save(session)
+        self.call_finalized(session)
+
+    def call_finalized(self, session: CallSession) -> None:
+        self.finalized += 1
+        r = session.record
+        log.info("call %s finished: consent=%s recording=%s%s", r.id, r.consent, r.recording_status,
+                 f" ({r.recording_duration:.1f}s)" if r.recording_duration else "")
+        for callback in list(self.on_call_finalized):
+            try:
+                callback(r)
+            except Exception:
+                log.exception("call-finalized callback failed")
+
+    def local_recording_path(self, file: str) -> Path:
+        return self.settings.recordings.local_path / file
+
+    async def close(self, timeout: float = 10.0) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)

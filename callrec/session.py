@@ -1,0 +1,367 @@
+"""One call's state machine: notice -> consent -> recording -> back to the dialplan -> ended.
+
+Pure logic: inputs are things that happened (with the time they happened), outputs are the
+actions an adapter must carry out.  No sockets, no SQL, no clock.  The call-log row lives in
+``CallRecord``; every transition notes which of its fields changed so the log writer sends
+only those.
+
+States::
+
+    new --start--> notifying --notice over--> awaiting_key --window/key--> starting_recording
+                       |  (notice mode: straight to starting_recording)        |
+                       |--decline key--> confirming --played--> in_dialplan <--+ (recording or not)
+    any state --hangup--> ended
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .policy import Decision
+
+
+class State(StrEnum):
+    NEW = "new"
+    NOTIFYING = "notifying"  # the notice is playing
+    AWAITING_KEY = "awaiting_key"  # notice over; the consent key still counts
+    CONFIRMING = "confirming"  # telling the caller the call will not be recorded
+    STARTING_RECORDING = "starting_recording"
+    IN_DIALPLAN = "in_dialplan"  # handed back; recording or not
+    ENDED = "ended"
+
+
+class Consent(StrEnum):
+    IMPLIED = "implied"  # the caller went on after the notice (notice mode; opt-out without the key)
+    GRANTED = "granted"  # opt-in key pressed
+    DECLINED = "declined"  # opt-out key pressed
+    NOT_GIVEN = "not_given"  # opt-in mode, no key in time
+    ABANDONED = "abandoned"  # hung up before consent was settled
+    NOTICE_FAILED = "notice_failed"  # the notice could not be played: never record
+
+
+RECORDING_CONSENTS = (Consent.IMPLIED, Consent.GRANTED)
+
+
+class RecordingStatus(StrEnum):
+    NONE = "none"  # not recorded (see consent)
+    STARTING = "starting"
+    RECORDING = "recording"
+    FINALIZING = "finalizing"
+    READY = "ready"  # finished file, facts measured
+    EMPTY = "empty"  # Asterisk wrote no audio; the empty file was removed
+    MISSING = "missing"  # MixMonitor accepted but no file appeared
+    FAILED = "failed"  # MixMonitor could not be started
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    language: str
+    media: str  # what Asterisk plays, e.g. "sound:/usr/share/asterisk/sounds/callrec/en/notice"
+    file: str  # the file as Asterisk sees it (evidence)
+    sha256: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class PlayPrompt:
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
+class StopPrompt:
+    pass
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    pass
+
+
+@dataclass(frozen=True)
+class StartRecording:
+    file: str  # relative to the recordings folder: YYYY/MM/DD/<call id>.wav
+    options: str
+
+
+@dataclass(frozen=True)
+class HandBack:
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True)
+class FinalizeRecording:
+    file: str
+
+
+Action = PlayPrompt | StopPrompt | StartTimer | CancelTimer | StartRecording | HandBack | FinalizeRecording
+
+
+# -- the call-log row ------------------------------------------------------------------------
+
+
+@dataclass
+class CallRecord:
+    """The fields of one ``calls`` row callrec knows.  Names match the SQL columns."""
+
+    id: str
+    door: str
+    uniqueid: str
+    started_at: datetime
+    channel: str = ""
+    linkedid: str | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    called_number: str | None = None
+    context: str | None = None
+    direction: str = "inbound"
+    channel_language: str | None = None
+    language: str | None = None
+    policy_rule: str | None = None
+    consent_mode: str = "notice"
+    state: str = State.NEW.value
+    consent: str | None = None
+    consent_key: str | None = None
+    keys_pressed: str = ""
+    notice_prompt: str | None = None
+    notice_prompt_sha256: str | None = None
+    notice_prompt_duration: float | None = None
+    notice_completed: bool | None = None
+    notice_started_at: datetime | None = None
+    notice_finished_at: datetime | None = None
+    consent_at: datetime | None = None
+    recording_started_at: datetime | None = None
+    handed_back_at: datetime | None = None
+    ended_at: datetime | None = None
+    finalized_at: datetime | None = None
+    hangup_cause: int | None = None
+    hangup_cause_text: str | None = None
+    recording_status: str = RecordingStatus.NONE.value
+    recording_path: str | None = None
+    recording_error: str | None = None
+    recording_duration: float | None = None
+    recording_bytes: int | None = None
+    recording_rms_dbfs: float | None = None
+    recording_peak_dbfs: float | None = None
+    recording_sha256: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(CallRecord))
+
+
+class CallSession:
+    """The state machine for one call.  Every input returns the actions to carry out."""
+
+    def __init__(self, record: CallRecord, decision: Decision, notice: Prompt, *,
+                 opt_out_key: str, opt_in_key: str, decision_window: float,
+                 confirm: Prompt | None, recordings_dir: str) -> None:
+        self.record = record
+        self.decision = decision
+        self.notice = notice
+        self.confirm = confirm  # "not recorded" prompt, or None to skip it
+        self.opt_out_key = opt_out_key
+        self.opt_in_key = opt_in_key
+        self.decision_window = decision_window
+        self.recordings_dir = recordings_dir.rstrip("/")
+        self.state = State.NEW
+        self._changed: set[str] = set(COLUMNS)  # a new row: everything is news
+        self._set(
+            consent_mode=decision.mode,
+            language=decision.language,
+            policy_rule=decision.rule,
+            notice_prompt=notice.file,
+            notice_prompt_sha256=notice.sha256,
+            notice_prompt_duration=notice.duration,
+        )
+        for warning in decision.warnings:
+            self.warn(warning)
+
+    # -- bookkeeping --
+
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            if getattr(self.record, name) != value:
+                setattr(self.record, name, value)
+                self._changed.add(name)
+
+    def _enter(self, state: State) -> None:
+        self.state = state
+        self._set(state=state.value)
+
+    def warn(self, text: str) -> None:
+        self.record.warnings.append(text)
+        self._changed.add("warnings")
+
+    def take_changes(self) -> dict[str, Any]:
+        """The fields changed since the last call, for the call-log writer."""
+        changes = {name: getattr(self.record, name) for name in self._changed}
+        if "warnings" in changes:
+            changes["warnings"] = list(self.record.warnings)
+        self._changed.clear()
+        return changes
+
+    @property
+    def ended(self) -> bool:
+        return self.state is State.ENDED
+
+    @property
+    def recording_file(self) -> str | None:
+        return self.record.recording_path
+
+    # -- inputs --
+
+    def start(self) -> list[Action]:
+        if self.state is not State.NEW:
+            return []
+        self._enter(State.NOTIFYING)
+        return [PlayPrompt(self.notice)]
+
+    def notice_started(self, now: datetime) -> list[Action]:
+        if self.state is State.NOTIFYING and self.record.notice_started_at is None:
+            self._set(notice_started_at=now)
+        return []
+
+    def notice_finished(self, now: datetime) -> list[Action]:
+        """The notice played to its end."""
+        if self.state is not State.NOTIFYING:
+            return []
+        self._set(notice_finished_at=now, notice_completed=True)
+        if self.decision.mode == "notice":
+            return self._decide(Consent.IMPLIED, now)
+        self._enter(State.AWAITING_KEY)
+        if self.decision_window <= 0:
+            return self.window_expired(now)
+        return [StartTimer(self.decision_window)]
+
+    def notice_failed(self, now: datetime, reason: str) -> list[Action]:
+        """The notice could not be played (missing prompt, playback error): never record."""
+        if self.state is not State.NOTIFYING:
+            return []
+        self.warn(f"notice failed: {reason}")
+        self._set(notice_completed=False, notice_finished_at=now)
+        return self._decide(Consent.NOTICE_FAILED, now)
+
+    def dtmf(self, digit: str, now: datetime) -> list[Action]:
+        if self.state not in (State.NOTIFYING, State.AWAITING_KEY):
+            return []
+        self._set(keys_pressed=(self.record.keys_pressed + digit)[:64])
+        mode = self.decision.mode
+        if (mode == "opt-out" and digit == self.opt_out_key) or (mode == "opt-in" and digit == self.opt_in_key):
+            actions: list[Action] = []
+            if self.state is State.NOTIFYING:
+                # Interrupted: the caller heard part of the notice and answered it.
+                self._set(notice_finished_at=now, notice_completed=False)
+                actions.append(StopPrompt())
+            else:
+                actions.append(CancelTimer())
+            self._set(consent_key=digit)
+            consent = Consent.DECLINED if mode == "opt-out" else Consent.GRANTED
+            return actions + self._decide(consent, now)
+        return []
+
+    def window_expired(self, now: datetime) -> list[Action]:
+        if self.state is not State.AWAITING_KEY:
+            return []
+        consent = Consent.IMPLIED if self.decision.mode == "opt-out" else Consent.NOT_GIVEN
+        return self._decide(consent, now)
+
+    def confirm_finished(self, now: datetime) -> list[Action]:
+        if self.state is not State.CONFIRMING:
+            return []
+        return self._hand_back(now)
+
+    def recording_started(self, now: datetime) -> list[Action]:
+        if self.state is not State.STARTING_RECORDING:
+            return []
+        self._set(recording_started_at=now, recording_status=RecordingStatus.RECORDING.value)
+        return self._hand_back(now)
+
+    def recording_failed(self, now: datetime, error: str) -> list[Action]:
+        if self.state is not State.STARTING_RECORDING:
+            return []
+        self._set(recording_status=RecordingStatus.FAILED.value, recording_error=error[:500])
+        return self._hand_back(now)
+
+    def handed_back(self, now: datetime) -> list[Action]:
+        if self.record.handed_back_at is None and self.state is State.IN_DIALPLAN:
+            self._set(handed_back_at=now)
+        return []
+
+    def hangup(self, now: datetime, cause: int | None = None, cause_text: str | None = None) -> list[Action]:
+        if self.state is State.ENDED:
+            # A second source (AMI after ARI) may still know the cause.
+            if self.record.hangup_cause is None and cause is not None:
+                self._set(hangup_cause=cause, hangup_cause_text=cause_text)
+            return []
+        actions: list[Action] = []
+        if self.state in (State.NEW, State.NOTIFYING, State.AWAITING_KEY):
+            if self.state is State.NOTIFYING:
+                self._set(notice_completed=False, notice_finished_at=now)
+            if self.state is State.AWAITING_KEY:
+                actions.append(CancelTimer())
+            self._set(consent=Consent.ABANDONED.value, consent_at=now)
+        self._set(ended_at=now)
+        if cause is not None:
+            self._set(hangup_cause=cause, hangup_cause_text=cause_text)
+        self._enter(State.ENDED)
+        if self.record.recording_status in (RecordingStatus.STARTING, RecordingStatus.RECORDING):
+            self._set(recording_status=RecordingStatus.FINALIZING.value)
+            assert self.record.recording_path is not None
+            actions.append(FinalizeRecording(self.record.recording_path))
+        else:
+            self._set(finalized_at=now)
+        return actions
+
+    def recording_finalized(self, now: datetime, status: RecordingStatus, facts: dict[str, Any]) -> None:
+        """The finished file was measured (or found missing / empty)."""
+        allowed = {"recording_duration", "recording_bytes", "recording_rms_dbfs", "recording_peak_dbfs",
+                   "recording_sha256", "recording_error"}
+        self._set(recording_status=status.value, finalized_at=now,
+                  **{k: v for k, v in facts.items() if k in allowed})
+
+    # -- transitions --
+
+    def _decide(self, consent: Consent, now: datetime) -> list[Action]:
+        self._set(consent=consent.value, consent_at=now)
+        if consent in RECORDING_CONSENTS:
+            self._enter(State.STARTING_RECORDING)
+            file = recording_file_name(self.record.id, self.record.started_at)
+            self._set(recording_path=file, recording_status=RecordingStatus.STARTING.value)
+            return [StartRecording(file, self.decision.mixmonitor_options)]
+        if self.confirm is not None and consent in (Consent.DECLINED, Consent.NOT_GIVEN):
+            self._enter(State.CONFIRMING)
+            return [PlayPrompt(self.confirm)]
+        return self._hand_back(now)
+
+    def _hand_back(self, now: datetime) -> list[Action]:
+        self._enter(State.IN_DIALPLAN)
+        recording = ""
+        if self.record.recording_status == RecordingStatus.RECORDING and self.record.recording_path:
+            recording = f"{self.recordings_dir}/{self.record.recording_path}"
+        return [HandBack({
+            "CALLREC_CALL_ID": self.record.id,
+            "CALLREC_CONSENT": self.record.consent or "",
+            "CALLREC_RECORDING": recording,
+        })]
+
+
+def recording_file_name(call_id: str, started_at: datetime) -> str:
+    """``YYYY/MM/DD/<call id>.wav`` (UTC date), relative to the recordings folder."""
+    return f"{started_at:%Y/%m/%d}/{call_id}.wav"
+

@@ -1,0 +1,131 @@
+"""The call-log writer: keeps database round trips off the caller's path.
+
+Sessions hand it the fields that changed; it merges them per call and upserts in the
+background.  If PostgreSQL is down, changes keep merging in memory and are written, in full,
+once it is back: nothing is lost and no caller waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from ..session import COLUMNS
+
+log = logging.getLogger("callrec.calllog")
+
+_COLUMN_SET = frozenset(COLUMNS)
+# Errors after which the same write can succeed later (database restarting, network).
+_TRANSIENT = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+              asyncpg.CannotConnectNowError)
+
+
+def storable_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL or lone surrogates: escape just those, keep the rest verbatim."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+class CallLogWriter:
+    def __init__(self, pool: asyncpg.Pool, retry_delay: float = 1.0) -> None:
+        self.pool = pool
+        self.retry_delay = retry_delay
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.writes = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="calllog-writer")
+
+    def update(self, call_id: str, changes: dict[str, Any]) -> None:
+        """Queue changed fields of one call (never blocks, never raises on bad data)."""
+        if not changes:
+            return
+        unknown = set(changes) - _COLUMN_SET
+        if unknown:
+            raise ValueError(f"not call-log columns: {sorted(unknown)}")
+        self._pending.setdefault(call_id, {}).update(changes)
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written (True) or the timeout passes (False)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self, timeout: float = 10.0) -> None:
+        if not await self.flush(timeout):
+            log.error("call log: %d call(s) could not be written before shutdown", len(self._pending))
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                try:
+                    await self._write(batch.items())
+                    self.writes += len(batch)
+                except _TRANSIENT as exc:
+                    self.failures += 1
+                    log.warning("call log write failed (%s: %s); will retry", type(exc).__name__, exc)
+                    # Put the batch back under anything newer, then wait before retrying.
+                    for call_id, fields in batch.items():
+                        newer = self._pending.get(call_id, {})
+                        self._pending[call_id] = {**fields, **newer}
+                    await asyncio.sleep(self.retry_delay)
+                except asyncpg.PostgresError:
+                    # One bad row must not hold back the others: write them one by one.
+                    for item in batch.items():
+                        try:
+                            await self._write([item])
+                            self.writes += 1
+                        except Exception as exc:
+                            self.failures += 1
+                            log.error("call log: call %s rejected by the database (%s); fields %s dropped",
+                                      item[0], exc, sorted(item[1]))
+            if not self._pending:
+                self._idle.set()
+
+    async def _write(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for call_id, fields in items:
+                fields = {k: _storable(v) for k, v in fields.items() if k != "id"}
+                cols = list(fields)
+                placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
+                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+                sql = (
+                    f"INSERT INTO calls (id, {', '.join(cols)}) VALUES ($1, {placeholders}) "
+                    f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
+                )
+                await conn.execute(sql, call_id, *fields.values())

@@ -1,0 +1,34 @@
+"""asyncpg pool and the read queries ops use."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout,
+                                     command_timeout=30, server_settings={"application_name": "callrec"})
+
+
+async def fetch_calls(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 50,
+                      before: datetime | None = None, number: str | None = None) -> list[dict[str, Any]]:
+    """Most recent calls first.  ``number`` matches caller or called number; ``*`` is a wildcard."""
+    where = []
+    args: list[Any] = []
+    if before is not None:
+        args.append(before)
+        where.append(f"started_at < ${len(args)}")
+    if number:
+        pattern = number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+        args.append(pattern)
+        where.append(f"(caller_number LIKE ${len(args)} OR called_number LIKE ${len(args)})")
+    args.append(limit)
+    sql = "SELECT * FROM calls"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY started_at DESC, id DESC LIMIT ${len(args)}"
+    rows = await conn.fetch(sql, *args)
+    return [dict(r) for r in rows]

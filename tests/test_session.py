@@ -1,0 +1,183 @@
+"""The per-call state machine, without Asterisk: every consent path and its evidence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from callrec.policy import Decision
+from callrec.session import (
+    CallRecord,
+    CallSession,
+    CancelTimer,
+    FinalizeRecording,
+    HandBack,
+    PlayPrompt,
+    Prompt,
+    RecordingStatus,
+    StartRecording,
+    StartTimer,
+    State,
+    StopPrompt,
+)
+
+T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def prompt(name: str) -> Prompt:
+    return Prompt(name, "en", f"sound:/p/en/{name}", f"/p/en/{name}.wav", "ab" * 32, 4.0)
+
+
+def make(mode: str, confirm: bool = True, window: float = 5.0) -> CallSession:
+    record = CallRecord(id="11111111-2222-3333-4444-555555555555", door="ari", uniqueid="1.1", started_at=T0,
+                        channel="PJSIP/a-1")
+    decision = Decision(mode=mode, language="en", prompt=f"notice-{mode}", mixmonitor_options="b", rule=None)
+    return CallSession(record, decision, prompt(f"notice-{mode}"), opt_out_key="9", opt_in_key="1",
+                       decision_window=window, confirm=prompt("not-recorded") if confirm else None,
+                       recordings_dir="/rec/")
+
+
+def test_notice_mode_implied_consent_records_and_hands_back() -> None:
+    s = make("notice")
+    assert s.start() == [PlayPrompt(s.notice)]
+    assert s.notice_started(at(0.05)) == []
+    actions = s.notice_finished(at(4.1))
+    assert actions == [StartRecording("2026/11/27/11111111-2222-3333-4444-555555555555.wav", "b")]
+    assert s.record.consent == "implied" and s.record.notice_completed is True
+    back = s.recording_started(at(4.2))
+    assert back == [HandBack({"CALLREC_CALL_ID": s.record.id, "CALLREC_CONSENT": "implied",
+                              "CALLREC_RECORDING": f"/rec/2026/11/27/{s.record.id}.wav"})]
+    assert s.state is State.IN_DIALPLAN
+    assert s.hangup(at(30), 16, "Normal Clearing") == [FinalizeRecording(s.record.recording_path)]
+    assert s.record.recording_status == "finalizing" and s.record.finalized_at is None
+    s.recording_finalized(at(31), RecordingStatus.READY, {"recording_duration": 25.8, "bogus": 1})
+    assert s.record.recording_duration == 25.8 and s.record.finalized_at == at(31)
+
+
+def test_digits_are_ignored_in_notice_mode_but_kept_as_evidence() -> None:
+    s = make("notice")
+    s.start()
+    assert s.dtmf("9", at(1)) == []
+    assert s.record.keys_pressed == "9" and s.record.consent is None and s.state is State.NOTIFYING
+
+
+def test_opt_out_key_during_notice_declines_stops_notice_and_confirms() -> None:
+    s = make("opt-out")
+    s.start()
+    s.notice_started(at(0.1))
+    actions = s.dtmf("9", at(2))
+    assert actions == [StopPrompt(), PlayPrompt(s.confirm)]
+    r = s.record
+    assert (r.consent, r.consent_key, r.notice_completed, r.notice_finished_at) == ("declined", "9", False, at(2))
+    assert r.recording_status == "none" and s.state is State.CONFIRMING
+    # The notice's own PlaybackFinished for the stopped prompt changes nothing.
+    assert s.notice_finished(at(2.1)) == []
+    assert s.confirm_finished(at(4)) == [HandBack({"CALLREC_CALL_ID": r.id, "CALLREC_CONSENT": "declined",
+                                                   "CALLREC_RECORDING": ""})]
+
+
+def test_opt_out_key_in_window_after_notice_declines() -> None:
+    s = make("opt-out", confirm=False)
+    s.start()
+    assert s.notice_finished(at(4)) == [StartTimer(5.0)]
+    actions = s.dtmf("9", at(6))
+    assert actions[0] == CancelTimer() and isinstance(actions[1], HandBack)
+    assert s.record.consent == "declined"
+
+
+def test_opt_out_without_key_is_implied_consent_after_window() -> None:
+    s = make("opt-out")
+    s.start()
+    s.notice_finished(at(4))
+    assert s.dtmf("5", at(5)) == []  # a wrong key is not a decision
+    actions = s.window_expired(at(9))
+    assert isinstance(actions[0], StartRecording)
+    assert (s.record.consent, s.record.consent_key, s.record.keys_pressed) == ("implied", None, "5")
+
+
+def test_opt_in_key_grants_consent() -> None:
+    s = make("opt-in")
+    s.start()
+    actions = s.dtmf("1", at(3))
+    assert actions[0] == StopPrompt() and isinstance(actions[1], StartRecording)
+    assert (s.record.consent, s.record.consent_key) == ("granted", "1")
+
+
+def test_opt_in_without_key_is_not_recorded() -> None:
+    s = make("opt-in")
+    s.start()
+    s.notice_finished(at(4))
+    assert s.window_expired(at(9)) == [PlayPrompt(s.confirm)]
+    assert s.record.consent == "not_given" and s.record.recording_path is None
+
+
+def test_the_opt_out_key_means_nothing_in_opt_in_mode() -> None:
+    s = make("opt-in")
+    s.start()
+    assert s.dtmf("9", at(1)) == []
+    assert s.record.consent is None
+
+
+def test_hangup_during_notice_is_abandoned_and_never_recorded() -> None:
+    s = make("notice")
+    s.start()
+    s.notice_started(at(0.1))
+    assert s.hangup(at(2), 16, "Normal Clearing") == []
+    r = s.record
+    assert (r.consent, r.notice_completed, r.recording_status, r.state) == ("abandoned", False, "none", "ended")
+    assert r.finalized_at == at(2)
+    # Late events after the hang-up change nothing.
+    assert s.notice_finished(at(3)) == [] and s.dtmf("9", at(3)) == [] and s.window_expired(at(9)) == []
+    assert r.consent == "abandoned"
+
+
+def test_hangup_in_window_cancels_timer() -> None:
+    s = make("opt-in")
+    s.start()
+    s.notice_finished(at(4))
+    assert s.hangup(at(5)) == [CancelTimer()]
+    assert s.record.consent == "abandoned"
+
+
+def test_notice_failure_never_records() -> None:
+    s = make("notice")
+    s.start()
+    actions = s.notice_failed(at(0.2), "prompt missing")
+    assert actions == [HandBack({"CALLREC_CALL_ID": s.record.id, "CALLREC_CONSENT": "notice_failed",
+                                 "CALLREC_RECORDING": ""})]
+    assert "notice failed: prompt missing" in s.record.warnings
+
+
+def test_mixmonitor_failure_hands_back_without_recording() -> None:
+    s = make("notice")
+    s.start()
+    s.notice_finished(at(4))
+    actions = s.recording_failed(at(4.1), "AMI not connected")
+    assert actions[0].variables["CALLREC_RECORDING"] == ""
+    assert (s.record.recording_status, s.record.recording_error) == ("failed", "AMI not connected")
+    assert s.hangup(at(9)) == []  # nothing to finalize
+
+
+def test_changes_are_reported_once() -> None:
+    s = make("notice")
+    first = s.take_changes()
+    assert first["consent_mode"] == "notice" and first["notice_prompt_sha256"] == "ab" * 32
+    s.start()
+    assert s.take_changes() == {"state": "notifying"}
+    assert s.take_changes() == {}
+    s.notice_started(at(0.1))
+    s.notice_started(at(0.5))  # a duplicate event does not move the evidence
+    assert s.take_changes() == {"notice_started_at": at(0.1)}
+
+
+@pytest.mark.parametrize("window", [0.0])
+def test_zero_window_decides_when_the_notice_ends(window: float) -> None:
+    s = make("opt-out", window=window)
+    s.start()
+    actions = s.notice_finished(at(4))
+    assert isinstance(actions[0], StartRecording) and s.record.consent == "implied"
