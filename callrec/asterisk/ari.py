@@ -54,7 +54,7 @@ class Ari:
             base = base[: -len("/ari")]
         self.base = base + "/ari"
         self.app = app
-        self._auth = aiohttp.BasicAuth(user, password)
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -62,7 +62,7 @@ class Ari:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Created lazily inside the running loop, one per process.
-            self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self._session
 
     async def close(self) -> None:

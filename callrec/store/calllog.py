@@ -122,10 +122,20 @@ class CallLogWriter:
             for call_id, fields in items:
                 fields = {k: _storable(v) for k, v in fields.items() if k != "id"}
                 cols = list(fields)
-                placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
-                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
-                sql = (
-                    f"INSERT INTO calls (id, {', '.join(cols)}) VALUES ($1, {placeholders}) "
-                    f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
-                )
-                await conn.execute(sql, call_id, *fields.values())
+                log.debug("write call %s: %s", call_id, ", ".join(cols))
+                if "door" in fields:
+                    # The first write of a call carries every field (PostgreSQL checks NOT NULL before
+                    # ON CONFLICT, so a partial upsert would fail even for an existing row).
+                    placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
+                    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+                    sql = (
+                        f"INSERT INTO calls (id, {', '.join(cols)}) VALUES ($1, {placeholders}) "
+                        f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
+                    )
+                    await conn.execute(sql, call_id, *fields.values())
+                else:
+                    sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
+                    status = await conn.execute(f"UPDATE calls SET {sets}, updated_at = now() WHERE id = $1",
+                                                call_id, *fields.values())
+                    if status == "UPDATE 0":
+                        log.error("call log: call %s has no row; fields %s lost", call_id, sorted(cols))

@@ -1,0 +1,135 @@
+"""Fixtures: the sandbox Asterisk 22, a PostgreSQL database per test, the daemon, the caller.
+
+Nothing here skips: a test that needs Asterisk or PostgreSQL and cannot get it fails with the
+reason.  The sandbox is started once per test session (built first if the cache lacks it) and
+stopped at the end unless CALLREC_KEEP_SANDBOX=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import sandbox as sandbox_mod  # noqa: E402
+import testdb  # noqa: E402
+from caller import Finished, Tester  # noqa: E402
+
+from callrec.app import Daemon  # noqa: E402
+from callrec.config import Settings, parse_settings  # noqa: E402
+from callrec.store import migrate  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[sandbox_mod.Sandbox]:
+    box = sandbox_mod.Sandbox()
+    try:
+        box.start()
+    except Exception as exc:
+        pytest.fail(f"the sandbox Asterisk 22 could not be started: {exc}", pytrace=False)
+    yield box
+    if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
+        box.stop()
+
+
+@pytest.fixture(scope="session")
+def asterisk(sandbox: sandbox_mod.Sandbox) -> sandbox_mod.SandboxInfo:
+    return sandbox.info()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    try:
+        return testdb.ensure_postgres()
+    except Exception as exc:
+        pytest.fail(f"no PostgreSQL for the tests: {exc}", pytrace=False)
+
+
+def _with_db(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test; dropped afterwards."""
+    name = f"callrec_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _with_db(pg_admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def make_settings(info: sandbox_mod.SandboxInfo, dsn: str, **overrides: dict) -> Settings:
+    raw: dict = {
+        "asterisk": {
+            "ari_url": info.ari_url, "ari_user": info.ari_user, "ari_password": info.ari_password,
+            "ami_host": info.ami_host, "ami_port": info.ami_port, "ami_user": info.ami_user,
+            "ami_password": info.ami_password,
+        },
+        "database": {"dsn": dsn},
+        "recordings": {"dir": info.recordings_dir, "local_dir": str(info.local_recordings_dir),
+                       "finalize_timeout": 10},
+        "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir),
+                   "decision_window": 1.5},
+        "log": {"level": "debug"},
+    }
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return parse_settings(raw, {})
+
+
+@pytest.fixture
+def settings(asterisk: sandbox_mod.SandboxInfo, database: str) -> Settings:
+    return make_settings(asterisk, database)
+
+
+@pytest.fixture
+def finished() -> Finished:
+    return Finished()
+
+
+@pytest.fixture
+async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
+    d = Daemon(settings)
+    await d.start()
+    assert d.service is not None
+    d.service.on_call_finalized.append(finished)
+    try:
+        await d.wait_ready(15)
+        yield d
+    finally:
+        await d.stop()
+
+
+@pytest.fixture
+async def tester(asterisk: sandbox_mod.SandboxInfo) -> AsyncIterator[Tester]:
+    t = Tester(asterisk.ari_url, asterisk.tester_ari_user, asterisk.tester_ari_password)
+    await t.start()
+    try:
+        yield t
+    finally:
+        await t.close()

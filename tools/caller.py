@@ -1,0 +1,183 @@
+"""A "caller" that places real calls into the sandbox Asterisk (tests, demo, benchmarks).
+
+The tester is its own ARI application (``callrec-tester``) subscribed to every event source.
+Each call is a Local channel pair: the ``;1`` leg (the caller) sits in the tester app, which
+plays real speech into it, presses keys and hangs up; the ``;2`` leg runs the dialplan an admin
+would write (``callrec-test-in``), which hands it to callrec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from callrec.asterisk.ari import Ari, AriNotFound, EventStream
+from callrec.session import CallRecord
+
+TESTER_APP = "callrec-tester"
+# Stock Asterisk prompts with real speech, used as the caller's voice.
+CALLER_SPEECH = "sound:vm-intro"  # 5.6 s of speech
+
+
+class EventLog:
+    """Every event the tester sees, with waiting on a condition (never a bare sleep)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+
+    async def add(self, event: dict[str, Any]) -> None:
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+                       what: str = "event") -> dict[str, Any]:
+        async def _wait() -> dict[str, Any]:
+            async with self._changed:
+                seen = 0
+                while True:
+                    for event in self.events[seen:]:
+                        if match(event):
+                            return event
+                    seen = len(self.events)
+                    await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            kinds = [e.get("type") for e in self.events[-15:]]
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last events: {kinds}") from None
+
+
+@dataclass
+class PlacedCall:
+    caller_id: str  # the ;1 leg (the caller, in the tester app)
+    callee_id: str  # the ;2 leg (what callrec sees); its uniqueid is in the call log
+    tester: Tester
+
+    async def answered(self, timeout: float = 10.0) -> None:
+        await self.tester.log.wait_for(
+            lambda e: e.get("type") == "StasisStart" and e["channel"]["id"] == self.caller_id,
+            timeout, f"caller leg {self.caller_id} in the tester app")
+
+    async def notice_started(self, timeout: float = 10.0) -> dict[str, Any]:
+        return await self.tester.log.wait_for(
+            lambda e: e.get("type") == "PlaybackStarted"
+            and e["playback"].get("target_uri") == f"channel:{self.callee_id}", timeout, "the notice to start")
+
+    async def playback_finished(self, timeout: float = 20.0) -> dict[str, Any]:
+        return await self.tester.log.wait_for(
+            lambda e: e.get("type") == "PlaybackFinished"
+            and e["playback"].get("target_uri") == f"channel:{self.callee_id}", timeout, "the notice to end")
+
+    async def handed_back(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The dialplan after callrec: its UserEvent carries the CALLREC_* variables."""
+        event = await self.tester.log.wait_for(
+            lambda e: e.get("type") == "ChannelUserevent" and e.get("eventname") == "CallrecTest"
+            and e["channel"]["id"] == self.callee_id, timeout, "the dialplan to continue after callrec")
+        return event.get("userevent") or {}
+
+    async def speak(self, media: str = CALLER_SPEECH) -> str:
+        """The caller talks (real recorded speech); returns the playback id."""
+        playback_id = str(uuid.uuid4())
+        await self.tester.ari.play(self.caller_id, media, playback_id)
+        return playback_id
+
+    async def spoken(self, playback_id: str, timeout: float = 30.0) -> None:
+        await self.tester.log.wait_for(
+            lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == playback_id,
+            timeout, "the caller's speech to end")
+
+    async def press(self, digits: str) -> None:
+        await self.tester.ari.send_dtmf(self.caller_id, digits)
+
+    async def hang_up(self) -> None:
+        try:
+            await self.tester.ari.hangup(self.caller_id)
+        except AriNotFound:
+            pass
+
+
+class Tester:
+    __test__ = False  # not a test class, despite the name
+
+    def __init__(self, ari_url: str, user: str, password: str) -> None:
+        self.ari = Ari(ari_url, user, password, TESTER_APP, timeout=10)
+        self.log = EventLog()
+        self.stream = EventStream(self.ari, self.log.add, self._connected, subscribe_all=True)
+        self._task: asyncio.Task[None] | None = None
+        self.calls: list[PlacedCall] = []
+
+    async def _connected(self) -> None:
+        pass
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.stream.run())
+        await asyncio.wait_for(self.stream.connected.wait(), 15)
+
+    async def close(self) -> None:
+        for call in self.calls:
+            await call.hang_up()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.ari.close()
+
+    async def place_call(self, exten: str = "100", *, lang: str = "en", args: str = "",
+                         caller_id: str | None = '"Test Caller" <5551000>',
+                         variables: dict[str, str] | None = None) -> PlacedCall:
+        caller, callee = f"t-{uuid.uuid4()}", f"c-{uuid.uuid4()}"
+        vars_ = {"_CALLREC_TEST_LANG": lang, "_CALLREC_TEST_ARGS": args, **(variables or {})}
+        await self.ari.originate(f"Local/{exten}@callrec-test-in/n", app=TESTER_APP, caller_id=caller_id,
+                                 channel_id=caller, other_channel_id=callee, variables=vars_)
+        call = PlacedCall(caller, callee, self)
+        self.calls.append(call)
+        return call
+
+    async def place_sip_call(self, exten: str = "100", caller_id: str = '"SIP Caller" <5552000>') -> PlacedCall:
+        """Over real SIP/RTP: Asterisk calls itself through the PJSIP endpoint ``self`` on loopback."""
+        caller = f"t-{uuid.uuid4()}"
+        await self.ari.originate(f"PJSIP/{exten}@self", app=TESTER_APP, caller_id=caller_id, channel_id=caller)
+        # The inbound SIP channel gets its own id; find it by the callrec notice it receives.
+        call = PlacedCall(caller, "", self)
+        self.calls.append(call)
+        return call
+
+
+class Finished:
+    """Collects calls as the daemon finalizes them (its on_call_finalized hook)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, CallRecord] = {}
+        self._changed = asyncio.Event()
+
+    def __call__(self, record: CallRecord) -> None:
+        self.records[record.uniqueid] = record
+        self._changed.set()
+
+    async def wait(self, uniqueid: str, timeout: float = 30.0) -> CallRecord:
+        async def _wait() -> CallRecord:
+            while uniqueid not in self.records:
+                self._changed.clear()
+                await self._changed.wait()
+            return self.records[uniqueid]
+
+        try:
+            return await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"call {uniqueid} was not finalized within {timeout}s") from None
+
+    async def wait_count(self, n: int, timeout: float = 60.0) -> None:
+        async def _wait() -> None:
+            while len(self.records) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"only {len(self.records)} of {n} calls finalized within {timeout}s") from None
