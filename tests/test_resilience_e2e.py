@@ -1,0 +1,139 @@
+"""Broken connections and hostile input, against the real Asterisk 22 + PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+from caller import Finished, Tester
+from sandbox import Sandbox
+
+from callrec.app import Daemon
+from callrec.asterisk.ami import AmiUnavailable
+from callrec.config import Settings
+
+HOSTILE = {
+    "sql": "Robert'); DROP TABLE calls;--",
+    "quotes": '"Bobby" \'Tables\' \\ back\\slash',
+    "long": "Ж" * 300 + "A" * 724,  # 1 KB of characters, multi-byte included
+    "emoji": "📞 Иван 😀 李",
+    "control": "red\x1b[31m\x07bell\x08\ttab\r\nline",
+    "bidi": "evil\u202etxt.exe",
+}
+
+
+async def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_hostile_caller_ids_are_stored_verbatim(daemon: Daemon, tester: Tester, finished: Finished,
+                                                      database: str) -> None:
+    calls = {}
+    for key, name in HOSTILE.items():
+        calls[key] = await tester.place_call(
+            variables={"_CALLREC_TEST_SET_CID": "1", "_CALLREC_TEST_CID_NAME": name,
+                       "_CALLREC_TEST_CID_NUM": f"+7 (495) {key}'--"})
+    for call in calls.values():
+        await call.handed_back()
+        await call.hang_up()
+    for call in calls.values():
+        await finished.wait(call.callee_id)
+    assert daemon.writer is not None and await daemon.writer.flush()
+    for key, call in calls.items():
+        (r,) = await fetch(database, "SELECT caller_name, caller_number FROM calls WHERE uniqueid = $1",
+                           call.callee_id)
+        assert r["caller_name"] == HOSTILE[key], key
+        assert r["caller_number"] == f"+7 (495) {key}'--"
+    assert len(await fetch(database, "SELECT id FROM calls")) == len(HOSTILE)  # the table survived
+
+
+async def test_daemon_started_while_asterisk_is_down_connects_when_it_comes_up(
+        sandbox: Sandbox, settings: Settings, finished: Finished) -> None:
+    await asyncio.to_thread(sandbox.stop)
+    daemon = Daemon(settings)
+    try:
+        await daemon.start()  # must not fail: Asterisk being down is waited for
+        assert daemon.service is not None and daemon.door is not None and daemon.ami is not None
+        daemon.service.on_call_finalized.append(finished)
+        with pytest.raises(TimeoutError):
+            await daemon.wait_ready(1.0)
+        # While AMI is down an action fails at once instead of being queued for later.
+        t0 = time.monotonic()
+        with pytest.raises(AmiUnavailable):
+            await daemon.ami.mix_monitor("Local/x", "/tmp/x.wav")
+        assert time.monotonic() - t0 < 0.5
+        await asyncio.to_thread(sandbox.start)
+        await daemon.wait_ready(30)
+        tester = Tester(sandbox.info().ari_url, sandbox.info().tester_ari_user, sandbox.info().tester_ari_password)
+        await tester.start()
+        try:
+            call = await tester.place_call()
+            back = await call.handed_back()
+            assert back["consent"] == "implied" and back["recording"]
+            await call.hang_up()
+            record = await finished.wait(call.callee_id)
+            assert record.recording_status in ("ready", "empty")
+        finally:
+            await tester.close()
+    finally:
+        await daemon.stop()
+
+
+async def test_ari_websocket_drop_mid_call_is_recovered(daemon: Daemon, tester: Tester, finished: Finished,
+                                                         database: str) -> None:
+    assert daemon.door is not None
+    call = await tester.place_call(args="mode=notice")
+    await call.notice_started()
+    before = daemon.door.stream.connections
+    await daemon.door.stream.drop()
+    # The call in progress still gets its consent and recording, decided after the re-sync.
+    back = await call.handed_back(timeout=30)
+    assert back["consent"] == "implied" and back["recording"]
+    assert daemon.door.stream.connections == before + 1
+    await call.spoken(await call.speak())
+    await call.hang_up()
+    first = await finished.wait(call.callee_id)
+    assert first.recording_status == "ready"
+    # A later call works as usual.
+    later = await tester.place_call(args="mode=opt-out")
+    await later.notice_started()
+    await later.press("9")
+    assert (await later.handed_back())["consent"] == "declined"
+    await later.hang_up()
+    assert (await finished.wait(later.callee_id)).consent == "declined"
+
+
+async def test_asterisk_restart_mid_run_reconnects_ari_and_ami(daemon: Daemon, sandbox: Sandbox,
+                                                               tester: Tester, finished: Finished) -> None:
+    assert daemon.door is not None and daemon.ami is not None
+    logins = daemon.ami.logins
+    connections = daemon.door.stream.connections
+    await asyncio.to_thread(sandbox.stop)
+    await asyncio.to_thread(sandbox.start)
+    await daemon.wait_ready(30)
+    assert daemon.ami.logins == logins + 1 and daemon.door.stream.connections == connections + 1
+    await asyncio.wait_for(tester.stream.connected.wait(), 15)
+    call = await tester.place_call()
+    back = await call.handed_back()
+    assert back["consent"] == "implied" and back["recording"]
+    await call.spoken(await call.speak())
+    await call.hang_up()
+    assert (await finished.wait(call.callee_id)).recording_status == "ready"
+
+
+async def test_failsafe_when_daemon_is_not_connected(asterisk, tester: Tester) -> None:
+    """No daemon: the call is neither dropped nor delayed, and not recorded."""
+    call = await tester.place_call(args="mode=opt-in")
+    t0 = time.monotonic()
+    back = await call.handed_back(timeout=10)
+    assert back["consent"] == "unavailable" and back["recording"] == "" and back["call_id"] == ""
+    assert time.monotonic() - t0 < 3.0
+    # The caller is still connected to the "agent" part of the dialplan.
+    channel = await tester.ari.get_channel(call.callee_id)
+    assert channel["state"] == "Up"
