@@ -36,6 +36,7 @@ class Daemon:
         self.service: CallService | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
+        self._stopped = False
 
     async def start(self, run_migrations: bool = False) -> None:
         s = self.settings
@@ -104,11 +105,15 @@ class Daemon:
                     raise FatalError(f"internal task {task.get_name()} died: {task.exception()}")
 
     async def stop(self) -> None:
+        """Hand back callers still in the notice, flush the call log, close connections.  Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.door is not None:
+            await self.door.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.door is not None:
-            await self.door.close()
         if self.service is not None:
             await self.service.close()
         if self.writer is not None:

@@ -51,6 +51,7 @@ class AriCall:
         self.timer: asyncio.TimerHandle | None = None
         self.watchdog: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        self.closing = False  # callrec is stopping: leave once the call is back in the dialplan
 
     @property
     def id(self) -> str:
@@ -63,7 +64,7 @@ class AriCall:
         service = self.door.service
         try:
             await self.execute(first)
-            while not self.session.ended:
+            while not self.session.ended and not (self.closing and self.session.state is State.IN_DIALPLAN):
                 item = await self.queue.get()
                 actions = self.handle(item)
                 service.save(self.session)
@@ -103,6 +104,9 @@ class AriCall:
             if s.state is State.CONFIRMING:
                 return s.confirm_finished(item.at)
             return []
+        if item.kind == "shutdown":
+            self.closing = True
+            return s.abort(item.at, "callrec stopped during the notice; the call went on unrecorded")
         if item.kind == "hangup":
             if item.data.get("note"):
                 s.warn(item.data["note"])
@@ -327,11 +331,21 @@ class AriDoor:
         if call.session.record.finalized_at is not None:
             self.service.call_finalized(call.session)
 
-    async def close(self) -> None:
-        for call in list(self.calls.values()):
-            if call.task is not None:
-                call.task.cancel()
-        await asyncio.gather(*(c.task for c in self.calls.values() if c.task), return_exceptions=True)
+    async def close(self, timeout: float = 3.0) -> None:
+        """Stopping: callers still in the notice are handed back at once rather than left waiting
+        in a Stasis app nobody serves; calls already back in the dialplan keep recording and are
+        finalized at the next start."""
+        calls = list(self.calls.values())
+        for call in calls:
+            call.post("shutdown")
+        tasks = [c.task for c in calls if c.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in list(self._side_tasks):
+            task.cancel()
 
 
 def _event_time(event: dict[str, Any]) -> datetime:

@@ -41,6 +41,7 @@ class Consent(StrEnum):
     NOT_GIVEN = "not_given"  # opt-in mode, no key in time
     ABANDONED = "abandoned"  # hung up before consent was settled
     NOTICE_FAILED = "notice_failed"  # the notice could not be played: never record
+    UNAVAILABLE = "unavailable"  # callrec stopped before consent was settled: not recorded
 
 
 RECORDING_CONSENTS = (Consent.IMPLIED, Consent.GRANTED)
@@ -327,6 +328,24 @@ class CallSession:
         else:
             self._set(finalized_at=now)
         return actions
+
+    def abort(self, now: datetime, reason: str) -> list[Action]:
+        """callrec is stopping: hand a call still in the notice flow back, unrecorded, at once."""
+        if self.state in (State.IN_DIALPLAN, State.ENDED):
+            return []
+        if self.state is State.STARTING_RECORDING:
+            return []  # MixMonitor's answer is due any moment; the flow finishes by itself
+        actions: list[Action] = []
+        if self.state in (State.NOTIFYING, State.CONFIRMING):
+            actions.append(StopPrompt())
+        if self.state is State.NOTIFYING:
+            self._set(notice_completed=False, notice_finished_at=now)
+        if self.state is State.AWAITING_KEY:
+            actions.append(CancelTimer())
+        if self.record.consent is None:
+            self._set(consent=Consent.UNAVAILABLE.value, consent_at=now)
+        self.warn(reason)
+        return actions + self._hand_back(now)
 
     def recording_finalized(self, now: datetime, status: RecordingStatus, facts: dict[str, Any]) -> None:
         """The finished file was measured (or found missing / empty)."""

@@ -137,3 +137,44 @@ async def test_failsafe_when_daemon_is_not_connected(asterisk, tester: Tester) -
     # The caller is still connected to the "agent" part of the dialplan.
     channel = await tester.ari.get_channel(call.callee_id)
     assert channel["state"] == "Up"
+
+
+async def test_caller_never_waits_on_the_database_and_nothing_is_lost(daemon: Daemon, tester: Tester,
+                                                                      finished: Finished, database: str) -> None:
+    """With the call log locked (as good as down), calls still get the notice and go on; the
+    rows are written in full once the database answers again."""
+    locker = await asyncpg.connect(database)
+    tx = locker.transaction()
+    await tx.start()
+    await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+    try:
+        call = await tester.place_call(args="mode=opt-out")
+        await call.notice_started(timeout=5)
+        await call.press("9")
+        back = await call.handed_back(timeout=20)
+        assert back["consent"] == "declined"
+        await call.hang_up()
+        await finished.wait(call.callee_id)
+        assert daemon.writer is not None
+        assert not await daemon.writer.flush(timeout=0.5)  # still waiting on the lock
+    finally:
+        await tx.rollback()
+        await locker.close()
+    assert await daemon.writer.flush(timeout=15)
+    (r,) = await fetch(database, "SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
+    assert (r["consent"], r["consent_key"], r["state"]) == ("declined", "9", "ended")
+    assert r["notice_started_at"] is not None and r["ended_at"] is not None and r["finalized_at"] is not None
+
+
+async def test_stopping_the_daemon_hands_callers_in_the_notice_back(daemon: Daemon, tester: Tester,
+                                                                     database: str) -> None:
+    call = await tester.place_call(args="mode=opt-in")
+    await call.notice_started()
+    t0 = time.monotonic()
+    await daemon.stop()
+    back = await call.handed_back(timeout=5)
+    assert back["consent"] == "unavailable" and back["recording"] == ""
+    assert time.monotonic() - t0 < 5
+    (r,) = await fetch(database, "SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
+    assert (r["consent"], r["notice_completed"], r["recording_status"]) == ("unavailable", False, "none")
+    assert any("callrec stopped during the notice" in w for w in r["warnings"])

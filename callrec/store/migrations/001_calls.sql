@@ -17,7 +17,7 @@ CREATE TABLE calls (
     consent_mode            text NOT NULL CHECK (consent_mode IN ('notice', 'opt-out', 'opt-in')),
     state                   text NOT NULL,
     consent                 text CHECK (consent IN ('implied', 'granted', 'declined', 'not_given', 'abandoned',
-                                                    'notice_failed')),
+                                                    'notice_failed', 'unavailable')),
     consent_key             text,
     keys_pressed            text NOT NULL DEFAULT '',
     notice_prompt           text,
