@@ -16,6 +16,7 @@ from .policy import DEFAULT_PROMPTS
 from .prompts import PromptCatalog
 from .service import CallService
 from .store import CallLogWriter, connect_pool, migrate
+from .store.db import fetch_open_calls
 from .store.migrate import pending
 
 log = logging.getLogger("callrec")
@@ -53,8 +54,10 @@ class Daemon:
             if run_migrations:
                 await migrate(conn)
             missing = await pending(conn)
-        if missing:
-            raise FatalError(f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
+            if missing:
+                raise FatalError(
+                    f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
+            unfinished = await fetch_open_calls(conn)
         self.writer = CallLogWriter(self.pool)
         self.writer.start()
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
@@ -64,6 +67,9 @@ class Daemon:
         self.service = CallService(s, prompts, self.writer, self.ami)
         self.door = AriDoor(self.ari, self.service)
         self.ami.on_hangup = self.door.on_ami_hangup
+        if unfinished:
+            log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
+            self.door.expect_recovery(unfinished)
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s", self.ari.base, s.asterisk.app,

@@ -18,6 +18,7 @@ from .asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStrea
 from .policy import CallFacts, parse_args
 from .service import CallService, utcnow
 from .session import (
+    CallRecord,
     CallSession,
     CancelTimer,
     FinalizeRecording,
@@ -205,6 +206,7 @@ class AriDoor:
         self.stream = EventStream(ari, self.on_event, self.on_connected)
         self.events_seen = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._to_recover: list[CallRecord] = []
 
     # -- events in --
 
@@ -251,6 +253,7 @@ class AriDoor:
 
     async def on_connected(self) -> None:
         """After a (re)connect: catch up on what happened while the websocket was down."""
+        await self._recover()
         for call in list(self.calls.values()):
             try:
                 await self.ari.get_channel(call.channel_id)
@@ -267,6 +270,54 @@ class AriDoor:
                 except AriError:
                     pass
         await self._adopt_orphans()
+
+    def expect_recovery(self, records: list[CallRecord]) -> None:
+        """Open rows from an earlier run, to follow up once ARI is reachable."""
+        self._to_recover = list(records)
+
+    async def _recover(self) -> None:
+        """Calls the log shows as unfinished from an earlier run (callrec was stopped or crashed)."""
+        records, self._to_recover = self._to_recover, []
+        for record in records:
+            session = CallSession.restore(record, self.service.settings.recordings.dir)
+            try:
+                channel = await self.ari.get_channel(record.uniqueid)
+            except AriNotFound:
+                ended_at = await self.service.recording_closed_at(record)
+                note = "the call ended while callrec was down; " + (
+                    "ended_at is when Asterisk closed the recording" if ended_at else "the hang-up time is unknown")
+                self._finish_lost(session, session.lost(utcnow(), note, ended_at))
+                continue
+            except AriError:
+                self._to_recover.append(record)  # try again at the next connection
+                continue
+            dialplan = channel.get("dialplan") or {}
+            if dialplan.get("app_name") == "Stasis" and str(dialplan.get("app_data", "")).split(",")[0] == self.ari.app:
+                # Still waiting in our app: _adopt_orphans() takes it up again as a new call.
+                note = "callrec restarted during the notice; the call was taken up again as a new call row"
+                self._finish_lost(session, session.lost(utcnow(), note))
+                continue
+            # Back in the dialplan (recording or not): follow it to its hang-up.
+            session.abort(utcnow(), "callrec restarted before the call was handed back")
+            session.warn("callrec restarted during the call; followed again from the call log")
+            call = AriCall(self, session, record.uniqueid, record.channel)
+            self.calls[call.channel_id] = call
+            try:
+                await self.ari.subscribe_channel(call.channel_id)
+            except AriError as exc:
+                log.warning("call %s: cannot follow channel %s again: %s", record.id, record.channel, exc)
+            self.service.save(session)
+            call.task = asyncio.create_task(call.run([]), name=f"call-{record.id}")
+            log.info("call %s: followed again after a restart (%s)", record.id, record.channel)
+
+    def _finish_lost(self, session: CallSession, actions: list[Any]) -> None:
+        self.service.save(session)
+        for action in actions:
+            if isinstance(action, FinalizeRecording):
+                self.service.finalize_recording(session, action.file)
+        if session.record.finalized_at is not None:
+            self.service.call_finalized(session)
+        log.warning("call %s: %s", session.record.id, session.record.warnings[-1])
 
     async def _adopt_orphans(self) -> None:
         """Channels waiting in our Stasis app that no actor owns (the daemon restarted mid-call)."""

@@ -104,6 +104,17 @@ class CallService:
             except Exception:
                 log.exception("call-finalized callback failed")
 
+    async def recording_closed_at(self, record: CallRecord) -> datetime | None:
+        """When Asterisk last wrote the call's recording (its end, for a call that ended unseen)."""
+        if not record.recording_path:
+            return None
+        path = self.local_recording_path(record.recording_path)
+        try:
+            stat = await asyncio.to_thread(path.stat)
+        except OSError:
+            return None
+        return datetime.fromtimestamp(stat.st_mtime, UTC)
+
     def local_recording_path(self, file: str) -> Path:
         return self.settings.recordings.local_path / file
 

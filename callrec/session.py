@@ -193,6 +193,19 @@ class CallSession:
         for warning in decision.warnings:
             self.warn(warning)
 
+    @classmethod
+    def restore(cls, record: CallRecord, recordings_dir: str) -> CallSession:
+        """A call from the log that callrec lost track of (it was stopped or crashed mid-call)."""
+        decision = Decision(mode=record.consent_mode, language=record.language or "", prompt="",
+                            mixmonitor_options="", rule=record.policy_rule)
+        notice = Prompt(name="", language=record.language or "", media="", file=record.notice_prompt or "",
+                        sha256=record.notice_prompt_sha256 or "", duration=record.notice_prompt_duration or 0.0)
+        session = cls(record, decision, notice, opt_out_key="", opt_in_key="", decision_window=0, confirm=None,
+                      recordings_dir=recordings_dir)
+        session.state = State(record.state)
+        session._changed.clear()
+        return session
+
     # -- bookkeeping --
 
     def _set(self, **fields: Any) -> None:
@@ -346,6 +359,26 @@ class CallSession:
             self._set(consent=Consent.UNAVAILABLE.value, consent_at=now)
         self.warn(reason)
         return actions + self._hand_back(now)
+
+    def lost(self, now: datetime, note: str, ended_at: datetime | None = None) -> list[Action]:
+        """The call ended (or was taken up as a new call) while callrec was not following it.
+
+        What is unknown stays unknown: no invented hang-up time, no invented consent.
+        """
+        if self.state is State.ENDED and self.record.recording_status != RecordingStatus.FINALIZING:
+            return []
+        self.warn(note)
+        if self.record.consent is None:
+            self._set(consent=Consent.UNAVAILABLE.value, consent_at=now)
+        if self.record.ended_at is None and ended_at is not None:
+            self._set(ended_at=ended_at)
+        self._enter(State.ENDED)
+        if self.record.recording_status in (RecordingStatus.STARTING, RecordingStatus.RECORDING,
+                                            RecordingStatus.FINALIZING) and self.record.recording_path:
+            self._set(recording_status=RecordingStatus.FINALIZING.value)
+            return [FinalizeRecording(self.record.recording_path)]
+        self._set(finalized_at=now)
+        return []
 
     def recording_finalized(self, now: datetime, status: RecordingStatus, facts: dict[str, Any]) -> None:
         """The finished file was measured (or found missing / empty)."""

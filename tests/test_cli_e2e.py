@@ -7,50 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 from caller import Tester
+from daemon_proc import CALLREC, wait_finalized, wait_registered, write_config
 from sandbox import SandboxInfo
 
 from callrec.store.migrate import MigrationError, available_migrations, migrate
-
-CALLREC = [sys.executable, "-m", "callrec.cli"]
-
-
-def write_config(path: Path, info: SandboxInfo, database: str, **changes: str) -> Path:
-    values = {
-        "ari_password": info.ari_password, "ami_password": info.ami_password, "ari_url": info.ari_url,
-        "ami_port": str(info.ami_port), "dsn": database,
-    }
-    values.update(changes)
-    path.write_text(f"""
-[asterisk]
-ari_url = "{values['ari_url']}"
-ari_user = "{info.ari_user}"
-ari_password = "{values['ari_password']}"
-ami_host = "{info.ami_host}"
-ami_port = {values['ami_port']}
-ami_user = "{info.ami_user}"
-ami_password = "{values['ami_password']}"
-request_timeout = 2
-
-[database]
-dsn = "{values['dsn']}"
-
-[recordings]
-dir = "{info.recordings_dir}"
-local_dir = "{info.local_recordings_dir}"
-
-[notice]
-prompts_dir = "{info.prompts_dir}"
-local_prompts_dir = "{info.local_prompts_dir}"
-decision_window = 1
-""")
-    return path
 
 
 def run(config: Path, *args: str, timeout: float = 30, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -162,14 +128,14 @@ async def test_serve_records_and_calls_shows_it_safely(tmp_path: Path, asterisk:
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([*CALLREC, "-c", str(cfg), "serve"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        await _wait_registered(tester)
+        await wait_registered(tester)
         name = "Evil\x1b]0;pwned\x07\x1b[2J\u202eexe.txt 😀" + "x" * 200
         call = await tester.place_call(variables={"_CALLREC_TEST_SET_CID": "1", "_CALLREC_TEST_CID_NAME": name,
                                                   "_CALLREC_TEST_CID_NUM": "'; DROP TABLE calls;--"})
         back = await call.handed_back()
         assert back["consent"] == "implied"
         await call.hang_up()
-        await _wait_finalized(database, call.callee_id)
+        await wait_finalized(database, call.callee_id)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
@@ -186,29 +152,6 @@ async def test_serve_records_and_calls_shows_it_safely(tmp_path: Path, asterisk:
     served = (tmp_path / "serve.log").read_text()
     assert asterisk.ari_password not in served and asterisk.ami_password not in served
     assert "callrec stopped" in served
-
-
-async def _wait_registered(tester: Tester, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        apps = await tester.ari.request("GET", "/applications")
-        if any(a.get("name") == "callrec" for a in apps):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the callrec ARI application did not register")
-
-
-async def _wait_finalized(dsn: str, uniqueid: str, timeout: float = 30) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await conn.fetchval("SELECT finalized_at IS NOT NULL FROM calls WHERE uniqueid = $1", uniqueid):
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()
-    raise AssertionError(f"call {uniqueid} not finalized in the call log")
 
 
 def test_sounds_install_copies_prompts(tmp_path: Path, asterisk: SandboxInfo, database: str) -> None:

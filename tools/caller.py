@@ -17,7 +17,7 @@ from typing import Any
 from callrec.asterisk.ari import Ari, AriNotFound, EventStream
 from callrec.session import CallRecord
 
-TESTER_APP = "callrec-tester"
+TESTER_APP = "callrec-tester"  # each Tester adds a unique suffix, so two runs never replace each other
 # Stock Asterisk prompts with real speech, used as the caller's voice.
 CALLER_SPEECH = "sound:vm-intro"  # 5.6 s of speech
 
@@ -106,7 +106,8 @@ class Tester:
     __test__ = False  # not a test class, despite the name
 
     def __init__(self, ari_url: str, user: str, password: str) -> None:
-        self.ari = Ari(ari_url, user, password, TESTER_APP, timeout=10)
+        self.app = f"{TESTER_APP}-{uuid.uuid4().hex[:8]}"
+        self.ari = Ari(ari_url, user, password, self.app, timeout=10)
         self.log = EventLog()
         self.stream = EventStream(self.ari, self.log.add, self._connected, subscribe_all=True)
         self._task: asyncio.Task[None] | None = None
@@ -132,7 +133,7 @@ class Tester:
                          variables: dict[str, str] | None = None) -> PlacedCall:
         caller, callee = f"t-{uuid.uuid4()}", f"c-{uuid.uuid4()}"
         vars_ = {"_CALLREC_TEST_LANG": lang, "_CALLREC_TEST_ARGS": args, **(variables or {})}
-        await self.ari.originate(f"Local/{exten}@callrec-test-in/n", app=TESTER_APP, caller_id=caller_id,
+        await self.ari.originate(f"Local/{exten}@callrec-test-in/n", app=self.app, caller_id=caller_id,
                                  channel_id=caller, other_channel_id=callee, variables=vars_)
         call = PlacedCall(caller, callee, self)
         self.calls.append(call)
@@ -141,7 +142,7 @@ class Tester:
     async def place_sip_call(self, exten: str = "100", caller_id: str = '"SIP Caller" <5552000>') -> PlacedCall:
         """Over real SIP/RTP: Asterisk calls itself through the PJSIP endpoint ``self`` on loopback."""
         caller = f"t-{uuid.uuid4()}"
-        await self.ari.originate(f"PJSIP/{exten}@self", app=TESTER_APP, caller_id=caller_id, channel_id=caller)
+        await self.ari.originate(f"PJSIP/{exten}@self", app=self.app, caller_id=caller_id, channel_id=caller)
         # The inbound SIP channel gets its own id; find it by the callrec notice it receives.
         call = PlacedCall(caller, "", self)
         self.calls.append(call)

@@ -119,11 +119,11 @@ class Ami:
             await asyncio.sleep(0.05)
 
     async def action(self, fields: dict[str, str]) -> Any:
-        if self.manager is None or not self.logged_in.is_set() or self.manager.protocol is None:
-            raise AmiUnavailable(self.last_error or "AMI not connected")
         for key, value in fields.items():
             if "\r" in value or "\n" in value:
                 raise AmiError(f"AMI header {key} carries a line break; refused")
+        if self.manager is None or not self.logged_in.is_set() or self.manager.protocol is None:
+            raise AmiUnavailable(self.last_error or "AMI not connected")
         future = self.manager.send_action(dict(fields))
         try:
             resp = await asyncio.wait_for(future, self.timeout)

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from ..session import COLUMNS, CallRecord
+
 
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout,
@@ -32,3 +34,16 @@ async def fetch_calls(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 5
     sql += f" ORDER BY started_at DESC, id DESC LIMIT ${len(args)}"
     rows = await conn.fetch(sql, *args)
     return [dict(r) for r in rows]
+
+
+async def fetch_open_calls(conn: asyncpg.Connection | asyncpg.Pool, door: str = "ari") -> list[CallRecord]:
+    """Calls an earlier run did not finalize (it was stopped or crashed while they went on)."""
+    rows = await conn.fetch(
+        "SELECT * FROM calls WHERE finalized_at IS NULL AND door = $1 ORDER BY started_at", door)
+    out = []
+    for r in rows:
+        fields = {name: r[name] for name in COLUMNS}
+        fields["id"] = str(fields["id"])
+        fields["warnings"] = list(fields["warnings"] or [])
+        out.append(CallRecord(**fields))
+    return out
