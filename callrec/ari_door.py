@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +30,8 @@ from .session import (
 )
 
 log = logging.getLogger("callrec.ari")
+
+AMI_HANGUP_GRACE = 2.0  # seconds ARI gets to report a hang-up itself before AMI's report is used
 
 
 @dataclass
@@ -58,8 +59,8 @@ class AriCall:
     def id(self) -> str:
         return self.session.record.id
 
-    def post(self, kind: str, at: datetime | None = None, **data: Any) -> None:
-        self.queue.put_nowait(Input(kind, at or utcnow(), data))
+    def post(self, kind: str, at: datetime | None = None, data: dict[str, Any] | None = None, **more: Any) -> None:
+        self.queue.put_nowait(Input(kind, at or utcnow(), {**(data or {}), **more}))
 
     async def run(self, first: list[Any]) -> None:
         service = self.door.service
@@ -126,7 +127,7 @@ class AriCall:
         ari, service = self.door.ari, self.door.service
         if isinstance(action, PlayPrompt):
             kind = "notice" if self.session.state is State.NOTIFYING else "confirm"
-            self.playback_id, self.playback_kind = str(uuid.uuid4()), kind
+            self.playback_id, self.playback_kind = playback_id(kind, self.id), kind
             try:
                 await ari.play(self.channel_id, action.prompt.media, self.playback_id)
             except AriError as exc:
@@ -174,8 +175,10 @@ class AriCall:
             await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
             await ari.continue_in_dialplan(self.channel_id)
         except AriNotFound:
-            pass  # hung up meanwhile: the ChannelDestroyed event ends the call
+            pass  # hung up meanwhile: the hang-up event ends the call
         except AriError as exc:
+            if exc.status == 422:  # "Event source does not exist": hung up meanwhile
+                return
             log.error("call %s: handing back to the dialplan failed: %s", self.id, exc)
             self.session.warn(f"hand-back failed: {exc}")
 
@@ -240,15 +243,30 @@ class AriDoor:
             digit = str(event.get("digit", ""))
             if len(digit) == 1:
                 call.post("dtmf", at, digit=digit)
-        elif kind == "ChannelDestroyed":
+        elif kind in ("ChannelHangupRequest", "ChannelDestroyed"):
+            # The hang-up request comes first, ahead of the notice's "failed" PlaybackFinished
+            # and StasisEnd: it is the moment the caller left.
             cause = event.get("cause")
-            call.post("hangup", at, cause=cause if isinstance(cause, int) else None,
+            call.post("hangup", at, cause=cause if isinstance(cause, int) and cause > 0 else None,
                       cause_text=event.get("cause_txt"))
+        elif kind == "StasisEnd" and call.session.state not in (State.IN_DIALPLAN, State.ENDED):
+            # Left our app without our hand-back: only a hang-up does that.
+            call.post("hangup", at)
 
     def on_ami_hangup(self, uniqueid: str, cause: int | None, cause_text: str | None) -> None:
-        """AMI's Hangup is a second source: it still arrives if the ARI websocket is down."""
+        """AMI's Hangup is a second source, for when the ARI websocket is down.
+
+        AMI and ARI are separate sockets, so AMI's Hangup can overtake ARI events that happened
+        before it (the notice starting).  While ARI is connected its own hang-up events win and
+        AMI's only fills in a missing cause, a moment later.
+        """
         call = self.calls.get(uniqueid)
-        if call is not None:
+        if call is None:
+            return
+        if self.stream.connected.is_set():
+            asyncio.get_running_loop().call_later(AMI_HANGUP_GRACE, call.post, "hangup", None,
+                                                  {"cause": cause, "cause_text": cause_text})
+        else:
             call.post("hangup", cause=cause, cause_text=cause_text)
 
     async def on_connected(self) -> None:
@@ -293,7 +311,14 @@ class AriDoor:
                 continue
             dialplan = channel.get("dialplan") or {}
             if dialplan.get("app_name") == "Stasis" and str(dialplan.get("app_data", "")).split(",")[0] == self.ari.app:
-                # Still waiting in our app: _adopt_orphans() takes it up again as a new call.
+                # Still waiting in our app: _adopt_orphans() takes it up again as a new call.  A prompt
+                # the earlier run started may still be playing, and the channel would carry out our
+                # requests only after it: stop it first.
+                for kind in ("notice", "confirm"):
+                    try:
+                        await self.ari.stop_playback(playback_id(kind, record.id))
+                    except AriError:
+                        pass
                 note = "callrec restarted during the notice; the call was taken up again as a new call row"
                 self._finish_lost(session, session.lost(utcnow(), note))
                 continue
@@ -397,6 +422,11 @@ class AriDoor:
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in list(self._side_tasks):
             task.cancel()
+
+
+def playback_id(kind: str, call_id: str) -> str:
+    """Predictable from the call log, so a restarted daemon can stop what an earlier run started."""
+    return f"callrec-{kind}-{call_id}"
 
 
 def _event_time(event: dict[str, Any]) -> datetime:

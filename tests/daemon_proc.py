@@ -68,3 +68,17 @@ async def wait_finalized(dsn: str, uniqueid: str, timeout: float = 30) -> None:
     finally:
         await conn.close()
     raise AssertionError(f"call {uniqueid} not finalized in the call log")
+
+
+async def wait_row(dsn: str, uniqueid: str, timeout: float = 10) -> None:
+    """Until the daemon has written the call's row (it writes in the background)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await conn.fetchval("SELECT count(*) FROM calls WHERE uniqueid = $1", uniqueid):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    raise AssertionError(f"no call-log row for {uniqueid}")

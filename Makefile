@@ -1,0 +1,36 @@
+# callrec: everyday commands.  `make demo` is the one to start with (run as root: the sandbox
+# Asterisk runs in a Debian sid chroot).  Pass options through DEMO_ARGS / BENCH_ARGS / PYTEST_ARGS,
+# e.g. `make demo DEMO_ARGS=--keep`, `make bench BENCH_ARGS=--json`, `make test PYTEST_ARGS='-k opt_in'`.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench lint sandbox-up sandbox-down
+
+# The venv is (re)installed only when pyproject.toml is newer than the stamp.
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+demo: venv
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) benchmarks/notice_latency.py $(BENCH_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+sandbox-up:
+	$(PYTHON) tools/sandbox.py up
+
+sandbox-down:
+	$(PYTHON) tools/sandbox.py down
