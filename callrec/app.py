@@ -95,10 +95,33 @@ class Daemon:
         if self.ami.auth_failed and self.ami.logins == 0:
             raise FatalError(f"asterisk.ami_password: {self.ami.last_error}")
 
+    async def reload_prompts(self) -> bool:
+        """Re-read the prompts (SIGHUP): an admin replaced or added a file.  On a problem the old
+        set stays in use, so a half-copied folder never breaks the notice."""
+        s = self.settings
+        assert self.service is not None
+        try:
+            catalog = await asyncio.to_thread(PromptCatalog.load, s.notice.prompts_dir, s.notice.local_prompts_path)
+            catalog.require(s.notice.default_language, sorted(set(DEFAULT_PROMPTS.values())))
+        except Exception as exc:
+            log.error("prompts not reloaded, the previous set stays in use: %s", exc)
+            return False
+        self.service.prompts = catalog
+        log.info("prompts reloaded: %d file(s) in %s", len(catalog.prompts), ", ".join(sorted(catalog.available())))
+        return True
+
     async def run_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hangup_signal() -> None:
+            task = asyncio.create_task(self.reload_prompts())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup_signal)
         while not self.stopping.is_set():
             # Refused credentials at start are fatal; an Asterisk that is down is waited for.
             self.check_credentials()

@@ -106,6 +106,8 @@ class AriCall:
             if s.state is State.CONFIRMING:
                 return s.confirm_finished(item.at)
             return []
+        if item.kind == "entered_again":
+            return s.entered_again(item.at)
         if item.kind == "shutdown":
             self.closing = True
             return s.abort(item.at, "callrec stopped during the notice; the call went on unrecorded")
@@ -219,8 +221,10 @@ class AriDoor:
         at = _event_time(event)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None
         if kind == "StasisStart" and channel is not None:
-            if channel.get("id") in self.calls:
-                return  # a second Stasis() on a call already in hand: its call goes on
+            known = self.calls.get(str(channel.get("id")))
+            if known is not None:
+                known.post("entered_again", at)  # a second Stasis() on a call in hand
+                return
             self.start_call(channel, [str(a) for a in event.get("args") or []], at)
             return
         if kind in ("PlaybackStarted", "PlaybackFinished"):

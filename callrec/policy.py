@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .config import CONSENT_MODES, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings
 
+ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule")
 DEFAULT_PROMPTS = {"notice": "notice", "opt-out": "notice-opt-out", "opt-in": "notice-opt-in"}
 NOT_RECORDED_PROMPT = "not-recorded"
 
@@ -54,7 +55,11 @@ def parse_args(raw: list[str]) -> tuple[dict[str, str], list[str]]:
         if not sep:
             warnings.append(f"argument {item[:40]!r} ignored: expected key=value")
             continue
-        args[key.strip().lower()] = value.strip()
+        key = key.strip().lower()
+        if key not in ARGUMENT_KEYS:
+            warnings.append(f"argument {key[:40]!r} ignored: known keys are {', '.join(ARGUMENT_KEYS)}")
+            continue
+        args[key] = value.strip()
     return args, warnings
 
 

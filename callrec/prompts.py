@@ -1,7 +1,7 @@
 """The installed notice prompts: ``<prompts_dir>/<lang>/<name>.wav``.
 
-Read once at start (and on reload), so the sha256 that goes into each call's evidence costs
-nothing on the caller's path.
+Read once at start and again on SIGHUP (``Daemon.reload_prompts``), so the sha256 that goes into
+each call's evidence costs nothing on the caller's path.
 """
 
 from __future__ import annotations

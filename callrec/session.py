@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -312,6 +312,13 @@ class CallSession:
         self._set(recording_status=RecordingStatus.FAILED.value, recording_error=error[:500])
         return self._hand_back(now)
 
+    def entered_again(self, now: datetime) -> list[Action]:
+        """The dialplan sent a call already handled back to callrec (a transfer, a second Gosub):
+        the notice is not played twice; the same answer goes back at once."""
+        if self.state is not State.IN_DIALPLAN:
+            return []
+        return [HandBack(self.variables())]
+
     def handed_back(self, now: datetime) -> list[Action]:
         if self.record.handed_back_at is None and self.state is State.IN_DIALPLAN:
             self._set(handed_back_at=now)
@@ -403,17 +410,21 @@ class CallSession:
 
     def _hand_back(self, now: datetime) -> list[Action]:
         self._enter(State.IN_DIALPLAN)
+        return [HandBack(self.variables())]
+
+    def variables(self) -> dict[str, str]:
+        """The channel variables the dialplan gets back."""
         recording = ""
         if self.record.recording_status == RecordingStatus.RECORDING and self.record.recording_path:
             recording = f"{self.recordings_dir}/{self.record.recording_path}"
-        return [HandBack({
+        return {
             "CALLREC_CALL_ID": self.record.id,
             "CALLREC_CONSENT": self.record.consent or "",
             "CALLREC_RECORDING": recording,
-        })]
+        }
 
 
 def recording_file_name(call_id: str, started_at: datetime) -> str:
     """``YYYY/MM/DD/<call id>.wav`` (UTC date), relative to the recordings folder."""
-    return f"{started_at:%Y/%m/%d}/{call_id}.wav"
+    return f"{started_at.astimezone(UTC):%Y/%m/%d}/{call_id}.wav"
 

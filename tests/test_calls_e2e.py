@@ -201,3 +201,62 @@ async def test_call_over_real_sip(daemon: Daemon, tester: Tester, finished: Fini
     assert r["channel"].startswith("PJSIP/self-")
     assert (r["caller_number"], r["caller_name"]) == ("5552000", "SIP Caller")
     assert r["recording_status"] == "ready" and r["recording_rms_dbfs"] > SPEECH_RMS_FLOOR
+
+
+async def test_second_pass_through_callrec_plays_the_notice_once(daemon: Daemon, tester: Tester,
+                                                                 finished: Finished, database: str) -> None:
+    call = await tester.place_call(exten="200", args="mode=opt-out")
+    await call.notice_started()
+    await call.press("9")
+    back = await call.handed_back()
+    assert back["consent"] == "declined" and back["first"] == "declined" and back["call_id"]
+    notices = [e for e in tester.log.events if e.get("type") == "PlaybackStarted"
+               and e["playback"]["target_uri"] == f"channel:{call.callee_id}"]
+    assert len(notices) == 2  # the notice, then "this call will not be recorded"; nothing more
+    r = await finish(daemon, finished, call, database)
+    assert (r["consent"], str(r["id"])) == ("declined", back["call_id"])
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM calls") == 1
+    finally:
+        await conn.close()
+
+
+async def test_prompts_reload_on_sighup(daemon: Daemon, tester: Tester, finished: Finished, database: str) -> None:
+    """An admin adds a language and sends SIGHUP: the next call hears it, with its own hash."""
+    import os
+    import shutil
+    import signal
+
+    prompts = daemon.settings.notice.local_prompts_path
+    added = prompts / "xx"
+    shutil.copytree(prompts / "en", added)
+    try:
+        (added / "notice.wav").write_bytes((prompts / "ru" / "notice.wav").read_bytes())
+        reloaded = asyncio.get_running_loop().create_future()
+        original = daemon.reload_prompts
+
+        async def spy() -> bool:
+            ok = await original()
+            reloaded.set_result(ok)
+            return ok
+
+        daemon.reload_prompts = spy  # type: ignore[method-assign]
+        runner = asyncio.create_task(daemon.run_until_stopped())
+        await asyncio.sleep(0)  # let it install its signal handlers
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert await asyncio.wait_for(reloaded, 10) is True
+        call = await tester.place_call(lang="xx")
+        assert (await call.notice_started())["playback"]["media_uri"].endswith("/xx/notice")
+        await call.hang_up()
+        await finished.wait(call.callee_id)
+        assert daemon.writer is not None and await daemon.writer.flush()
+        r = await row(database, call.callee_id)
+        assert r["notice_prompt"].endswith("/xx/notice.wav")
+        assert r["notice_prompt_sha256"] == hashlib.sha256((added / "notice.wav").read_bytes()).hexdigest()
+        daemon.stopping.set()
+        await asyncio.wait_for(runner, 5)
+    finally:
+        shutil.rmtree(added)
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)

@@ -68,8 +68,8 @@ def test_dialplan_arguments_override_rules() -> None:
 def test_bad_arguments_are_ignored_with_a_warning() -> None:
     d = run(CallFacts(did="100", args={"mode": "record-everything", "rule": "nope"}))
     assert d.mode == "notice" and len(d.warnings) == 2
-    args, warnings = parse_args(["mode=opt-out", "", "junk", " lang = ru "])
-    assert args == {"mode": "opt-out", "lang": "ru"} and len(warnings) == 1
+    args, warnings = parse_args(["mode=opt-out", "", "junk", " lang = ru ", "colour=red"])
+    assert args == {"mode": "opt-out", "lang": "ru"} and len(warnings) == 2
 
 
 def test_missing_custom_prompt_falls_back_to_the_mode_default() -> None:

@@ -181,3 +181,23 @@ def test_zero_window_decides_when_the_notice_ends(window: float) -> None:
     s.start()
     actions = s.notice_finished(at(4))
     assert isinstance(actions[0], StartRecording) and s.record.consent == "implied"
+
+
+def test_a_second_pass_through_callrec_does_not_replay_the_notice() -> None:
+    s = make("notice")
+    assert s.entered_again(at(0)) == []  # not handed back yet: nothing to repeat
+    s.start()
+    s.notice_finished(at(4))
+    first = s.recording_started(at(4.1))
+    again = s.entered_again(at(60))
+    assert again == first and s.state is State.IN_DIALPLAN
+
+
+def test_recording_folder_is_the_utc_date() -> None:
+    from datetime import timezone
+
+    from callrec.session import recording_file_name
+
+    moscow = timezone(timedelta(hours=3))
+    started = datetime(2026, 1, 1, 1, 30, tzinfo=moscow)  # still 31 December in UTC
+    assert recording_file_name("x", started) == "2025/12/31/x.wav"

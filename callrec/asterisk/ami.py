@@ -1,6 +1,6 @@
 """AMI through panoramisk 1.4: MixMonitor start/stop and Hangup events.
 
-panoramisk defects this wrapper covers (see tests/test_ami_*.py):
+panoramisk defects this wrapper covers (tests: test_protocol_edges, test_resilience_e2e, test_cli_e2e):
 - a failed login is only a flag (``authenticated = False``); we turn it into AmiAuthError;
 - connect errors are only logged while it retries forever; we report them and keep retrying;
 - an action sent while disconnected is queued and replayed *after* reconnecting, which for
