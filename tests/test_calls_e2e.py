@@ -260,3 +260,24 @@ async def test_prompts_reload_on_sighup(daemon: Daemon, tester: Tester, finished
         shutil.rmtree(added)
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
+
+
+async def test_stop_mix_monitor_closes_the_file_while_the_call_goes_on(daemon: Daemon, tester: Tester,
+                                                                       finished: Finished, database: str) -> None:
+    from callrec.recordings import wav_is_closed
+
+    call = await tester.place_call()
+    back = await call.handed_back()
+    await call.spoken(await call.speak())
+    assert daemon.ami is not None
+    channel = (await tester.ari.get_channel(call.callee_id))["name"]
+    path = daemon.settings.recordings.local_path / back["recording"].removeprefix(daemon.settings.recordings.dir + "/")
+    assert not wav_is_closed(path)  # MixMonitor is still writing
+    await daemon.ami.stop_mix_monitor(channel)
+    deadline = asyncio.get_running_loop().time() + 5
+    while not wav_is_closed(path):  # Asterisk closes the file on its own thread
+        assert asyncio.get_running_loop().time() < deadline, "StopMixMonitor did not close the file"
+        await asyncio.sleep(0.05)
+    assert (await tester.ari.get_channel(call.callee_id))["state"] == "Up"  # the call goes on
+    r = await finish(daemon, finished, call, database)
+    assert r["recording_status"] == "ready" and r["recording_rms_dbfs"] > SPEECH_RMS_FLOOR

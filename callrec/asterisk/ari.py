@@ -164,8 +164,10 @@ class EventStream:
     """
 
     def __init__(self, ari: Ari, on_event: EventHandler, on_connected: ConnectedHandler,
-                 min_backoff: float = 0.2, max_backoff: float = 5.0, subscribe_all: bool = False) -> None:
+                 min_backoff: float = 0.2, max_backoff: float = 5.0, subscribe_all: bool = False,
+                 handshake_timeout: float = 3.0) -> None:
         self.ari = ari
+        self.handshake_timeout = handshake_timeout
         self.subscribe_all = subscribe_all
         self.on_event = on_event
         self.on_connected = on_connected
@@ -182,8 +184,12 @@ class EventStream:
         waiting_logged = False
         while True:
             try:
-                async with self.ari.session.ws_connect(self.ari.events_url(self.subscribe_all), heartbeat=15.0,
-                                                        timeout=aiohttp.ClientWSTimeout(ws_close=5.0)) as ws:
+                # A handshake that hangs is given up quickly and tried again on a new connection
+                # (seen on Asterisk 22 while an earlier websocket of the same server is torn down).
+                async with asyncio.timeout(self.handshake_timeout):
+                    ws = await self.ari.session.ws_connect(self.ari.events_url(self.subscribe_all), heartbeat=15.0,
+                                                           timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+                async with ws:
                     self._ws = ws
                     self.connections += 1
                     self.auth_failed = False
