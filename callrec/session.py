@@ -54,6 +54,7 @@ class RecordingStatus(StrEnum):
     FINALIZING = "finalizing"
     READY = "ready"  # finished file, facts measured
     EMPTY = "empty"  # Asterisk wrote no audio; the empty file was removed
+    UNCLOSED = "unclosed"  # Asterisk never closed the file (crash); kept, measured from raw audio
     MISSING = "missing"  # MixMonitor accepted but no file appeared
     FAILED = "failed"  # MixMonitor could not be started
 

@@ -36,7 +36,7 @@ CREATE TABLE calls (
     hangup_cause_text       text,
     recording_status        text NOT NULL DEFAULT 'none'
                             CHECK (recording_status IN ('none', 'starting', 'recording', 'finalizing', 'ready',
-                                                        'empty', 'missing', 'failed')),
+                                                        'empty', 'unclosed', 'missing', 'failed')),
     recording_path          text,
     recording_error         text,
     recording_duration      double precision,
