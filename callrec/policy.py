@@ -59,6 +59,11 @@ def parse_args(raw: list[str]) -> tuple[dict[str, str], list[str]]:
         if key not in ARGUMENT_KEYS:
             warnings.append(f"argument {key[:40]!r} ignored: known keys are {', '.join(ARGUMENT_KEYS)}")
             continue
+        if key in args:
+            # The first value wins: the admin's arguments come first in callrec.conf, the
+            # subroutine's own did= / context= after them as defaults.
+            warnings.append(f"argument {key}= given twice; the first value is kept")
+            continue
         args[key] = value.strip()
     return args, warnings
 

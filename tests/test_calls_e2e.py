@@ -281,3 +281,13 @@ async def test_stop_mix_monitor_closes_the_file_while_the_call_goes_on(daemon: D
     assert (await tester.ari.get_channel(call.callee_id))["state"] == "Up"  # the call goes on
     r = await finish(daemon, finished, call, database)
     assert r["recording_status"] == "ready" and r["recording_rms_dbfs"] > SPEECH_RMS_FLOOR
+
+
+async def test_called_number_cannot_smuggle_options(daemon: Daemon, tester: Tester, finished: Finished,
+                                                    database: str) -> None:
+    """The far end picks ${EXTEN}: commas in it must not become Stasis arguments."""
+    call = await tester.place_call(exten="100,mode=opt-in,did=999", args="mode=notice")
+    back = await call.handed_back()
+    assert back["consent"] == "implied"  # notice mode as configured, not the smuggled opt-in
+    r = await finish(daemon, finished, call, database)
+    assert (r["consent_mode"], r["called_number"]) == ("notice", "100modeoptindid999")

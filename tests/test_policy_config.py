@@ -70,6 +70,8 @@ def test_bad_arguments_are_ignored_with_a_warning() -> None:
     assert d.mode == "notice" and len(d.warnings) == 2
     args, warnings = parse_args(["mode=opt-out", "", "junk", " lang = ru ", "colour=red"])
     assert args == {"mode": "opt-out", "lang": "ru"} and len(warnings) == 2
+    args, warnings = parse_args(["did=100", "context=from-trunk", "did=999", "mode=opt-in", "mode=notice"])
+    assert args == {"did": "100", "context": "from-trunk", "mode": "opt-in"} and len(warnings) == 2
 
 
 def test_missing_custom_prompt_falls_back_to_the_mode_default() -> None:
