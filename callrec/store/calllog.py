@@ -19,9 +19,22 @@ from ..session import COLUMNS
 log = logging.getLogger("callrec.calllog")
 
 _COLUMN_SET = frozenset(COLUMNS)
-# Errors after which the same write can succeed later (database restarting, network).
-_TRANSIENT = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-              asyncpg.CannotConnectNowError)
+# SQLSTATE classes after which the same write can succeed later: connection (08), resources (53),
+# operator intervention / server shutting down (57), rollback (40); lock timeout, read-only standby.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+_TRANSIENT_STATES = ("55P03", "25006")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Retry later (True) or give the write up (False: the data itself is refused)."""
+    if isinstance(exc, asyncpg.exceptions._base.DataError):  # a value asyncpg cannot encode
+        return False
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    return False
 
 
 def storable_text(value: str) -> str:
@@ -54,6 +67,7 @@ class CallLogWriter:
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
         self.failures = 0
+        self._last_warning = -1e9  # rate-limits the "will retry" warning during an outage
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="calllog-writer")
@@ -89,33 +103,55 @@ class CallLogWriter:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending, {}
-                try:
-                    await self._write(batch.items())
-                    self.writes += len(batch)
-                except _TRANSIENT as exc:
-                    self.failures += 1
-                    log.warning("call log write failed (%s: %s); will retry", type(exc).__name__, exc)
-                    # Put the batch back under anything newer, then wait before retrying.
-                    for call_id, fields in batch.items():
-                        newer = self._pending.get(call_id, {})
-                        self._pending[call_id] = {**fields, **newer}
-                    await asyncio.sleep(self.retry_delay)
-                except asyncpg.PostgresError:
-                    # One bad row must not hold back the others: write them one by one.
-                    for item in batch.items():
-                        try:
-                            await self._write([item])
-                            self.writes += 1
-                        except Exception as exc:
-                            self.failures += 1
-                            log.error("call log: call %s rejected by the database (%s); fields %s dropped",
-                                      item[0], exc, sorted(item[1]))
-            if not self._pending:
-                self._idle.set()
+            try:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    await self._write_pending()
+                if not self._pending:
+                    self._idle.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the writer die quietly: log, pause, go on
+                log.exception("call log writer error; continuing")
+                self._wake.set()
+                await asyncio.sleep(self.retry_delay)
+
+    async def _write_pending(self) -> None:
+        batch, self._pending = self._pending, {}
+        try:
+            await self._write(batch.items())
+            self.writes += len(batch)
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                self._requeue(batch.items(), exc)
+                await asyncio.sleep(self.retry_delay)
+                return
+        # One bad row must not hold back the others: write them one by one.
+        for item in batch.items():
+            try:
+                await self._write([item])
+                self.writes += 1
+            except Exception as exc:
+                if is_transient(exc):
+                    self._requeue([item], exc)
+                    continue
+                self.failures += 1
+                log.error("call log: call %s rejected by the database (%s); fields %s dropped",
+                          item[0], exc, sorted(item[1]))
+
+    def _requeue(self, items: Iterable[tuple[str, dict[str, Any]]], exc: BaseException) -> None:
+        """Put changes back under anything newer, to be written when the database answers."""
+        self.failures += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last_warning > 30:
+            log.warning("call log write failed (%s: %s); %d call(s) waiting, will retry", type(exc).__name__, exc,
+                        len(self._pending) + len(list(items)))
+            self._last_warning = now
+        for call_id, fields in items:
+            newer = self._pending.get(call_id, {})
+            self._pending[call_id] = {**fields, **newer}
 
     async def _write(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
