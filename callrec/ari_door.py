@@ -68,9 +68,14 @@ class AriCall:
             await self.execute(first)
             while not self.session.ended and not (self.closing and self.session.state is State.IN_DIALPLAN):
                 item = await self.queue.get()
-                actions = self.handle(item)
+                actions = await self._resync() if item.kind == "resync" else self.handle(item)
                 service.save(self.session)
                 await self.execute(actions)
+        except asyncio.CancelledError:
+            if self.session.state not in (State.IN_DIALPLAN, State.ENDED):
+                # Stopped mid-flow: never leave the caller in a Stasis app nobody serves.
+                await asyncio.shield(self._rescue())
+            raise
         except Exception:
             log.exception("call %s: flow failed; handing the call back to the dialplan", self.id)
             await self._rescue()
@@ -104,7 +109,7 @@ class AriCall:
             if s.state is State.NOTIFYING:
                 return [StopPrompt(), *s.notice_failed(item.at, "the notice did not finish in time")]
             if s.state is State.CONFIRMING:
-                return s.confirm_finished(item.at)
+                return [StopPrompt(), *s.confirm_finished(item.at)]
             return []
         if item.kind == "entered_again":
             return s.entered_again(item.at)
@@ -132,6 +137,9 @@ class AriCall:
             self.playback_id, self.playback_kind = playback_id(kind, self.id), kind
             try:
                 await ari.play(self.channel_id, action.prompt.media, self.playback_id)
+            except AriNotFound:
+                self.playback_id = self.playback_kind = None
+                return self.session.hangup(utcnow())  # the caller left before the prompt began
             except AriError as exc:
                 self.playback_id = self.playback_kind = None
                 log.warning("call %s: playing %s failed: %s", self.id, action.prompt.file, exc)
@@ -162,32 +170,86 @@ class AriCall:
         if isinstance(action, StartRecording):
             return await service.start_recording(self.session, self.channel_name, action.file, action.options)
         if isinstance(action, HandBack):
-            await self._hand_back(action.variables)
-            return self.session.handed_back(utcnow())
+            if await self._hand_back(action.variables):
+                return self.session.handed_back(utcnow())
+            return None
         if isinstance(action, FinalizeRecording):
             service.finalize_recording(self.session, action.file)
             return None
         raise TypeError(f"unknown action {action!r}")
 
-    async def _hand_back(self, variables: dict[str, str]) -> None:
+    async def _resync(self) -> list[Any]:
+        """After an ARI reconnect: what happened to this call while events could not arrive."""
         ari = self.door.ari
         try:
-            # Keep getting this channel's hang-up after it leaves the Stasis app.
-            await ari.subscribe_channel(self.channel_id)
-            await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
-            await ari.continue_in_dialplan(self.channel_id)
+            channel = await ari.get_channel(self.channel_id)
         except AriNotFound:
-            pass  # hung up meanwhile: the hang-up event ends the call
+            self.session.warn("hang-up happened while the ARI connection was down")
+            return self.session.hangup(utcnow())
+        except AriError:
+            return []
+        self.session.events_lost()
+        dialplan = channel.get("dialplan") or {}
+        if self.session.state is State.IN_DIALPLAN and dialplan.get("app_name") == "Stasis" \
+                and str(dialplan.get("app_data", "")).split(",")[0] == ari.app:
+            # The hand-back did not get through before the outage: send it again.
+            return self.session.entered_again(utcnow())
+        if self.playback_id:
+            try:
+                await ari.get_playback(self.playback_id)
+            except AriNotFound:
+                return self.handle(Input("playback_finished", utcnow(), {"id": self.playback_id, "assumed": True}))
+            except AriError:
+                pass
+        return []
+
+    async def _hand_back(self, variables: dict[str, str], attempts: int = 4) -> bool:
+        """Set the CALLREC_* variables and continue in the dialplan.  True once the call is back.
+
+        Retried with backoff: a caller must never be left waiting in the Stasis app.
+        """
+        ari = self.door.ari
+        try:
+            # Keep getting this channel's hang-up after it leaves the Stasis app (best effort:
+            # AMI's Hangup and the reconnect re-sync cover a missing subscription).
+            await ari.subscribe_channel(self.channel_id)
         except AriError as exc:
-            if exc.status == 422:  # "Event source does not exist": hung up meanwhile
-                return
-            log.error("call %s: handing back to the dialplan failed: %s", self.id, exc)
-            self.session.warn(f"hand-back failed: {exc}")
+            if isinstance(exc, AriNotFound) or exc.status == 422:  # "Event source does not exist"
+                return False  # hung up meanwhile: the hang-up event ends the call
+            log.warning("call %s: cannot subscribe to %s: %s", self.id, self.channel_name, exc)
+        delay = 0.2
+        for attempt in range(1, attempts + 1):
+            try:
+                await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
+                await ari.continue_in_dialplan(self.channel_id)
+                return True
+            except AriNotFound:
+                return False  # hung up meanwhile
+            except AriError as exc:
+                if exc.status == 409:  # "not in Stasis": already back in the dialplan
+                    return True
+                log.error("call %s: handing back to the dialplan failed (attempt %d): %s", self.id, attempt, exc)
+                if attempt == attempts:
+                    self.session.warn(f"hand-back failed: {exc}")
+                    return False
+                await asyncio.sleep(delay)
+                delay *= 2
+        return False
 
     async def _rescue(self) -> None:
-        """After a bug: never leave the caller stuck in Stasis."""
+        """After a bug or a stop mid-flow: continue the call, unrecorded unless already recording."""
+        ari = self.door.ari
+        variables = self.session.variables()
+        if not self.session.record.consent:
+            variables["CALLREC_CONSENT"] = "unavailable"
         try:
-            await self.door.ari.continue_in_dialplan(self.channel_id)
+            if self.playback_id:
+                await ari.stop_playback(self.playback_id)
+        except AriError:
+            pass
+        try:
+            await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
+            await ari.continue_in_dialplan(self.channel_id)
         except AriError:
             pass
 
@@ -212,6 +274,7 @@ class AriDoor:
         self.events_seen = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._to_recover: list[CallRecord] = []
+        self.closing = False  # stopping: new calls are passed straight through
 
     # -- events in --
 
@@ -225,7 +288,14 @@ class AriDoor:
             if known is not None:
                 known.post("entered_again", at)  # a second Stasis() on a call in hand
                 return
-            self.start_call(channel, [str(a) for a in event.get("args") or []], at)
+            if self.closing:
+                self._pass_through(str(channel.get("id", "")), "callrec is stopping")
+                return
+            try:
+                self.start_call(channel, [str(a) for a in event.get("args") or []], at)
+            except Exception:
+                log.exception("cannot take call %s; it goes on unrecorded", channel.get("name"))
+                self._pass_through(str(channel.get("id", "")), "internal error")
             return
         if kind in ("PlaybackStarted", "PlaybackFinished"):
             playback = event.get("playback") or {}
@@ -277,20 +347,7 @@ class AriDoor:
         """After a (re)connect: catch up on what happened while the websocket was down."""
         await self._recover()
         for call in list(self.calls.values()):
-            try:
-                await self.ari.get_channel(call.channel_id)
-            except AriNotFound:
-                call.post("hangup", note="hang-up happened while the ARI connection was down")
-                continue
-            except AriError:
-                continue
-            if call.playback_id:
-                try:
-                    await self.ari.get_playback(call.playback_id)
-                except AriNotFound:
-                    call.post("playback_finished", id=call.playback_id, assumed=True)
-                except AriError:
-                    pass
+            call.post("resync")  # each call checks itself, in order with its own actions
         await self._adopt_orphans()
 
     def expect_recovery(self, records: list[CallRecord]) -> None:
@@ -405,6 +462,20 @@ class AriDoor:
             call.session.record.linkedid = linkedid
             self.service.writer.update(call.id, {"linkedid": linkedid})
 
+    def _pass_through(self, channel_id: str, why: str) -> None:
+        """Send a call callrec cannot serve straight back to the dialplan, unrecorded."""
+
+        async def go() -> None:
+            try:
+                await self.ari.set_variable(channel_id, "CALLREC_CONSENT", "unavailable")
+                await self.ari.continue_in_dialplan(channel_id)
+            except AriError as exc:
+                log.error("channel %s: could not pass it through (%s): %s", channel_id, why, exc)
+
+        task = asyncio.create_task(go())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     def forget(self, call: AriCall) -> None:
         if self.calls.get(call.channel_id) is call:
             del self.calls[call.channel_id]
@@ -415,6 +486,7 @@ class AriDoor:
         """Stopping: callers still in the notice are handed back at once rather than left waiting
         in a Stasis app nobody serves; calls already back in the dialplan keep recording and are
         finalized at the next start."""
+        self.closing = True
         calls = list(self.calls.values())
         for call in calls:
             call.post("shutdown")
@@ -424,8 +496,8 @@ class AriDoor:
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for task in list(self._side_tasks):
-            task.cancel()
+        if self._side_tasks:
+            await asyncio.wait(list(self._side_tasks), timeout=timeout)
 
 
 def playback_id(kind: str, call_id: str) -> str:

@@ -182,6 +182,7 @@ class CallSession:
         self.decision_window = decision_window
         self.recordings_dir = recordings_dir.rstrip("/")
         self.state = State.NEW
+        self.keys_maybe_lost = False  # the ARI link was down while a consent key could count
         self._changed: set[str] = set(COLUMNS)  # a new row: everything is news
         self._set(
             consent_mode=decision.mode,
@@ -397,7 +398,16 @@ class CallSession:
 
     # -- transitions --
 
+    def events_lost(self) -> None:
+        """ARI was disconnected for a while: keys pressed meanwhile are unknown."""
+        if self.state in (State.NOTIFYING, State.AWAITING_KEY):
+            self.keys_maybe_lost = True
+
     def _decide(self, consent: Consent, now: datetime) -> list[Action]:
+        if consent is Consent.IMPLIED and self.decision.mode == "opt-out" and self.keys_maybe_lost:
+            # A "don't record" key may have been pressed while ARI was down: never guess yes.
+            self.warn("the opt-out key could have been missed during an ARI outage; not recorded")
+            consent = Consent.UNAVAILABLE
         self._set(consent=consent.value, consent_at=now)
         if consent in RECORDING_CONSENTS:
             self._enter(State.STARTING_RECORDING)

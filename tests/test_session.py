@@ -201,3 +201,34 @@ def test_recording_folder_is_the_utc_date() -> None:
     moscow = timezone(timedelta(hours=3))
     started = datetime(2026, 1, 1, 1, 30, tzinfo=moscow)  # still 31 December in UTC
     assert recording_file_name("x", started) == "2025/12/31/x.wav"
+
+
+def test_an_ari_outage_in_opt_out_mode_never_guesses_consent() -> None:
+    s = make("opt-out")
+    s.start()
+    s.events_lost()  # the websocket was down during the notice: a 9 may have been missed
+    s.notice_finished(at(4))
+    actions = s.window_expired(at(9))
+    assert s.record.consent == "unavailable" and not any(isinstance(a, StartRecording) for a in actions)
+    assert any("could have been missed" in w for w in s.record.warnings)
+
+
+def test_an_ari_outage_changes_nothing_in_notice_mode() -> None:
+    s = make("notice")
+    s.start()
+    s.events_lost()
+    assert isinstance(s.notice_finished(at(4))[0], StartRecording) and s.record.consent == "implied"
+
+
+def test_abort_and_lost() -> None:
+    s = make("opt-in")
+    s.start()
+    actions = s.abort(at(2), "stopping")
+    assert actions[0] == StopPrompt() and isinstance(actions[-1], HandBack)
+    assert (s.record.consent, s.record.notice_completed, s.state) == ("unavailable", False, State.IN_DIALPLAN)
+    s2 = make("notice")
+    s2.start()
+    s2.notice_finished(at(4))
+    s2.recording_started(at(4.1))
+    assert s2.lost(at(100), "crash", ended_at=at(50)) == [FinalizeRecording(s2.record.recording_path)]
+    assert (s2.record.ended_at, s2.record.consent) == (at(50), "implied")

@@ -48,7 +48,9 @@ class AriUnavailable(AriError):
 class Ari:
     """REST side of ARI for one Stasis application."""
 
-    def __init__(self, url: str, user: str, password: str, app: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, user: str, password: str, app: str, timeout: float = 5.0,
+                 max_connections: int = 8) -> None:
+        self.max_connections = max_connections
         base = url.rstrip("/")
         if base.endswith("/ari"):
             base = base[: -len("/ari")]
@@ -61,8 +63,11 @@ class Ari:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # Created lazily inside the running loop, one per process.
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            # Created lazily inside the running loop, one per process.  Few connections, reused:
+            # Asterisk's HTTP server serves at most `sessionlimit` (default 100) at once for
+            # every client together, and a burst of calls must not use them all up.
+            connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=10)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout, connector=connector)
         return self._session
 
     async def close(self) -> None:
