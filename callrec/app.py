@@ -37,6 +37,7 @@ class Daemon:
         self.service: CallService | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
+        self.signals_ready = asyncio.Event()
         self._stopped = False
 
     async def start(self, run_migrations: bool = False) -> None:
@@ -122,6 +123,7 @@ class Daemon:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hangup_signal)
+        self.signals_ready.set()
         while not self.stopping.is_set():
             # Refused credentials at start are fatal; an Asterisk that is down is waited for.
             self.check_credentials()

@@ -115,10 +115,10 @@ def finished() -> Finished:
 @pytest.fixture
 async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
     d = Daemon(settings)
-    await d.start()
-    assert d.service is not None
-    d.service.on_call_finalized.append(finished)
     try:
+        await d.start()
+        assert d.service is not None
+        d.service.on_call_finalized.append(finished)
         await d.wait_ready(15)
         yield d
     finally:
@@ -128,8 +128,8 @@ async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon
 @pytest.fixture
 async def tester(asterisk: sandbox_mod.SandboxInfo) -> AsyncIterator[Tester]:
     t = Tester(asterisk.ari_url, asterisk.tester_ari_user, asterisk.tester_ari_password)
-    await t.start()
     try:
+        await t.start()
         yield t
     finally:
         await t.close()

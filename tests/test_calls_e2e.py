@@ -122,7 +122,7 @@ async def test_opt_in_key_grants(daemon: Daemon, tester: Tester, finished: Finis
 async def test_opt_in_without_key_is_not_recorded(daemon: Daemon, tester: Tester, finished: Finished,
                                                   database: str) -> None:
     call = await tester.place_call(args="mode=opt-in")
-    await call.answered()
+    await call.notice_started()
     await call.press("5")  # a key that means nothing here
     back = await call.handed_back()
     assert back["consent"] == "not_given" and back["recording"] == ""
@@ -243,7 +243,7 @@ async def test_prompts_reload_on_sighup(daemon: Daemon, tester: Tester, finished
 
         daemon.reload_prompts = spy  # type: ignore[method-assign]
         runner = asyncio.create_task(daemon.run_until_stopped())
-        await asyncio.sleep(0)  # let it install its signal handlers
+        await asyncio.wait_for(daemon.signals_ready.wait(), 5)
         os.kill(os.getpid(), signal.SIGHUP)
         assert await asyncio.wait_for(reloaded, 10) is True
         call = await tester.place_call(lang="xx")

