@@ -47,6 +47,10 @@ class Daemon:
             prompts.require(s.notice.default_language, sorted(set(DEFAULT_PROMPTS.values())))
         except Exception as exc:
             raise FatalError(str(exc)) from None
+        too_long = [p for p in prompts.prompts.values() if p.duration > s.notice.max_notice_seconds]
+        if too_long:
+            raise FatalError(f"notice.max_notice_seconds: {s.notice.max_notice_seconds:g}s is shorter than prompt "
+                             f"{too_long[0].file} ({too_long[0].duration:g}s): every such notice would fail")
         try:
             self.pool = await connect_pool(s.database.dsn, s.database.pool_min, s.database.pool_max)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -73,6 +77,7 @@ class Daemon:
             self.door.expect_recovery(unfinished)
         await self.ami.start()
         self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
+        self._tasks.append(asyncio.create_task(self.ami.keepalive(), name="ami-keepalive"))
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s", self.ari.base, s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
 

@@ -271,8 +271,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("database.dsn: expected a postgresql:// URL")
     if not 1 <= s.database.pool_min <= s.database.pool_max:
         raise ConfigError("database.pool_min: must be at least 1 and not above database.pool_max")
-    if not s.recordings.dir.startswith("/"):
-        raise ConfigError(f"recordings.dir: expected an absolute path, got {s.recordings.dir!r}")
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]*", s.recordings.dir) or "/../" in s.recordings.dir + "/":
+        # It becomes part of MixMonitor's argument string, where a comma would start options.
+        raise ConfigError(f"recordings.dir: expected an absolute path of letters, digits, '_', '.', '-', "
+                          f"got {s.recordings.dir!r}")
     if s.recordings.local_dir and not s.recordings.local_dir.startswith("/"):
         raise ConfigError(f"recordings.local_dir: expected an absolute path, got {s.recordings.local_dir!r}")
     _check_mixmonitor("recordings.mixmonitor_options", s.recordings.mixmonitor_options)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .asterisk.ami import Ami, AmiError
+from .asterisk.ami import Ami, AmiError, AmiTimeout
 from .config import Settings
 from .policy import NOT_RECORDED_PROMPT, CallFacts, decide
 from .prompts import PromptCatalog
@@ -68,6 +68,11 @@ class CallService:
         path = f"{self.settings.recordings.dir.rstrip('/')}/{file}"
         try:
             await self.ami.mix_monitor(channel, path, options)
+        except AmiTimeout as exc:
+            # Asterisk got the action but did not answer: it may be recording.  Tell the dialplan
+            # "not recorded", and look for the file at hang-up all the same.
+            log.error("call %s: MixMonitor unanswered: %s", session.record.id, exc)
+            actions = session.recording_uncertain(utcnow(), str(exc))
         except AmiError as exc:
             log.error("call %s: MixMonitor failed: %s", session.record.id, exc)
             actions = session.recording_failed(utcnow(), str(exc))

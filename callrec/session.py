@@ -46,6 +46,15 @@ class Consent(StrEnum):
 
 RECORDING_CONSENTS = (Consent.IMPLIED, Consent.GRANTED)
 
+# Hang-up causes (Q.850) as Asterisk names them; ARI's hang-up request carries only the number.
+Q850 = {
+    0: "Unknown", 1: "Unallocated (unassigned) number", 16: "Normal Clearing", 17: "User busy",
+    18: "No user responding", 19: "User alerting, no answer", 21: "Call Rejected", 27: "Destination out of order",
+    28: "Invalid number format (addr incomplete)", 31: "Normal, unspecified", 34: "Circuit/channel congestion",
+    38: "Network out of order", 41: "Temporary failure", 42: "Switching equipment congestion",
+    127: "Interworking, unspecified",
+}
+
 
 class RecordingStatus(StrEnum):
     NONE = "none"  # not recorded (see consent)
@@ -321,6 +330,13 @@ class CallSession:
             return []
         return [HandBack(self.variables())]
 
+    def recording_uncertain(self, now: datetime, error: str) -> list[Action]:
+        """MixMonitor was asked for but never confirmed: the file is looked for at hang-up."""
+        if self.state is not State.STARTING_RECORDING:
+            return []
+        self._set(recording_error=f"MixMonitor not confirmed: {error}"[:500])
+        return self._hand_back(now)
+
     def handed_back(self, now: datetime) -> list[Action]:
         if self.record.handed_back_at is None and self.state is State.IN_DIALPLAN:
             self._set(handed_back_at=now)
@@ -330,7 +346,7 @@ class CallSession:
         if self.state is State.ENDED:
             # A second source (AMI after ARI) may still know the cause.
             if self.record.hangup_cause is None and cause is not None:
-                self._set(hangup_cause=cause, hangup_cause_text=cause_text)
+                self._set(hangup_cause=cause, hangup_cause_text=cause_text or Q850.get(cause))
             return []
         actions: list[Action] = []
         if self.state in (State.NEW, State.NOTIFYING, State.AWAITING_KEY):
@@ -341,7 +357,7 @@ class CallSession:
             self._set(consent=Consent.ABANDONED.value, consent_at=now)
         self._set(ended_at=now)
         if cause is not None:
-            self._set(hangup_cause=cause, hangup_cause_text=cause_text)
+            self._set(hangup_cause=cause, hangup_cause_text=cause_text or Q850.get(cause))
         self._enter(State.ENDED)
         if self.record.recording_status in (RecordingStatus.STARTING, RecordingStatus.RECORDING):
             self._set(recording_status=RecordingStatus.FINALIZING.value)

@@ -232,3 +232,13 @@ def test_abort_and_lost() -> None:
     s2.recording_started(at(4.1))
     assert s2.lost(at(100), "crash", ended_at=at(50)) == [FinalizeRecording(s2.record.recording_path)]
     assert (s2.record.ended_at, s2.record.consent) == (at(50), "implied")
+
+
+def test_unconfirmed_mixmonitor_is_looked_for_at_hangup() -> None:
+    s = make("notice")
+    s.start()
+    s.notice_finished(at(4))
+    back = s.recording_uncertain(at(7), "no answer within 3s")
+    assert back[0].variables["CALLREC_RECORDING"] == ""  # the dialplan is told: not recorded
+    assert s.hangup(at(20), 16) == [FinalizeRecording(s.record.recording_path)]
+    assert s.record.hangup_cause_text == "Normal Clearing"  # named even when ARI gave only the number

@@ -37,6 +37,10 @@ class AmiUnavailable(AmiError):
     pass
 
 
+class AmiTimeout(AmiUnavailable):
+    """Sent, but no answer in time: the action may still have been carried out."""
+
+
 class Ami:
     def __init__(self, host: str, port: int, user: str, password: str, timeout: float = 3.0,
                  on_hangup: HangupHandler | None = None) -> None:
@@ -93,6 +97,25 @@ class Ami:
             log.warning("AMI connection lost; reconnecting")
         self.logged_in.clear()
         self.last_error = "connection lost"
+        # panoramisk would replay unanswered actions after the reconnect: a MixMonitor minutes late,
+        # maybe twice on one file.  Callers of action() have already been told it failed.
+        manager.awaiting_actions.clear()
+
+    async def keepalive(self, interval: float = 10.0, timeout: float = 5.0) -> None:
+        """panoramisk pings but never checks the answers: a half-open connection would look
+        logged in for many minutes.  Ping and drop the connection when Asterisk does not answer."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.manager is None or not self.logged_in.is_set() or self.manager.protocol is None:
+                continue
+            try:
+                future = self.manager.send_action({"Action": "Ping"})
+                await asyncio.wait_for(future, timeout)
+            except (TimeoutError, OSError):
+                log.warning("AMI did not answer a ping within %gs; reconnecting", timeout)
+                transport = getattr(self.manager.protocol, "transport", None)
+                if transport is not None:
+                    transport.close()
 
     def _hangup_event(self, manager: Manager, event: Any) -> None:
         if self.on_hangup is None:
@@ -128,7 +151,7 @@ class Ami:
         try:
             resp = await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
-            raise AmiUnavailable(f"{fields.get('Action')}: no answer within {self.timeout:g}s") from None
+            raise AmiTimeout(f"{fields.get('Action')}: no answer within {self.timeout:g}s") from None
         if isinstance(resp, list):
             resp = resp[0]
         if not resp.success:
@@ -151,6 +174,8 @@ class Ami:
 
     async def close(self) -> None:
         if self.manager is not None:
+            # No reconnect after this, whatever panoramisk has already scheduled.
+            self.manager.connect = lambda *args, **kwargs: None  # type: ignore[method-assign]
             self.manager.close()
             # panoramisk schedules its own reconnect on connection_lost; stop that.
             self.manager.connection_lost = lambda exc: None  # type: ignore[method-assign]

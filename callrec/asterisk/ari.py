@@ -187,6 +187,7 @@ class EventStream:
     async def run(self) -> None:
         backoff = self.min_backoff
         waiting_logged = False
+        connected_at: float | None = None
         while True:
             try:
                 # A handshake that hangs is given up quickly and tried again on a new connection
@@ -201,7 +202,7 @@ class EventStream:
                     log.info("ARI events connected (%s, app %s)%s", self.ari.base, self.ari.app,
                              "" if self.connections == 1 else f", reconnect #{self.connections - 1}")
                     waiting_logged = False
-                    backoff = self.min_backoff
+                    connected_at = asyncio.get_running_loop().time()
                     self.connected.set()
                     await self.on_connected()
                     async for msg in ws:
@@ -224,6 +225,11 @@ class EventStream:
                 self.last_error = "internal error"
             finally:
                 self._ws = None
+                # Back to quick retries only after a connection that held; a server that accepts
+                # and drops at once is not hammered (each connect runs a full re-sync).
+                if connected_at is not None and asyncio.get_running_loop().time() - connected_at > 5:
+                    backoff = self.min_backoff
+                connected_at = None
             if self.connected.is_set():
                 log.warning("ARI events disconnected: %s; reconnecting", self.last_error)
             elif not waiting_logged:
