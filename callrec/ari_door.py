@@ -23,6 +23,7 @@ from .session import (
     FinalizeRecording,
     HandBack,
     PlayPrompt,
+    RecordingStatus,
     StartRecording,
     StartTimer,
     State,
@@ -380,6 +381,10 @@ class AriDoor:
                         await self.ari.stop_playback(playback_id(kind, record.id))
                     except AriError:
                         pass
+                if record.recording_status in (RecordingStatus.STARTING, RecordingStatus.RECORDING):
+                    # Crashed between MixMonitor and the hand-back: the caller is asked again, so
+                    # the earlier recording must stop (a "no" now must not be recorded).
+                    await self._stop_recording(record)
                 note = "callrec restarted during the notice; the call was taken up again as a new call row"
                 self._finish_lost(session, session.lost(utcnow(), note))
                 continue
@@ -395,6 +400,14 @@ class AriDoor:
             self.service.save(session)
             call.task = asyncio.create_task(call.run([]), name=f"call-{record.id}")
             log.info("call %s: followed again after a restart (%s)", record.id, record.channel)
+
+    async def _stop_recording(self, record: CallRecord) -> None:
+        ami = self.service.ami
+        try:
+            await ami.wait_logged_in(timeout=5)
+            await ami.stop_mix_monitor(record.channel)
+        except Exception as exc:
+            log.error("call %s: could not stop the earlier recording on %s: %s", record.id, record.channel, exc)
 
     def _finish_lost(self, session: CallSession, actions: list[Any]) -> None:
         self.service.save(session)
