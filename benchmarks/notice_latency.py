@@ -109,38 +109,11 @@ def machine() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ setup
-def toml_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=True)
-
-
 def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
-    text = f"""# written by benchmarks/notice_latency.py (sandbox Asterisk, throwaway database)
-[asterisk]
-ari_url = {toml_str(info.ari_url)}
-ari_user = {toml_str(info.ari_user)}
-ari_password = {toml_str(info.ari_password)}
-app = {toml_str(APP)}
-ami_host = {toml_str(info.ami_host)}
-ami_port = {info.ami_port}
-ami_user = {toml_str(info.ami_user)}
-ami_password = {toml_str(info.ami_password)}
-
-[database]
-dsn = {toml_str(dsn)}
-
-[recordings]
-dir = {toml_str(info.recordings_dir)}
-local_dir = {toml_str(str(info.local_recordings_dir))}
-finalize_timeout = 10
-
-[notice]
-prompts_dir = {toml_str(info.prompts_dir)}
-local_prompts_dir = {toml_str(str(info.local_prompts_dir))}
-
-[log]
-level = "info"
-"""
+    text = sandbox_mod.callrec_config(
+        info, dsn, header="written by benchmarks/notice_latency.py (sandbox Asterisk, throwaway database)",
+        asterisk={"app": APP}, log={"level": "info"})
     fd = os.open(CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)

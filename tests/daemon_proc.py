@@ -9,42 +9,17 @@ from pathlib import Path
 
 import asyncpg
 from caller import Tester
-from sandbox import SandboxInfo
+from sandbox import SandboxInfo, callrec_config
 
 CALLREC = [sys.executable, "-m", "callrec.cli"]
 
 
-def write_config(path: Path, info: SandboxInfo, database: str, **changes: str) -> Path:
-    values = {
-        "ari_password": info.ari_password, "ami_password": info.ami_password, "ari_url": info.ari_url,
-        "ami_port": str(info.ami_port), "dsn": database,
-    }
-    values.update(changes)
-    path.write_text(f"""
-[asterisk]
-ari_url = "{values['ari_url']}"
-ari_user = "{info.ari_user}"
-ari_password = "{values['ari_password']}"
-ami_host = "{info.ami_host}"
-ami_port = {values['ami_port']}
-ami_user = "{info.ami_user}"
-ami_password = "{values['ami_password']}"
-request_timeout = 2
-
-[database]
-dsn = "{values['dsn']}"
-
-[recordings]
-dir = "{info.recordings_dir}"
-local_dir = "{info.local_recordings_dir}"
-
-[notice]
-prompts_dir = "{info.prompts_dir}"
-local_prompts_dir = "{info.local_prompts_dir}"
-decision_window = 1
-""")
+def write_config(path: Path, info: SandboxInfo, database: str, **asterisk: object) -> Path:
+    """The sandbox config with a short decision window; ``asterisk`` overrides (wrong passwords...)."""
+    dsn = str(asterisk.pop("dsn", database))
+    path.write_text(callrec_config(info, dsn, asterisk={"request_timeout": 2, **asterisk},
+                                   notice={"decision_window": 1}))
     return path
-
 
 
 async def wait_registered(tester: Tester, timeout: float = 15) -> None:

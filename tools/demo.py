@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import math
 import os
@@ -113,45 +112,15 @@ def with_db(dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
 
 
-def toml_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=True)  # a JSON string is a valid TOML basic string
-
-
 def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    text = f"""# callrec demo config, written by tools/demo.py: the sandbox Asterisk and database {DB_NAME}.
-# Passwords are in the file because everything here is local and throwaway; in production use
-# CALLREC_ASTERISK_ARI_PASSWORD / CALLREC_ASTERISK_AMI_PASSWORD instead.
-
-[asterisk]
-ari_url = {toml_str(info.ari_url)}
-ari_user = {toml_str(info.ari_user)}
-ari_password = {toml_str(info.ari_password)}
-app = {toml_str(APP)}
-ami_host = {toml_str(info.ami_host)}
-ami_port = {info.ami_port}
-ami_user = {toml_str(info.ami_user)}
-ami_password = {toml_str(info.ami_password)}
-
-[database]
-dsn = {toml_str(dsn)}
-
-[recordings]
-dir = {toml_str(info.recordings_dir)}
-local_dir = {toml_str(str(info.local_recordings_dir))}
-finalize_timeout = 10
-
-[notice]
-prompts_dir = {toml_str(info.prompts_dir)}
-local_prompts_dir = {toml_str(str(info.local_prompts_dir))}
-decision_window = {DECISION_WINDOW}
-
-[policy]
-mode = "notice"
-
-[log]
-level = "info"
-"""
+    text = sandbox_mod.callrec_config(
+        info, dsn,
+        header=(f"callrec demo config, written by tools/demo.py: the sandbox Asterisk and database {DB_NAME}.\n"
+                "Passwords are in the file because everything here is local and throwaway; in production use\n"
+                "CALLREC_ASTERISK_ARI_PASSWORD / CALLREC_ASTERISK_AMI_PASSWORD instead."),
+        asterisk={"app": APP}, notice={"decision_window": DECISION_WINDOW}, policy={"mode": "notice"},
+        log={"level": "info"})
     fd = os.open(CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)

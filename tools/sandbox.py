@@ -99,6 +99,34 @@ class SandboxInfo:
     local_prompts_dir: Path
 
 
+def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
+                   **sections: dict[str, object]) -> str:
+    """A callrec TOML config for this sandbox (tests, demo and benchmark share it).
+
+    ``sections`` add or override keys, e.g. ``notice={"decision_window": 1}``.
+    """
+    base: dict[str, dict[str, object]] = {
+        "asterisk": {"ari_url": info.ari_url, "ari_user": info.ari_user, "ari_password": info.ari_password,
+                     "ami_host": info.ami_host, "ami_port": info.ami_port, "ami_user": info.ami_user,
+                     "ami_password": info.ami_password},
+        "database": {"dsn": dsn},
+        "recordings": {"dir": info.recordings_dir, "local_dir": str(info.local_recordings_dir),
+                       "finalize_timeout": 10},
+        "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir)},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines = [f"# {line}" for line in header.splitlines()]
+    for name, values in base.items():
+        lines.append(f"\n[{name}]")
+        for key, value in values.items():
+            # JSON strings are valid TOML basic strings; numbers and booleans as TOML spells them.
+            text = ("true" if value else "false") if isinstance(value, bool) else (
+                str(value) if isinstance(value, int | float) else json.dumps(str(value), ensure_ascii=True))
+            lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("CALLREC_SANDBOX_CACHE")
     if env:
