@@ -147,6 +147,7 @@ class Daemon:
         self._stopped = True
         if self.door is not None:
             await self.door.close()
+            await self.door.stream.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

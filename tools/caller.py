@@ -123,9 +123,19 @@ class Tester:
     async def close(self) -> None:
         for call in self.calls:
             await call.hang_up()
+        for call in self.calls:  # let the hang-up events arrive before the websocket closes
+            if call.callee_id:
+                try:
+                    await self.log.wait_for(lambda e, c=call: e.get("type") == "ChannelDestroyed"
+                                            and e["channel"]["id"] == c.callee_id, 5, "hang-up")
+                except AssertionError:
+                    pass
+        await self.stream.close()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except TimeoutError:
+                pass
         await self.ari.close()
 
     async def place_call(self, exten: str = "100", *, lang: str = "en", args: str = "",

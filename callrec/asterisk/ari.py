@@ -183,6 +183,7 @@ class EventStream:
         self.last_error: str | None = None
         self.auth_failed = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._closing = False
 
     async def run(self) -> None:
         backoff = self.min_backoff
@@ -230,6 +231,9 @@ class EventStream:
                 if connected_at is not None and asyncio.get_running_loop().time() - connected_at > 5:
                     backoff = self.min_backoff
                 connected_at = None
+            if self._closing:
+                self.connected.clear()
+                return
             if self.connected.is_set():
                 log.warning("ARI events disconnected: %s; reconnecting", self.last_error)
             elif not waiting_logged:
@@ -256,9 +260,23 @@ class EventStream:
             log.exception("handling ARI event %s failed", event.get("type"))
 
     async def drop(self) -> None:
-        """Close the current websocket (used by tests and on shutdown); run() reconnects."""
+        """Close the current websocket (tests use it to simulate a drop); run() reconnects."""
         if self._ws is not None:
             await self._ws.close()
+
+    async def close(self) -> None:
+        """End run(): close the websocket with a proper close handshake.
+
+        Cancelling a task that sits in a websocket read tears the TCP connection down under
+        Asterisk while it may be writing events to it; Asterisk 22 was seen to stop serving HTTP
+        for a while after that.  A clean close avoids it.
+        """
+        self._closing = True
+        if self._ws is not None:
+            try:
+                await asyncio.wait_for(self._ws.close(), 5)
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
 
 
 def _id(value: str) -> str:
