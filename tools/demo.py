@@ -157,24 +157,15 @@ async def run_cli(*args: str, show: bool = True) -> str:
 
 
 async def prepare_database(admin_dsn: str) -> str:
+    """A fresh demo database each run: the demo shows `callrec migrate` creating the schema."""
     admin = await asyncpg.connect(admin_dsn, timeout=10)
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
-        if not exists:
-            await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
     finally:
         await admin.close()
+    say(f"database {DB_NAME}: created (an earlier demo's is dropped)")
     dsn = with_db(admin_dsn, DB_NAME)
-    if exists:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            if await conn.fetchval("SELECT to_regclass('public.calls') IS NOT NULL"):
-                await conn.execute("TRUNCATE calls")
-        finally:
-            await conn.close()
-        say(f"database {DB_NAME}: reused, call log cleared")
-    else:
-        say(f"database {DB_NAME}: created")
     return dsn
 
 
