@@ -99,13 +99,20 @@ async def _serve(settings: Settings, run_migrations: bool) -> int:
     return 0
 
 
+async def _connect_db(settings: Settings) -> asyncpg.Connection | None:
+    """A connection for one command, or None after saying why on stderr."""
+    try:
+        return await asyncpg.connect(settings.database.dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        print(f"callrec: database.dsn: cannot connect to PostgreSQL: {exc}", file=sys.stderr)
+        return None
+
+
 async def _migrate(settings: Settings) -> int:
     from .store import migrate
 
-    try:
-        conn = await asyncpg.connect(settings.database.dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        print(f"callrec: database.dsn: cannot connect to PostgreSQL: {exc}", file=sys.stderr)
+    conn = await _connect_db(settings)
+    if conn is None:
         return 1
     try:
         applied = await migrate(conn)
@@ -187,10 +194,8 @@ async def _calls(settings: Settings, limit: int, number: str | None, as_json: bo
     from .display import table
     from .store import fetch_calls
 
-    try:
-        conn = await asyncpg.connect(settings.database.dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        print(f"callrec: database.dsn: cannot connect to PostgreSQL: {exc}", file=sys.stderr)
+    conn = await _connect_db(settings)
+    if conn is None:
         return 1
     try:
         rows = await fetch_calls(conn, limit=max(1, min(limit, 10000)), number=number)
