@@ -272,7 +272,6 @@ class AriDoor:
         self.service = service
         self.calls: dict[str, AriCall] = {}  # by channel id
         self.stream = EventStream(ari, self.on_event, self.on_connected)
-        self.events_seen = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._to_recover: list[CallRecord] = []
         self.closing = False  # stopping: new calls are passed straight through
@@ -280,7 +279,6 @@ class AriDoor:
     # -- events in --
 
     def on_event(self, event: dict[str, Any]) -> None:
-        self.events_seen += 1
         kind = event["type"]
         at = _event_time(event)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None

@@ -245,10 +245,6 @@ class CallSession:
     def ended(self) -> bool:
         return self.state is State.ENDED
 
-    @property
-    def recording_file(self) -> str | None:
-        return self.record.recording_path
-
     # -- inputs --
 
     def start(self) -> list[Action]:

@@ -127,10 +127,6 @@ class Ari:
         await self.request("POST", f"/applications/{quote(self.app, safe='')}/subscription",
                            {"eventSource": f"channel:{channel_id}"})
 
-    async def unsubscribe_channel(self, channel_id: str) -> None:
-        await self.request("DELETE", f"/applications/{quote(self.app, safe='')}/subscription",
-                           {"eventSource": f"channel:{channel_id}"})
-
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/channels/{_id(channel_id)}")
 
