@@ -7,9 +7,11 @@ stopped at the end unless CALLREC_KEEP_SANDBOX=1.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +28,7 @@ import testdb  # noqa: E402
 from caller import Finished, Tester  # noqa: E402
 
 from callrec.app import Daemon  # noqa: E402
+from callrec.asterisk.ari import Ari  # noqa: E402
 from callrec.config import Settings, parse_settings  # noqa: E402
 from callrec.store import migrate  # noqa: E402
 
@@ -42,9 +45,43 @@ def sandbox() -> Iterator[sandbox_mod.Sandbox]:
         box.stop()
 
 
-@pytest.fixture(scope="session")
+def _ari_answers(info: sandbox_mod.SandboxInfo, timeout: float = 4.0) -> bool:
+    """REST and an events-websocket handshake both complete (an app with no subscriptions)."""
+
+    async def probe() -> bool:
+        ari = Ari(info.ari_url, info.tester_ari_user, info.tester_ari_password, f"callrec-probe-{uuid.uuid4().hex[:6]}")
+        try:
+            async with asyncio.timeout(timeout):
+                await ari.info()
+                ws = await ari.session.ws_connect(ari.events_url())
+                await ws.close()
+            return True
+        except Exception:
+            return False
+        finally:
+            await ari.close()
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture
 def asterisk(sandbox: sandbox_mod.Sandbox) -> sandbox_mod.SandboxInfo:
-    return sandbox.info()
+    """The sandbox, checked before each test.
+
+    Asterisk 22.10.1 was seen to stop serving HTTP (websocket handshakes hang) after the test
+    caller's subscribe-all websocket was closed while a stopped daemon's channels were still
+    producing events.  That wedge is in the test bench's Asterisk, not in the code under test,
+    so the bench restarts Asterisk (loudly) instead of failing the next, unrelated test.
+    """
+    info = sandbox.info()
+    if not _ari_answers(info):
+        warnings.warn("sandbox Asterisk stopped answering ARI; restarting it", stacklevel=1)
+        print("\n[bench] sandbox Asterisk stopped answering ARI; restarting it", file=sys.stderr)
+        sandbox.stop()
+        sandbox.start()
+        if not _ari_answers(info):
+            pytest.fail("the sandbox Asterisk does not answer ARI even after a restart", pytrace=False)
+    return info
 
 
 @pytest.fixture(scope="session")
