@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -137,39 +136,12 @@ def log_text() -> str:
         return ""
 
 
-class SandboxLock:
-    """The lock file tools/sandbox.py takes to build, start and stop Asterisk, held while the calls run, so a
-    test session started meanwhile waits instead of restarting Asterisk under the benchmark."""
-
-    def __init__(self, box: sandbox_mod.Sandbox) -> None:
-        self.path = box.cache_dir / ".lock"
-        self.file: Any = None
-
-    async def acquire(self, timeout: float = 120) -> None:
-        self.file = open(self.path, "w")  # held across awaits; closed in release()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{self.path} stays locked by another process") from None
-                await asyncio.sleep(0.2)
-
-    def release(self) -> None:
-        if self.file is not None:
-            fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
-            self.file = None
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.box = sandbox_mod.Sandbox()
         self.started_sandbox = False
-        self.lock = SandboxLock(self.box)
+        self.lock = sandbox_mod.SandboxHold(self.box)
         self.info: sandbox_mod.SandboxInfo | None = None
         self.admin_dsn = ""
         self.db_name = f"callrec_bench_{uuid.uuid4().hex[:10]}"

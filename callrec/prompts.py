@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import soundfile
@@ -51,11 +52,16 @@ class PromptCatalog:
             )
         return cls(prompts)
 
-    def available(self) -> dict[str, set[str]]:
+    @cached_property
+    def _available(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for lang, name in self.prompts:
             out.setdefault(lang, set()).add(name)
         return out
+
+    def available(self) -> dict[str, set[str]]:
+        """Language -> installed prompt names (worked out once per catalog: policy asks per call)."""
+        return self._available
 
     def get(self, language: str, name: str) -> Prompt | None:
         return self.prompts.get((language, name))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import math
@@ -205,35 +204,6 @@ def stop_leftover_daemon() -> None:
                 break
             time.sleep(0.1)
     DAEMON_PID.unlink(missing_ok=True)
-
-
-class SandboxLock:
-    """The lock file tools/sandbox.py takes to build, start and stop Asterisk, held while the calls run:
-    a test session or `sandbox.py up/down` started meanwhile waits instead of restarting Asterisk under
-    the demo.  (Released before this process stops the sandbox itself: flock is per open file.)"""
-
-    def __init__(self, box: sandbox_mod.Sandbox) -> None:
-        self.path = box.cache_dir / ".lock"
-        self.file: Any = None
-
-    async def acquire(self, timeout: float = 120) -> None:
-        self.file = open(self.path, "w")  # held across awaits; closed in release()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DemoError(f"{self.path} stays locked by another process (a test run starting or "
-                                    "stopping the sandbox?)") from None
-                await asyncio.sleep(0.2)
-
-    def release(self) -> None:
-        if self.file is not None:
-            fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
-            self.file = None
 
 
 def our_asterisk(box: sandbox_mod.Sandbox) -> bool:
@@ -542,7 +512,7 @@ def evidence_report(info: sandbox_mod.SandboxInfo, r: asyncpg.Record) -> str:
 async def demo(args: argparse.Namespace) -> int:
     box = sandbox_mod.Sandbox()
     started_sandbox = False
-    lock = SandboxLock(box)
+    lock = sandbox_mod.SandboxHold(box)
     daemon = Daemon()
     http: aiohttp.ClientSession | None = None
     tester: Tester | None = None

@@ -21,6 +21,7 @@ configuration is moved aside once to ``root/etc/asterisk.dist``.
 """
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import fcntl
@@ -38,6 +39,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "sandbox" / "etc"
@@ -97,6 +99,36 @@ class SandboxInfo:
     local_recordings_dir: Path  # the same folder seen from the host
     prompts_dir: str  # as Asterisk sees it; prompts are in <prompts_dir>/<lang>/<name>.wav
     local_prompts_dir: Path
+
+
+class SandboxHold:
+    """Hold the lock file build/start/stop take (``Sandbox._lock``) while a run uses Asterisk, so a
+    test session or `sandbox.py up/down` started meanwhile waits instead of restarting Asterisk
+    under it.  Async: waits without blocking the caller's event loop.  Release before stopping the
+    sandbox yourself (flock is per open file)."""
+
+    def __init__(self, box: "Sandbox") -> None:
+        self.path = box.cache_dir / ".lock"
+        self.file: Any = None
+
+    async def acquire(self, timeout: float = 120) -> None:
+        self.file = open(self.path, "w")  # held across awaits; closed in release()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"{self.path} stays locked by another process (a test run starting "
+                                       "or stopping the sandbox?)") from None
+                await asyncio.sleep(0.2)
+
+    def release(self) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
 
 
 def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
