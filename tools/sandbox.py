@@ -49,11 +49,23 @@ PACKAGES = ("asterisk", "asterisk-core-sounds-en-wav", "asterisk-core-sounds-ru-
 MARKER = ".callrec-sandbox"
 
 HOST = "127.0.0.1"
-ARI_PORT = 18088
-AMI_PORT = 15038
-SIP_PORT = 15060
-RTP_START = 30000
-RTP_END = 30999
+
+
+def _slot() -> int:
+    """CALLREC_SANDBOX_SLOT=N (0-9) runs an independent sandbox (own root copy, own ports) beside
+    the default one, so two checkouts can run their tests at the same time."""
+    raw = os.environ.get("CALLREC_SANDBOX_SLOT", "0") or "0"
+    if not raw.isdigit() or int(raw) > 9:
+        raise SystemExit(f"CALLREC_SANDBOX_SLOT: expected 0-9, got {raw!r}")
+    return int(raw)
+
+
+SLOT = _slot()
+ARI_PORT = 18088 + 10 * SLOT
+AMI_PORT = 15038 + 10 * SLOT
+SIP_PORT = 15060 + 10 * SLOT
+RTP_START = 30000 + 1000 * SLOT
+RTP_END = RTP_START + 999
 ARI_USER, ARI_PASSWORD = "callrec", "ari&secret%1"
 TESTER_ARI_USER, TESTER_ARI_PASSWORD = "tester", "tester-pw"
 AMI_USER, AMI_PASSWORD = "callrec", "ami&secret%1"
@@ -64,12 +76,9 @@ CTL_SOCKET = "/var/run/asterisk/asterisk.ctl"
 PIDFILE = "/var/run/asterisk/asterisk.pid"
 ASTERISK = "/usr/sbin/asterisk"
 
-# The dialplan files copied into <root>/etc/asterisk: name there -> path in the repository.
-DIALPLAN_FILES = {
-    "callrec.conf": Path("dialplan/callrec.conf"),
-    "callrec-test.conf": Path("tests/asterisk/callrec-test.conf"),
-}
-PLACEHOLDER = "; callrec sandbox placeholder: {src} does not exist in the repository yet\n"
+# The dialplan files copied into <root>/etc/asterisk and #included from extensions.conf: every
+# dialplan/*.conf (what PBX admins install) and tests/asterisk/*.conf (the tests' contexts).
+DIALPLAN_DIRS = (Path("dialplan"), Path("tests/asterisk"))
 # Stock Debian files still worth having (read from <root>/etc/asterisk.dist).
 STOCK_FILES = ("indications.conf",)
 
@@ -163,7 +172,8 @@ def default_cache_dir() -> Path:
     env = os.environ.get("CALLREC_SANDBOX_CACHE")
     if env:
         return Path(env)
-    return Path.home() / ".cache" / "callrec" / "sandbox"
+    base = Path.home() / ".cache" / "callrec"
+    return base / "sandbox" if SLOT == 0 else base / f"sandbox-{SLOT}"
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -368,6 +378,8 @@ class Sandbox:
             self._build_locked()
 
     def _build_locked(self) -> None:
+        if SLOT != 0 and self._copy_from_slot0():
+            return
         debootstrap = self._ensure_debootstrap()
         for leftover in (self.build_dir, self.root):
             if leftover.exists():  # an interrupted or outdated build
@@ -398,6 +410,20 @@ class Sandbox:
         self.build_dir.rename(self.root)
         (self.root / MARKER).write_text("\n".join(PACKAGES) + "\n")
         print(f"sandbox: built {self.root} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    def _copy_from_slot0(self) -> bool:
+        """A slot's root is a copy of the default slot's root when that one is built (seconds, not a
+        debootstrap). --one-file-system leaves the default slot's mounted /proc behind."""
+        source = Path.home() / ".cache" / "callrec" / "sandbox"
+        if not Sandbox(source, self.repo).is_built():
+            return False
+        if self.build_dir.exists():
+            shutil.rmtree(self.build_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if subprocess.call(["cp", "-a", "--one-file-system", str(source / "root"), str(self.build_dir)]) != 0:
+            raise SandboxError(f"cannot copy {source / 'root'} to {self.build_dir}")
+        self.build_dir.rename(self.root)
+        return True
 
     @staticmethod
     def _ensure_debootstrap() -> str:
@@ -451,11 +477,15 @@ class Sandbox:
         for name in STOCK_FILES:
             if (dist / name).is_file():
                 shutil.copyfile(dist / name, etc / name)
-        for name, src in DIALPLAN_FILES.items():
-            if (self.repo / src).is_file():
-                shutil.copyfile(self.repo / src, etc / name)
-            else:
-                (etc / name).write_text(PLACEHOLDER.format(src=src))
+        includes = []
+        for folder in DIALPLAN_DIRS:
+            for src in sorted((self.repo / folder).glob("*.conf")):
+                if (etc / src.name).exists():
+                    raise SandboxError(f"{folder / src.name}: a file of that name is already in {etc}")
+                shutil.copyfile(src, etc / src.name)
+                includes.append(f"#include {src.name}")
+        with open(etc / "extensions.conf", "a") as f:
+            f.write("\n".join(includes) + "\n")
         self._copy_prompts()
         hosts = self.root / "etc/hosts"  # debootstrap writes none; "localhost" should resolve in the root
         if not hosts.exists():
