@@ -88,3 +88,53 @@ async def test_recorded_call_found_streamed_downloaded(api_daemon: Daemon, teste
         await conn.close()
     assert trail == [("sup(token:sup-t)", "view"), ("sup(token:sup-t)", "listen"), ("sup(token:sup-t)", "download")]
     assert sup_token not in caplog.text and agent_token not in caplog.text
+
+
+async def test_policy_rule_makes_calls_confidential(asterisk: SandboxInfo, database: str, finished: Finished,
+                                                    tester: Tester) -> None:
+    """[[policy.rules]] confidential = true: the daemon's call is confidential from its first row."""
+    settings = make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"},
+                             policy={"mode": "notice", "rules": [{"name": "board", "caller": "5551*",
+                                                                  "confidential": True}]})
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute("INSERT INTO confidential_policy_rules VALUES ('stale-rule')")
+        await users.add_user(conn, "sup", "supervisor", None)
+        await users.add_user(conn, "sec", "security", None)
+        _, sup_token = await users.create_token(conn, "sup-t", user="sup")
+        _, sec_token = await users.create_token(conn, "sec-t", user="sec")
+    finally:
+        await conn.close()
+    d = Daemon(settings)
+    try:
+        await d.start()
+        assert d.service is not None
+        d.service.on_call_finalized.append(finished)
+        await d.wait_ready(15)
+        call = await tester.place_call()
+        await call.answered()
+        assert (await call.handed_back())["consent"] == "implied"
+        await call.hang_up()
+        await finished.wait(call.callee_id)
+        assert d.writer is not None and await d.writer.flush()
+        assert d.http is not None
+        base = f"http://127.0.0.1:{d.http.port}/api/v1"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/calls", headers={"Authorization": f"Bearer {sup_token}"}) as r:
+                assert (await r.json())["items"] == []
+            async with http.get(f"{base}/calls", headers={"Authorization": f"Bearer {sec_token}"}) as r:
+                items = (await r.json())["items"]
+            assert len(items) == 1 and items[0]["confidential"] is True
+            one = f"{base}/calls/{items[0]['id']}"
+            async with http.get(one, headers={"Authorization": f"Bearer {sup_token}"}) as r:
+                assert r.status == 404
+            async with http.get(one, headers={"Authorization": f"Bearer {sec_token}"}) as r:
+                detail = await r.json()
+            assert detail["policy_rule"] == "board" and detail["confidential_by"] == "policy:board"
+    finally:
+        await d.stop()
+    conn = await asyncpg.connect(database)
+    try:
+        assert [r["rule"] for r in await conn.fetch("SELECT rule FROM confidential_policy_rules")] == ["board"]
+    finally:
+        await conn.close()

@@ -10,3 +10,4 @@ GRANT SELECT ON users TO :"app";
 GRANT SELECT, UPDATE (last_used_at) ON api_tokens TO :"app";
 GRANT SELECT, INSERT ON audit_log TO :"app";
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO :"app";
+GRANT SELECT, INSERT, DELETE ON confidential_policy_rules TO :"app";
