@@ -409,7 +409,8 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
-        if route.method == "HEAD" or path is None or path.startswith("/console"):
+        # The API is described; the console's pages and static files (GET /, /console/...) are not API.
+        if route.method == "HEAD" or path is None or not (path.startswith("/api/") or path == "/healthz"):
             continue
         routes.add((route.method.lower(), path))
         assert route.method.lower() in described.get(path, set()), f"{route.method} {path} not in the OpenAPI"
@@ -417,3 +418,23 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
     assert documented == routes  # nothing described that is not served
     doc = openapi.document()
     assert doc["openapi"].startswith("3.") and "/api/v1/calls/{id}/audio" in doc["paths"]
+
+
+async def test_console_static_files_are_public_and_api_is_not(database: str, tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+    from opsapi import api_settings
+
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "app.js").write_text("console.log('hi')")
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        app = make_app(api_settings(database, tmp_path), pool)
+        app.router.add_static("/console/", tmp_path / "static")
+        async with TestClient(TestServer(app)) as client:
+            r = await client.get("/console/app.js")
+            assert r.status == 200 and "console.log" in await r.text()
+            assert (await client.get("/console/../api/v1/me")).status in (401, 404)
+            assert (await client.get("/api/v1/me")).status == 401
+            assert (await client.post("/console/app.js")).status in (401, 405)
+    finally:
+        await pool.close()
