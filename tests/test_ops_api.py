@@ -274,9 +274,13 @@ async def test_mutations_and_their_audit(bench: Bench, http: aiohttp.ClientSessi
     assert st == 200  # already there: nothing new, nothing audited
     for bad in ({"tag": ""}, {"tag": " x"}, {"tag": "a" * 65}, {"tag": "a\nb"}, {"tag": 5}, {}):
         assert (await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor", json=bad))[0] == 400
-    st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor", data=b"{",
-                          headers={"Content-Type": "application/json"})
-    assert st == 400
+    for raw in (b"{", b"[" * 30000 + b"]" * 30000, b"\xff\xfe", b"null"):
+        st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor", data=raw,
+                              headers={"Content-Type": "application/json"})
+        assert st == 400, raw[:10]
+    st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor",
+                          data=b'{"tag": "' + b"x" * 70000 + b'"}', headers={"Content-Type": "application/json"})
+    assert st == 413
     st, body, _ = await call(http, bench, "GET", "/api/v1/calls?tag=complaint", "supervisor")
     assert ids_of(body) == {other}
     # Confidential: the supervisor loses the call everywhere at once.
@@ -375,7 +379,8 @@ async def test_search_filters_and_keyset_pages(bench: Bench, http: aiohttp.Clien
         starts = [next(k for k, v in c.items() if v == i) for i in seen]
         expected = ["mine", "other", "party", "confidential", "unrecorded", "deleted"]
         assert starts == (expected if order == "asc" else expected[::-1])
-    for bad in ("limit=0", "limit=501", "limit=x", "from=yesterday", "direction=up", "consent=maybe",
+    for bad in ("from=9999-12-31T23:59:59-14:00", "to=0001-01-01T00:00:00%2B14:00", "max_duration=1e300",
+                "limit=0", "limit=501", "limit=x", "from=yesterday", "direction=up", "consent=maybe",
                 "recorded=perhaps", "min_duration=-1", "cursor=garbage", "order=sideways", "nonsense=1",
                 "tag=", "number="):
         st, body, _ = await call(http, bench, "GET", "/api/v1/calls?" + bad, "admin")
