@@ -115,6 +115,23 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    # The ops API / console.  Not 8088: that is Asterisk's own HTTP (ARI) port on the same host.
+    enabled: bool = True
+    listen: str = "127.0.0.1:8090"  # "" turns it off too
+    session_hours: float = 12.0  # console session lifetime
+    cookie_secure: bool = False  # set true behind an HTTPS reverse proxy
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.listen)
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Settings:
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -124,6 +141,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     integrity: IntegritySettings = field(default_factory=IntegritySettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<defaults>"
 
 
@@ -134,6 +152,7 @@ _SECTIONS: dict[str, type] = {
     "notice": NoticeSettings,
     "log": LogSettings,
     "integrity": IntegritySettings,
+    "http": HttpSettings,
 }
 _RULE_KEYS = {f for f in PolicyRule.__dataclass_fields__}
 
@@ -304,11 +323,21 @@ def _validate(s: Settings) -> None:
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
     check_integrity(s.integrity)
+    _check_http(s.http)
     _check_policy("policy", s.policy.mode, s.policy.language, s.policy.prompt)
     for i, rule in enumerate(s.policy.rules):
         _check_policy(f"policy.rules[{i}]", rule.mode, rule.language, rule.prompt)
         if rule.mixmonitor_options is not None:
             _check_mixmonitor(f"policy.rules[{i}].mixmonitor_options", rule.mixmonitor_options)
+
+
+def _check_http(h: HttpSettings) -> None:
+    if h.listen:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
+        if not m or int(m.group(2)) > 65535:
+            raise ConfigError(f"http.listen: expected host:port like 127.0.0.1:8090, got {h.listen!r}")
+    if not 0.01 <= h.session_hours <= 24 * 30:
+        raise ConfigError(f"http.session_hours: expected 0.01-720 hours, got {h.session_hours}")
 
 
 def _check_policy(prefix: str, mode: str | None, language: str | None, prompt: str | None) -> None:
