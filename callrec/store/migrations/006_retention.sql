@@ -1,7 +1,7 @@
 -- Retention, legal hold, data-subject erasure (issue 4, ops-data).
 --
 -- Audio deletion keeps the row: audio_deleted_at/_by say when and by whom (the same columns the
--- HTTP API's manual delete uses; IF NOT EXISTS because migration 005 may have added them), and
+-- HTTP API's manual delete uses; migration 005 adds them, IF NOT EXISTS keeps this one standalone), and
 -- audio_deleted_reason says why (manual, retention, subject_erase).
 -- Metadata deletion never removes a row: personal fields are erased and the row stays as an
 -- anonymized tombstone (anonymized_at/_reason), so counts, statistics and audit rows that name
@@ -30,6 +30,8 @@ CREATE INDEX calls_retention_audio_idx ON calls (started_at)
 CREATE INDEX calls_retention_meta_idx ON calls (started_at)
     WHERE anonymized_at IS NULL AND finalized_at IS NOT NULL;
 CREATE INDEX calls_legal_hold_idx ON calls (legal_hold_at) WHERE legal_hold;
+-- `callrec verify` looks up the files it finds on disk by path (orphans).
+CREATE INDEX calls_recording_path_idx ON calls (recording_path) WHERE recording_path IS NOT NULL;
 
 -- Legal hold wins over every deletion path, including code that does not know about it: marking
 -- the audio deleted, anonymizing, or deleting a held row is refused by the database itself.
