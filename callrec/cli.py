@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     install = sounds_sub.add_parser("install", help="copy the shipped prompts to where Asterisk reads them")
     install.add_argument("--from", dest="source", help="prompts folder (default: the shipped sounds/)")
     install.add_argument("--dest", help="target folder (default: notice.local_prompts_dir or prompts_dir)")
+    from . import cli_dataops
+
+    cli_dataops.add_parsers(sub)
     args = parser.parse_args(argv)
+    if (code := cli_dataops.run_without_config(args)) is not None:
+        return code
 
     for key in ("ARI_PASSWORD", "AMI_PASSWORD"):
         if os.environ.get(f"CALLREC_{key}") and not os.environ.get(f"CALLREC_ASTERISK_{key}"):
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_calls(settings, args.limit, args.number, args.json))
         if args.command == "sounds":
             return _sounds_install(settings, args.source, args.dest)
+        if args.command in cli_dataops.COMMANDS:
+            return cli_dataops.run(args, settings)
     except KeyboardInterrupt:
         return 130
     return 2
