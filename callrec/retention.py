@@ -94,6 +94,7 @@ class Outcome:
     call_id: str
     result: str  # deleted | anonymized | held | open | already | no_audio | not_found | error
     detail: str = ""
+    audio_deleted: bool = False  # anonymize: the recording went too
 
 
 async def _lock(conn: asyncpg.Connection, call_id: str) -> asyncpg.Record | None:
@@ -150,7 +151,7 @@ async def _anonymize_locked(conn: asyncpg.Connection, row: asyncpg.Record, local
     call_id = str(row["id"])
     if row["anonymized_at"] is not None:
         return Outcome(call_id, "already")
-    await _delete_audio_locked(conn, row, local_dir, actor=actor, reason=reason)
+    audio = await _delete_audio_locked(conn, row, local_dir, actor=actor, reason=reason)
     sets = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(PERSONAL_FIELDS))
     await conn.execute(
         f"UPDATE calls SET {sets}, anonymized_at = now(), anonymized_reason = ${len(PERSONAL_FIELDS) + 2}, "
@@ -164,7 +165,7 @@ async def _anonymize_locked(conn: asyncpg.Connection, row: asyncpg.Record, local
     await audit.append(conn, actor=name, role=role, action="anonymize", call_id=call_id,
                        details={"reason": reason, **(note or {}), "fields": list(PERSONAL_FIELDS),
                                 "parties": _count(parties), "tags_removed": _count(tags)})
-    return Outcome(call_id, "anonymized")
+    return Outcome(call_id, "anonymized", audio_deleted=audio.result == "deleted")
 
 
 def _count(status: str) -> int:
@@ -344,8 +345,9 @@ async def _run_kind(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: 
                 try:
                     async with conn.transaction():  # a savepoint: one bad call does not undo the batch
                         if kind == "metadata":
-                            await _anonymize_locked(conn, row, local_dir, actor=actor, reason="retention")
+                            out = await _anonymize_locked(conn, row, local_dir, actor=actor, reason="retention")
                             report.anonymized += 1
+                            report.audio_deleted += out.audio_deleted
                         else:
                             out = await _delete_audio_locked(conn, row, local_dir, actor=actor, reason="retention")
                             report.audio_deleted += out.result == "deleted"
