@@ -124,25 +124,23 @@ async def _find_orphans(conn: Any, base: Path, min_age: float, report: VerifyRep
     files = await asyncio.to_thread(_walk, base)
     report.files_seen = len(files)
     now = time.time()
-    old = []
-    for rel, mtime in files:
-        if now - mtime < min_age:
-            report.too_young += 1
-        else:
-            old.append(rel)
-    for i in range(0, len(old), BATCH):
-        chunk = old[i:i + BATCH]
+    for i in range(0, len(files), BATCH):
+        chunk = files[i:i + BATCH]
         rows = await conn.fetch(
-            "SELECT recording_path, id, audio_deleted_at FROM calls WHERE recording_path = ANY($1::text[])", chunk)
+            "SELECT recording_path, id, audio_deleted_at FROM calls WHERE recording_path = ANY($1::text[])",
+            [rel for rel, _ in chunk])
         claimed = {}
         for r in rows:
             # Several rows may name one path (never in practice); any live one claims it.
             if r["audio_deleted_at"] is None or r["recording_path"] not in claimed:
                 claimed[r["recording_path"]] = r
-        for rel in chunk:
+        for rel, mtime in chunk:
             row = claimed.get(rel)
             if row is None:
-                report.orphans.append({"path": rel, "why": "no call row names this file"})
+                if now - mtime < min_age:
+                    report.too_young += 1  # its call may not have its row yet
+                else:
+                    report.orphans.append({"path": rel, "why": "no call row names this file"})
             elif row["audio_deleted_at"] is not None:
                 report.orphans.append({"path": rel, "id": str(row["id"]),
                                        "why": "the call's audio is marked deleted, but the file is there"})
