@@ -49,6 +49,7 @@ PERSONAL_FIELDS: dict[str, Any] = {
 _FILES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callrec-retention")
 
 RETENTION_ACTOR = "retention"
+BATCH_PAUSE = 0.1  # seconds between the daemon job's batches
 
 
 class HoldError(Exception):
@@ -292,7 +293,7 @@ async def count_due(conn: asyncpg.Connection | asyncpg.Pool, settings: Retention
 
 async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: Path, *, dry_run: bool = False,
                         actor: str = RETENTION_ACTOR, stop: asyncio.Event | None = None,
-                        now: datetime | None = None) -> RetentionReport:
+                        now: datetime | None = None, pause: float = 0.0) -> RetentionReport:
     """One retention pass in bounded batches (one transaction each, rows locked SKIP LOCKED so a
     concurrent run or a hold being set never waits on a whole pass).  Metadata first (it deletes the
     audio too), then audio.  Recorded in ``retention_runs``."""
@@ -308,7 +309,7 @@ async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, local_d
     try:
         if not dry_run:
             for kind in ("metadata", "audio"):
-                await _run_kind(pool, settings, local_dir, kind, now, actor, report, stop)
+                await _run_kind(pool, settings, local_dir, kind, now, actor, report, stop, pause)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
         report.errors += 1
@@ -326,7 +327,7 @@ async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, local_d
 
 
 async def _run_kind(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: Path, kind: str, now: datetime,
-                    actor: str, report: RetentionReport, stop: asyncio.Event | None) -> None:
+                    actor: str, report: RetentionReport, stop: asyncio.Event | None, pause: float) -> None:
     args: list[Any] = []
     due = _due_clause(settings, kind, now, args)
     if due is None:
@@ -360,7 +361,8 @@ async def _run_kind(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: 
                     log.warning("retention: call %s not processed: %s", row["id"], exc)
         if len(rows) < settings.batch_size:
             return
-        await asyncio.sleep(0)  # let calls and the writer run between batches
+        # Pace the batches: a large backlog must not starve the disk Asterisk records onto.
+        await asyncio.sleep(pause)
 
 
 class RetentionJob:
@@ -381,7 +383,8 @@ class RetentionJob:
         while not self.stop.is_set():
             started = loop.time()
             try:
-                report = await run_retention(self.pool, self.settings, self.local_dir, stop=self.stop)
+                report = await run_retention(self.pool, self.settings, self.local_dir, stop=self.stop,
+                                             pause=BATCH_PAUSE)
                 self.last_report = report
                 if report.audio_deleted or report.anonymized or report.errors:
                     log.info("retention: %d recording(s) deleted, %d call(s) anonymized, %d kept by legal hold, "

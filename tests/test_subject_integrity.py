@@ -201,6 +201,9 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
                           "-in", str(out / "manifest.json"), "-sigfile", str(out / "manifest.json.sig")],
                          capture_output=True, text=True)
     assert ssl.returncode == 0 and "Signature Verified Successfully" in ssl.stdout
+    fp_ssl = subprocess.run(f"openssl pkey -pubin -in '{pub}' -outform DER | tail -c 32 | sha256sum", shell=True,
+                            capture_output=True, text=True)
+    assert fp_ssl.stdout.split()[0] == fp  # the published fingerprint, checked with OpenSSL alone
     sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert sums.returncode == 0 and sums.stdout.count(": OK") == 2
     assert hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest() == manifest["sha256sums"]
