@@ -194,6 +194,10 @@ async def _check(settings: Settings) -> int:
         report("recordings", True, f"{local} readable and writable")
     else:
         report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
+    from .cli_dataops import check_lines
+
+    for what, ok, detail in check_lines(settings):
+        report(what, ok, detail)
     return 1 if failures else 0
 
 

@@ -95,6 +95,25 @@ def _out_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zip", help="a zip file")
 
 
+def check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
+    """Lines for `callrec check`: retention settings and the signing key."""
+    from .evidence import KeyError_, fingerprint, load_private_key
+
+    out = []
+    r = settings.retention
+    if r.active:
+        job = f"daemon job every {r.interval:g}s" if r.enabled else "daemon job off (retention.enabled = false)"
+        out.append(("retention", True, f"audio {_days(r.audio_days)}, metadata {_days(r.metadata_days)}, "
+                                       f"{len(r.rules)} rule(s); {job}"))
+    if settings.integrity.signing_key:
+        try:
+            key = load_private_key(settings.integrity.signing_key)
+            out.append(("signing key", True, f"Ed25519, fingerprint {fingerprint(key.public_key())}"))
+        except KeyError_ as exc:
+            out.append(("signing key", False, str(exc)))
+    return out
+
+
 def run_without_config(args: argparse.Namespace) -> int | None:
     """Commands a third party runs without any callrec config (verify-manifest)."""
     if args.command == "verify-manifest":
@@ -240,7 +259,7 @@ def _numbers(raw: list[str]) -> list[str] | None:
 
 
 async def _subject(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from .retention import cli_principal, erase_subject, find_subject_calls
+    from .retention import agent_calls, cli_principal, erase_subject, find_subject_calls
     from .store import audit
 
     numbers = _numbers(args.numbers)
@@ -274,6 +293,11 @@ async def _subject(args: argparse.Namespace, settings: Settings, pool: asyncpg.P
         _warn_export(result)
         return 0
     # erase
+    async with pool.acquire() as conn:
+        staff = await agent_calls(conn, numbers)
+    if staff:
+        print(f"warning: the number is also the agent extension of {staff} call(s); erasing it anonymizes the "
+              "callers of every call it placed or took as a caller/called number", file=sys.stderr)
     held = [r for r in rows if r["legal_hold"]]
     open_ = [r for r in rows if r["finalized_at"] is None and not r["legal_hold"]]
     todo = [r for r in rows if r["anonymized_at"] is None and not r["legal_hold"] and r["finalized_at"] is not None]

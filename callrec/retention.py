@@ -422,15 +422,21 @@ def _norm_sql(column: str) -> str:
 
 
 async def find_subject_calls(conn: asyncpg.Connection, numbers: Sequence[str]) -> list[asyncpg.Record]:
-    """Every call where one of ``numbers`` was the caller, the called number or a party (spaces,
-    dashes, dots and brackets ignored on both sides), oldest first."""
+    """Every call where one of ``numbers`` was the caller, the called number or a non-agent party
+    (spaces, dashes, dots and brackets ignored on both sides), oldest first."""
     return await conn.fetch(
         f"""SELECT c.* FROM calls c
              WHERE {_norm_sql('c.caller_number')} = ANY($1::text[])
                 OR {_norm_sql('c.called_number')} = ANY($1::text[])
-                OR EXISTS (SELECT 1 FROM call_parties p WHERE p.call_id = c.id
+                OR EXISTS (SELECT 1 FROM call_parties p WHERE p.call_id = c.id AND p.role <> 'agent'
                                   AND {_norm_sql('p.number')} = ANY($1::text[]))
              ORDER BY c.started_at, c.id""", list(numbers))
+
+
+async def agent_calls(conn: asyncpg.Connection, numbers: Sequence[str]) -> int:
+    """How many calls have one of ``numbers`` as their agent: a sign the number is staff, not a caller."""
+    return await conn.fetchval(f"SELECT count(*) FROM calls c WHERE {_norm_sql('c.agent')} = ANY($1::text[])",
+                               list(numbers))
 
 
 async def erase_subject(pool: asyncpg.Pool, numbers: Sequence[str], local_dir: Path, *, actor: Principal,

@@ -60,12 +60,18 @@ async def test_recorded_call_verified_exported_and_erased(asterisk: SandboxInfo,
         assert wav.exists()
 
         cfg = tmp_path / "callrec.toml"
-        cfg.write_text(callrec_config(asterisk, database, integrity={"signing_key": str(key)}))
+        cfg.write_text(callrec_config(asterisk, database, integrity={"signing_key": str(key)},
+                                      retention={"audio_days": 30}))
+        check = cli(cfg, "check")  # names the missing key
+        assert check.returncode == 1 and "FAIL signing key: integrity.signing_key:" in check.stdout, check.stdout
+        assert "ok   retention: audio 30 day(s), metadata kept forever" in check.stdout
         ver = cli(cfg, "verify", "--no-orphans", "--json")
         assert ver.returncode == 0, ver.stdout + ver.stderr
         assert json.loads(ver.stdout)["ok"] == 1  # the real call; the old one's audio is deleted
 
         assert cli(cfg, "keys", "generate").returncode == 0
+        check = cli(cfg, "check")
+        assert check.returncode == 0 and "ok   signing key: Ed25519, fingerprint " in check.stdout, check.stdout
         pub = tmp_path / "public.pem"
         assert cli(cfg, "keys", "public", "--out", str(pub)).returncode == 0
         out = tmp_path / "evidence"

@@ -76,6 +76,9 @@ async def test_subject_erase_keeps_tombstones_and_reports_the_hold(database: str
     refused = run_cli(cfg, "subject", "erase", "+15551234", input="")
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert a["path"].exists()
+    staff = run_cli(cfg, "subject", "erase", "201", "--dry-run")  # the agent's extension is not a subject's party
+    assert staff.returncode == 0 and "0 call(s) found" in staff.stdout
+    assert "also the agent extension of 4 call(s)" in staff.stderr
     dry = run_cli(cfg, "subject", "erase", "+15551234", "--dry-run")
     assert dry.returncode == 0 and "3 call(s) found: 2 to erase, 1 under legal hold" in dry.stdout
     assert a["path"].exists()
