@@ -192,10 +192,19 @@ async def test_session_login_csrf_logout(bench: Bench, http: aiohttp.ClientSessi
     assert st == 201
     assert (await call(http, bench, "POST", "/api/v1/logout", headers={"X-CSRF-Token": login["csrf_token"]}))[0] == 200
     assert (await call(http, bench, "GET", "/api/v1/me"))[0] == 401
+    # An expired session is refused too.
+    st, body, _ = await call(http, bench, "POST", "/api/v1/login", json={"username": "agent1", "password": PASSWORD})
+    assert st == 200 and (await call(http, bench, "GET", "/api/v1/me"))[0] == 200
+    await bench.pool.execute("UPDATE web_sessions SET expires_at = now() - interval '1 s'")
+    assert (await call(http, bench, "GET", "/api/v1/me"))[0] == 401
+    # Log-in needs a JSON body.
+    st, _, _ = await call(http, bench, "POST", "/api/v1/login", data="username=a&password=b",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 415
     actions = [(r["actor"], r["action"]) for r in await audit_rows(bench)
                if r["action"] in ("login", "login_failed", "logout")]
     assert actions == [("admin1", "login_failed"), ("nobody", "login_failed"), ("supervisor1", "login"),
-                       ("supervisor1", "logout")]
+                       ("supervisor1", "logout"), ("agent1", "login")]
     assert login["csrf_token"] not in caplog.text
     _assert_no_secrets(caplog, bench)
 
