@@ -187,3 +187,46 @@ def test_bad_retention_config_is_one_line(tmp_path: Path, retention: dict, messa
     result = run_cli(cfg, "retention", "run")
     assert result.returncode == 2 and result.stderr.startswith(f"callrec: config error: {message}")
     assert result.stderr.count("\n") == 1
+
+
+async def test_least_privilege_app_role_runs_retention_and_erase(database: str, conn: asyncpg.Connection,
+                                                                tmp_path: Path) -> None:
+    """docs/sql/app_role.sql + app_role_ops_data.sql are enough for every deletion path, and the
+    app role still cannot delete rows or switch the legal-hold guard off."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    from callrec.retention import cli_principal, erase_subject
+
+    role = f"callrec_app_{uuid.uuid4().hex[:8]}"
+    docs = Path(__file__).resolve().parent.parent / "docs" / "sql"
+    statements = [line.replace(':"app"', f'"{role}"') for name in ("app_role.sql", "app_role_ops_data.sql")
+                  for line in (docs / name).read_text().splitlines() if line.strip() and not line.startswith("--")]
+    await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+        rec = tmp_path / "rec"
+        old = await add_call(conn, rec, age_days=40)
+        subject = await add_call(conn, rec, caller="+15554444", tags=["x"], parties=[("+15554444", "caller")])
+        held = await add_call(conn, rec, age_days=40)
+        parts = urlsplit(database)
+        app_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        pool = await connect_pool(app_dsn, 1, 2)
+        try:
+            async with pool.acquire() as app:
+                await set_legal_hold(app, held["id"], True, actor="svc", reason="case")
+                for attempt in ("DELETE FROM calls", "ALTER TABLE calls DISABLE TRIGGER calls_legal_hold_guard"):
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await app.execute(attempt)
+            settings = settings_for(database, rec, retention={"audio_days": 30})
+            report = await run_retention(pool, settings.retention, rec)
+            assert (report.audio_deleted, report.held_skipped, report.errors) == (1, 1, 0)
+            outcomes = await erase_subject(pool, ["+15554444"], rec, actor=cli_principal())
+            assert [o.result for o in outcomes] == ["anonymized"]
+        finally:
+            await pool.close()
+        assert not old["path"].exists() and not subject["path"].exists() and held["path"].exists()
+    finally:
+        await conn.execute(f'DROP OWNED BY "{role}"')
+        await conn.execute(f'DROP ROLE "{role}"')
