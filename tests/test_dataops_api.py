@@ -137,6 +137,7 @@ async def test_legal_hold_blocks_the_api_delete_and_is_released(bench: DataBench
     assert status == 200 and json.loads(body)["legal_hold"] is False
     status, _, _ = await request(http, bench, "DELETE", url + "/audio", "admin")
     assert status == 200 and not c["path"].exists()
+    assert await bench.pool.fetchval("SELECT audio_deleted_reason FROM calls WHERE id = $1", c["id"]) == "manual"
     async with bench.pool.acquire() as conn:
         actions = [e["action"] for e in await audit_rows(conn, c["id"])]
     assert actions[:1] == ["legal_hold"] and "legal_hold_release" in actions and actions[-1] == "delete_audio"

@@ -2,7 +2,7 @@
 --
 -- Audio deletion keeps the row: audio_deleted_at/_by say when and by whom (the same columns the
 -- HTTP API's manual delete uses; migration 005 adds them, IF NOT EXISTS keeps this one standalone), and
--- audio_deleted_reason says why (manual, retention, subject_erase).
+-- audio_deleted_reason says why (manual, retention, subject_erase; 'manual' when the deleter does not say).
 -- Metadata deletion never removes a row: personal fields are erased and the row stays as an
 -- anonymized tombstone (anonymized_at/_reason), so counts, statistics and audit rows that name
 -- the call stay coherent.
@@ -43,6 +43,10 @@ BEGIN
                 HINT = 'release the legal hold first';
         END IF;
         RETURN OLD;
+    END IF;
+    -- A deletion that does not say why (the API's manual delete) is a manual one.
+    IF OLD.audio_deleted_at IS NULL AND NEW.audio_deleted_at IS NOT NULL AND NEW.audio_deleted_reason IS NULL THEN
+        NEW.audio_deleted_reason := 'manual';
     END IF;
     IF OLD.legal_hold AND (
            (OLD.audio_deleted_at IS NULL AND NEW.audio_deleted_at IS NOT NULL)
