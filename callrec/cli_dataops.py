@@ -22,6 +22,7 @@ from .config import Settings
 
 COMMANDS = ("retention", "hold", "subject", "verify", "keys", "export", "verify-manifest")
 PROBLEMS = 3
+EXPORT_MAX = 10000
 
 
 def add_parsers(sub: Any) -> None:
@@ -81,7 +82,7 @@ def add_parsers(sub: Any) -> None:
                 "max_duration", "q"):
         exp.add_argument(f"--{key.replace('_', '-')}", dest=f"f_{key}", metavar=key.upper())
     exp.add_argument("--tag", action="append", default=[], dest="f_tag")
-    exp.add_argument("--limit", type=int, default=1000, help="most calls (default 1000)")
+    exp.add_argument("--limit", type=int, default=1000, help="most calls (default 1000, at most 10000)")
 
     vm = sub.add_parser("verify-manifest", help="check a signed export offline (no config, no database)")
     vm.add_argument("path", help="the export folder or zip")
@@ -465,11 +466,12 @@ async def _export(args: argparse.Namespace, settings: Settings, pool: asyncpg.Po
             values[key] = [v]
     if args.f_tag:
         values["tag"] = list(args.f_tag)
-    if not 1 <= args.limit <= 100000:
-        print("callrec: export: --limit: expected 1-100000", file=sys.stderr)
+    if not 1 <= args.limit <= EXPORT_MAX:
+        # The manifest is built in memory: a few KB per call.
+        print(f"callrec: export: --limit: expected 1-{EXPORT_MAX}", file=sys.stderr)
         return 2
     try:
-        f = parse_filter(lambda k: values.get(k, []), max_limit=100000, default_limit=args.limit)
+        f = parse_filter(lambda k: values.get(k, []), max_limit=EXPORT_MAX, default_limit=args.limit)
     except FilterError as exc:
         print(f"callrec: export: {exc}", file=sys.stderr)
         return 2
