@@ -260,6 +260,8 @@ def zip_folder(folder: Path, target: Path) -> None:
 def export_to(target: Path, as_zip: bool, build: Any) -> Any:
     """Run ``build(folder)`` into ``target`` (a new folder) or into a temp folder zipped to ``target``."""
     if as_zip:
+        if target.exists():
+            raise FileExistsError(f"{target} exists; choose a new file name")
         with tempfile.TemporaryDirectory(prefix="callrec-export-", dir=target.parent) as tmp:
             result = build(Path(tmp))
             zip_folder(Path(tmp), target)

@@ -60,6 +60,8 @@ async def test_subject_export_finds_caller_called_and_party(database: str, conn:
     entries = await audit_rows(conn, action="subject_export")
     assert len(entries) == 5 and {e["details"]["reference"] for e in entries} == {"DSR-17"}
     assert "4951234567" not in json.dumps([e["details"] for e in entries])
+    again = run_cli(cfg, "subject", "export", "+74951234567", "--zip", str(out))
+    assert again.returncode == 1 and "exists" in again.stderr  # an earlier export is never overwritten
 
 
 async def test_subject_erase_keeps_tombstones_and_reports_the_hold(database: str, conn: asyncpg.Connection,
