@@ -162,11 +162,26 @@ async def _anonymize_locked(conn: asyncpg.Connection, row: asyncpg.Record, local
         row["id"])
     # Tags are free text staff typed about the call: they may name the caller.
     tags = await conn.execute("DELETE FROM call_tags WHERE call_id = $1", row["id"])
+    hooks = await _erase_hook_payloads(conn, row["id"])
     name, role = _who(actor)
     await audit.append(conn, actor=name, role=role, action="anonymize", call_id=call_id,
                        details={"reason": reason, **(note or {}), "fields": list(PERSONAL_FIELDS),
-                                "parties": _count(parties), "tags_removed": _count(tags)})
+                                "parties": _count(parties), "tags_removed": _count(tags), "hook_jobs": hooks})
     return Outcome(call_id, "anonymized", audio_deleted=audio.result == "deleted")
+
+
+async def _erase_hook_payloads(conn: asyncpg.Connection, call_id: Any) -> int:
+    """The post-recording hook outbox (policy part, migration 004) holds a copy of the call's metadata:
+    blank it, and cancel hooks that have not run yet, so an erased caller is not sent on afterwards."""
+    if not await conn.fetchval("SELECT to_regclass('hook_jobs') IS NOT NULL"):
+        return 0
+    status = await conn.execute(
+        """UPDATE hook_jobs SET payload = jsonb_build_object('call_id', call_id::text, 'anonymized', true),
+                  last_error = CASE WHEN state = 'pending' THEN 'cancelled: the call was anonymized'
+                                    ELSE last_error END,
+                  state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END
+            WHERE call_id = $1""", call_id)
+    return _count(status)
 
 
 def _count(status: str) -> int:

@@ -230,3 +230,25 @@ async def test_least_privilege_app_role_runs_retention_and_erase(database: str, 
     finally:
         await conn.execute(f'DROP OWNED BY "{role}"')
         await conn.execute(f'DROP ROLE "{role}"')
+
+
+async def test_anonymize_blanks_the_hook_outbox(database: str, conn: asyncpg.Connection, tmp_path: Path) -> None:
+    """The policy part's post-recording hook outbox (hook_jobs) carries call metadata: an erased call
+    is not sent on.  The table is made here when that part's migration is not in this checkout."""
+    await conn.execute("""CREATE TABLE IF NOT EXISTS hook_jobs (
+        id bigserial PRIMARY KEY, call_id uuid NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
+        hook text NOT NULL, payload jsonb NOT NULL, state text NOT NULL DEFAULT 'pending', attempts integer
+        NOT NULL DEFAULT 0, last_error text, UNIQUE (call_id, hook))""")
+    rec = tmp_path / "rec"
+    c = await add_call(conn, rec, caller="+15556666")
+    for hook, state in (("command", "done"), ("webhook", "pending")):
+        await conn.execute("INSERT INTO hook_jobs (call_id, hook, payload, state) VALUES ($1, $2, $3::jsonb, $4)",
+                           c["id"], hook, '{"caller_number": "+15556666"}', state)
+    out = await anonymize(conn, c["id"], rec, actor="dpo", reason="subject_erase")
+    assert out.result == "anonymized" and out.audio_deleted
+    rows = await conn.fetch("SELECT hook, payload::text AS payload, state, last_error FROM hook_jobs ORDER BY hook")
+    assert all("+15556666" not in r["payload"] for r in rows)
+    assert [(r["hook"], r["state"]) for r in rows] == [("command", "done"), ("webhook", "failed")]
+    assert "anonymized" in rows[1]["last_error"]
+    [entry] = await audit_rows(conn, c["id"], "anonymize")
+    assert entry["details"]["hook_jobs"] == 2
