@@ -22,7 +22,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise json_error(415, "expected Content-Type: application/json")
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("body: not valid JSON") from None
     if not isinstance(body, dict):
         raise bad_request("body: expected a JSON object")
