@@ -195,6 +195,7 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     files = []
+    base = local_dir.resolve()
     for doc in docs:
         cols = doc["columns"]
         doc["file"] = None
@@ -204,6 +205,9 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
         src = audio_file(local_dir, cols.get("recording_path"))
         if src is None:
             doc["file_note"] = "no recording"
+            continue
+        if base not in src.resolve().parents:  # a symlink planted in the folder: never follow it out
+            doc["file_note"] = "the recording path leads outside the recordings folder; not exported"
             continue
         rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
         try:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import asyncpg
@@ -66,14 +66,14 @@ def cli_principal() -> Principal:
 
 
 def audio_file(local_dir: Path, recording_path: str | None) -> Path | None:
-    """The file of a row, resolved under the recordings folder only (a row never points outside it)."""
+    """The file of a row, under the recordings folder only: a relative path without ``..``.  Not
+    resolved, so deleting a symlink removes the link, never what it points to."""
     if not recording_path:
         return None
-    base = local_dir.resolve()
-    path = (base / recording_path).resolve()
-    if base not in path.parents:
+    rel = PurePosixPath(recording_path)
+    if rel.is_absolute() or ".." in rel.parts or "\x00" in recording_path:
         return None
-    return path
+    return local_dir / rel
 
 
 def _unlink(path: Path) -> bool:

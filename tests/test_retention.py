@@ -252,3 +252,23 @@ async def test_anonymize_blanks_the_hook_outbox(database: str, conn: asyncpg.Con
     assert "anonymized" in rows[1]["last_error"]
     [entry] = await audit_rows(conn, c["id"], "anonymize")
     assert entry["details"]["hook_jobs"] == 2
+
+
+async def test_deletion_never_leaves_the_recordings_folder(database: str, conn: asyncpg.Connection,
+                                                           tmp_path: Path) -> None:
+    """A row whose path climbs out, or a symlink planted in the folder, never costs another file."""
+    rec = tmp_path / "rec"
+    outside = tmp_path / "precious.wav"
+    outside.write_bytes(b"keep me")
+    climbing = await add_call(conn, rec)
+    await conn.execute("UPDATE calls SET recording_path = '../precious.wav' WHERE id = $1", climbing["id"])
+    linked = await add_call(conn, rec)
+    victim = await add_call(conn, rec)
+    linked["path"].unlink()
+    linked["path"].symlink_to(victim["path"])
+    for c in (climbing, linked):
+        assert (await delete_audio(conn, c["id"], rec, actor="admin")).result == "deleted"
+    assert outside.read_bytes() == b"keep me"
+    assert victim["path"].exists() and not linked["path"].is_symlink()
+    [entry] = await audit_rows(conn, climbing["id"], "delete_audio")
+    assert entry["details"]["file_existed"] is False
