@@ -14,6 +14,7 @@ from .asterisk.ari import Ari
 from .config import Settings
 from .policy import DEFAULT_PROMPTS
 from .prompts import PromptCatalog
+from .retention import RetentionJob
 from .service import CallService
 from .store import CallLogWriter, connect_pool, migrate
 from .store.db import fetch_open_calls
@@ -38,6 +39,7 @@ class Daemon:
         self.door: AriDoor | None = None
         self.service: CallService | None = None
         self.http: HttpServer | None = None
+        self.retention: RetentionJob | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
@@ -89,6 +91,9 @@ class Daemon:
                 raise FatalError(str(exc)) from None
         self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
         self._tasks.append(asyncio.create_task(self.ami.keepalive(), name="ami-keepalive"))
+        if s.retention.enabled and s.retention.active:
+            self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
+            self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s", self.ari.base, s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
 
@@ -156,6 +161,8 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        if self.retention is not None:
+            self.retention.stop.set()
         if self.http is not None:
             await self.http.stop()
         if self.door is not None:

@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     install = sounds_sub.add_parser("install", help="copy the shipped prompts to where Asterisk reads them")
     install.add_argument("--from", dest="source", help="prompts folder (default: the shipped sounds/)")
     install.add_argument("--dest", help="target folder (default: notice.local_prompts_dir or prompts_dir)")
+    from . import cli_dataops
+
+    cli_dataops.add_parsers(sub)
     args = parser.parse_args(argv)
+    if (code := cli_dataops.run_without_config(args)) is not None:
+        return code
 
     for key in ("ARI_PASSWORD", "AMI_PASSWORD"):
         if os.environ.get(f"CALLREC_{key}") and not os.environ.get(f"CALLREC_ASTERISK_{key}"):
@@ -66,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(runner(settings, args))
         if args.command == "sounds":
             return _sounds_install(settings, args.source, args.dest)
+        if args.command in cli_dataops.COMMANDS:
+            return cli_dataops.run(args, settings)
     except KeyboardInterrupt:
         return 130
     return 2
@@ -190,6 +197,10 @@ async def _check(settings: Settings) -> int:
         report("recordings", True, f"{local} readable and writable")
     else:
         report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
+    from .cli_dataops import check_lines
+
+    for what, ok, detail in check_lines(settings):
+        report(what, ok, detail)
     return 1 if failures else 0
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config_dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
+
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
 DTMF_KEYS = set("0123456789*#ABCD")
 _LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
@@ -138,6 +140,8 @@ class Settings:
     notice: NoticeSettings = field(default_factory=NoticeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    integrity: IntegritySettings = field(default_factory=IntegritySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<defaults>"
 
@@ -148,6 +152,7 @@ _SECTIONS: dict[str, type] = {
     "recordings": RecordingSettings,
     "notice": NoticeSettings,
     "log": LogSettings,
+    "integrity": IntegritySettings,
     "http": HttpSettings,
 }
 _RULE_KEYS = {f for f in PolicyRule.__dataclass_fields__}
@@ -173,7 +178,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
 
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<dict>") -> Settings:
-    known = set(_SECTIONS) | {"policy"}
+    known = set(_SECTIONS) | {"policy", "retention"}
     for section in raw:
         if section not in known:
             raise ConfigError(f"{section}: unknown section (known: {', '.join(sorted(known))})")
@@ -187,6 +192,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: s
                 values[key] = environ[env_key]
         built[name] = _build(cls, name, values)
     built["policy"] = _parse_policy(_table(raw, "policy"), environ)
+    built["retention"] = parse_retention(_table(raw, "retention"), environ, {r.name for r in built["policy"].rules})
     settings = Settings(**built, source=source)
     _validate(settings)
     return settings
@@ -317,6 +323,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("notice.opt_in_key: must differ from notice.opt_out_key")
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
+    check_integrity(s.integrity)
     _check_http(s.http)
     _check_policy("policy", s.policy.mode, s.policy.language, s.policy.prompt)
     for i, rule in enumerate(s.policy.rules):

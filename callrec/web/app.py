@@ -16,14 +16,14 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..config import Settings
-from . import routes_audit, routes_auth, routes_calls, routes_meta
+from . import routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta
 from .auth import auth_middleware
 from .errors import json_error
 from .keys import POOL, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
-ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit]
+ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops]
 MAX_BODY = 64 * 1024
 
 @web.middleware

@@ -1,0 +1,410 @@
+"""Evidence exports: selected calls + their audio + a manifest signed with Ed25519.
+
+Layout of an export (a folder, or the same names inside a zip):
+
+    manifest.json        every call's metadata, consent evidence, times and recording facts, and
+                         the sha256 and size of every exported file (canonical: UTF-8, sorted keys)
+    manifest.json.sig    Ed25519 signature over the exact bytes of manifest.json (64 raw bytes)
+    public-key.pem       the signer's public key (trust it only after comparing its fingerprint
+                         with the one published out of band: `callrec keys public`)
+    SHA256SUMS           `sha256sum -c` list of the audio files (its own sha256 is in the manifest)
+    audio/<call id>.wav  the recordings
+
+A third party verifies with `callrec verify-manifest`, or with OpenSSL 3 and coreutils alone:
+`openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin -in manifest.json -sigfile manifest.json.sig`,
+then `sha256sum -c SHA256SUMS` and compare `sha256sum SHA256SUMS` with the manifest's `sha256sums`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from . import __version__
+from .retention import audio_file
+
+FORMAT = "callrec-evidence/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.sig"
+PUBLIC_KEY = "public-key.pem"
+SUMS = "SHA256SUMS"
+
+
+class KeyError_(Exception):
+    """A signing-key problem, worded for the operator."""
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+def generate_key(path: Path, force: bool = False) -> tuple[Path, str]:
+    """A new Ed25519 key: private PEM (mode 600) at ``path``, public PEM next to it (``.pub``).
+    Returns (public key path, fingerprint)."""
+    if path.exists() and not force:
+        raise KeyError_(f"{path} exists; keep it (manifests signed with it stay verifiable) or pass --force")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.replace(tmp, path)
+    pub_path = path.with_name(path.name + ".pub")
+    pub_path.write_bytes(public_pem(key.public_key()))
+    return pub_path, fingerprint(key.public_key())
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    if not path:
+        raise KeyError_("integrity.signing_key: not set; run `callrec keys generate` and set it")
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KeyError_(f"integrity.signing_key: {path}: no such file; run `callrec keys generate`") from None
+    except PermissionError:
+        raise KeyError_(f"integrity.signing_key: {path}: not readable (permission denied)") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyError_(f"integrity.signing_key: {path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyError_(f"integrity.signing_key: {path}: not an Ed25519 key")
+    return key
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise KeyError_("public key: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyError_("public key: not an Ed25519 key")
+    return key
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def fingerprint(key: Ed25519PublicKey) -> str:
+    """sha256 of the 32 raw public-key bytes, hex: what to publish and read over the phone."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+# -- building an export -------------------------------------------------------------------------
+
+EVIDENCE_FIELDS = ("consent_mode", "language", "notice_prompt", "notice_prompt_sha256", "notice_prompt_duration",
+                   "notice_started_at", "notice_finished_at", "notice_completed", "keys_pressed", "consent",
+                   "consent_key", "consent_at")
+TIME_FIELDS = ("started_at", "ended_at", "recording_started_at", "handed_back_at", "finalized_at")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=True, default=str) + "\n").encode("ascii")
+
+
+@dataclass
+class ExportResult:
+    calls: int = 0
+    files: int = 0
+    mismatched: list[str] = field(default_factory=list)  # exported file != hash stored at finalization
+    missing: list[str] = field(default_factory=list)
+    manifest_sha256: str = ""
+    fingerprint: str | None = None
+
+
+async def call_documents(conn: asyncpg.Connection | asyncpg.Pool, ids: list[str]) -> list[dict[str, Any]]:
+    """Every column of each call plus its parties and tags, JSON-ready, in the order of ``ids``."""
+    rows = await conn.fetch("SELECT * FROM calls WHERE id = ANY($1::uuid[])", ids)
+    by_id = {str(r["id"]): r for r in rows}
+    parties: dict[str, list[dict[str, Any]]] = {}
+    for p in await conn.fetch("SELECT * FROM call_parties WHERE call_id = ANY($1::uuid[]) ORDER BY call_id, seq",
+                              ids):
+        parties.setdefault(str(p["call_id"]), []).append(
+            {k: _plain(v) for k, v in dict(p).items() if k != "call_id"})
+    tags: dict[str, list[str]] = {}
+    if await conn.fetchval("SELECT to_regclass('call_tags') IS NOT NULL"):
+        for t in await conn.fetch("SELECT call_id, tag FROM call_tags WHERE call_id = ANY($1::uuid[]) "
+                                  "ORDER BY tag", ids):
+            tags.setdefault(str(t["call_id"]), []).append(t["tag"])
+    docs = []
+    for call_id in ids:
+        row = by_id.get(call_id)
+        if row is None:
+            continue
+        columns = {k: _plain(v) for k, v in dict(row).items()}
+        docs.append({
+            "id": call_id,
+            "times": {k: columns.get(k) for k in TIME_FIELDS},
+            "consent_evidence": {k: columns.get(k) for k in EVIDENCE_FIELDS},
+            "recording": {k[len("recording_"):]: columns.get(k) for k in columns if k.startswith("recording_")},
+            "columns": columns,
+            "parties": parties.get(call_id, []),
+            "tags": tags.get(call_id, []),
+        })
+    return docs
+
+
+def _copy_hashing(src: Path, dst: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, purpose: str, created_by: str,
+                 selection: dict[str, Any], key: Ed25519PrivateKey | None) -> ExportResult:
+    """Copy the audio (hashing as it copies), write the manifest, SHA256SUMS and the signature.
+    Blocking file work: run it in a thread."""
+    result = ExportResult(calls=len(docs))
+    audio_dir = out_dir / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    base = local_dir.resolve()
+    for doc in docs:
+        cols = doc["columns"]
+        doc["file"] = None
+        if cols.get("audio_deleted_at"):
+            doc["file_note"] = f"audio deleted at {cols['audio_deleted_at']} by {cols.get('audio_deleted_by')}"
+            continue
+        src = audio_file(local_dir, cols.get("recording_path"))
+        if src is None:
+            doc["file_note"] = "no recording"
+            continue
+        if base not in src.resolve().parents:  # a symlink planted in the folder: never follow it out
+            doc["file_note"] = "the recording path leads outside the recordings folder; not exported"
+            continue
+        rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
+        try:
+            digest, size = _copy_hashing(src, out_dir / rel)
+        except FileNotFoundError:
+            result.missing.append(doc["id"])
+            doc["file_note"] = "the recording file is missing from the recordings folder"
+            continue
+        matches = digest == cols.get("recording_sha256")
+        if not matches:
+            result.mismatched.append(doc["id"])
+        doc["file"] = rel
+        doc["file_matches_recorded_sha256"] = matches
+        files.append({"path": rel, "sha256": digest, "bytes": size, "call_id": doc["id"]})
+    sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode("ascii")
+    (out_dir / SUMS).write_bytes(sums)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "generator": f"callrec {__version__}",
+        "created_at": datetime.now(UTC).isoformat(),
+        "created_by": created_by,
+        "purpose": purpose,
+        "selection": selection,
+        "files": files,
+        "sha256sums": hashlib.sha256(sums).hexdigest(),
+        "calls": docs,
+        "signature": None,
+    }
+    if key is not None:
+        result.fingerprint = fingerprint(key.public_key())
+        manifest["signature"] = {"algorithm": "Ed25519", "file": SIGNATURE,
+                                 "public_key_sha256": result.fingerprint,
+                                 "signed": "the exact bytes of manifest.json"}
+    data = canonical(manifest)
+    (out_dir / MANIFEST).write_bytes(data)
+    if key is not None:
+        (out_dir / SIGNATURE).write_bytes(key.sign(data))
+        (out_dir / PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
+    result.files = len(files)
+    result.manifest_sha256 = hashlib.sha256(data).hexdigest()
+    return result
+
+
+def zip_folder(folder: Path, target: Path) -> None:
+    """The export as one zip (audio stored, not compressed: WAV barely compresses)."""
+    tmp = target.with_name(target.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    os.replace(tmp, target)
+
+
+def export_to(target: Path, as_zip: bool, build: Any) -> Any:
+    """Run ``build(folder)`` into ``target`` (a new folder) or into a temp folder zipped to ``target``."""
+    if as_zip:
+        if target.exists():
+            raise FileExistsError(f"{target} exists; choose a new file name")
+        with tempfile.TemporaryDirectory(prefix="callrec-export-", dir=target.parent) as tmp:
+            result = build(Path(tmp))
+            zip_folder(Path(tmp), target)
+        return result
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not empty")
+    target.mkdir(parents=True, exist_ok=True)
+    return build(target)
+
+
+# -- verifying ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ManifestCheck:
+    problems: list[str] = field(default_factory=list)
+    files_ok: int = 0
+    signature: str = "missing"  # valid | invalid | missing
+    fingerprint: str | None = None
+    calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.signature == "valid"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "signature": self.signature, "public_key_sha256": self.fingerprint,
+                "calls": self.calls, "files_ok": self.files_ok, "problems": self.problems}
+
+
+class _Source:
+    """A folder or a zip, read the same way."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.zip = zipfile.ZipFile(path) if path.is_file() else None
+
+    def names(self) -> Iterable[str]:
+        if self.zip is not None:
+            return [n for n in self.zip.namelist() if not n.endswith("/")]
+        return [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            if self.zip is not None:
+                return self.zip.read(name)
+            return (self.path / name).read_bytes()
+        except (KeyError, FileNotFoundError):
+            return None
+
+    def hash(self, name: str) -> tuple[str, int] | None:
+        h = hashlib.sha256()
+        size = 0
+        try:
+            fh: io.BufferedIOBase
+            if self.zip is not None:
+                fh = self.zip.open(name)  # type: ignore[assignment]
+            else:
+                fh = open(self.path / name, "rb")
+        except (KeyError, FileNotFoundError):
+            return None
+        with fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+        return h.hexdigest(), size
+
+
+def _safe_name(name: str) -> bool:
+    p = Path(name)
+    return not p.is_absolute() and ".." not in p.parts and name == p.as_posix()
+
+
+def verify_manifest(path: Path, public_key: Ed25519PublicKey | None) -> ManifestCheck:
+    """Check the signature (with the key the verifier trusts; the export's own public-key.pem only
+    if none is given, and then say so), every file's hash and size, SHA256SUMS, and extra files."""
+    check = ManifestCheck()
+    src = _Source(path)
+    data = src.read(MANIFEST)
+    if data is None:
+        check.problems.append(f"{MANIFEST}: missing")
+        return check
+    sig = src.read(SIGNATURE)
+    if public_key is None:
+        pem = src.read(PUBLIC_KEY)
+        if pem is not None:
+            try:
+                public_key = load_public_key(pem)
+                check.problems.append(f"no trusted public key given: checked with the export's own {PUBLIC_KEY}; "
+                                      "pass --public-key with the key obtained from the signer")
+            except KeyError_ as exc:
+                check.problems.append(f"{PUBLIC_KEY}: {exc}")
+    if public_key is not None:
+        check.fingerprint = fingerprint(public_key)
+    if sig is None:
+        check.signature = "missing"
+        check.problems.append(f"{SIGNATURE}: missing (the manifest is not signed)")
+    elif public_key is None:
+        check.problems.append("no public key to check the signature with")
+    else:
+        try:
+            public_key.verify(sig, data)
+            check.signature = "valid"
+        except InvalidSignature:
+            check.signature = "invalid"
+            check.problems.append(f"{SIGNATURE}: INVALID: manifest.json was altered or signed with another key")
+    try:
+        manifest = json.loads(data)
+        files = manifest["files"]
+        check.calls = len(manifest.get("calls", []))
+    except (ValueError, KeyError, TypeError):
+        check.problems.append(f"{MANIFEST}: not a callrec manifest")
+        return check
+    listed = set()
+    for entry in files:
+        name = str(entry.get("path", ""))
+        listed.add(name)
+        if not _safe_name(name):
+            check.problems.append(f"{name!r}: unsafe path in the manifest")
+            continue
+        got = src.hash(name)
+        if got is None:
+            check.problems.append(f"{name}: missing")
+        elif got[0] != entry.get("sha256"):
+            check.problems.append(f"{name}: sha256 differs from the manifest (the file was changed)")
+        elif got[1] != entry.get("bytes"):
+            check.problems.append(f"{name}: size differs from the manifest")
+        else:
+            check.files_ok += 1
+    sums = src.read(SUMS)
+    if sums is None:
+        check.problems.append(f"{SUMS}: missing")
+    elif hashlib.sha256(sums).hexdigest() != manifest.get("sha256sums"):
+        check.problems.append(f"{SUMS}: differs from the manifest")
+    for name in src.names():
+        if name not in listed and name not in (MANIFEST, SIGNATURE, PUBLIC_KEY, SUMS):
+            check.problems.append(f"{name}: not listed in the manifest")
+    return check
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

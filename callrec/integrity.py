@@ -1,0 +1,146 @@
+"""``callrec verify``: re-hash every recording against the sha256 stored at finalization.
+
+Reports files that are missing, changed (hash or size), unreadable, and orphans (files in the
+recordings folder that no row claims, or whose row says the audio was deleted).  Rows are read in
+keyset batches (no long transaction), files hashed in a thread, orphans looked up by path in batches,
+so memory stays bounded for any number of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+BATCH = 500
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _hash_under(base: Path, rel: str) -> tuple[str, int]:
+    path = (base / rel).resolve()
+    if base not in path.parents:
+        raise PermissionError("path outside the recordings folder")
+    return sha256_file(path)
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    ok: int = 0
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    orphans: list[dict[str, Any]] = field(default_factory=list)
+    files_seen: int = 0
+    too_young: int = 0  # files newer than the orphan age limit (their row may not be written yet)
+
+    @property
+    def problems(self) -> int:
+        return len(self.missing) + len(self.changed) + len(self.unreadable) + len(self.orphans)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "ok": self.ok, "problems": self.problems, "missing": self.missing,
+                "changed": self.changed, "unreadable": self.unreadable, "orphans": self.orphans,
+                "files_seen": self.files_seen, "too_young": self.too_young}
+
+
+async def verify(conn: asyncpg.Connection | asyncpg.Pool, local_dir: Path, *, since: datetime | None = None,
+                 orphans: bool = True, orphan_min_age: float = 600.0) -> VerifyReport:
+    report = VerifyReport()
+    base = await asyncio.to_thread(local_dir.resolve)
+    await _check_rows(conn, base, since, report)
+    if orphans:
+        await _find_orphans(conn, base, orphan_min_age, report)
+    return report
+
+
+async def _check_rows(conn: Any, base: Path, since: datetime | None, report: VerifyReport) -> None:
+    last = "00000000-0000-0000-0000-000000000000"
+    while True:
+        rows = await conn.fetch(
+            "SELECT id, recording_path, recording_sha256, recording_bytes FROM calls "
+            "WHERE recording_sha256 IS NOT NULL AND recording_path IS NOT NULL AND audio_deleted_at IS NULL "
+            "AND finalized_at IS NOT NULL AND ($2::timestamptz IS NULL OR started_at >= $2) AND id > $1::uuid "
+            "ORDER BY id LIMIT $3", last, since, BATCH)
+        for row in rows:
+            report.checked += 1
+            item = {"id": str(row["id"]), "path": row["recording_path"]}
+            try:
+                digest, size = await asyncio.to_thread(_hash_under, base, row["recording_path"])
+            except PermissionError as exc:
+                report.unreadable.append({**item, "error": str(exc)})
+                continue
+            except FileNotFoundError:
+                report.missing.append(item)
+                continue
+            except OSError as exc:
+                report.unreadable.append({**item, "error": exc.strerror or str(exc)})
+                continue
+            if digest != row["recording_sha256"] or (row["recording_bytes"] is not None
+                                                     and size != row["recording_bytes"]):
+                report.changed.append({**item, "expected_sha256": row["recording_sha256"], "actual_sha256": digest,
+                                       "expected_bytes": row["recording_bytes"], "actual_bytes": size})
+            else:
+                report.ok += 1
+        if len(rows) < BATCH:
+            return
+        last = str(rows[-1]["id"])
+
+
+def _walk(base: Path) -> list[tuple[str, float]]:
+    out = []
+    for root, dirs, files in os.walk(base):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root) / name
+            try:
+                st = full.lstat()
+            except OSError:
+                continue
+            if full.is_symlink() or not full.is_file():
+                continue
+            out.append((full.relative_to(base).as_posix(), st.st_mtime))
+    return out
+
+
+async def _find_orphans(conn: Any, base: Path, min_age: float, report: VerifyReport) -> None:
+    # The listing holds only relative names and mtimes (about 60 bytes a file).
+    files = await asyncio.to_thread(_walk, base)
+    report.files_seen = len(files)
+    now = time.time()
+    for i in range(0, len(files), BATCH):
+        chunk = files[i:i + BATCH]
+        rows = await conn.fetch(
+            "SELECT recording_path, id, audio_deleted_at FROM calls WHERE recording_path = ANY($1::text[])",
+            [rel for rel, _ in chunk])
+        claimed = {}
+        for r in rows:
+            # Several rows may name one path (never in practice); any live one claims it.
+            if r["audio_deleted_at"] is None or r["recording_path"] not in claimed:
+                claimed[r["recording_path"]] = r
+        for rel, mtime in chunk:
+            row = claimed.get(rel)
+            if row is None:
+                if now - mtime < min_age:
+                    report.too_young += 1  # its call may not have its row yet
+                else:
+                    report.orphans.append({"path": rel, "why": "no call row names this file"})
+            elif row["audio_deleted_at"] is not None:
+                report.orphans.append({"path": rel, "id": str(row["id"]),
+                                       "why": "the call's audio is marked deleted, but the file is there"})

@@ -1,0 +1,166 @@
+"""Data-ops routes: legal hold, retention status, evidence export (zip with a signed manifest).
+
+Same conventions as routes_calls: permissions checked first (403), calls found only through the
+visibility rule (404 for hidden and unknown alike), every change audited in its transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .. import evidence
+from ..access import Params, visible_calls_sql
+from ..retention import count_due, set_legal_hold
+from ..store import audit, callquery
+from . import openapi
+from .auth import need, principal, remote
+from .errors import bad_request, forbidden, json_error, not_found
+from .keys import POOL, SETTINGS
+from .routes_auth import read_json
+from .routes_calls import _ID, EXPORT_SLOTS, FILTER_PARAMS, _404, call_id_of, filter_of, respond
+
+# Who may read the retention status (config and counts, no call data).
+RETENTION_ROLES = frozenset({"admin", "security", "auditor"})
+# Evidence exports carry audio: at most this many calls per request.
+EVIDENCE_MAX = 500
+CHUNK = 256 * 1024
+
+
+async def put_legal_hold(request: web.Request) -> web.Response:
+    p = need(request, "calls.legal_hold")
+    call_id = call_id_of(request)
+    body = await read_json(request)
+    hold = body.get("legal_hold")
+    reason = body.get("reason")
+    if not isinstance(hold, bool):
+        raise bad_request("legal_hold: expected true or false")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500 or "\x00" in reason):
+        raise bad_request("reason: expected a string of at most 500 characters")
+    if hold and not (reason or "").strip():
+        raise bad_request("reason: required when setting a legal hold (case or request reference)")
+    params = Params()
+    visible = visible_calls_sql(p, params, "c")
+    async with request.app[POOL].acquire() as conn:
+        out = await set_legal_hold(conn, call_id, hold, actor=p, reason=reason, remote=remote(request),
+                                   visible_sql=visible, visible_args=params.values)
+    if out is None:
+        raise not_found()
+    return respond(out)
+
+
+async def retention_status(request: web.Request) -> web.Response:
+    p = principal(request)
+    if p.role not in RETENTION_ROLES:
+        raise forbidden()
+    r = request.app[SETTINGS].retention
+    pool = request.app[POOL]
+    counts = await count_due(pool, r)
+    last = await pool.fetchrow("SELECT * FROM retention_runs WHERE NOT dry_run ORDER BY id DESC LIMIT 1")
+    held = await pool.fetchval("SELECT count(*) FROM calls WHERE legal_hold")
+    return respond({
+        "audio_days": r.audio_days, "metadata_days": r.metadata_days, "enabled": r.enabled, "interval": r.interval,
+        "rules": [{"rule": x.rule, "audio_days": r.for_rule(x.rule)[0], "metadata_days": r.for_rule(x.rule)[1]}
+                  for x in r.rules],
+        "audio_due": counts["audio_due"], "metadata_due": counts["metadata_due"],
+        "held_due": counts["held"], "legal_holds": held,
+        "last_run": None if last is None else {k: last[k] for k in (
+            "started_at", "finished_at", "actor", "audio_deleted", "anonymized", "held_skipped", "errors")},
+    })
+
+
+async def evidence_export(request: web.Request) -> web.StreamResponse:
+    p = need(request, "calls.audio")
+    f = filter_of(request, max_limit=EVIDENCE_MAX, default_limit=100)
+    if f.cursor is not None:
+        raise bad_request("cursor: not used by the evidence export")
+    settings = request.app[SETTINGS]
+    try:
+        key = await asyncio.to_thread(evidence.load_private_key, settings.integrity.signing_key)
+    except evidence.KeyError_:
+        raise json_error(409, "no signing key configured on the server (integrity.signing_key)") from None
+    slots = request.app[EXPORT_SLOTS]
+    if slots.locked():
+        raise json_error(409, "too many exports running; try again later")
+    async with slots:
+        pool = request.app[POOL]
+        sql, args = callquery.search_sql(f, p, limit=f.limit)
+        ids = [str(r["id"]) for r in await pool.fetch(sql, *args)]
+        docs = await evidence.call_documents(pool, ids)
+        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="callrec-evidence-"))
+        try:
+            target = tmp / "evidence.zip"
+
+            def build() -> evidence.ExportResult:
+                folder = tmp / "export"
+                folder.mkdir()
+                result = evidence.write_export(folder, docs, settings.recordings.local_path,
+                                               purpose="evidence_export", created_by=p.name,
+                                               selection={"filter": f.describe(), "limit": f.limit}, key=key)
+                evidence.zip_folder(folder, target)
+                return result
+
+            result = await asyncio.to_thread(build)
+            async with pool.acquire() as conn, conn.transaction():
+                for call_id in ids:
+                    await audit.append(conn, actor=p.name, role=p.role, action="evidence_export", call_id=call_id,
+                                       details={"manifest_sha256": result.manifest_sha256}, remote=remote(request))
+                await audit.append(conn, actor=p.name, role=p.role, action="export",
+                                   details={"format": "evidence-zip", "filter": f.describe(), "calls": len(ids),
+                                            "manifest_sha256": result.manifest_sha256}, remote=remote(request))
+            size = (await asyncio.to_thread(target.stat)).st_size
+            resp = web.StreamResponse(headers={
+                "Content-Type": "application/zip", "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="evidence-{datetime.now():%Y%m%d-%H%M%S}.zip"',
+                "X-Manifest-SHA256": result.manifest_sha256})
+            await resp.prepare(request)
+            fh = await asyncio.to_thread(open, target, "rb")
+            try:
+                while chunk := await asyncio.to_thread(fh.read, CHUNK):
+                    await resp.write(chunk)
+            finally:
+                await asyncio.to_thread(fh.close)
+            await resp.write_eof()
+            return resp
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_put("/api/v1/calls/{id}/legal-hold", put_legal_hold)
+    r.add_get("/api/v1/retention", retention_status, allow_head=False)
+    r.add_get("/api/v1/calls/export/evidence", evidence_export, allow_head=False)
+
+
+_HOLD: dict[str, Any] = {"type": "object", "properties": {
+    "id": {"type": "string"}, "legal_hold": {"type": "boolean"}, "legal_hold_by": {"type": "string"},
+    "legal_hold_at": {"type": "string"}, "legal_hold_reason": {"type": ["string", "null"]}}}
+openapi.operation(
+    "put", "/api/v1/calls/{id}/legal-hold", summary="Set or release a legal hold (stops every deletion)",
+    tags=["retention"], parameters=[_ID],
+    request_body=openapi.json_body({"type": "object", "required": ["legal_hold"], "properties": {
+        "legal_hold": {"type": "boolean"},
+        "reason": {"type": ["string", "null"], "maxLength": 500,
+                   "description": "required when setting: the case or request reference"}}}),
+    responses={"200": openapi.json_response("the hold as it now stands", _HOLD),
+               "415": {"description": "not JSON", "content": openapi.ERR}, **_404})
+openapi.operation(
+    "get", "/api/v1/retention", summary="Retention settings, what is due, what legal holds keep, the last run",
+    tags=["retention"], responses={"200": openapi.json_response("status", {"type": "object"})})
+openapi.operation(
+    "get", "/api/v1/calls/export/evidence",
+    summary="Selected calls with their audio and an Ed25519-signed manifest, as a zip (audited)",
+    tags=["calls"],
+    parameters=[*FILTER_PARAMS, openapi.query_param("limit", {"type": "integer", "minimum": 1,
+                                                             "maximum": EVIDENCE_MAX}, "most calls (default 100)")],
+    responses={"200": {"description": "zip: manifest.json, manifest.json.sig, public-key.pem, SHA256SUMS, audio/",
+                       "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+               "409": {"description": "no signing key configured, or too many exports running",
+                       "content": openapi.ERR}})
