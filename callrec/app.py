@@ -18,6 +18,7 @@ from .service import CallService
 from .store import CallLogWriter, connect_pool, migrate
 from .store.db import fetch_open_calls
 from .store.migrate import pending
+from .web.server import HttpServer
 
 log = logging.getLogger("callrec")
 
@@ -35,6 +36,7 @@ class Daemon:
         self.ari: Ari | None = None
         self.door: AriDoor | None = None
         self.service: CallService | None = None
+        self.http: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
@@ -76,6 +78,13 @@ class Daemon:
             log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
             self.door.expect_recovery(unfinished)
         await self.ami.start()
+        if s.http.active:
+            self.http = HttpServer(s, self.pool)
+            try:
+                await self.http.start()
+            except OSError as exc:
+                self.http = None
+                raise FatalError(str(exc)) from None
         self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
         self._tasks.append(asyncio.create_task(self.ami.keepalive(), name="ami-keepalive"))
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s", self.ari.base, s.asterisk.app,
@@ -145,6 +154,8 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        if self.http is not None:
+            await self.http.stop()
         if self.door is not None:
             await self.door.close()
             await self.door.stream.close()

@@ -113,6 +113,23 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    # The ops API / console.  Not 8088: that is Asterisk's own HTTP (ARI) port on the same host.
+    enabled: bool = True
+    listen: str = "127.0.0.1:8090"  # "" turns it off too
+    session_hours: float = 12.0  # console session lifetime
+    cookie_secure: bool = False  # set true behind an HTTPS reverse proxy
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.listen)
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Settings:
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -120,6 +137,7 @@ class Settings:
     notice: NoticeSettings = field(default_factory=NoticeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<defaults>"
 
 
@@ -129,6 +147,7 @@ _SECTIONS: dict[str, type] = {
     "recordings": RecordingSettings,
     "notice": NoticeSettings,
     "log": LogSettings,
+    "http": HttpSettings,
 }
 _RULE_KEYS = {f for f in PolicyRule.__dataclass_fields__}
 
@@ -297,11 +316,21 @@ def _validate(s: Settings) -> None:
         raise ConfigError("notice.opt_in_key: must differ from notice.opt_out_key")
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
+    _check_http(s.http)
     _check_policy("policy", s.policy.mode, s.policy.language, s.policy.prompt)
     for i, rule in enumerate(s.policy.rules):
         _check_policy(f"policy.rules[{i}]", rule.mode, rule.language, rule.prompt)
         if rule.mixmonitor_options is not None:
             _check_mixmonitor(f"policy.rules[{i}].mixmonitor_options", rule.mixmonitor_options)
+
+
+def _check_http(h: HttpSettings) -> None:
+    if h.listen:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
+        if not m or int(m.group(2)) > 65535:
+            raise ConfigError(f"http.listen: expected host:port like 127.0.0.1:8090, got {h.listen!r}")
+    if not 0.01 <= h.session_hours <= 24 * 30:
+        raise ConfigError(f"http.session_hours: expected 0.01-720 hours, got {h.session_hours}")
 
 
 def _check_policy(prefix: str, mode: str | None, language: str | None, prompt: str | None) -> None:

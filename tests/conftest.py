@@ -133,6 +133,8 @@ def make_settings(info: sandbox_mod.SandboxInfo, dsn: str, **overrides: dict) ->
         "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir),
                    "decision_window": 1.5},
         "log": {"level": "debug"},
+        # The ops API stays off unless a test turns it on (on a port of its own).
+        "http": {"enabled": False},
     }
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)

@@ -154,6 +154,8 @@ def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
         "recordings": {"dir": info.recordings_dir, "local_dir": str(info.local_recordings_dir),
                        "finalize_timeout": 10},
         "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir)},
+        # The ops API is off unless asked for (http={"enabled": True, "listen": ...}).
+        "http": {"enabled": False},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

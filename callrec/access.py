@@ -1,0 +1,122 @@
+"""Who may see what: roles, the acting principal, and THE visibility rule.
+
+``visible_calls_sql`` is the one SQL predicate deciding which calls a principal may see.  Search,
+counts, export, detail, audio, tags and every other call route (and the CLI when it acts for a
+user) build their WHERE clause with it, so a call hidden from a role is hidden everywhere (404).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+ROLES = ("admin", "supervisor", "agent", "security", "auditor")
+
+# What each role may do (the visibility rule decides WHICH calls on top of this).
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
+                        "calls.delete_audio", "calls.legal_hold", "audit.search"}),
+    "supervisor": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag"}),
+    "agent": frozenset({"calls.search", "calls.view", "calls.audio"}),
+    "security": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
+                           "calls.delete_audio", "calls.legal_hold"}),
+    # The audit trail, and a call's metadata to make sense of it: no listing, no audio.
+    "auditor": frozenset({"calls.view", "audit.search"}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The one acting: a console user, an API token, or an operator at the CLI."""
+
+    name: str  # for the audit trail: user name, "token:<name>", "cli:<os user>"
+    role: str
+    extension: str | None = None
+    user_id: int | None = None
+    token_id: int | None = None
+    via: str = "session"  # session | token | cli
+    csrf_sha256: str | None = None  # sessions only
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+
+class Params:
+    """Collects positional query arguments: ``params.add(v)`` returns ``$n``."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def visible_calls_sql(principal: Principal, params: Params, alias: str = "calls") -> str:
+    """The visibility predicate over ``alias`` (a row of ``calls``).  Unknown roles see nothing."""
+    a = alias
+    if principal.role in ("admin", "security"):
+        return "TRUE"
+    if principal.role in ("supervisor", "auditor"):
+        return f"(NOT {a}.confidential)"
+    if principal.role == "agent" and principal.extension:
+        ext = params.add(principal.extension)
+        return (f"(NOT {a}.confidential AND ({a}.agent = {ext} OR EXISTS (SELECT 1 FROM call_parties vp "
+                f"WHERE vp.call_id = {a}.id AND vp.number = {ext})))")
+    return "FALSE"
+
+
+# --- secrets: passwords (scrypt), tokens and session ids (sha256 of 256 random bits) ---------------
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+TOKEN_PREFIX = "crt_"
+
+
+def hash_password(password: str) -> str:
+    import hashlib as _h
+
+    salt = secrets.token_bytes(16)
+    digest = _h.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+# A hash of a random password: checked against when the user does not exist, so a failed log-in
+# takes as long for an unknown name as for a wrong password.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored:
+        stored, ok = _DUMMY_HASH, False
+    else:
+        ok = True
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=bytes.fromhex(salt), n=int(n),
+                             r=int(r), p=int(p), dklen=len(digest) // 2)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest) and ok
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def sha256_hex(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def require(principal: Principal, permission: str, deny: Callable[[], Exception]) -> None:
+    if not principal.may(permission):
+        raise deny()

@@ -1,0 +1,74 @@
+"""The audit trail: append-only (the database refuses UPDATE, DELETE and TRUNCATE on audit_log).
+
+Every view, listen, download, export, tag, confidentiality change, deletion and log-in goes
+through ``append``.  Other modules (retention, subject requests, verify) use the same helper.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+# Actions written by this codebase; free text is allowed too, but keep to these where they fit.
+ACTIONS = (
+    "login", "login_failed", "logout", "view", "listen", "download", "export", "tag_add", "tag_remove",
+    "confidential", "delete_audio", "user_add", "user_disable", "token_create", "token_revoke",
+)
+
+
+async def append(conn: asyncpg.Connection | asyncpg.Pool, *, actor: str, action: str, role: str | None = None,
+                 call_id: str | None = None, details: dict[str, Any] | None = None,
+                 remote: str | None = None) -> int:
+    """Append one audit entry; returns its id.  Run it inside the transaction of the audited change
+    so both land or neither does."""
+    return await conn.fetchval(
+        "INSERT INTO audit_log (actor, role, action, call_id, details, remote) "
+        "VALUES ($1, $2, $3, $4::uuid, $5::jsonb, $6) RETURNING id",
+        actor, role, action, call_id, json.dumps(details or {}, default=_json_default, ensure_ascii=False), remote,
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+async def search(conn: asyncpg.Connection | asyncpg.Pool, *, call_id: str | None = None, actor: str | None = None,
+                 action: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                 before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first; keyset on id (``before_id``: the last id of the previous page)."""
+    where: list[str] = []
+    args: list[Any] = []
+
+    def add(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if call_id is not None:
+        where.append(f"call_id = {add(call_id)}::uuid")
+    if actor is not None:
+        where.append(f"actor = {add(actor)}")
+    if action is not None:
+        where.append(f"action = {add(action)}")
+    if since is not None:
+        where.append(f"at >= {add(since)}")
+    if until is not None:
+        where.append(f"at < {add(until)}")
+    if before_id is not None:
+        where.append(f"id < {add(before_id)}")
+    sql = "SELECT id, at, actor, role, action, call_id, details, remote FROM audit_log"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY id DESC LIMIT {add(limit)}"
+    rows = await conn.fetch(sql, *args)
+    out = []
+    for r in rows:
+        item = dict(r)
+        item["call_id"] = str(item["call_id"]) if item["call_id"] is not None else None
+        item["details"] = json.loads(item["details"]) if isinstance(item["details"], str) else item["details"]
+        out.append(item)
+    return out

@@ -1,0 +1,75 @@
+"""The aiohttp application: middlewares (errors as JSON, auth, security headers) and the routes.
+
+Route modules each have ``setup(app)``; add a new one to ROUTE_MODULES (one line) and describe
+its operations in the OpenAPI registry (``openapi.operation``): a test checks every route is
+described.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import ModuleType
+
+import asyncpg
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from ..config import Settings
+from . import routes_audit, routes_auth, routes_calls, routes_meta
+from .auth import auth_middleware
+from .errors import json_error
+from .keys import POOL, SETTINGS
+
+log = logging.getLogger("callrec.http")
+
+ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit]
+MAX_BODY = 64 * 1024
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: routes_meta.Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type != "application/json" and exc.status >= 400:
+            # aiohttp's own errors (unknown route, wrong method, body too large) as JSON too.
+            message = exc.reason or "error"
+            if exc.status == 413:
+                message = f"request body larger than {MAX_BODY} bytes"
+            exc.text = json.dumps({"error": message})
+            exc.content_type = "application/json"
+        _security_headers(exc)
+        raise
+    except (asyncpg.DataError, ValueError, UnicodeError) as exc:
+        # A value the database or a parser refused: the client's input, not our fault.
+        log.info("%s %s: bad input: %s", request.method, request.path, type(exc).__name__)
+        raise json_error(400, "invalid input") from None
+    _security_headers(response)
+    return response
+
+def _security_headers(response: web.StreamResponse) -> None:
+    if response.prepared:
+        return
+    h = response.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Cache-Control", "no-store")
+    h.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path (never the query string: phone numbers, and no secrets in logs), status, time."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        p = request.get("principal") if hasattr(request, "get") else None
+        who = p.name if p is not None else "-"
+        self.logger.info("%s %s %s %d %.3fs %s", request.remote, request.method, request.path, response.status,
+                         time, who)
+
+def make_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[POOL] = pool
+    for module in ROUTE_MODULES:
+        module.setup(app)
+    return app

@@ -1,0 +1,103 @@
+"""Log-in, log-out and who am I."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..access import verify_password
+from ..store import audit
+from . import openapi
+from .auth import COOKIE, create_session, principal, public, remote
+from .errors import bad_request, json_error
+from .keys import POOL, SETTINGS
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or 400/415."""
+    if request.content_type != "application/json":
+        raise json_error(415, "expected Content-Type: application/json")
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("body: not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("body: expected a JSON object")
+    return body
+
+
+@public
+async def login(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or len(username) > 64 \
+            or len(password) > 1024:
+        raise bad_request("expected {\"username\": string, \"password\": string}")
+    pool = request.app[POOL]
+    row = await pool.fetchrow("SELECT id, name, role, extension, password_hash, disabled FROM users WHERE name = $1",
+                              username)
+    # scrypt runs in a thread: the event loop also serves live calls.
+    ok = await asyncio.to_thread(verify_password, password, row["password_hash"] if row else None)
+    if row is None or not ok or row["disabled"]:
+        reason = "unknown user" if row is None else ("disabled" if row["disabled"] and ok else "wrong password")
+        await audit.append(pool, actor=username, action="login_failed", details={"reason": reason},
+                           remote=remote(request))
+        raise json_error(401, "wrong user name or password")
+    hours = request.app[SETTINGS].http.session_hours
+    async with pool.acquire() as conn, conn.transaction():
+        session_id, csrf = await create_session(conn, row["id"], hours, remote(request))
+        await audit.append(conn, actor=row["name"], role=row["role"], action="login", remote=remote(request))
+    resp = web.json_response({"user": row["name"], "role": row["role"], "extension": row["extension"],
+                              "csrf_token": csrf})
+    resp.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", path="/", max_age=int(hours * 3600),
+                    secure=request.app[SETTINGS].http.cookie_secure)
+    return resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    p = principal(request)
+    pool = request.app[POOL]
+    from ..access import sha256_hex
+
+    session_id = request.cookies.get(COOKIE)
+    if p.via == "session" and session_id:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM web_sessions WHERE id_sha256 = $1", sha256_hex(session_id))
+            await audit.append(conn, actor=p.name, role=p.role, action="logout", remote=remote(request))
+    resp = web.json_response({"ok": True})
+    resp.del_cookie(COOKIE, path="/")
+    return resp
+
+
+async def me(request: web.Request) -> web.Response:
+    p = principal(request)
+    return web.json_response({"user": p.name, "role": p.role, "extension": p.extension, "via": p.via})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/v1/login", login)
+    app.router.add_post("/api/v1/logout", logout)
+    app.router.add_get("/api/v1/me", me, allow_head=False)
+
+
+openapi.SCHEMAS["Me"] = {"type": "object", "required": ["user", "role"], "properties": {
+    "user": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "supervisor", "agent", "security",
+                                                                    "auditor"]},
+    "extension": {"type": ["string", "null"]}, "via": {"type": "string"}}}
+openapi.operation(
+    "post", "/api/v1/login", summary="Console log-in: sets the callrec_session cookie", public=True, tags=["auth"],
+    request_body=openapi.json_body({"type": "object", "required": ["username", "password"], "properties": {
+        "username": {"type": "string"}, "password": {"type": "string"}}}),
+    responses={"200": openapi.json_response("logged in", {"type": "object", "properties": {
+        "user": {"type": "string"}, "role": {"type": "string"}, "csrf_token": {"type": "string"}}}),
+        "400": {"description": "bad body", "content": openapi.ERR},
+        "401": {"description": "wrong user name or password", "content": openapi.ERR},
+        "413": {"description": "body too large", "content": openapi.ERR},
+        "415": {"description": "not JSON", "content": openapi.ERR}})
+openapi.operation("post", "/api/v1/logout", summary="End the console session", tags=["auth"],
+                  responses={"200": openapi.json_response("logged out", {"type": "object"})})
+openapi.operation("get", "/api/v1/me", summary="Who the request acts as", tags=["auth"],
+                  responses={"200": openapi.json_response("the principal", {"$ref": "#/components/schemas/Me"})})
