@@ -79,7 +79,7 @@ class Daemon:
             self.door.expect_recovery(unfinished)
         await self.ami.start()
         if s.http.active:
-            self.http = HttpServer(s, self.pool)
+            self.http = HttpServer(s)
             try:
                 await self.http.start()
             except OSError as exc:

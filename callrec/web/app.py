@@ -20,7 +20,7 @@ from ..config import Settings
 from . import routes_audit, routes_auth, routes_calls, routes_meta
 from .auth import auth_middleware
 from .errors import json_error
-from .keys import POOL, SETTINGS
+from .keys import POOL, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
@@ -45,6 +45,10 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
         # A value the database or a parser refused: the client's input, not our fault.
         log.info("%s %s: bad input: %s", request.method, request.path, type(exc).__name__)
         raise json_error(400, "invalid input") from None
+    except Exception:
+        # Logged without the request's headers or body (credentials); the client gets no details.
+        log.exception("%s %s failed", request.method, request.path)
+        raise json_error(500, "internal error") from None
     _security_headers(response)
     return response
 
@@ -62,7 +66,7 @@ class AccessLogger(AbstractAccessLogger):
     """Method, path (never the query string: phone numbers, and no secrets in logs), status, time."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        p = request.get("principal") if hasattr(request, "get") else None
+        p = request.get(PRINCIPAL) if hasattr(request, "get") else None
         who = p.name if p is not None else "-"
         self.logger.info("%s %s %s %d %.3fs %s", request.remote, request.method, request.path, response.status,
                          time, who)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ..access import Principal, new_secret, sha256_hex
 from .errors import forbidden, json_error
-from .keys import POOL, SETTINGS
+from .keys import POOL, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
@@ -36,7 +36,7 @@ def public(handler: Handler) -> Handler:
 
 
 def principal(request: web.Request) -> Principal:
-    p = request.get("principal")
+    p = request.get(PRINCIPAL)
     if p is None:  # only reachable from a public handler by mistake
         raise json_error(401, "authentication required")
     return p
@@ -135,7 +135,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if p is None and not is_public:
         raise json_error(401, "authentication required", headers={"WWW-Authenticate": 'Bearer realm="callrec"'})
     if p is not None:
-        request["principal"] = p
+        request[PRINCIPAL] = p
     return await handler(request)
 
 

@@ -1,7 +1,92 @@
-"""(filled in below)"""
+"""The audit trail, for auditors and admins."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
 
 from aiohttp import web
 
+from ..store import audit
+from ..store.callquery import FilterError, parse_time
+from . import openapi
+from .auth import need
+from .errors import bad_request
+from .keys import POOL
+from .routes_calls import respond
+
+_KEYS = ("call_id", "actor", "action", "from", "to", "limit", "cursor")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _cursor(value: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        if not raw.startswith("a:"):
+            raise ValueError
+        n = int(raw[2:])
+        if not 0 < n < 2**63:
+            raise ValueError
+        return n
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad_request("cursor: not a cursor this API returned") from None
+
+
+async def search(request: web.Request) -> web.Response:
+    need(request, "audit.search")
+    q = request.query
+    unknown = set(q) - set(_KEYS)
+    if unknown:
+        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
+    for key in _KEYS:
+        if len(q.getall(key, [])) > 1:
+            raise bad_request(f"{key}: given more than once")
+        if "\x00" in q.get(key, ""):
+            raise bad_request(f"{key}: contains a NUL character")
+    call_id = q.get("call_id")
+    if call_id is not None and not _UUID_RE.match(call_id):
+        raise bad_request("call_id: expected a call id (UUID)")
+    try:
+        since = parse_time("from", q["from"]) if "from" in q else None
+        until = parse_time("to", q["to"]) if "to" in q else None
+    except FilterError as exc:
+        raise bad_request(str(exc)) from None
+    try:
+        limit = int(q.get("limit", "50"))
+    except ValueError:
+        raise bad_request("limit: expected a whole number 1-500") from None
+    if not 1 <= limit <= 500:
+        raise bad_request("limit: expected a whole number 1-500")
+    for key in ("actor", "action"):
+        if key in q and not 1 <= len(q[key]) <= 200:
+            raise bad_request(f"{key}: expected 1-200 characters")
+    before = _cursor(q["cursor"]) if "cursor" in q else None
+    rows = await audit.search(request.app[POOL], call_id=call_id, actor=q.get("actor"), action=q.get("action"),
+                              since=since, until=until, before_id=before, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = base64.urlsafe_b64encode(f"a:{rows[-1]['id']}".encode()).decode().rstrip("=") if more else None
+    return respond({"items": rows, "next_cursor": cursor})
+
 
 def setup(app: web.Application) -> None:
-    pass
+    app.router.add_get("/api/v1/audit", search, allow_head=False)
+
+
+openapi.SCHEMAS["AuditEntry"] = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
+    "role": {"type": ["string", "null"]}, "action": {"type": "string"}, "call_id": {"type": ["string", "null"]},
+    "details": {"type": "object"}, "remote": {"type": ["string", "null"]}}}
+openapi.operation(
+    "get", "/api/v1/audit", summary="Search the audit trail (newest first)", tags=["audit"],
+    parameters=[openapi.query_param("call_id", {"type": "string", "format": "uuid"}),
+                openapi.query_param("actor", {"type": "string", "minLength": 1, "maxLength": 200}),
+                openapi.query_param("action", {"type": "string", "minLength": 1, "maxLength": 200}),
+                openapi.query_param("from", {"type": "string"}, "ISO 8601"),
+                openapi.query_param("to", {"type": "string"}, "ISO 8601"),
+                openapi.query_param("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                openapi.query_param("cursor", {"type": "string"})],
+    responses={"200": openapi.json_response("a page", {"type": "object", "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+        "next_cursor": {"type": ["string", "null"]}}})})

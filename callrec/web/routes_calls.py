@@ -1,7 +1,517 @@
-"""(filled in below)"""
+"""Calls: search, count, detail, audio (Range), export (streamed), tags, confidential, delete audio.
 
+Every route finds calls through callquery / access.visible_calls_sql: a call the principal may
+not see is a 404, the same as a call that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
 from aiohttp import web
 
+from ..access import Params, Principal, visible_calls_sql
+from ..store import audit, callquery
+from ..store.callquery import FilterError
+from . import openapi
+from .auth import need, remote
+from .errors import bad_request, json_error, not_found
+from .keys import POOL, SETTINGS
+from .ranges import Unsatisfiable, parse_range
+from .routes_auth import read_json
+
+log = logging.getLogger("callrec.http")
+
+EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
+CHUNK = 256 * 1024
+EXPORT_BATCH = 1000
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def respond(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=json_default))
+
+
+def call_id_of(request: web.Request) -> str:
+    raw = request.match_info["id"]
+    if not _UUID_RE.match(raw):
+        raise not_found()  # not a call id: the same answer as an unknown one
+    return raw.lower()
+
+
+async def visible_call(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, call_id: str,
+                       lock: bool = False) -> asyncpg.Record:
+    """The call row if ``p`` may see it; 404 otherwise (unknown and hidden look the same)."""
+    params = Params()
+    ph = params.add(call_id)
+    sql = f"SELECT * FROM calls c WHERE c.id = {ph}::uuid AND {visible_calls_sql(p, params, 'c')}"
+    if lock:
+        sql += " FOR UPDATE OF c"
+    row = await conn.fetchrow(sql, *params.values)
+    if row is None:
+        raise not_found()
+    return row
+
+
+def filter_of(request: web.Request, **kw: Any) -> callquery.CallFilter:
+    unknown = set(request.query) - set(callquery.FILTER_KEYS) - set(kw.pop("extra_keys", ()))
+    if unknown:
+        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
+    try:
+        return callquery.parse_filter(lambda key: request.query.getall(key, []), **kw)
+    except FilterError as exc:
+        raise bad_request(str(exc)) from None
+
+
+# --- search / count -------------------------------------------------------------------------------
+
+async def search(request: web.Request) -> web.Response:
+    p = need(request, "calls.search")
+    f = filter_of(request)
+    rows, cursor = await callquery.search(request.app[POOL], f, p)
+    return respond({"items": [callquery.summary(r) for r in rows], "next_cursor": cursor})
+
+
+async def count(request: web.Request) -> web.Response:
+    p = need(request, "calls.search")
+    f = filter_of(request)
+    if f.cursor is not None:
+        raise bad_request("cursor: not used by count")
+    sql, args = callquery.count_sql(f, p)
+    return respond({"count": await request.app[POOL].fetchval(sql, *args)})
+
+
+# --- detail ---------------------------------------------------------------------------------------
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def call_detail(conn: asyncpg.Connection | asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
+    r = dict(row)
+    call_id = r["id"]
+    tags = [t["tag"] for t in await conn.fetch("SELECT tag FROM call_tags WHERE call_id = $1 ORDER BY tag", call_id)]
+    parties = [dict(x) for x in await conn.fetch(
+        "SELECT seq, number, name, role, joined_at, left_at FROM call_parties WHERE call_id = $1 ORDER BY seq",
+        call_id)]
+    pauses = None
+    if await conn.fetchval("SELECT to_regclass('call_pauses') IS NOT NULL"):
+        pauses = [dict(x) for x in await conn.fetch("SELECT * FROM call_pauses WHERE call_id = $1", call_id)]
+    duration = (r["ended_at"] - r["started_at"]).total_seconds() if r["ended_at"] else None
+    out: dict[str, Any] = {
+        key: r[key] for key in (
+            "id", "door", "uniqueid", "linkedid", "channel", "caller_number", "caller_name", "called_number",
+            "context", "direction", "agent", "channel_language", "language", "policy_rule", "consent_mode",
+            "state", "consent", "started_at", "handed_back_at", "ended_at", "finalized_at", "hangup_cause",
+            "hangup_cause_text", "warnings", "confidential", "confidential_at", "confidential_by")
+    }
+    out["duration"] = duration
+    out["evidence"] = {
+        "notice_prompt": r["notice_prompt"], "sha256": r["notice_prompt_sha256"],
+        "duration": r["notice_prompt_duration"], "started_at": r["notice_started_at"],
+        "finished_at": r["notice_finished_at"], "completed": r["notice_completed"], "consent": r["consent"],
+        "consent_key": r["consent_key"], "keys_pressed": r["keys_pressed"], "consent_at": r["consent_at"],
+    }
+    out["recording"] = {
+        "status": r["recording_status"], "duration": r["recording_duration"], "bytes": r["recording_bytes"],
+        "sha256": r["recording_sha256"], "rms_dbfs": r["recording_rms_dbfs"], "peak_dbfs": r["recording_peak_dbfs"],
+        "started_at": r["recording_started_at"], "error": r["recording_error"],
+        "deleted_at": r["audio_deleted_at"], "deleted_by": r["audio_deleted_by"],
+        "available": r["recording_status"] == "ready" and r["audio_deleted_at"] is None,
+    }
+    out["tags"] = tags
+    out["legal_hold"] = bool(r.get("legal_hold") or False)  # column added by the retention migration
+    out["parties"] = parties
+    if pauses is not None:
+        out["pauses"] = pauses
+    out["id"] = str(call_id)
+    return json.loads(json.dumps(out, default=json_default))
+
+
+async def detail(request: web.Request) -> web.Response:
+    p = need(request, "calls.view")
+    call_id = call_id_of(request)
+    pool = request.app[POOL]
+    async with pool.acquire() as conn:
+        row = await visible_call(conn, p, call_id)
+        body = await call_detail(conn, row)
+        await audit.append(conn, actor=p.name, role=p.role, action="view", call_id=call_id, remote=remote(request))
+    return respond(body)
+
+
+# --- audio ----------------------------------------------------------------------------------------
+
+def recording_file(recordings_dir: Path, relative: str | None) -> Path | None:
+    """The recording's file from the DB row's relative path, only if it stays under the folder."""
+    if not relative or "\x00" in relative or relative.startswith("/"):
+        return None
+    base = recordings_dir.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path
+
+
+async def audio(request: web.Request) -> web.StreamResponse:
+    p = need(request, "calls.audio")
+    call_id = call_id_of(request)
+    unknown = set(request.query) - {"download"}
+    if unknown:
+        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
+    dl = request.query.get("download", "0")
+    if dl not in ("0", "1", "true", "false"):
+        raise bad_request("download: expected 1 or 0")
+    download = dl in ("1", "true")
+    pool = request.app[POOL]
+    row = await visible_call(pool, p, call_id)
+    if row["audio_deleted_at"] is not None:
+        raise json_error(404, "the recording of this call was deleted")
+    if row["recording_status"] != "ready":
+        raise json_error(404, "this call has no recording")
+    base = request.app[SETTINGS].recordings.local_path
+    path = await asyncio.to_thread(recording_file, base, row["recording_path"])
+    if path is None:
+        log.warning("call %s: recording file missing under %s", call_id, base)
+        raise json_error(404, "the recording file is missing")
+    fh = await asyncio.to_thread(open, path, "rb")
+    try:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            span = parse_range(request.headers.get("Range"), size)
+        except Unsatisfiable:
+            raise json_error(416, "range not satisfiable", headers={"Content-Range": f"bytes */{size}"}) from None
+        if request.headers.get("If-Range") and span is not None:
+            span = None  # no validators to compare against reliably: send it whole
+        start, end = span if span is not None else (0, size - 1)
+        if start == 0:
+            # The first request of a listen or download (players then fetch further ranges).
+            await audit.append(pool, actor=p.name, role=p.role, action="download" if download else "listen",
+                               call_id=call_id, details={"range": request.headers.get("Range")},
+                               remote=remote(request))
+        resp = web.StreamResponse(status=206 if span is not None else 200)
+        resp.content_type = "audio/wav"
+        resp.headers["Accept-Ranges"] = "bytes"
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        kind = "attachment" if download else "inline"
+        resp.headers["Content-Disposition"] = f'{kind}; filename="call-{call_id}.wav"'
+        if row["recording_sha256"]:
+            resp.headers["ETag"] = f'"{row["recording_sha256"][:32]}"'
+        if span is not None:
+            resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        resp.content_length = max(0, end - start + 1)
+        await resp.prepare(request)
+        await asyncio.to_thread(fh.seek, start)
+        left = end - start + 1
+        while left > 0:
+            data = await asyncio.to_thread(fh.read, min(CHUNK, left))
+            if not data:
+                break
+            await resp.write(data)
+            left -= len(data)
+        await resp.write_eof()
+        return resp
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9 ().-]*$")
+
+
+def csv_cell(value: Any) -> Any:
+    """Caller-supplied text must not run as a spreadsheet formula; phone numbers like +49... stay."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = ";".join(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    p = need(request, "calls.search")
+    fmt = request.query.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        raise bad_request(f"format: expected csv or json, got {fmt!r}")
+    f = filter_of(request, extra_keys=("format",))
+    if f.cursor is not None or "limit" in request.query:
+        raise bad_request("export takes no limit or cursor: it streams every matching call")
+    slots = request.app[EXPORT_SLOTS]
+    if slots.locked():
+        raise json_error(409, "too many exports running; try again later")
+    async with slots:
+        pool = request.app[POOL]
+        await audit.append(pool, actor=p.name, role=p.role, action="export",
+                           details={"format": fmt, "filter": f.describe()}, remote=remote(request))
+        sql, args = callquery.search_sql(f, p, limit=None)
+        resp = web.StreamResponse()
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        if fmt == "csv":
+            resp.content_type = "text/csv"
+            resp.charset = "utf-8"
+        else:
+            resp.content_type = "application/json"
+        resp.headers["Content-Disposition"] = f'attachment; filename="calls-{stamp}.{fmt}"'
+        resp.enable_chunked_encoding()
+        async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+            # The first batch is read before the headers go out, so a query error is still a clean error.
+            cur = await conn.cursor(sql, *args)
+            batch = await cur.fetch(EXPORT_BATCH)
+            await resp.prepare(request)
+            encode = _csv_encoder() if fmt == "csv" else _json_encoder()
+            await resp.write(encode(None, False))
+            first = True
+            while batch:
+                await resp.write(encode(batch, first))
+                first = False
+                if len(batch) < EXPORT_BATCH:
+                    break
+                batch = await cur.fetch(EXPORT_BATCH)
+            await resp.write(encode(None, True))
+        await resp.write_eof()
+        return resp
+
+
+def _csv_encoder() -> Callable[[list[Any] | None, bool], bytes]:
+    def encode(batch: list[Any] | None, end: bool) -> bytes:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\r\n")
+        if batch is None:
+            if not end:
+                w.writerow(callquery.SUMMARY_COLUMNS)
+        else:
+            for row in batch:
+                w.writerow([csv_cell(row[k]) for k in callquery.SUMMARY_COLUMNS])
+        return buf.getvalue().encode("utf-8")
+    return encode
+
+
+def _json_encoder() -> Callable[[list[Any] | None, bool], bytes]:
+    def encode(batch: list[Any] | None, first: bool) -> bytes:
+        if batch is None:
+            return b"]\n" if first else b"["
+        parts = [json.dumps(callquery.summary(r), default=json_default, ensure_ascii=False) for r in batch]
+        return (("\n" if first else ",\n") + ",\n".join(parts)).encode("utf-8")
+    return encode
+
+
+# --- tags, confidential, delete audio -------------------------------------------------------------
+
+def _tag_value(value: Any) -> str:
+    if not isinstance(value, str) or not callquery.TAG_RE.match(value) or value != value.strip():
+        raise bad_request("tag: expected 1-64 printable characters without surrounding spaces")
+    return value
+
+
+async def add_tag(request: web.Request) -> web.Response:
+    p = need(request, "calls.tag")
+    call_id = call_id_of(request)
+    body = await read_json(request)
+    tag = _tag_value(body.get("tag"))
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        await visible_call(conn, p, call_id, lock=True)
+        added = await conn.fetchval(
+            "INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1::uuid, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING true", call_id, tag, p.name)
+        if added:
+            await audit.append(conn, actor=p.name, role=p.role, action="tag_add", call_id=call_id,
+                               details={"tag": tag}, remote=remote(request))
+        tags = [r["tag"] for r in await conn.fetch(
+            "SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag", call_id)]
+    return respond({"tags": tags}, status=201 if added else 200)
+
+
+async def remove_tag(request: web.Request) -> web.Response:
+    p = need(request, "calls.tag")
+    call_id = call_id_of(request)
+    tag = _tag_value(request.match_info["tag"])
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        await visible_call(conn, p, call_id, lock=True)
+        removed = await conn.fetchval("DELETE FROM call_tags WHERE call_id = $1::uuid AND tag = $2 RETURNING true",
+                                      call_id, tag)
+        if not removed:
+            raise not_found("the call has no such tag")
+        await audit.append(conn, actor=p.name, role=p.role, action="tag_remove", call_id=call_id,
+                           details={"tag": tag}, remote=remote(request))
+        tags = [r["tag"] for r in await conn.fetch(
+            "SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag", call_id)]
+    return respond({"tags": tags})
+
+
+async def set_confidential(request: web.Request) -> web.Response:
+    p = need(request, "calls.confidential")
+    call_id = call_id_of(request)
+    body = await read_json(request)
+    value = body.get("confidential")
+    if not isinstance(value, bool):
+        raise bad_request("confidential: expected true or false")
+    pool = request.app[POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        row = await visible_call(conn, p, call_id, lock=True)
+        if row["confidential"] != value:
+            await conn.execute("UPDATE calls SET confidential = $2, confidential_at = now(), confidential_by = $3 "
+                               "WHERE id = $1::uuid", call_id, value, p.name)
+            await audit.append(conn, actor=p.name, role=p.role, action="confidential", call_id=call_id,
+                               details={"from": row["confidential"], "to": value}, remote=remote(request))
+    return respond({"confidential": value})
+
+
+async def delete_audio(request: web.Request) -> web.Response:
+    p = need(request, "calls.delete_audio")
+    call_id = call_id_of(request)
+    pool = request.app[POOL]
+    base = request.app[SETTINGS].recordings.local_path
+    async with pool.acquire() as conn, conn.transaction():
+        row = await visible_call(conn, p, call_id, lock=True)
+        if row["audio_deleted_at"] is not None:
+            raise json_error(409, "the recording was already deleted")
+        if row["recording_status"] != "ready":
+            raise json_error(409, "this call has no recording to delete")
+        if row.get("legal_hold"):
+            raise json_error(409, "the call is under legal hold")
+        path = await asyncio.to_thread(recording_file, base, row["recording_path"])
+        deleted_at = await conn.fetchval(
+            "UPDATE calls SET audio_deleted_at = now(), audio_deleted_by = $2 WHERE id = $1::uuid "
+            "RETURNING audio_deleted_at", call_id, p.name)
+        await audit.append(conn, actor=p.name, role=p.role, action="delete_audio", call_id=call_id,
+                           details={"sha256": row["recording_sha256"], "bytes": row["recording_bytes"],
+                                    "file_missing": path is None}, remote=remote(request))
+        if path is not None:
+            # Inside the transaction: if the file cannot go, the row does not claim it went.
+            await asyncio.to_thread(path.unlink, True)
+    return respond({"deleted_at": deleted_at, "deleted_by": p.name, "file_missing": path is None})
+
+
+# --- routes and their description -----------------------------------------------------------------
 
 def setup(app: web.Application) -> None:
-    pass
+    app[EXPORT_SLOTS] = asyncio.Semaphore(2)
+    r = app.router
+    r.add_get("/api/v1/calls", search, allow_head=False)
+    r.add_get("/api/v1/calls/count", count, allow_head=False)
+    r.add_get("/api/v1/calls/export", export, allow_head=False)
+    r.add_get("/api/v1/calls/{id}", detail, allow_head=False)
+    r.add_get("/api/v1/calls/{id}/audio", audio, allow_head=False)
+    r.add_delete("/api/v1/calls/{id}/audio", delete_audio)
+    r.add_post("/api/v1/calls/{id}/tags", add_tag)
+    r.add_delete("/api/v1/calls/{id}/tags/{tag}", remove_tag)
+    r.add_put("/api/v1/calls/{id}/confidential", set_confidential)
+
+
+_STR_OR_NULL = {"type": ["string", "null"]}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+openapi.SCHEMAS["CallSummary"] = {"type": "object", "properties": {
+    "id": {"type": "string", "format": "uuid"}, "started_at": {"type": "string"}, "ended_at": _STR_OR_NULL,
+    "duration": _NUM_OR_NULL, "direction": {"type": "string"}, "caller_number": _STR_OR_NULL,
+    "caller_name": _STR_OR_NULL, "called_number": _STR_OR_NULL, "agent": _STR_OR_NULL,
+    "consent_mode": {"type": "string"}, "consent": _STR_OR_NULL, "consent_key": _STR_OR_NULL,
+    "recording_status": {"type": "string"}, "recording_duration": _NUM_OR_NULL, "confidential": {"type": "boolean"},
+    "audio_deleted_at": _STR_OR_NULL, "tags": {"type": "array", "items": {"type": "string"}}}}
+openapi.SCHEMAS["CallDetail"] = {"type": "object", "properties": {
+    "id": {"type": "string"}, "evidence": {"type": "object"}, "recording": {"type": "object"},
+    "tags": {"type": "array", "items": {"type": "string"}}, "confidential": {"type": "boolean"},
+    "legal_hold": {"type": "boolean"}, "parties": {"type": "array", "items": {"type": "object"}}},
+    "additionalProperties": True}
+
+_ISO = {"type": "string", "description": "ISO 8601 time; without an offset it is UTC"}
+FILTER_PARAMS = [
+    openapi.query_param("from", _ISO, "calls that started at or after"),
+    openapi.query_param("to", _ISO, "calls that started before"),
+    openapi.query_param("number", {"type": "string", "maxLength": 64}, "caller or called number; * is a wildcard"),
+    openapi.query_param("direction", {"type": "string", "enum": list(callquery.DIRECTIONS)}),
+    openapi.query_param("agent", {"type": "string", "maxLength": 64}, "the agent's extension"),
+    openapi.query_param("consent", {"type": "string", "enum": list(callquery.CONSENTS)}),
+    openapi.query_param("recorded", {"type": "boolean"}, "a recording was made (status ready)"),
+    openapi.query_param("min_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
+    openapi.query_param("max_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
+    openapi.query_param("tag", {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+                        "every given tag (repeatable)", style="form", explode=True),
+    openapi.query_param("q", {"type": "string", "maxLength": 100}, "free text in caller, party and agent names"),
+    openapi.query_param("order", {"type": "string", "enum": ["desc", "asc"]}, "by start time"),
+]
+_PAGE = [openapi.query_param("limit", {"type": "integer", "minimum": 1, "maximum": callquery.MAX_LIMIT}),
+         openapi.query_param("cursor", {"type": "string"}, "next_cursor of the previous page")]
+_ID = openapi.path_param("id", {"type": "string", "format": "uuid"})
+_404 = {"404": {"description": "no such call, or not visible to this principal", "content": openapi.ERR}}
+
+openapi.operation("get", "/api/v1/calls", summary="Search calls (keyset pagination, newest first)", tags=["calls"],
+                  parameters=FILTER_PARAMS + _PAGE, responses={"200": openapi.json_response("a page", {
+                      "type": "object", "required": ["items", "next_cursor"], "properties": {
+                          "items": {"type": "array", "items": {"$ref": "#/components/schemas/CallSummary"}},
+                          "next_cursor": _STR_OR_NULL}})})
+openapi.operation("get", "/api/v1/calls/count", summary="Count the calls a search would find", tags=["calls"],
+                  parameters=FILTER_PARAMS, responses={"200": openapi.json_response("the count", {
+                      "type": "object", "properties": {"count": {"type": "integer"}}})})
+openapi.operation("get", "/api/v1/calls/export", summary="Export the filtered calls, streamed (audited)",
+                  tags=["calls"],
+                  parameters=[openapi.query_param("format", {"type": "string", "enum": ["csv", "json"]}),
+                              *FILTER_PARAMS],
+                  responses={"200": {"description": "CSV or a JSON array of CallSummary", "content": {
+                      "text/csv": {"schema": {"type": "string"}},
+                      "application/json": {"schema": {"type": "array",
+                                                      "items": {"$ref": "#/components/schemas/CallSummary"}}}}},
+                      "409": {"description": "too many exports running", "content": openapi.ERR}})
+openapi.operation("get", "/api/v1/calls/{id}", summary="One call: consent evidence, recording facts (audited)",
+                  tags=["calls"], parameters=[_ID],
+                  responses={"200": openapi.json_response("the call", {"$ref": "#/components/schemas/CallDetail"}),
+                             **_404})
+openapi.operation(
+    "get", "/api/v1/calls/{id}/audio", summary="The recording (WAV) with Range support; listen/download audited",
+    tags=["calls"], parameters=[_ID, openapi.query_param("download", {"type": "string", "enum": ["0", "1"]},
+                                                          "1: as an attachment"),
+                                {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+                                 "description": "one byte range (bytes=a-b, a-, -n); several are ignored"}],
+    responses={"200": {"description": "the whole file", "content": {"audio/wav": {"schema": {"type": "string",
+                                                                                              "format": "binary"}}}},
+               "206": {"description": "the requested range", "content": {"audio/wav": {"schema": {
+                   "type": "string", "format": "binary"}}}},
+               "416": {"description": "range outside the file", "content": openapi.ERR}, **_404})
+openapi.operation("delete", "/api/v1/calls/{id}/audio", summary="Delete the recording; the row keeps who and when",
+                  tags=["calls"], parameters=[_ID],
+                  responses={"200": openapi.json_response("deleted", {"type": "object"}),
+                             "409": {"description": "already deleted, no recording, or legal hold",
+                                     "content": openapi.ERR}, **_404})
+_TAGS = openapi.json_response("the call's tags", {"type": "object", "properties": {
+    "tags": {"type": "array", "items": {"type": "string"}}}})
+openapi.operation("post", "/api/v1/calls/{id}/tags", summary="Tag a call", tags=["calls"], parameters=[_ID],
+                  request_body=openapi.json_body({"type": "object", "required": ["tag"], "properties": {
+                      "tag": {"type": "string", "minLength": 1, "maxLength": 64}}}),
+                  responses={"200": _TAGS, "201": _TAGS,
+                             "415": {"description": "not JSON", "content": openapi.ERR}, **_404})
+openapi.operation("delete", "/api/v1/calls/{id}/tags/{tag}", summary="Remove a tag", tags=["calls"],
+                  parameters=[_ID, openapi.path_param("tag")], responses={"200": _TAGS, **_404})
+openapi.operation("put", "/api/v1/calls/{id}/confidential", summary="Mark or unmark a call confidential",
+                  tags=["calls"], parameters=[_ID],
+                  request_body=openapi.json_body({"type": "object", "required": ["confidential"], "properties": {
+                      "confidential": {"type": "boolean"}}}),
+                  responses={"200": openapi.json_response("done", {"type": "object"}),
+                             "415": {"description": "not JSON", "content": openapi.ERR}, **_404})

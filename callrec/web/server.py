@@ -8,31 +8,44 @@ import asyncpg
 from aiohttp import web
 
 from ..config import Settings
+from ..store.db import connect_pool
 from .app import AccessLogger, make_app
 
 log = logging.getLogger("callrec.http")
 
 
 class HttpServer:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    """``pool``: None opens a pool of its own, so API requests (long exports) never take the
+    connections the call-log writer needs."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool | None = None) -> None:
         self.settings = settings
-        self.app = make_app(settings, pool)
-        self.runner = web.AppRunner(self.app, access_log_class=AccessLogger, access_log=log,
-                                    handle_signals=False)
+        self.pool = pool
+        self._own_pool = pool is None
+        self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         host, port = self.settings.http.host_port()
+        if self.pool is None:
+            self.pool = await connect_pool(self.settings.database.dsn, 1, 4)
+        self.runner = web.AppRunner(make_app(self.settings, self.pool), access_log_class=AccessLogger,
+                                    access_log=log, handle_signals=False, shutdown_timeout=5.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, shutdown_timeout=5.0, reuse_address=True)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
-            await self.runner.cleanup()
+            await self.stop()
             raise OSError(f"http.listen: cannot listen on {self.settings.http.listen}: {exc.strerror or exc}") from None
         addresses = self.runner.addresses
         self.port = int(addresses[0][1]) if addresses else port
         log.info("ops API listening on http://%s:%d/api/v1/", host, self.port)
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
+            self.pool = None
