@@ -6,6 +6,7 @@ through the sandbox Asterisk is in test_console_e2e.py.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from console_browser import chromium, log_in, open_tab
+from console_browser import TIMEOUT_MS, chromium, log_in, open_tab
 from opsapi import PASSWORD, Bench, start_bench
 from playwright.async_api import Browser, Page, expect
 
@@ -53,12 +54,15 @@ async def search_for(page: Page, number: str) -> None:
 async def play(page: Page) -> None:
     """Press play on the native player, as a person would, and wait for the media `playing` event."""
     player = page.locator("#player")
-    await player.evaluate("a => { window.__playing = false;"
-                          " a.addEventListener('playing', () => { window.__playing = true; }, {once: true}); }")
+    await player.evaluate("a => { window.__playing = new Promise((resolve, reject) => {"
+                          " a.addEventListener('playing', () => resolve(a.currentSrc), {once: true});"
+                          " a.addEventListener('error', () => reject(new Error('media error ' + a.error.code)),"
+                          " {once: true}); }); }")
     await player.scroll_into_view_if_needed()
     await player.focus()
     await page.keyboard.press("Space")
-    await page.wait_for_function("window.__playing === true")
+    src = await asyncio.wait_for(page.evaluate("() => window.__playing"), TIMEOUT_MS / 1000)
+    assert src.endswith("/audio")
 
 
 # --- the whole path a supervisor or admin takes ------------------------------------------------------
@@ -260,7 +264,7 @@ async def test_russian_browser_gets_the_russian_console(bench: Bench, browser: B
     await log_in(page, "admin1", PASSWORD, labels=("Имя пользователя", "Пароль", "Войти"))
     await expect(page.locator("#search-title")).to_have_text("Звонки")
     for label in ("Номер", "Направление", "Согласие", "Записан", "Метки", "Оператор (внутренний номер)"):
-        await expect(page.get_by_label(label, exact=True)).to_be_visible()
+        await expect(page.locator("#search-form").get_by_label(label, exact=True)).to_be_visible()
     await expect(page.locator("#results thead")).to_contain_text("Звонящий")
     await page.get_by_label("Номер", exact=True).fill("+4930111")
     await page.get_by_role("button", name="Найти", exact=True).click()

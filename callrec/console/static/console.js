@@ -101,6 +101,8 @@
     box.hidden = !message;
   }
   function status(message) { $("status").textContent = message || ""; }
+  // A 401 has already taken the user back to the log-in form with its own message.
+  function reportError(e) { if (e.status !== 401) showError(e.message); }
 
   // ---- API --------------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -298,7 +300,7 @@
       status(t("search.found", { n: data.items.length }));
     } catch (e) {
       status("");
-      showError(e.message);
+      reportError(e);
     } finally {
       $("results").removeAttribute("aria-busy");
     }
@@ -357,7 +359,7 @@
       state.call.data = await api("GET", "/api/v1/calls/" + encodeURIComponent(id));
     } catch (e) {
       if (e.status === 404) state.call.missing = true;
-      else if (e.status !== 401) showError(e.message);
+      else reportError(e);
     }
     renderCall();
     if (state.call.data) {
@@ -473,7 +475,8 @@
       renderTags();
       loadCallAudit();
     } catch (e) {
-      showError(e.status === 403 ? (state.csrf ? t("err.forbidden") : t("err.csrf")) : e.message);
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
     }
   }
 
@@ -501,7 +504,7 @@
       state.call.audit = data.items;
       renderCallAudit();
     } catch (e) {
-      if (e.status !== 401) showError(e.message);
+      reportError(e);
     }
   }
 
@@ -579,7 +582,7 @@
       if (data.next_cursor) s.cursors.push(data.next_cursor);
       renderAudit();
     } catch (e) {
-      showError(e.message);
+      reportError(e);
     }
   }
 
