@@ -129,15 +129,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/console/{name}", asset, allow_head=False)
 
 
+# /console/* stays out of the API description (the ops API's route check skips it); the page is in.
 openapi.operation("get", "/", summary="The web console page (HTML)", public=True, tags=["console"],
                   responses={"200": {"description": "the page", "content": {"text/html": {}}}})
-openapi.operation("get", "/console/{name}", summary="The console's script, styles and icon", public=True,
-                  tags=["console"], parameters=[openapi.path_param("name")],
-                  responses={"200": {"description": "the file"}, "304": {"description": "not modified"},
-                             "404": {"description": "no such file", "content": openapi.ERR}})
-openapi.operation("get", "/console/session", summary="A fresh CSRF token for the current console session",
-                  tags=["console"], description="For cookie sessions only (after a page reload the console "
-                  "asks for a new token; the previous one stops working).",
-                  responses={"200": openapi.json_response("the token", {"type": "object", "required": ["csrf_token"],
-                                                                         "properties": {
-                                                                             "csrf_token": {"type": "string"}}})})
