@@ -7,6 +7,7 @@ that does not start, fails the test with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -95,3 +96,17 @@ async def log_in(page: Page, user: str, password: str, *, labels: tuple[str, str
     await page.get_by_role("button", name=button, exact=True).click()
     await expect(page.locator("#whoami")).to_be_visible()
     await expect(page.locator("#who-user")).to_have_text(user)
+
+
+async def play(page: Page) -> None:
+    """Press play on the native player, as a person would, and wait for the media `playing` event."""
+    player = page.locator("#player")
+    await player.evaluate("a => { window.__playing = new Promise((resolve, reject) => {"
+                          " a.addEventListener('playing', () => resolve(a.currentSrc), {once: true});"
+                          " a.addEventListener('error', () => reject(new Error('media error ' + a.error.code)),"
+                          " {once: true}); }); }")
+    await player.scroll_into_view_if_needed()
+    await player.focus()
+    await page.keyboard.press("Space")
+    src = await asyncio.wait_for(page.evaluate("() => window.__playing"), TIMEOUT_MS / 1000)
+    assert src.endswith("/audio")

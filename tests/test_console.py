@@ -6,7 +6,6 @@ through the sandbox Asterisk is in test_console_e2e.py.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from console_browser import TIMEOUT_MS, chromium, log_in, open_tab
+from console_browser import chromium, log_in, open_tab, play
 from opsapi import PASSWORD, Bench, start_bench
 from playwright.async_api import Browser, Page, expect
 
@@ -49,20 +48,6 @@ async def audit_actions(bench: Bench, call_id: str, actor: str) -> list[str]:
 async def search_for(page: Page, number: str) -> None:
     await page.get_by_label("Number", exact=True).fill(number)
     await page.get_by_role("button", name="Search", exact=True).click()
-
-
-async def play(page: Page) -> None:
-    """Press play on the native player, as a person would, and wait for the media `playing` event."""
-    player = page.locator("#player")
-    await player.evaluate("a => { window.__playing = new Promise((resolve, reject) => {"
-                          " a.addEventListener('playing', () => resolve(a.currentSrc), {once: true});"
-                          " a.addEventListener('error', () => reject(new Error('media error ' + a.error.code)),"
-                          " {once: true}); }); }")
-    await player.scroll_into_view_if_needed()
-    await player.focus()
-    await page.keyboard.press("Space")
-    src = await asyncio.wait_for(page.evaluate("() => window.__playing"), TIMEOUT_MS / 1000)
-    assert src.endswith("/audio")
 
 
 # --- the whole path a supervisor or admin takes ------------------------------------------------------
