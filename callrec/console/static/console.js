@@ -44,6 +44,7 @@
   function setLang(lang) {
     if (!LANGS.includes(lang)) return;
     state.lang = lang;
+    status("");
     // Not a secret: the server reads it to serve the page in this language next time.
     document.cookie = "callrec_lang=" + lang + "; Path=/; Max-Age=31536000; SameSite=Strict";
     translatePage();
@@ -161,6 +162,7 @@
   // ---- views ----------------------------------------------------------------------------------------------
   const VIEWS = ["view-loading", "view-login", "view-search", "view-call", "view-audit"];
   function show(view) {
+    if (document.body.dataset.view !== view) status("");
     for (const v of VIEWS) $(v).hidden = v !== view;
     document.body.dataset.view = view;
   }
@@ -233,9 +235,9 @@
     resetCaches();
     renderWho();
     stopPlayer();
-    status(t("auth.logged_out"));
     location.hash = "#/login";
     show("view-login");
+    status(t("auth.logged_out"));
   }
 
   function resetCaches() {
