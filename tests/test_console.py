@@ -7,7 +7,10 @@ through the sandbox Asterisk is in test_console_e2e.py.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -384,3 +387,45 @@ async def test_an_expired_session_returns_to_the_login(bench: Bench, browser: Br
     await expect(page.locator("#login-form")).to_be_visible()
     tab.errors.clear()  # the browser logs the 401 as a failed resource
     await tab.assert_clean()
+
+
+async def test_export_links_download_the_filtered_calls(bench: Bench, browser: Browser) -> None:
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    await log_in(page, "supervisor1", PASSWORD)
+    await search_for(page, "+4930222")
+    await expect(page.locator("#results-body tr")).to_have_count(1)
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Export CSV", exact=True).click()
+    download = await info.value
+    body = Path(await download.path()).read_text("utf-8")
+    assert bench.calls["other"] in body and bench.calls["mine"] not in body
+    assert "number=%2B4930222" in download.url
+    assert await bench.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'export' "
+                                     "AND actor = 'supervisor1'") == 1
+    await tab.assert_clean()
+
+
+async def test_a_browser_that_cannot_start_fails_the_test_loudly(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("CALLREC_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    with pytest.raises(pytest.fail.Exception, match="no Chromium"):
+        async with chromium():
+            pass
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CALLREC_CHROMIUM", str(broken))
+    with pytest.raises(pytest.fail.Exception, match="did not start"):
+        async with chromium():
+            pass
+
+
+def test_the_wheel_carries_the_console(tmp_path: Path) -> None:
+    repo = STATIC.parent.parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("callrec-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in (*STATIC_FILES, "index.html"):
+        assert f"callrec/console/static/{name}" in names, name
