@@ -18,6 +18,7 @@ from .service import CallService
 from .store import CallLogWriter, connect_pool, migrate
 from .store.db import fetch_open_calls
 from .store.migrate import pending
+from .store.users import sync_confidential_rules
 from .web.server import HttpServer
 
 log = logging.getLogger("callrec")
@@ -65,6 +66,7 @@ class Daemon:
                 raise FatalError(
                     f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
             unfinished = await fetch_open_calls(conn)
+            await sync_confidential_rules(conn, [r.name for r in s.policy.rules if r.confidential])
         self.writer = CallLogWriter(self.pool)
         self.writer.start()
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,

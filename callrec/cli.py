@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shutil
 import sys
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--migrate", action="store_true", help="apply pending database migrations first")
     sub.add_parser("migrate", help="create or update the database schema")
     sub.add_parser("check", help="validate the config and reach ARI, AMI and PostgreSQL")
-    calls = sub.add_parser("calls", help="recent calls from the call log")
-    calls.add_argument("-n", "--limit", type=int, default=20)
-    calls.add_argument("--number", help="caller or called number; * is a wildcard")
-    calls.add_argument("--json", action="store_true", help="JSON lines, one call per line, every field")
+    from .cli_ops import add_calls_parser, add_parsers
+
+    add_calls_parser(sub)
+    add_parsers(sub)
     sounds = sub.add_parser("sounds", help="notice prompts")
     sounds_sub = sounds.add_subparsers(dest="sounds_command", required=True)
     install = sounds_sub.add_parser("install", help="copy the shipped prompts to where Asterisk reads them")
@@ -59,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.command == "check":
             return asyncio.run(_check(settings))
-        if args.command == "calls":
-            return asyncio.run(_calls(settings, args.limit, args.number, args.json))
+        if args.command in ("calls", "users", "tokens", "audit"):
+            from . import cli_ops
+
+            runner = {"calls": cli_ops.run_calls, "users": cli_ops.run_users, "tokens": cli_ops.run_tokens,
+                      "audit": cli_ops.run_audit}[args.command]
+            return asyncio.run(runner(settings, args))
         if args.command == "sounds":
             return _sounds_install(settings, args.source, args.dest)
     except KeyboardInterrupt:
@@ -188,43 +191,6 @@ async def _check(settings: Settings) -> int:
     else:
         report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
     return 1 if failures else 0
-
-
-async def _calls(settings: Settings, limit: int, number: str | None, as_json: bool) -> int:
-    from .display import table
-    from .store import fetch_calls
-
-    conn = await _connect_db(settings)
-    if conn is None:
-        return 1
-    try:
-        rows = await fetch_calls(conn, limit=max(1, min(limit, 10000)), number=number)
-    except asyncpg.UndefinedTableError:
-        print("callrec: database: no call log yet; run `callrec migrate`", file=sys.stderr)
-        return 1
-    finally:
-        await conn.close()
-    if as_json:
-        for row in rows:
-            # ensure_ascii keeps every caller-supplied character escaped on the terminal.
-            print(json.dumps(row, default=_json_default, ensure_ascii=True))
-        return 0
-    headers = ["started (UTC)", "caller", "name", "called", "mode", "consent", "key", "recording", "call id"]
-    widths = [19, 16, 20, 12, 7, 13, 3, 16, 36]
-    out = []
-    for r in rows:
-        rec = r["recording_status"]
-        if r["recording_duration"]:
-            rec += f" {r['recording_duration']:.1f}s"
-        out.append([
-            r["started_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            r["caller_number"] or "", r["caller_name"] or "", r["called_number"] or "",
-            r["consent_mode"], r["consent"] or r["state"], r["consent_key"] or "", rec, str(r["id"]),
-        ])
-    print(table(headers, out, widths))
-    if not rows:
-        print("(no calls)")
-    return 0
 
 
 def _json_default(value: Any) -> Any:

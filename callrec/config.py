@@ -97,6 +97,7 @@ class PolicyRule:
     language: str | None = None
     prompt: str | None = None
     mixmonitor_options: str | None = None
+    confidential: bool = False  # the call is confidential from its first row (admin, security only)
 
 
 @dataclass(frozen=True)

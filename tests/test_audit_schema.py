@@ -44,3 +44,39 @@ async def test_access_tables_constraints(database: str) -> None:
                 "audio_deleted_by"} <= cols
     finally:
         await conn.close()
+
+
+async def test_documented_app_role_cannot_rewrite_the_trail(database: str) -> None:
+    """docs/sql/app_role.sql: the daemon's role can write calls and append audit entries, and can
+    neither alter audit rows nor switch the triggers off."""
+    from pathlib import Path
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"callrec_app_{uuid.uuid4().hex[:8]}"
+    sql = (Path(__file__).resolve().parent.parent / "docs/sql/app_role.sql").read_text()
+    statements = [line.replace(':"app"', f'"{role}"') for line in sql.splitlines()
+                  if line.strip() and not line.startswith("--")]
+    owner = await asyncpg.connect(database)
+    try:
+        await owner.execute(f'CREATE ROLE "{role}" LOGIN')
+        for statement in statements:
+            await owner.execute(statement)
+        parts = urlsplit(database)
+        app_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        app = await asyncpg.connect(app_dsn)
+        try:
+            entry = await audit.append(app, actor="svc", action="view", call_id=str(uuid.uuid4()))
+            assert await app.fetchval("SELECT actor FROM audit_log WHERE id = $1", entry) == "svc"
+            for attempt in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log",
+                            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete",
+                            "UPDATE api_tokens SET role = 'admin'", "INSERT INTO users (name, role) "
+                            "VALUES ('evil', 'admin')"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await app.execute(attempt)
+        finally:
+            await app.close()
+        assert await owner.fetchval("SELECT count(*) FROM audit_log") == 1
+    finally:
+        await owner.execute(f'DROP OWNED BY "{role}"')
+        await owner.execute(f'DROP ROLE "{role}"')
+        await owner.close()

@@ -192,10 +192,19 @@ async def test_session_login_csrf_logout(bench: Bench, http: aiohttp.ClientSessi
     assert st == 201
     assert (await call(http, bench, "POST", "/api/v1/logout", headers={"X-CSRF-Token": login["csrf_token"]}))[0] == 200
     assert (await call(http, bench, "GET", "/api/v1/me"))[0] == 401
+    # An expired session is refused too.
+    st, body, _ = await call(http, bench, "POST", "/api/v1/login", json={"username": "agent1", "password": PASSWORD})
+    assert st == 200 and (await call(http, bench, "GET", "/api/v1/me"))[0] == 200
+    await bench.pool.execute("UPDATE web_sessions SET expires_at = now() - interval '1 s'")
+    assert (await call(http, bench, "GET", "/api/v1/me"))[0] == 401
+    # Log-in needs a JSON body.
+    st, _, _ = await call(http, bench, "POST", "/api/v1/login", data="username=a&password=b",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 415
     actions = [(r["actor"], r["action"]) for r in await audit_rows(bench)
                if r["action"] in ("login", "login_failed", "logout")]
     assert actions == [("admin1", "login_failed"), ("nobody", "login_failed"), ("supervisor1", "login"),
-                       ("supervisor1", "logout")]
+                       ("supervisor1", "logout"), ("agent1", "login")]
     assert login["csrf_token"] not in caplog.text
     _assert_no_secrets(caplog, bench)
 
@@ -265,9 +274,13 @@ async def test_mutations_and_their_audit(bench: Bench, http: aiohttp.ClientSessi
     assert st == 200  # already there: nothing new, nothing audited
     for bad in ({"tag": ""}, {"tag": " x"}, {"tag": "a" * 65}, {"tag": "a\nb"}, {"tag": 5}, {}):
         assert (await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor", json=bad))[0] == 400
-    st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor", data=b"{",
-                          headers={"Content-Type": "application/json"})
-    assert st == 400
+    for raw in (b"{", b"[" * 30000 + b"]" * 30000, b"\xff\xfe", b"null"):
+        st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor", data=raw,
+                              headers={"Content-Type": "application/json"})
+        assert st == 400, raw[:10]
+    st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{other}/tags", "supervisor",
+                          data=b'{"tag": "' + b"x" * 70000 + b'"}', headers={"Content-Type": "application/json"})
+    assert st == 413
     st, body, _ = await call(http, bench, "GET", "/api/v1/calls?tag=complaint", "supervisor")
     assert ids_of(body) == {other}
     # Confidential: the supervisor loses the call everywhere at once.
@@ -366,7 +379,8 @@ async def test_search_filters_and_keyset_pages(bench: Bench, http: aiohttp.Clien
         starts = [next(k for k, v in c.items() if v == i) for i in seen]
         expected = ["mine", "other", "party", "confidential", "unrecorded", "deleted"]
         assert starts == (expected if order == "asc" else expected[::-1])
-    for bad in ("limit=0", "limit=501", "limit=x", "from=yesterday", "direction=up", "consent=maybe",
+    for bad in ("from=9999-12-31T23:59:59-14:00", "to=0001-01-01T00:00:00%2B14:00", "max_duration=1e300",
+                "limit=0", "limit=501", "limit=x", "from=yesterday", "direction=up", "consent=maybe",
                 "recorded=perhaps", "min_duration=-1", "cursor=garbage", "order=sideways", "nonsense=1",
                 "tag=", "number="):
         st, body, _ = await call(http, bench, "GET", "/api/v1/calls?" + bad, "admin")
@@ -400,7 +414,8 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
-        if route.method == "HEAD" or path is None or path.startswith("/console"):
+        # The API is described; the console's pages and static files (GET /, /console/...) are not API.
+        if route.method == "HEAD" or path is None or not (path.startswith("/api/") or path == "/healthz"):
             continue
         routes.add((route.method.lower(), path))
         assert route.method.lower() in described.get(path, set()), f"{route.method} {path} not in the OpenAPI"
@@ -408,3 +423,23 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
     assert documented == routes  # nothing described that is not served
     doc = openapi.document()
     assert doc["openapi"].startswith("3.") and "/api/v1/calls/{id}/audio" in doc["paths"]
+
+
+async def test_console_static_files_are_public_and_api_is_not(database: str, tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+    from opsapi import api_settings
+
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "app.js").write_text("console.log('hi')")
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        app = make_app(api_settings(database, tmp_path), pool)
+        app.router.add_static("/console/", tmp_path / "static")
+        async with TestClient(TestServer(app)) as client:
+            r = await client.get("/console/app.js")
+            assert r.status == 200 and "console.log" in await r.text()
+            assert (await client.get("/console/../api/v1/me")).status in (401, 404)
+            assert (await client.get("/api/v1/me")).status == 401
+            assert (await client.post("/console/app.js")).status in (401, 405)
+    finally:
+        await pool.close()

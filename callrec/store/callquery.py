@@ -20,7 +20,8 @@ from ..access import Params, Principal, visible_calls_sql
 DIRECTIONS = ("inbound", "outbound", "internal")
 CONSENTS = ("implied", "granted", "declined", "not_given", "abandoned", "notice_failed", "unavailable")
 MAX_LIMIT = 500
-TAG_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+# No control characters (C0 and C1, as PostgreSQL's [:cntrl:] in the call_tags check).
+TAG_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")
 
 # The columns of a search result / export row (CallSummary).
 SUMMARY_COLUMNS = (
@@ -28,12 +29,13 @@ SUMMARY_COLUMNS = (
     "agent", "consent_mode", "consent", "consent_key", "recording_status", "recording_duration",
     "confidential", "audio_deleted_at", "tags",
 )
-_SUMMARY_SELECT = """c.id, c.started_at, c.ended_at,
-       EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision AS duration,
+_DURATION = "EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision AS duration"
+_TAGS = ("COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id), "
+         "'{}'::text[]) AS tags")
+_SUMMARY_SELECT = f"""c.id, c.started_at, c.ended_at, {_DURATION},
        c.direction, c.caller_number, c.caller_name, c.called_number, c.agent, c.consent_mode, c.consent,
-       c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at,
-       COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id),
-                '{}'::text[]) AS tags"""
+       c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at, {_TAGS}"""
+_FULL_SELECT = f"c.*, {_DURATION}, {_TAGS}"
 
 
 class FilterError(ValueError):
@@ -222,12 +224,15 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     return " AND ".join(conds)
 
 
-def search_sql(f: CallFilter, principal: Principal, *, limit: int | None) -> tuple[str, list[Any]]:
-    """SELECT of CallSummary rows; ``limit`` None: all (export, streamed with a cursor)."""
+def search_sql(f: CallFilter, principal: Principal, *, limit: int | None,
+               full: bool = False) -> tuple[str, list[Any]]:
+    """SELECT of CallSummary rows (``full``: every column of calls, then tags); ``limit`` None: all
+    (export, streamed with a cursor)."""
     params = Params()
     where = where_clause(f, principal, params, with_cursor=limit is not None)
     direction = "DESC" if f.order == "desc" else "ASC"
-    sql = f"SELECT {_SUMMARY_SELECT} FROM calls c WHERE {where} ORDER BY c.started_at {direction}, c.id {direction}"
+    sql = (f"SELECT {_FULL_SELECT if full else _SUMMARY_SELECT} FROM calls c WHERE {where} "
+           f"ORDER BY c.started_at {direction}, c.id {direction}")
     if limit is not None:
         sql += f" LIMIT {params.add(limit)}"
     return sql, params.values
@@ -254,9 +259,10 @@ def summary(row: Any) -> dict[str, Any]:
     return out
 
 
-async def search(conn: Any, f: CallFilter, principal: Principal) -> tuple[list[Any], str | None]:
+async def search(conn: Any, f: CallFilter, principal: Principal,
+                 full: bool = False) -> tuple[list[Any], str | None]:
     """One page and the cursor of the next (None on the last page)."""
-    sql, args = search_sql(f, principal, limit=f.limit + 1)
+    sql, args = search_sql(f, principal, limit=f.limit + 1, full=full)
     rows = await conn.fetch(sql, *args)
     more = len(rows) > f.limit
     rows = rows[: f.limit]

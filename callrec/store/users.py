@@ -97,3 +97,12 @@ async def list_tokens(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         "SELECT t.id, t.name, t.role, u.name AS user, t.created_at, t.last_used_at, t.expires_at, t.revoked_at "
         "FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id ORDER BY t.id")
     return [dict(r) for r in rows]
+
+
+async def sync_confidential_rules(conn: asyncpg.Connection, rules: list[str]) -> None:
+    """Make confidential_policy_rules list exactly ``rules`` (the [[policy.rules]] with
+    confidential = true); a database trigger marks their calls confidential."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM confidential_policy_rules WHERE NOT (rule = ANY($1::text[]))", rules)
+        await conn.execute("INSERT INTO confidential_policy_rules (rule) SELECT unnest($1::text[]) "
+                           "ON CONFLICT DO NOTHING", rules)

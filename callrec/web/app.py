@@ -41,7 +41,7 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
             exc.content_type = "application/json"
         _security_headers(exc)
         raise
-    except (asyncpg.DataError, ValueError, UnicodeError) as exc:
+    except (asyncpg.DataError, asyncpg.CheckViolationError, ValueError, UnicodeError, OverflowError) as exc:
         # A value the database or a parser refused: the client's input, not our fault.
         log.info("%s %s: bad input: %s", request.method, request.path, type(exc).__name__)
         raise json_error(400, "invalid input") from None

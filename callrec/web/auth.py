@@ -26,6 +26,9 @@ log = logging.getLogger("callrec.http")
 COOKIE = "callrec_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Paths served without authentication besides handlers marked @public (the console's static files;
+# its pages then log in through /api/v1/login).  Extend, don't replace.
+PUBLIC_PATH_PREFIXES: list[str] = ["/console/"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -130,7 +133,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if "token" in request.query or "access_token" in request.query:
         # Secrets never travel in URLs (they end up in logs and browser history).
         raise json_error(400, "tokens go in the Authorization header, never in the URL")
-    is_public = getattr(target, "public", False) or request.match_info.http_exception is not None
+    is_public = (getattr(target, "public", False) or request.match_info.http_exception is not None
+                 or (request.method in SAFE_METHODS and request.path.startswith(tuple(PUBLIC_PATH_PREFIXES))))
     p = None if is_public else await _authenticate(request)
     if p is None and not is_public:
         raise json_error(401, "authentication required", headers={"WWW-Authenticate": 'Bearer realm="callrec"'})

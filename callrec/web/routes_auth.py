@@ -22,7 +22,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise json_error(415, "expected Content-Type: application/json")
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("body: not valid JSON") from None
     if not isinstance(body, dict):
         raise bad_request("body: expected a JSON object")
@@ -90,7 +90,8 @@ openapi.SCHEMAS["Me"] = {"type": "object", "required": ["user", "role"], "proper
 openapi.operation(
     "post", "/api/v1/login", summary="Console log-in: sets the callrec_session cookie", public=True, tags=["auth"],
     request_body=openapi.json_body({"type": "object", "required": ["username", "password"], "properties": {
-        "username": {"type": "string"}, "password": {"type": "string"}}}),
+        "username": {"type": "string", "minLength": 1, "maxLength": 64},
+        "password": {"type": "string", "maxLength": 1024}}}),
     responses={"200": openapi.json_response("logged in", {"type": "object", "properties": {
         "user": {"type": "string"}, "role": {"type": "string"}, "csrf_token": {"type": "string"}}}),
         "400": {"description": "bad body", "content": openapi.ERR},

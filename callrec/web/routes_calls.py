@@ -37,7 +37,7 @@ log = logging.getLogger("callrec.http")
 
 EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
 CHUNK = 256 * 1024
-EXPORT_BATCH = 1000
+EXPORT_BATCH = 500
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -238,20 +238,23 @@ async def audio(request: web.Request) -> web.StreamResponse:
 
 # --- export ---------------------------------------------------------------------------------------
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"^[+-]?[0-9 ().-]*$")
 
 
 def csv_cell(value: Any) -> Any:
     """Caller-supplied text must not run as a spreadsheet formula; phone numbers like +49... stay."""
+    kind = type(value)
+    if kind is str:
+        if value and value[0] in _FORMULA_START and not _PLAIN_NUMBER.match(value):
+            return "'" + value
+        return value
     if value is None:
         return ""
-    if isinstance(value, list):
-        value = ";".join(value)
-    if isinstance(value, datetime):
+    if kind is datetime:
         return value.isoformat()
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(value):
-        return "'" + value
+    if kind is list:
+        return csv_cell(";".join(value))
     return value
 
 
@@ -289,7 +292,8 @@ async def export(request: web.Request) -> web.StreamResponse:
             await resp.write(encode(None, False))
             first = True
             while batch:
-                await resp.write(encode(batch, first))
+                # Encoding runs in a thread: this event loop also serves live calls (ARI, AMI).
+                await resp.write(await asyncio.to_thread(encode, batch, first))
                 first = False
                 if len(batch) < EXPORT_BATCH:
                     break

@@ -91,3 +91,25 @@ CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC;
+
+-- Confidential by policy rule: the daemon keeps this table equal to the [[policy.rules]] that have
+-- confidential = true; a call whose rule is listed is confidential from its first row on.
+CREATE TABLE confidential_policy_rules (
+    rule            text PRIMARY KEY
+);
+CREATE FUNCTION calls_confidential_by_rule() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.policy_rule IS NOT NULL AND NOT NEW.confidential
+       AND EXISTS (SELECT 1 FROM confidential_policy_rules r WHERE r.rule = NEW.policy_rule) THEN
+        NEW.confidential := true;
+        NEW.confidential_at := now();
+        NEW.confidential_by := 'policy:' || NEW.policy_rule;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER calls_confidential_on_insert BEFORE INSERT ON calls
+    FOR EACH ROW EXECUTE FUNCTION calls_confidential_by_rule();
+CREATE TRIGGER calls_confidential_on_rule BEFORE UPDATE OF policy_rule ON calls
+    FOR EACH ROW WHEN (OLD.policy_rule IS DISTINCT FROM NEW.policy_rule)
+    EXECUTE FUNCTION calls_confidential_by_rule();

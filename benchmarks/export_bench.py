@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Export benchmark: the API streams a large call log (default 1,000,000 rows) as CSV and JSON with
+bounded memory.  Not a timed test: it prints the figures (rows/s, peak RSS) for the README.
+
+    .venv/bin/python benchmarks/export_bench.py [--rows 1000000] [--json]
+
+It makes a throwaway database (tools/testdb.py finds PostgreSQL), fills ``calls`` in SQL, starts the
+API in this process (as `callrec serve` does) and reads each export through HTTP, counting rows and
+discarding them.  Memory: VmHWM (peak RSS) of this process, which holds the server; it is read after
+a 10%-size warm-up export and again after the full ones, so growth with the row count shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO))
+
+import testdb  # noqa: E402
+
+from callrec.config import parse_settings  # noqa: E402
+from callrec.store import migrate, users  # noqa: E402
+from callrec.web.server import HttpServer  # noqa: E402
+
+
+def rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+async def fill(conn: asyncpg.Connection, rows: int) -> None:
+    # Confidential every 50th row: the supervisor's export must leave those out.
+    await conn.execute(
+        """INSERT INTO calls (id, door, uniqueid, channel, caller_number, caller_name, called_number, consent_mode,
+               state, consent, started_at, ended_at, recording_status, recording_duration, agent, confidential)
+           SELECT gen_random_uuid(), 'ari', 'u' || i, 'PJSIP/t-' || i, '+4930' || (1000000 + i), 'Caller ' || i,
+                  '100', 'notice', 'ended', 'implied', timestamptz '2026-01-01' + i * interval '1 second',
+                  timestamptz '2026-01-01' + i * interval '1 second' + interval '65 seconds', 'ready', 60.0,
+                  (200 + i % 50)::text, i % 50 = 0
+             FROM generate_series(1, $1) AS i""", rows)
+    await conn.execute("ANALYZE calls")
+
+
+async def export(http: aiohttp.ClientSession, url: str, token: str, fmt: str) -> tuple[int, int, float]:
+    """(rows, bytes, seconds) of one export, read in chunks and thrown away."""
+    t0 = time.perf_counter()
+    size = 0
+    lines = 0
+    async with http.get(url, params={"format": fmt}, headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+        async for chunk in r.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    seconds = time.perf_counter() - t0
+    rows = lines - 1  # CSV: the header line; JSON: "[" ... "]" around one row per line
+    return rows, size, seconds
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args()
+    admin_dsn = testdb.ensure_postgres()
+    name = f"callrec_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+    results: dict[str, object] = {"rows_in_db": args.rows}
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+            t0 = time.perf_counter()
+            await fill(conn, args.rows)
+            results["fill_seconds"] = round(time.perf_counter() - t0, 1)
+            await users.add_user(conn, "sup", "supervisor", None)
+            _, token = await users.create_token(conn, "bench", user="sup")
+            expected = await conn.fetchval("SELECT count(*) FROM calls WHERE NOT confidential")
+        finally:
+            await conn.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"},
+                                       "database": {"dsn": dsn},
+                                       "recordings": {"dir": "/var/spool/x", "local_dir": tmp},
+                                       "http": {"listen": "127.0.0.1:0"}}, {})
+            server = HttpServer(settings)
+            await server.start()
+            url = f"http://127.0.0.1:{server.port}/api/v1/calls/export"
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
+                    results["rss_before_kb"] = rss_kb("VmRSS")
+                    # Warm-up on a tenth of the rows (a time filter), then the peak so far.
+                    cut = "2026-01-01T00:00:00Z"
+                    async with http.get(url, params={"format": "csv", "to": _plus(cut, args.rows // 10)},
+                                        headers={"Authorization": f"Bearer {token}"}) as r:
+                        async for _ in r.content.iter_chunked(256 * 1024):
+                            pass
+                    results["peak_rss_after_10pct_kb"] = rss_kb("VmHWM")
+                    for fmt in ("csv", "json"):
+                        rows, size, seconds = await export(http, url, token, fmt)
+                        assert rows == expected, (fmt, rows, expected)
+                        results[fmt] = {"rows": rows, "bytes": size, "seconds": round(seconds, 1),
+                                        "rows_per_s": round(rows / seconds)}
+                    results["peak_rss_kb"] = rss_kb("VmHWM")
+            finally:
+                await server.stop()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(f"rows in calls: {args.rows:,} (exported by a supervisor: {results['csv']['rows']:,}; "  # type: ignore[index]
+              f"confidential ones left out)")
+        print(f"fill: {results['fill_seconds']} s")
+        for fmt in ("csv", "json"):
+            r = results[fmt]
+            print(f"{fmt}: {r['rows']:,} rows, {r['bytes'] / 1e6:.0f} MB in {r['seconds']} s = "  # type: ignore[index]
+                  f"{r['rows_per_s']:,} rows/s")  # type: ignore[index]
+        print(f"RSS before: {results['rss_before_kb'] / 1024:.0f} MB; peak after a 10% export: "  # type: ignore[operator]
+              f"{results['peak_rss_after_10pct_kb'] / 1024:.0f} MB; peak after both full exports: "  # type: ignore[operator]
+              f"{results['peak_rss_kb'] / 1024:.0f} MB")  # type: ignore[operator]
+    return 0
+
+
+def _plus(start: str, seconds: int) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(seconds=seconds)).isoformat()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

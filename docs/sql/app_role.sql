@@ -1,0 +1,13 @@
+-- The daemon's database role: least privilege, and NOT the owner of the tables.
+-- Run as the owner (the role that runs `callrec migrate`) after each migration; :"app" is the
+-- daemon's role name, e.g.  psql -v app=callrec_app -f docs/sql/app_role.sql
+-- An owner could ALTER TABLE audit_log DISABLE TRIGGER; a role with only these grants cannot, and
+-- UPDATE / DELETE / TRUNCATE on audit_log fail for it twice over (no privilege, and the triggers).
+GRANT SELECT ON schema_migrations TO :"app";
+GRANT SELECT, INSERT, UPDATE ON calls, call_parties TO :"app";
+GRANT SELECT, INSERT, DELETE ON call_tags, web_sessions TO :"app";
+GRANT SELECT ON users TO :"app";
+GRANT SELECT, UPDATE (last_used_at) ON api_tokens TO :"app";
+GRANT SELECT, INSERT ON audit_log TO :"app";
+GRANT USAGE ON SEQUENCE audit_log_id_seq TO :"app";
+GRANT SELECT, INSERT, DELETE ON confidential_policy_rules TO :"app";
