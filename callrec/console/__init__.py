@@ -4,11 +4,11 @@
   switch sets it) or else of ``Accept-Language`` (English or Russian; English by default).
 - ``GET /console/<file>``: the script, style sheet, strings and icon, from a fixed list shipped in
   the package (a client-supplied name never reaches the file system).
-- ``GET /console/session``: a fresh CSRF token for the current console session.  The page keeps
+- ``GET /api/v1/session``: a fresh CSRF token for the current console session.  The page keeps
   the token in memory only, so after a reload it asks for a new one; the old one stops working.
 
-Everything is public except ``/console/session``: the page holds no data; it reads everything
-through /api/v1 with the session cookie.  A strict Content-Security-Policy allows scripts, styles,
+The page and its files are public: they hold no data; the page reads everything through /api/v1
+with the session cookie.  A strict Content-Security-Policy allows scripts, styles,
 media and requests from this origin only, and no inline script or style.
 """
 
@@ -24,7 +24,7 @@ from aiohttp import web
 from ..access import new_secret, sha256_hex
 from ..web import openapi
 from ..web.auth import COOKIE, principal, public
-from ..web.errors import bad_request, json_error, not_found
+from ..web.errors import bad_request, json_error
 from ..web.keys import POOL
 
 LANGUAGES = ("en", "ru")
@@ -94,9 +94,7 @@ async def page(request: web.Request) -> web.Response:
 
 @public
 async def asset(request: web.Request) -> web.Response:
-    item = _ASSETS.get(request.match_info["name"])
-    if item is None:
-        raise not_found("no such file")
+    item = _ASSETS[request.path.rsplit("/", 1)[1]]
     # Revalidated every time (cheap: a 304), so an upgrade never leaves an old script running.
     headers = _headers(item.content_type, cache="no-cache")
     headers["ETag"] = item.etag
@@ -125,10 +123,17 @@ async def session_csrf(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/", page, allow_head=False)
-    app.router.add_get("/console/session", session_csrf, allow_head=False)
-    app.router.add_get("/console/{name}", asset, allow_head=False)
+    app.router.add_get("/api/v1/session", session_csrf, allow_head=False)
+    # One exact route per file: any other /console/ path is aiohttp's own (JSON) 404.
+    for name in STATIC_FILES:
+        app.router.add_get(f"/console/{name}", asset, allow_head=False)
 
 
-# /console/* stays out of the API description (the ops API's route check skips it); the page is in.
-openapi.operation("get", "/", summary="The web console page (HTML)", public=True, tags=["console"],
-                  responses={"200": {"description": "the page", "content": {"text/html": {}}}})
+openapi.operation(
+    "get", "/api/v1/session", summary="The console session: who it is, and a fresh CSRF token", tags=["auth"],
+    description="For console (cookie) sessions only; API tokens get 400.  The console keeps the CSRF token in "
+                "memory only, so after a page reload it asks here for a new one; the previous token stops working.",
+    responses={"200": openapi.json_response("the session", {
+        "type": "object", "required": ["csrf_token", "user", "role"], "properties": {
+            "csrf_token": {"type": "string"}, "user": {"type": "string"}, "role": {"type": "string"},
+            "extension": {"type": ["string", "null"]}}})})

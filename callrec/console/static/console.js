@@ -623,10 +623,9 @@
     window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/call/")) stopPlayer(); route(); });
 
     try {
-      const me = await api("GET", "/api/v1/me", undefined, true);
-      state.me = { user: me.user, role: me.role, extension: me.extension || null };
-      // A reload keeps the cookie but not the in-memory CSRF token: get a fresh one.
-      const session = await api("GET", "/console/session");
+      // A reload keeps the cookie but not the in-memory CSRF token: who we are, and a fresh token.
+      const session = await api("GET", "/api/v1/session", undefined, true);
+      state.me = { user: session.user, role: session.role, extension: session.extension || null };
       state.csrf = session.csrf_token;
     } catch (e) {
       state.me = null;
