@@ -68,7 +68,8 @@ class Tab:
 
 async def open_tab(browser: Browser, base: str, *, locale: str = "en-US") -> Tab:
     """A fresh browser profile (own cookies) with the given locale (it sets Accept-Language)."""
-    context = await browser.new_context(base_url=base, locale=locale)
+    # UTC: times on the page do not depend on the machine's time zone.
+    context = await browser.new_context(base_url=base, locale=locale, timezone_id="UTC")
     context.set_default_timeout(TIMEOUT_MS)
     await context.add_init_script(_WATCH)
     page = await context.new_page()

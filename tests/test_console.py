@@ -429,3 +429,62 @@ def test_the_wheel_carries_the_console(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (*STATIC_FILES, "index.html"):
         assert f"callrec/console/static/{name}" in names, name
+
+
+async def test_security_marks_a_call_confidential_and_deletes_its_recording(bench: Bench, browser: Browser) -> None:
+    target = bench.calls["other"]
+    wav = bench.rec_dir / await bench.pool.fetchval("SELECT recording_path FROM calls WHERE id = $1",
+                                                    uuid.UUID(target))
+    assert wav.is_file()
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    await log_in(page, "security1", PASSWORD)
+    await page.goto(f"/#/call/{target}")
+    await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
+    await page.get_by_role("button", name="Mark confidential", exact=True).click()
+    await expect(page.locator("#flag-confidential")).to_have_text("Confidential")
+    await expect(page.get_by_role("button", name="Remove the confidential mark", exact=True)).to_be_visible()
+    # Deleting asks first; declining changes nothing.
+    page.once("dialog", lambda d: d.dismiss())
+    await page.get_by_role("button", name="Delete the recording", exact=True).click()
+    await expect(page.locator("#player-box")).to_be_visible()
+    assert wav.is_file()
+    page.once("dialog", lambda d: d.accept())
+    await page.get_by_role("button", name="Delete the recording", exact=True).click()
+    await expect(page.locator("#rf-status")).to_have_text("audio deleted")
+    await expect(page.locator("#player-box")).to_be_hidden()
+    await expect(page.locator("#recording")).to_contain_text("security1")
+    assert not wav.exists()
+    assert await audit_actions(bench, target, "security1") == ["view", "confidential", "delete_audio"]
+    # A supervisor no longer finds it.
+    tab2 = await open_tab(browser, bench.base)
+    await log_in(tab2.page, "supervisor1", PASSWORD)
+    await expect(tab2.page.locator("#results-body tr")).to_have_count(len(bench.calls) - 2)
+    await expect(tab2.page.locator(f'#results-body tr[data-call-id="{target}"]')).to_have_count(0)
+    # A supervisor gets no restricted actions on the calls it does see.
+    await tab2.page.goto(f"/#/call/{bench.calls['mine']}")
+    await expect(tab2.page.locator("#call-title")).to_have_text("Call from Alice <+4930111>")
+    await expect(tab2.page.locator("#manage-box")).to_be_hidden()
+    await tab.assert_clean()
+    await tab2.assert_clean()
+
+
+async def test_recording_pauses_are_listed_when_the_api_gives_them(bench: Bench, browser: Browser) -> None:
+    # The API adds `pauses` when the recording-pause table exists (the recording feature's
+    # migration); the shape here is that table's: paused_at, resumed_at, paused_by.
+    await bench.pool.execute("CREATE TABLE call_pauses (call_id uuid, seq int, paused_at timestamptz, "
+                             "resumed_at timestamptz, paused_by text)")
+    await bench.pool.execute("INSERT INTO call_pauses SELECT id, 1, started_at + interval '1 second', "
+                             "started_at + interval '3 seconds', 'agent 201' FROM calls WHERE id = $1",
+                             uuid.UUID(bench.calls["mine"]))
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    await log_in(page, "admin1", PASSWORD)
+    await page.goto(f"/#/call/{bench.calls['mine']}")
+    await expect(page.locator("#pauses tr")).to_have_count(1)
+    await expect(page.locator("#pauses tr").first).to_contain_text("agent 201")
+    await expect(page.locator("#pauses tr").first).to_contain_text("9:00:01")
+    await page.goto(f"/#/call/{bench.calls['other']}")
+    await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
+    await expect(page.locator("#pauses-box")).to_be_hidden()
+    await tab.assert_clean()

@@ -13,6 +13,7 @@
   const SEARCH_ROLES = ["admin", "supervisor", "agent", "security"];
   const AUDIT_ROLES = ["admin", "auditor"];
   const TAG_ROLES = ["admin", "supervisor", "security"];
+  const MANAGE_ROLES = ["admin", "security"];
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -440,6 +441,8 @@
     if (rec.deleted_at) recPairs.push(["rf.deleted_at", fmtTime(rec.deleted_at)], ["rf.deleted_by", text(rec.deleted_by)]);
     fillDl($("recording"), recPairs);
     renderTags();
+    renderManage();
+    renderPauses();
     renderParties();
     renderCallAudit();
     const p = $("player");
@@ -479,6 +482,66 @@
     } catch (e) {
       if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
       else reportError(e);
+    }
+  }
+
+  function renderManage() {
+    const c = state.call.data, rec = c.recording || {};
+    $("manage-box").hidden = !may(MANAGE_ROLES);
+    $("confidential-toggle").textContent = c.confidential ? t("call.make_public") : t("call.make_confidential");
+    $("delete-audio").hidden = !(rec.status === "ready" && !rec.deleted_at);
+  }
+
+  async function toggleConfidential() {
+    const c = state.call.data, id = state.call.id;
+    showError("");
+    try {
+      const data = await api("PUT", "/api/v1/calls/" + encodeURIComponent(id) + "/confidential",
+        { confidential: !c.confidential });
+      if (state.call.id !== id) return;
+      c.confidential = data.confidential;
+      state.search.data = null;
+      renderCall();
+      loadCallAudit();
+    } catch (e) {
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
+    }
+  }
+
+  async function deleteAudio() {
+    const id = state.call.id;
+    if (!window.confirm(t("call.delete_confirm"))) return;
+    showError("");
+    try {
+      const data = await api("DELETE", "/api/v1/calls/" + encodeURIComponent(id) + "/audio");
+      if (state.call.id !== id) return;
+      stopPlayer();
+      const rec = state.call.data.recording || (state.call.data.recording = {});
+      rec.deleted_at = data.deleted_at;
+      rec.deleted_by = data.deleted_by;
+      rec.available = false;
+      state.search.data = null;
+      renderCall();
+      setPlayerSource();
+      status(t("call.deleted_now"));
+      loadCallAudit();
+    } catch (e) {
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
+    }
+  }
+
+  function renderPauses() {
+    const pauses = state.call.data.pauses || [];
+    $("pauses-box").hidden = pauses.length === 0;
+    const body = $("pauses");
+    clear(body);
+    for (const p of pauses) {
+      body.append(el("tr", {},
+        el("td", {}, fmtTime(p.paused_at)),
+        el("td", {}, fmtTime(p.resumed_at)),
+        el("td", {}, text(p.paused_by))));
     }
   }
 
@@ -614,6 +677,8 @@
     $("audit-first").addEventListener("click", () => runAudit(0));
     $("audit-next").addEventListener("click", () => runAudit(state.audit.page + 1));
     $("call-audit-refresh").addEventListener("click", loadCallAudit);
+    $("confidential-toggle").addEventListener("click", toggleConfidential);
+    $("delete-audio").addEventListener("click", deleteAudio);
     $("tag-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const tag = $("tag-new").value.trim();
