@@ -68,6 +68,7 @@ async def test_log_in_search_open_play_and_see_the_listen_in_the_audit(bench: Be
     await rows.first.get_by_role("link").click()
     await expect(page).to_have_url(re.compile(r"#/call/" + bench.calls["mine"] + "$"))
     await expect(page.locator("#call-title")).to_have_text("Call from Alice <+4930111>")
+    await expect(page).to_have_title("Call from Alice <+4930111> — callrec")
     # Consent evidence and recording facts, from the row.
     await expect(page.locator("#ev-consent")).to_have_text("implied")
     await expect(page.locator("#ev-prompt")).to_have_text("callrec/en/notice")

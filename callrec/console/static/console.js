@@ -38,8 +38,8 @@
     document.documentElement.lang = state.lang;
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     for (const el of document.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
-    document.title = t("app.title");
     $("lang").value = state.lang;
+    updateTitle();
   }
 
   function setLang(lang) {
@@ -162,10 +162,22 @@
 
   // ---- views ----------------------------------------------------------------------------------------------
   const VIEWS = ["view-loading", "view-login", "view-search", "view-call", "view-audit"];
+  const HEADINGS = { "view-login": "login-title", "view-search": "search-title", "view-call": "call-title",
+                     "view-audit": "audit-title" };
   function show(view) {
     if (document.body.dataset.view !== view) status("");
     for (const v of VIEWS) $(v).hidden = v !== view;
     document.body.dataset.view = view;
+    for (const [link, target] of [["nav-search", "view-search"], ["nav-audit", "view-audit"]]) {
+      if (target === view) $(link).setAttribute("aria-current", "page"); else $(link).removeAttribute("aria-current");
+    }
+    updateTitle();
+  }
+
+  // The tab's title names the view, so screen readers and history entries tell them apart.
+  function updateTitle() {
+    const heading = HEADINGS[document.body.dataset.view];
+    document.title = heading ? $(heading).textContent + " — " + t("app.title") : t("app.title");
   }
 
   function homeRoute() {
@@ -395,6 +407,7 @@
     if (!c) { $("call-title").textContent = t("call.title"); return; }
     const who = c.caller_name ? c.caller_name + " <" + (c.caller_number || "") + ">" : text(c.caller_number);
     $("call-title").textContent = t("call.title_of", { who });
+    updateTitle();
     const flags = $("call-flags");
     clear(flags);
     if (c.confidential) flags.append(el("span", { class: "flag", id: "flag-confidential" }, t("call.confidential")));
