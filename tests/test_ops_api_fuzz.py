@@ -13,6 +13,22 @@ from pathlib import Path
 import pytest
 from opsapi import Bench, start_bench
 
+HOOKS = """
+import zlib
+import schemathesis
+
+IDS_LIST = @SEEDED_IDS@
+
+
+@schemathesis.hook
+def map_path_parameters(context, path_parameters):
+    if path_parameters and "id" in path_parameters:
+        pick = zlib.crc32(repr(path_parameters["id"]).encode()) % (len(IDS_LIST) + 2)
+        if pick < len(IDS_LIST):
+            path_parameters["id"] = IDS_LIST[pick]
+    return path_parameters
+"""
+
 
 @pytest.fixture
 async def bench(database: str, tmp_path: Path) -> AsyncIterator[Bench]:
@@ -28,6 +44,10 @@ async def test_schemathesis_finds_no_server_error(bench: Bench, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="callrec.http")
     exe = Path(sys.executable).with_name("schemathesis")
+    # Random UUIDs alone would only ever reach the 404 path: a hook points most generated ids at
+    # the seeded calls, so detail, audio, tags, confidential and delete run on real rows too.
+    hooks = tmp_path / "st_hooks.py"
+    hooks.write_text(HOOKS.replace("@SEEDED_IDS@", repr(sorted(bench.calls.values()))))
     # The server runs in this event loop: the fuzzer must be a child process awaited asynchronously.
     proc = await asyncio.create_subprocess_exec(
         str(exe), "run", f"{bench.base}/api/v1/openapi.json", "--url", bench.base,
@@ -35,10 +55,13 @@ async def test_schemathesis_finds_no_server_error(bench: Bench, tmp_path: Path,
         "--phases", "examples,coverage,fuzzing", "--generation-database", "none", "--no-color",
         "--request-timeout", "20", "--header", f"Authorization: Bearer {bench.tokens['admin']}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(hooks)})
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=500)
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-6000:]
     assert "500 Internal" not in caplog.text and " 500 " not in caplog.text
-    # It really exercised the API (not just the schema download).
+    # It really exercised the API (not just the schema download), on the seeded calls too.
     assert caplog.text.count(" /api/v1/calls") > 100, text[-3000:]
+    for call_id in bench.calls.values():
+        assert f"GET /api/v1/calls/{call_id} 200" in caplog.text, call_id
+    assert any(f"GET /api/v1/calls/{i}/audio 20" in caplog.text for i in bench.calls.values())
