@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from .. import console
 from ..config import Settings
 from . import routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta
 from .auth import auth_middleware
@@ -23,7 +24,7 @@ from .keys import POOL, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
-ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops]
+ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware

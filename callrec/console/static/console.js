@@ -1,0 +1,719 @@
+/* callrec console: a small single-page app over the /api/v1 JSON API.
+ *
+ * Rules it keeps: no inline script or style (strict CSP); text goes into the page only through
+ * textContent (caller names and numbers are caller-supplied); the session is an HttpOnly cookie
+ * and the CSRF token lives in memory only (never in localStorage or a URL); call ids travel in
+ * the URL fragment, filters never do.
+ */
+"use strict";
+(function () {
+  const MESSAGES = window.CALLREC_I18N;
+  const LANGS = Object.keys(MESSAGES);
+  const AUDIO_ROLES = ["admin", "supervisor", "agent", "security"];
+  const SEARCH_ROLES = ["admin", "supervisor", "agent", "security"];
+  const AUDIT_ROLES = ["admin", "auditor"];
+  const TAG_ROLES = ["admin", "supervisor", "security"];
+  const MANAGE_ROLES = ["admin", "security"];
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    lang: LANGS.includes(document.documentElement.dataset.lang) ? document.documentElement.dataset.lang : "en",
+    me: null,
+    csrf: null,
+    search: { query: null, cursors: [null], page: 0, data: null },
+    audit: { query: null, cursors: [null], page: 0, data: null },
+    call: { id: null, data: null, audit: null, missing: false },
+  };
+
+  // ---- i18n -------------------------------------------------------------------------------------
+  function t(key, vars) {
+    let text = (MESSAGES[state.lang] && MESSAGES[state.lang][key]) || MESSAGES.en[key] || key;
+    if (vars) {
+      for (const [name, value] of Object.entries(vars)) text = text.split("{" + name + "}").join(String(value));
+    }
+    return text;
+  }
+
+  function translatePage() {
+    document.documentElement.lang = state.lang;
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
+    $("lang").value = state.lang;
+    updateTitle();
+  }
+
+  function setLang(lang) {
+    if (!LANGS.includes(lang)) return;
+    state.lang = lang;
+    status("");
+    // Not a secret: the server reads it to serve the page in this language next time.
+    document.cookie = "callrec_lang=" + lang + "; Path=/; Max-Age=31536000; SameSite=Strict";
+    translatePage();
+    renderWho();
+    rerender();
+  }
+
+  const fmtCache = {};
+  function fmtTime(iso) {
+    if (!iso) return t("unknown");
+    const d = new Date(iso);
+    if (isNaN(d)) return String(iso);
+    const key = state.lang;
+    fmtCache[key] = fmtCache[key] || new Intl.DateTimeFormat(key, { dateStyle: "medium", timeStyle: "medium" });
+    return fmtCache[key].format(d);
+  }
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return t("unknown");
+    const s = Math.round(Number(seconds));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    return h ? h + ":" + pad(m) + ":" + pad(r) : m + ":" + pad(r);
+  }
+  function fmtNumber(n, digits) {
+    if (n === null || n === undefined) return t("unknown");
+    return Number(n).toLocaleString(state.lang, { maximumFractionDigits: digits === undefined ? 2 : digits });
+  }
+  function fmtBool(v) { return v === null || v === undefined ? t("unknown") : (v ? t("yes") : t("no")); }
+  function fmtEnum(prefix, v) { return v === null || v === undefined || v === "" ? t("unknown") : t(prefix + v); }
+  function text(v) { return v === null || v === undefined || v === "" ? t("unknown") : String(v); }
+
+  // ---- DOM helpers --------------------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined) continue;
+      if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return node;
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function fillDl(dl, pairs) {
+    clear(dl);
+    for (const [key, value, extra] of pairs) {
+      const dd = el("dd", extra || {}, value);
+      dl.append(el("dt", {}, t(key)), dd);
+    }
+  }
+
+  function showError(message) {
+    const box = $("error");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+  function status(message) { $("status").textContent = message || ""; }
+  // A 401 has already taken the user back to the log-in form with its own message.
+  function reportError(e) { if (e.status !== 401) showError(e.message); }
+
+  // ---- API --------------------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(method, path, body, quiet) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method, headers, credentials: "same-origin", cache: "no-store",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new ApiError(0, t("err.network"));
+    }
+    let data = null;
+    if ((resp.headers.get("Content-Type") || "").includes("application/json")) {
+      try { data = await resp.json(); } catch (e) { data = null; }
+    }
+    if (!resp.ok) {
+      const message = data && typeof data.error === "string" ? data.error : t("err.generic", { status: resp.status });
+      if (resp.status === 401 && !quiet && path !== "/api/v1/login") sessionEnded();
+      throw new ApiError(resp.status, message);
+    }
+    return data;
+  }
+
+  function sessionEnded() {
+    state.me = null;
+    state.csrf = null;
+    renderWho();
+    showError(t("auth.expired"));
+    location.hash = "#/login";
+  }
+
+  function may(roles) { return !!state.me && roles.includes(state.me.role); }
+
+  // ---- header -------------------------------------------------------------------------------------------
+  function renderWho() {
+    const logged = !!state.me;
+    $("whoami").hidden = !logged;
+    $("logout").hidden = !logged;
+    $("nav").hidden = !logged;
+    if (logged) {
+      $("who-user").textContent = state.me.user;
+      $("who-role").textContent = t("role." + state.me.role);
+      $("nav-search").hidden = !may(SEARCH_ROLES);
+      $("nav-audit").hidden = !may(AUDIT_ROLES);
+    }
+  }
+
+  // ---- views ----------------------------------------------------------------------------------------------
+  const VIEWS = ["view-loading", "view-login", "view-search", "view-call", "view-audit"];
+  const HEADINGS = { "view-login": "login-title", "view-search": "search-title", "view-call": "call-title",
+                     "view-audit": "audit-title" };
+  function show(view) {
+    if (document.body.dataset.view !== view) status("");
+    for (const v of VIEWS) $(v).hidden = v !== view;
+    document.body.dataset.view = view;
+    for (const [link, target] of [["nav-search", "view-search"], ["nav-audit", "view-audit"]]) {
+      if (target === view) $(link).setAttribute("aria-current", "page"); else $(link).removeAttribute("aria-current");
+    }
+    updateTitle();
+  }
+
+  // The tab's title names the view, so screen readers and history entries tell them apart.
+  function updateTitle() {
+    const heading = HEADINGS[document.body.dataset.view];
+    document.title = heading ? $(heading).textContent + " — " + t("app.title") : t("app.title");
+  }
+
+  function homeRoute() {
+    if (may(SEARCH_ROLES)) return "#/search";
+    if (may(AUDIT_ROLES)) return "#/audit";
+    return "#/login";
+  }
+
+  async function route() {
+    const hash = location.hash || "";
+    if (!state.me) {
+      show("view-login");
+      $("login-user").focus();
+      return;
+    }
+    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})$/);
+    if (callMatch) return openCall(callMatch[1].toLowerCase());
+    if (hash === "#/search" && may(SEARCH_ROLES)) {
+      show("view-search");
+      if (!state.search.data) return runSearch(0);
+      return renderResults();
+    }
+    if (hash === "#/audit" && may(AUDIT_ROLES)) {
+      show("view-audit");
+      if (!state.audit.data) return runAudit(0);
+      return renderAudit();
+    }
+    location.replace(homeRoute());
+  }
+
+  function rerender() {
+    if (!state.me) return;
+    const view = document.body.dataset.view;
+    if (view === "view-search") renderResults();
+    else if (view === "view-call") renderCall();
+    else if (view === "view-audit") renderAudit();
+  }
+
+  // ---- log-in / log-out ---------------------------------------------------------------------------------
+  async function onLogin(event) {
+    event.preventDefault();
+    showError("");
+    const username = $("login-user").value.trim();
+    const password = $("login-password").value;
+    $("login-submit").disabled = true;
+    try {
+      const data = await api("POST", "/api/v1/login", { username, password });
+      state.csrf = data.csrf_token;
+      state.me = { user: data.user, role: data.role, extension: data.extension || null };
+      $("login-password").value = "";
+      resetCaches();
+      renderWho();
+      location.hash = homeRoute();
+      await route();
+    } catch (e) {
+      showError(e.status === 401 ? t("auth.failed") : e.message);
+      $("login-password").value = "";
+      $("login-password").focus();
+    } finally {
+      $("login-submit").disabled = false;
+    }
+  }
+
+  async function onLogout() {
+    try { await api("POST", "/api/v1/logout"); } catch (e) { /* the session may be gone already */ }
+    state.me = null;
+    state.csrf = null;
+    resetCaches();
+    renderWho();
+    stopPlayer();
+    location.hash = "#/login";
+    show("view-login");
+    status(t("auth.logged_out"));
+  }
+
+  function resetCaches() {
+    state.search = { query: null, cursors: [null], page: 0, data: null };
+    state.audit = { query: null, cursors: [null], page: 0, data: null };
+    state.call = { id: null, data: null, audit: null, missing: false };
+  }
+
+  // ---- search ---------------------------------------------------------------------------------------------
+  function isoFromLocal(value) {
+    if (!value) return null;
+    const d = new Date(value);  // datetime-local: the browser's time zone
+    return isNaN(d) ? null : d.toISOString();
+  }
+
+  function searchQuery() {
+    const f = $("search-form");
+    const q = new URLSearchParams();
+    const from = isoFromLocal(f.elements.from.value), to = isoFromLocal(f.elements.to.value);
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
+    for (const name of ["number", "direction", "agent", "consent", "recorded", "min_duration", "max_duration", "q"]) {
+      const v = f.elements[name].value.trim();
+      if (v) q.set(name, v);
+    }
+    for (const tag of f.elements.tag.value.split(",")) {
+      if (tag.trim()) q.append("tag", tag.trim());
+    }
+    q.set("order", f.elements.order.value);
+    return q;
+  }
+
+  function updateExportLinks(q) {
+    for (const format of ["csv", "json"]) {
+      const e = new URLSearchParams(q);
+      e.set("format", format);
+      $("export-" + format).href = "/api/v1/calls/export?" + e.toString();
+    }
+  }
+
+  async function runSearch(page) {
+    const s = state.search;
+    if (page === 0 || !s.query) {
+      s.query = searchQuery();
+      s.cursors = [null];
+      page = 0;
+      updateExportLinks(s.query);
+    }
+    const q = new URLSearchParams(s.query);
+    q.set("limit", $("search-form").elements.limit.value);
+    if (s.cursors[page]) q.set("cursor", s.cursors[page]);
+    showError("");
+    status(t("search.searching"));
+    $("results").setAttribute("aria-busy", "true");
+    try {
+      const data = await api("GET", "/api/v1/calls?" + q.toString());
+      s.page = page;
+      s.data = data;
+      s.cursors = s.cursors.slice(0, page + 1);
+      if (data.next_cursor) s.cursors.push(data.next_cursor);
+      renderResults();
+      status(t("search.found", { n: data.items.length }));
+    } catch (e) {
+      status("");
+      reportError(e);
+    } finally {
+      $("results").removeAttribute("aria-busy");
+    }
+  }
+
+  function renderResults() {
+    const s = state.search, body = $("results-body");
+    clear(body);
+    const items = (s.data && s.data.items) || [];
+    for (const c of items) {
+      const who = c.caller_name ? c.caller_name + " <" + (c.caller_number || "") + ">" : text(c.caller_number);
+      const link = el("a", { href: "#/call/" + c.id, "aria-label": t("col.open", { who, when: fmtTime(c.started_at) }) },
+        fmtTime(c.started_at));
+      let rec = fmtEnum("rec.", c.recording_status);
+      if (c.audio_deleted_at) rec = t("rec.deleted");
+      const tr = el("tr", { dataset: { callId: c.id } },
+        el("td", {}, link),
+        el("td", {}, fmtEnum("direction.", c.direction)),
+        el("td", {}, who),
+        el("td", {}, text(c.called_number)),
+        el("td", {}, text(c.agent)),
+        el("td", {}, c.consent ? t("consent." + c.consent) : t("consent.none")),
+        el("td", {}, rec),
+        el("td", { class: "num" }, fmtDuration(c.duration)),
+        el("td", {}, (c.tags || []).join(", ")));
+      if (c.confidential) tr.classList.add("confidential");
+      body.append(tr);
+    }
+    $("results-empty").hidden = items.length > 0 || !s.data;
+    $("page-no").textContent = s.data ? t("search.page", { n: s.page + 1 }) : "";
+    $("page-first").disabled = s.page === 0;
+    $("page-prev").disabled = s.page === 0;
+    $("page-next").disabled = !(s.data && s.data.next_cursor);
+  }
+
+  // ---- one call --------------------------------------------------------------------------------------------
+  function stopPlayer() {
+    const p = $("player");
+    p.pause();
+    p.removeAttribute("src");
+    p.load();
+    p.dataset.state = "";
+    $("player-state").textContent = "";
+  }
+
+  async function openCall(id) {
+    show("view-call");
+    if (state.call.id === id && (state.call.data || state.call.missing)) return renderCall();
+    stopPlayer();
+    state.call = { id, data: null, audit: null, missing: false };
+    $("call-body").hidden = true;
+    $("call-missing").hidden = true;
+    $("call-back").hidden = !may(SEARCH_ROLES);
+    showError("");
+    try {
+      state.call.data = await api("GET", "/api/v1/calls/" + encodeURIComponent(id));
+    } catch (e) {
+      if (e.status === 404) state.call.missing = true;
+      else reportError(e);
+    }
+    renderCall();
+    if (state.call.data) {
+      setPlayerSource();
+      loadCallAudit();
+    }
+    $("call-title").focus();
+  }
+
+  function setPlayerSource() {
+    const c = state.call.data, rec = c.recording || {};
+    const playable = rec.status === "ready" && !rec.deleted_at && may(AUDIO_ROLES);
+    $("player-box").hidden = !playable;
+    const why = !may(AUDIO_ROLES) ? t("call.audio_not_allowed")
+      : rec.deleted_at ? t("call.audio_deleted", { when: fmtTime(rec.deleted_at), who: text(rec.deleted_by) })
+      : fmtEnum("rec.", rec.status);
+    $("no-audio").hidden = playable;
+    $("no-audio").textContent = playable ? "" : t("call.no_audio", { why });
+    if (!playable) return;
+    const base = "/api/v1/calls/" + encodeURIComponent(c.id) + "/audio";
+    // preload="none": nothing is fetched (and no listen is audited) until the user presses play.
+    $("player").src = base;
+    $("download").href = base + "?download=1";
+  }
+
+  function renderCall() {
+    const c = state.call.data;
+    $("call-missing").hidden = !state.call.missing;
+    $("call-body").hidden = !c;
+    if (!c) { $("call-title").textContent = t("call.title"); return; }
+    const who = c.caller_name ? c.caller_name + " <" + (c.caller_number || "") + ">" : text(c.caller_number);
+    $("call-title").textContent = t("call.title_of", { who });
+    updateTitle();
+    const flags = $("call-flags");
+    clear(flags);
+    if (c.confidential) flags.append(el("span", { class: "flag", id: "flag-confidential" }, t("call.confidential")));
+    if (c.legal_hold) flags.append(el("span", { class: "flag", id: "flag-hold" }, t("call.legal_hold")));
+    const duration = c.duration !== undefined ? c.duration
+      : (c.started_at && c.ended_at ? (new Date(c.ended_at) - new Date(c.started_at)) / 1000 : null);
+    fillDl($("facts"), [
+      ["fact.id", c.id, { class: "mono" }],
+      ["fact.started_at", fmtTime(c.started_at)],
+      ["fact.ended_at", fmtTime(c.ended_at)],
+      ["fact.duration", fmtDuration(duration)],
+      ["fact.direction", fmtEnum("direction.", c.direction)],
+      ["fact.caller", who],
+      ["fact.called", text(c.called_number)],
+      ["fact.agent", text(c.agent)],
+      ["fact.language", text(c.language)],
+      ["fact.policy_rule", text(c.policy_rule)],
+      ["fact.context", text(c.context)],
+      ["fact.hangup", c.hangup_cause_text ? c.hangup_cause_text + " (" + c.hangup_cause + ")" : text(c.hangup_cause)],
+    ]);
+    const ev = c.evidence || {};
+    fillDl($("evidence"), [
+      ["ev.mode", fmtEnum("mode.", c.consent_mode)],
+      ["ev.consent", ev.consent ? t("consent." + ev.consent) : t("consent.none"), { id: "ev-consent" }],
+      ["ev.notice_prompt", text(ev.notice_prompt), { class: "mono", id: "ev-prompt" }],
+      ["ev.sha256", text(ev.sha256), { class: "mono hash" }],
+      ["ev.duration", ev.duration === null || ev.duration === undefined ? t("unknown") : t("unit.s", { n: fmtNumber(ev.duration) })],
+      ["ev.started_at", fmtTime(ev.started_at)],
+      ["ev.finished_at", fmtTime(ev.finished_at)],
+      ["ev.completed", fmtBool(ev.completed), { id: "ev-completed" }],
+      ["ev.consent_key", text(ev.consent_key), { id: "ev-key" }],
+      ["ev.keys_pressed", text(ev.keys_pressed)],
+      ["ev.consent_at", fmtTime(ev.consent_at)],
+    ]);
+    const rec = c.recording || {};
+    const recPairs = [
+      ["rf.status", rec.deleted_at ? t("rec.deleted") : fmtEnum("rec.", rec.status), { id: "rf-status" }],
+      ["rf.duration", rec.duration === null || rec.duration === undefined ? t("unknown") : fmtDuration(rec.duration)],
+      ["rf.bytes", rec.bytes === null || rec.bytes === undefined ? t("unknown") : t("unit.bytes", { n: fmtNumber(rec.bytes, 0) })],
+      ["rf.sha256", text(rec.sha256), { class: "mono hash" }],
+      ["rf.rms", rec.rms_dbfs === null || rec.rms_dbfs === undefined ? t("unknown") : t("unit.dbfs", { n: fmtNumber(rec.rms_dbfs, 1) })],
+      ["rf.peak", rec.peak_dbfs === null || rec.peak_dbfs === undefined ? t("unknown") : t("unit.dbfs", { n: fmtNumber(rec.peak_dbfs, 1) })],
+    ];
+    if (rec.deleted_at) recPairs.push(["rf.deleted_at", fmtTime(rec.deleted_at)], ["rf.deleted_by", text(rec.deleted_by)]);
+    fillDl($("recording"), recPairs);
+    renderTags();
+    renderManage();
+    renderPauses();
+    renderParties();
+    renderCallAudit();
+    const p = $("player");
+    if (p.dataset.state) $("player-state").textContent = t("player." + p.dataset.state);
+  }
+
+  function renderTags() {
+    const c = state.call.data, list = $("tags");
+    clear(list);
+    const tags = c.tags || [];
+    const canTag = may(TAG_ROLES);
+    for (const tag of tags) {
+      const li = el("li", {}, el("span", {}, tag));
+      if (canTag) {
+        const b = el("button", { type: "button", class: "tag-remove", "aria-label": t("call.tag_remove", { tag }) }, "×");
+        b.addEventListener("click", () => changeTag("DELETE", tag));
+        li.append(b);
+      }
+      list.append(li);
+    }
+    if (!tags.length) list.append(el("li", { class: "muted" }, t("call.no_tags")));
+    $("tag-form").hidden = !canTag;
+  }
+
+  async function changeTag(method, tag) {
+    const id = state.call.id;
+    showError("");
+    try {
+      if (method === "POST") await api("POST", "/api/v1/calls/" + encodeURIComponent(id) + "/tags", { tag });
+      else await api("DELETE", "/api/v1/calls/" + encodeURIComponent(id) + "/tags/" + encodeURIComponent(tag));
+      const tags = new Set(state.call.data.tags || []);
+      if (method === "POST") tags.add(tag); else tags.delete(tag);
+      state.call.data.tags = Array.from(tags).sort();
+      state.search.data = null;  // the results table shows tags: fetch it again next time
+      renderTags();
+      loadCallAudit();
+    } catch (e) {
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
+    }
+  }
+
+  function renderManage() {
+    const c = state.call.data, rec = c.recording || {};
+    $("manage-box").hidden = !may(MANAGE_ROLES);
+    $("confidential-toggle").textContent = c.confidential ? t("call.make_public") : t("call.make_confidential");
+    $("delete-audio").hidden = !(rec.status === "ready" && !rec.deleted_at);
+  }
+
+  async function toggleConfidential() {
+    const c = state.call.data, id = state.call.id;
+    showError("");
+    try {
+      const data = await api("PUT", "/api/v1/calls/" + encodeURIComponent(id) + "/confidential",
+        { confidential: !c.confidential });
+      if (state.call.id !== id) return;
+      c.confidential = data.confidential;
+      state.search.data = null;
+      renderCall();
+      loadCallAudit();
+    } catch (e) {
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
+    }
+  }
+
+  async function deleteAudio() {
+    const id = state.call.id;
+    if (!window.confirm(t("call.delete_confirm"))) return;
+    showError("");
+    try {
+      const data = await api("DELETE", "/api/v1/calls/" + encodeURIComponent(id) + "/audio");
+      if (state.call.id !== id) return;
+      stopPlayer();
+      const rec = state.call.data.recording || (state.call.data.recording = {});
+      rec.deleted_at = data.deleted_at;
+      rec.deleted_by = data.deleted_by;
+      rec.available = false;
+      state.search.data = null;
+      renderCall();
+      setPlayerSource();
+      status(t("call.deleted_now"));
+      loadCallAudit();
+    } catch (e) {
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
+    }
+  }
+
+  function renderPauses() {
+    const pauses = state.call.data.pauses || [];
+    $("pauses-box").hidden = pauses.length === 0;
+    const body = $("pauses");
+    clear(body);
+    for (const p of pauses) {
+      body.append(el("tr", {},
+        el("td", {}, fmtTime(p.paused_at)),
+        el("td", {}, fmtTime(p.resumed_at)),
+        el("td", {}, text(p.paused_by))));
+    }
+  }
+
+  function renderParties() {
+    const parties = state.call.data.parties || [];
+    $("parties-box").hidden = parties.length === 0;
+    const body = $("parties");
+    clear(body);
+    for (const p of parties) {
+      body.append(el("tr", {},
+        el("td", {}, fmtEnum("party.", p.role)),
+        el("td", {}, text(p.number)),
+        el("td", {}, text(p.name)),
+        el("td", {}, fmtTime(p.joined_at)),
+        el("td", {}, fmtTime(p.left_at))));
+    }
+  }
+
+  async function loadCallAudit() {
+    if (!may(AUDIT_ROLES) || !state.call.id) return;
+    const id = state.call.id;
+    try {
+      const data = await api("GET", "/api/v1/audit?limit=100&call_id=" + encodeURIComponent(id));
+      if (state.call.id !== id) return;
+      state.call.audit = data.items;
+      renderCallAudit();
+    } catch (e) {
+      reportError(e);
+    }
+  }
+
+  function auditRow(a, withCall) {
+    const cells = [
+      el("td", {}, fmtTime(a.at)),
+      el("td", {}, text(a.actor)),
+      el("td", {}, a.role ? t("role." + a.role) : t("unknown")),
+      el("td", { dataset: { action: a.action } }, MESSAGES.en["action." + a.action] ? t("action." + a.action) : a.action),
+    ];
+    if (withCall) {
+      cells.push(el("td", { class: "mono" }, a.call_id
+        ? el("a", { href: "#/call/" + a.call_id }, a.call_id) : t("unknown")));
+    }
+    const details = a.details && Object.keys(a.details).length ? JSON.stringify(a.details) : "";
+    cells.push(el("td", { class: "mono details" }, details));
+    if (withCall) cells.push(el("td", {}, text(a.remote)));
+    return el("tr", { dataset: { action: a.action } }, ...cells);
+  }
+
+  function renderCallAudit() {
+    const box = $("call-audit-box");
+    box.hidden = !may(AUDIT_ROLES);
+    const body = $("call-audit-body");
+    clear(body);
+    const items = state.call.audit || [];
+    for (const a of items) body.append(auditRow(a, false));
+    if (state.call.audit && !items.length) {
+      body.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, t("call.audit_empty"))));
+    }
+  }
+
+  function onPlayerEvent(event) {
+    const p = $("player");
+    const map = { playing: "playing", pause: "paused", ended: "ended", error: "error", waiting: "loading" };
+    const s = map[event.type];
+    if (!s) return;
+    if (s === "paused" && p.ended) return;
+    p.dataset.state = s;
+    $("player-state").textContent = t("player." + s);
+    // The first audio request of a listen is audited: show the new entry.
+    if (s === "playing") loadCallAudit();
+  }
+
+  // ---- audit trail ----------------------------------------------------------------------------------------
+  function auditQuery() {
+    const f = $("audit-form");
+    const q = new URLSearchParams();
+    const from = isoFromLocal(f.elements.from.value), to = isoFromLocal(f.elements.to.value);
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
+    for (const name of ["actor", "action", "call_id"]) {
+      const v = f.elements[name].value.trim();
+      if (v) q.set(name, v);
+    }
+    return q;
+  }
+
+  async function runAudit(page) {
+    const s = state.audit;
+    if (page === 0 || !s.query) {
+      s.query = auditQuery();
+      s.cursors = [null];
+      page = 0;
+    }
+    const q = new URLSearchParams(s.query);
+    q.set("limit", "100");
+    if (s.cursors[page]) q.set("cursor", s.cursors[page]);
+    showError("");
+    try {
+      const data = await api("GET", "/api/v1/audit?" + q.toString());
+      s.page = page;
+      s.data = data;
+      s.cursors = s.cursors.slice(0, page + 1);
+      if (data.next_cursor) s.cursors.push(data.next_cursor);
+      renderAudit();
+    } catch (e) {
+      reportError(e);
+    }
+  }
+
+  function renderAudit() {
+    const s = state.audit, body = $("audit-body");
+    clear(body);
+    const items = (s.data && s.data.items) || [];
+    for (const a of items) body.append(auditRow(a, true));
+    $("audit-empty").hidden = items.length > 0 || !s.data;
+    $("audit-first").disabled = s.page === 0;
+    $("audit-next").disabled = !(s.data && s.data.next_cursor);
+  }
+
+  // ---- start ------------------------------------------------------------------------------------------------
+  async function start() {
+    translatePage();
+    $("lang").addEventListener("change", (e) => setLang(e.target.value));
+    $("login-form").addEventListener("submit", onLogin);
+    $("logout").addEventListener("click", onLogout);
+    $("search-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(0); });
+    $("search-form").addEventListener("reset", () => setTimeout(() => runSearch(0), 0));
+    $("page-first").addEventListener("click", () => runSearch(0));
+    $("page-prev").addEventListener("click", () => runSearch(Math.max(0, state.search.page - 1)));
+    $("page-next").addEventListener("click", () => runSearch(state.search.page + 1));
+    $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); runAudit(0); });
+    $("audit-form").addEventListener("reset", () => setTimeout(() => runAudit(0), 0));
+    $("audit-first").addEventListener("click", () => runAudit(0));
+    $("audit-next").addEventListener("click", () => runAudit(state.audit.page + 1));
+    $("call-audit-refresh").addEventListener("click", loadCallAudit);
+    $("confidential-toggle").addEventListener("click", toggleConfidential);
+    $("delete-audio").addEventListener("click", deleteAudio);
+    $("tag-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const tag = $("tag-new").value.trim();
+      if (tag) changeTag("POST", tag).then(() => { $("tag-new").value = ""; });
+    });
+    for (const type of ["playing", "pause", "ended", "error", "waiting"]) $("player").addEventListener(type, onPlayerEvent);
+    window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/call/")) stopPlayer(); route(); });
+
+    try {
+      // A reload keeps the cookie but not the in-memory CSRF token: who we are, and a fresh token.
+      const session = await api("GET", "/api/v1/session", undefined, true);
+      state.me = { user: session.user, role: session.role, extension: session.extension || null };
+      state.csrf = session.csrf_token;
+    } catch (e) {
+      state.me = null;
+      if (e.status && e.status !== 401) showError(e.message);
+    }
+    renderWho();
+    document.body.dataset.ready = "1";
+    await route();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
