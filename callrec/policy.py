@@ -192,9 +192,10 @@ def decide(
     def pick(attr: str) -> str | None:
         return getattr(source_rule, attr) if source_rule is not None else None
 
+    settings_from = None
     if source_rule is not None:
-        trail.append(f"notice settings from rule {source_rule.name}"
-                     + (" (the rule that decided)" if rec.rule is not None else " (first matching rule)"))
+        settings_from = (f"notice settings from rule {source_rule.name}"
+                         + (" (the rule that decided)" if rec.rule is not None else " (first matching rule)"))
     mode = _first(pick("mode"), policy.mode)
     if "mode" in args:
         if args["mode"] in CONSENT_MODES:
@@ -202,8 +203,9 @@ def decide(
         else:
             warnings.append(f"mode={args['mode'][:40]!r} ignored: expected one of {', '.join(CONSENT_MODES)}")
     forced = rec.word == "force"
+    force_note = None
     if forced and mode != "notice":
-        trail.append(f"force: consent mode {mode} becomes notice (the caller is told; no key can stop it)")
+        force_note = f"force: consent mode {mode} becomes notice (the caller is told; no key can stop it)"
         mode = "notice"
     explicit_prompt = _first(args.get("prompt"), pick("prompt"), policy.prompt)
     prompt = _first(explicit_prompt, DEFAULT_PROMPTS[mode])
@@ -238,7 +240,8 @@ def decide(
                          f"{'kept' if sampled else 'sampled out'}")
             reason += f"; sampled {'in' if sampled else 'out'} at {rate:g}%"
     if record:
-        trail.append(f"outcome: RECORDED after the {mode} notice ({language}/{prompt})"
+        trail.extend(note for note in (settings_from, force_note) if note)
+        trail.append(f"outcome: RECORDED after the notice ({mode} mode, {language}/{prompt})"
                      + (" unless the caller declines" if mode == "opt-out" else "")
                      + (" only if the caller agrees" if mode == "opt-in" else ""))
     else:
