@@ -181,6 +181,7 @@ class HookRunner:
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._closing = False
+        self._stop_loop = False
         self._url_for_log = redacted_url(self.hooks.webhook_url) if self.hooks.webhook_url else ""
 
     @property
@@ -221,8 +222,15 @@ class HookRunner:
         if self._incoming:
             log.error("hooks: %d finished recording(s) could not be queued before shutdown; their hooks will "
                       "not run: calls %s", len(self._incoming), ", ".join(c for c, _ in self._incoming))
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        # Ask the loop to end rather than cancel it mid-query; cancel only if it does not.
+        self._stop_loop = True
+        self._wake.set()
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         running = dict(self._running)
         if running:
             _, late = await asyncio.wait(list(running), timeout=max(0.0, deadline - loop.time()))
@@ -237,7 +245,7 @@ class HookRunner:
     # -- the loop --
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop_loop:
             try:
                 self._wake.clear()
                 if self._incoming:
@@ -254,7 +262,8 @@ class HookRunner:
                     if due is not None:
                         wait = min(wait, max(due, 0.01))
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
             except asyncio.CancelledError:
@@ -426,7 +435,8 @@ class HookRunner:
         except OSError as exc:
             raise HookError(f"command {argv[0]}: cannot run: {exc.strerror or exc}") from None
         try:
-            _, stderr = await asyncio.wait_for(proc.communicate(body), self.hooks.command_timeout)
+            async with asyncio.timeout(self.hooks.command_timeout):
+                _, stderr = await proc.communicate(body)
         except (TimeoutError, asyncio.CancelledError) as exc:
             _kill_group(proc.pid)
             await proc.wait()
