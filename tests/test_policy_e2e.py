@@ -231,3 +231,38 @@ async def test_hooks_run_once_per_finished_recording(asterisk: SandboxInfo, data
         r = next(r for r in rows.values() if str(r["id"]) == call_id)
         assert path == str(asterisk.local_recordings_dir / r["recording_path"]) and sha == r["recording_sha256"]
         assert run["stdin"]["call_id"] == call_id and "CALLREC_ASTERISK_ARI_PASSWORD" not in run["env"]
+
+
+async def test_a_pending_hook_survives_a_daemon_restart(asterisk: SandboxInfo, database: str, tester: Tester,
+                                                        finished: Finished) -> None:
+    receiver = Receiver(statuses=[503])  # the first delivery is refused; the retry is due after the stop
+    await receiver.start()
+    settings = make_settings(asterisk, database, hooks={"webhook_url": receiver.url, "retry_initial": 8,
+                                                        "retry_max": 8})
+    first = Attempts()
+    try:
+        async with running(settings, finished) as daemon:
+            assert daemon.hooks is not None
+            daemon.hooks.on_attempt.append(first)
+            call = await place(tester, "100", "5551000")
+            await call.handed_back()
+            await call.spoken(await call.speak())
+            await call.hang_up()
+            await finished.wait(call.callee_id)
+            await first.wait(lambda a: len(a) == 1, what="the refused first delivery")
+        conn = await asyncpg.connect(database)
+        try:
+            job = await conn.fetchrow("SELECT state, attempts FROM hook_jobs")
+        finally:
+            await conn.close()
+        assert tuple(job) == ("pending", 1)  # the daemon stopped; the job waits in the outbox
+        second = Attempts()
+        async with running(settings, Finished()) as daemon:
+            assert daemon.hooks is not None
+            daemon.hooks.on_attempt.append(second)
+            await second.wait(lambda a: any(x.ok for x in a), what="the restarted daemon to deliver")
+    finally:
+        await receiver.stop()
+    assert [r["status"] for r in receiver.requests] == [503, 200]
+    assert receiver.requests[0]["json"] == receiver.requests[1]["json"]
+    assert second.items[-1].attempt == 2
