@@ -12,6 +12,7 @@ from .ari_door import AriDoor
 from .asterisk.ami import Ami
 from .asterisk.ari import Ari
 from .config import Settings
+from .hooks import HookRunner
 from .policy import DEFAULT_PROMPTS
 from .prompts import PromptCatalog
 from .retention import RetentionJob
@@ -40,6 +41,7 @@ class Daemon:
         self.service: CallService | None = None
         self.http: HttpServer | None = None
         self.retention: RetentionJob | None = None
+        self.hooks: HookRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
@@ -77,6 +79,10 @@ class Daemon:
                        timeout=s.asterisk.request_timeout)
         self.service = CallService(s, prompts, self.writer, self.ami)
         self.door = AriDoor(self.ari, self.service)
+        # Post-recording hooks (outbox in PostgreSQL): jobs left by an earlier run are taken up too.
+        self.hooks = HookRunner(s, self.pool, self.writer)
+        self.service.on_call_finalized.append(self.hooks.on_call_finalized)
+        self.hooks.start()
         self.ami.on_hangup = self.door.on_ami_hangup
         if unfinished:
             log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
@@ -173,6 +179,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.service is not None:
             await self.service.close()
+        if self.hooks is not None:
+            await self.hooks.close()
         if self.writer is not None:
             await self.writer.close()
         if self.ami is not None:

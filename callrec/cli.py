@@ -1,4 +1,4 @@
-"""``callrec serve | migrate | check | calls | sounds install``."""
+"""``callrec serve | migrate | check | calls | sounds install | policy explain | hooks``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the daemon (ARI app + call log)")
     serve.add_argument("--migrate", action="store_true", help="apply pending database migrations first")
     sub.add_parser("migrate", help="create or update the database schema")
-    sub.add_parser("check", help="validate the config and reach ARI, AMI and PostgreSQL")
+    check = sub.add_parser("check", help="validate the config and reach ARI, AMI and PostgreSQL; with --caller, "
+                                         "--did ...: also explain the policy for such a call")
+    _add_call_options(check)
+    policy = sub.add_parser("policy", help="recording policy")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    explain = policy_sub.add_parser("explain", help="which rule a call would hit, and why (no I/O)")
+    _add_call_options(explain)
+    hooks = sub.add_parser("hooks", help="post-recording hook jobs")
+    hooks.add_argument("--failed", action="store_true", help="only jobs that failed for good")
+    hooks.add_argument("-n", "--limit", type=int, default=20)
+    hooks.add_argument("--retry", action="store_true", help="put the failed jobs listed back in the queue")
     from .cli_ops import add_calls_parser, add_parsers
 
     add_calls_parser(sub)
@@ -62,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "check":
-            return asyncio.run(_check(settings))
+            code = asyncio.run(_check(settings))
+            if _call_given(args):
+                print()
+                explained = _policy_explain(settings, args)
+                code = code or explained
+            return code
+        if args.command == "policy":
+            return _policy_explain(settings, args)
+        if args.command == "hooks":
+            return asyncio.run(_hooks(settings, args.failed, args.limit, args.retry))
         if args.command in ("calls", "users", "tokens", "audit"):
             from . import cli_ops
 
@@ -192,6 +211,11 @@ async def _check(settings: Settings) -> int:
         report("ami", False, f"{key}: {exc}")
     finally:
         await ami.close()
+    for level, what, detail in _policy_checks(settings):
+        if level == "warn":
+            print(f"warn {what}: {detail}")
+        else:
+            report(what, level == "ok", detail)
     local = settings.recordings.local_path
     if local.is_dir() and os.access(local, os.R_OK | os.W_OK):
         report("recordings", True, f"{local} readable and writable")
@@ -202,6 +226,98 @@ async def _check(settings: Settings) -> int:
     for what, ok, detail in check_lines(settings):
         report(what, ok, detail)
     return 1 if failures else 0
+
+
+def _add_call_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("a call to explain the policy for")
+    group.add_argument("--caller", default="", help="caller number")
+    group.add_argument("--did", default="", help="called number (DID / exten)")
+    group.add_argument("--context", default="", help="dialplan context the call comes from")
+    group.add_argument("--extension", default="", help="agent extension (the extension= argument)")
+    group.add_argument("--queue", default="", help="queue name (the queue= argument)")
+    group.add_argument("--language", default="", help="channel language")
+    group.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="a dialplan argument, e.g. --arg mode=opt-in (repeatable)")
+
+
+def _call_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) for k in ("caller", "did", "context", "extension", "queue", "arg"))
+
+
+def _policy_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from .policy_explain import explain, facts_from
+    from .prompts import PromptCatalog, PromptError
+
+    try:
+        prompts = PromptCatalog.load(settings.notice.prompts_dir, settings.notice.local_prompts_path).available()
+    except (PromptError, OSError):
+        prompts = None
+    facts, warnings = facts_from(args.caller, args.did, args.context, args.extension, args.queue, args.language,
+                                 args.arg)
+    _, text = explain(settings, facts, prompts, warnings)
+    print(text)
+    return 0
+
+
+def _policy_checks(settings: Settings) -> list[tuple[str, str, str]]:
+    """Config sanity for rules and hooks: ("ok" | "fail" | "warn", what, detail)."""
+    from .hooks import redacted_url
+    from .prompts import PromptCatalog, PromptError
+
+    p, h = settings.policy, settings.hooks
+    out = [("ok", "policy", f"{len(p.rules)} rule(s); record={p.record}, sample_percent={p.sample_percent:g}"
+                            + (f", sample_seed={p.sample_seed}" if p.sample_seed is not None else ""))]
+    try:
+        catalog = PromptCatalog.load(settings.notice.prompts_dir, settings.notice.local_prompts_path).available()
+    except (PromptError, OSError):
+        catalog = None
+    for rule in p.rules:
+        if rule.prompt and catalog is not None:
+            langs = [rule.language or p.language or settings.notice.default_language, settings.notice.default_language]
+            if not any(rule.prompt in catalog.get(lang, ()) for lang in langs):
+                out.append(("warn", "policy", f"rule {rule.name}: prompt {rule.prompt!r} is not installed for "
+                                              f"{'/'.join(dict.fromkeys(langs))}; the mode's default prompt is used"))
+    if h.command:
+        program = h.command[0]
+        ok = os.path.isfile(program) and os.access(program, os.X_OK)
+        out.append(("ok" if ok else "fail", "hooks", f"command {program}" + ("" if ok else
+                    ": hooks.command: not an executable file")))
+    if h.webhook_url:
+        out.append(("ok", "hooks", f"webhook {redacted_url(h.webhook_url)}"
+                                   + (" (with Authorization)" if h.webhook_auth else "")
+                                   + (" (HMAC-signed)" if h.webhook_hmac_key else "")))
+    return out
+
+
+async def _hooks(settings: Settings, failed: bool, limit: int, retry: bool) -> int:
+    from .display import table
+
+    conn = await _connect_db(settings)
+    if conn is None:
+        return 1
+    try:
+        where = "WHERE state = 'failed'" if failed else ""
+        rows = await conn.fetch(f"SELECT * FROM hook_jobs {where} ORDER BY created_at DESC, id DESC LIMIT $1",
+                                max(1, min(limit, 10000)))
+        if retry:
+            ids = [r["id"] for r in rows if r["state"] == "failed"]
+            await conn.execute("UPDATE hook_jobs SET state = 'pending', attempts = 0, next_attempt_at = now(), "
+                               "done_at = NULL WHERE id = ANY($1::bigint[])", ids)
+            print(f"{len(ids)} failed job(s) queued again; a running daemon picks them up within 30 s")
+            return 0
+    except asyncpg.UndefinedTableError:
+        print("callrec: database: no hook table yet; run `callrec migrate`", file=sys.stderr)
+        return 1
+    finally:
+        await conn.close()
+    out = [[str(r["id"]), r["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), r["hook"], r["state"],
+            str(r["attempts"]), r["next_attempt_at"].astimezone(UTC).strftime("%H:%M:%S") if r["state"] == "pending"
+            else "", str(r["call_id"]), r["last_error"] or ""] for r in rows]
+    print(table(["job", "queued (UTC)", "hook", "state", "tries", "next", "call id", "last error"], out,
+                [6, 19, 7, 7, 5, 8, 36, 60]))
+    if not rows:
+        print("(no hook jobs)")
+    return 0
 
 
 def _json_default(value: Any) -> Any:

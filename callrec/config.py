@@ -20,6 +20,11 @@ from urllib.parse import urlsplit
 from .config_dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
+# Recording words, FreePBX style (see docs/readme/policy.md for the precedence table).
+RECORD_WORDS = ("force", "yes", "dontcare", "no", "never")
+RULE_SIDES = ("caller", "callee")
+# Placeholders a hook command's arguments may carry: only values callrec made, no caller data.
+HOOK_PLACEHOLDERS = ("call_id", "path", "file", "status", "duration", "sha256")
 DTMF_KEYS = set("0123456789*#ABCD")
 _LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 _PROMPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -95,11 +100,29 @@ class PolicyRule:
     did: str | None = None  # fnmatch pattern on the called number (DID / extension)
     caller: str | None = None  # fnmatch pattern on the caller number
     context: str | None = None  # fnmatch pattern on the dialplan context the call came from
+    extension: str | None = None  # fnmatch pattern on the agent's extension (extension= argument)
+    queue: str | None = None  # fnmatch pattern on the queue name (queue= argument)
+    # Which side of the call the rule speaks for.  Default: "caller" when it matches on the
+    # caller number and not on did / extension / queue; "callee" otherwise.
+    side: str | None = None
+    record: str = "dontcare"  # force | yes | dontcare | no | never
+    sample_percent: float | None = None  # QA sampling: keep this % of the calls "yes" would record
     mode: str | None = None
     language: str | None = None
     prompt: str | None = None
     mixmonitor_options: str | None = None
     confidential: bool = False  # the call is confidential from its first row (admin, security only)
+    # Passed through on the decision for the recording code; None = the global setting.
+    stereo: bool | None = None
+    bridged_only: bool | None = None
+
+    @property
+    def effective_side(self) -> str:
+        if self.side:
+            return self.side
+        if self.caller is not None and self.did is None and self.extension is None and self.queue is None:
+            return "caller"
+        return "callee"
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,26 @@ class PolicySettings:
     language: str | None = None  # force one language; default: the channel's language
     prompt: str | None = None  # prompt name instead of the mode's default
     rules: tuple[PolicyRule, ...] = ()
+    # What happens when no rule's word decides (both sides "dontcare"): force | yes | no | never.
+    record: str = "yes"
+    sample_percent: float = 100.0  # QA sampling of "yes" calls; 100 = every call
+    sample_seed: int | None = None  # fixed seed: the same sequence of sampling draws every start
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """``[hooks]``: run once a recording is finalized (Asterisk closed the file and it was measured)."""
+
+    command: tuple[str, ...] = ()  # argv, no shell; placeholders {call_id} {path} {file} ...
+    command_timeout: float = 60.0
+    webhook_url: str = ""  # POST JSON here
+    webhook_auth: str = ""  # secret: the Authorization header value, e.g. "Bearer ..."
+    webhook_hmac_key: str = ""  # secret: signs the body (X-Callrec-Signature: sha256=<hex>)
+    webhook_timeout: float = 10.0
+    max_attempts: int = 10
+    retry_initial: float = 5.0  # seconds before the 2nd attempt; doubles each time ...
+    retry_max: float = 900.0  # ... up to this
+    concurrency: int = 4  # hook runs at once, all hooks together
 
 
 @dataclass(frozen=True)
@@ -139,6 +182,7 @@ class Settings:
     recordings: RecordingSettings = field(default_factory=RecordingSettings)
     notice: NoticeSettings = field(default_factory=NoticeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    hooks: HookSettings = field(default_factory=HookSettings)
     log: LogSettings = field(default_factory=LogSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     integrity: IntegritySettings = field(default_factory=IntegritySettings)
@@ -151,6 +195,7 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseSettings,
     "recordings": RecordingSettings,
     "notice": NoticeSettings,
+    "hooks": HookSettings,
     "log": LogSettings,
     "integrity": IntegritySettings,
     "http": HttpSettings,
@@ -218,6 +263,14 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any]) -> Any:
 def _coerce(key: str, type_name: Any, value: Any) -> Any:
     """Coerce TOML / environment values to the field type; strings from the environment too."""
     t = str(type_name)
+    if t.startswith("tuple[str"):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if t in ("bool | None", "int | None", "float | None"):
+        if value is None:
+            return None
+        t = t[: -len(" | None")]
     if t == "bool":
         if isinstance(value, bool):
             return value
@@ -249,7 +302,7 @@ def _coerce(key: str, type_name: Any, value: Any) -> Any:
 
 def _parse_policy(table: Mapping[str, Any], environ: Mapping[str, str]) -> PolicySettings:
     values = {k: v for k, v in table.items() if k != "rules"}
-    for key in ("mode", "language", "prompt"):
+    for key in ("mode", "language", "prompt", "record", "sample_percent", "sample_seed"):
         env_key = f"CALLREC_POLICY_{key.upper()}"
         if env_key in environ:
             values[key] = environ[env_key]
@@ -268,8 +321,8 @@ def _parse_policy(table: Mapping[str, Any], environ: Mapping[str, str]) -> Polic
         if rule.name in names:
             raise ConfigError(f"{prefix}.name: duplicate rule name {rule.name!r}")
         names.add(rule.name)
-        if rule.did is None and rule.caller is None and rule.context is None:
-            raise ConfigError(f"{prefix}: a rule needs at least one of did, caller, context")
+        if all(getattr(rule, k) is None for k in ("did", "caller", "context", "extension", "queue")):
+            raise ConfigError(f"{prefix}: a rule needs at least one of did, caller, context, extension, queue")
         rules.append(rule)
     return _build(PolicySettings, "policy", {**values, "rules": tuple(rules)})
 
@@ -330,6 +383,8 @@ def _validate(s: Settings) -> None:
         _check_policy(f"policy.rules[{i}]", rule.mode, rule.language, rule.prompt)
         if rule.mixmonitor_options is not None:
             _check_mixmonitor(f"policy.rules[{i}].mixmonitor_options", rule.mixmonitor_options)
+    _check_words(s.policy)
+    _check_hooks(s.hooks)
 
 
 def _check_http(h: HttpSettings) -> None:
@@ -355,3 +410,50 @@ def _check_mixmonitor(key: str, options: str) -> None:
         raise ConfigError(
             f"{key}: unsupported MixMonitor options {options!r} (allowed: b, B(secs), v(n), V(n), W(n), n in -4..4)"
         )
+
+
+def _check_words(p: PolicySettings) -> None:
+    if p.record not in RECORD_WORDS or p.record == "dontcare":
+        raise ConfigError(f"policy.record: expected one of force, yes, no, never, got {p.record!r}")
+    if not 0 <= p.sample_percent <= 100:
+        raise ConfigError(f"policy.sample_percent: expected 0-100, got {p.sample_percent:g}")
+    for i, rule in enumerate(p.rules):
+        prefix = f"policy.rules[{i}]"
+        if rule.record not in RECORD_WORDS:
+            raise ConfigError(f"{prefix}.record: expected one of {', '.join(RECORD_WORDS)}, got {rule.record!r}")
+        if rule.side is not None and rule.side not in RULE_SIDES:
+            raise ConfigError(f"{prefix}.side: expected caller or callee, got {rule.side!r}")
+        if rule.sample_percent is not None and not 0 <= rule.sample_percent <= 100:
+            raise ConfigError(f"{prefix}.sample_percent: expected 0-100, got {rule.sample_percent:g}")
+
+
+def _check_hooks(h: HookSettings) -> None:
+    if h.command:
+        if not h.command[0].startswith("/"):
+            raise ConfigError(f"hooks.command: the program must be an absolute path, got {h.command[0]!r}")
+        for arg in h.command:
+            for name in re.findall(r"{([^{}]*)}", arg):
+                if name not in HOOK_PLACEHOLDERS:
+                    raise ConfigError(f"hooks.command: unknown placeholder {{{name}}} "
+                                      f"(known: {', '.join('{' + p + '}' for p in HOOK_PLACEHOLDERS)})")
+    if h.webhook_url:
+        url = urlsplit(h.webhook_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            # Never echo the value: it may carry a token.
+            raise ConfigError("hooks.webhook_url: expected an http:// or https:// URL")
+        if url.username or url.password:
+            raise ConfigError("hooks.webhook_url: must not carry credentials; use hooks.webhook_auth")
+    for key in ("webhook_auth", "webhook_hmac_key"):
+        if getattr(h, key) and not h.webhook_url:
+            raise ConfigError(f"hooks.{key}: set, but hooks.webhook_url is empty")
+    if any(c in h.webhook_auth for c in "\r\n"):
+        raise ConfigError("hooks.webhook_auth: must be one line")
+    for key in ("command_timeout", "webhook_timeout", "retry_initial", "retry_max"):
+        if not 0 < getattr(h, key) <= 86400:
+            raise ConfigError(f"hooks.{key}: expected a number of seconds above 0, got {getattr(h, key):g}")
+    if h.retry_max < h.retry_initial:
+        raise ConfigError("hooks.retry_max: must not be below hooks.retry_initial")
+    if not 1 <= h.max_attempts <= 1000:
+        raise ConfigError(f"hooks.max_attempts: expected 1-1000, got {h.max_attempts}")
+    if not 1 <= h.concurrency <= 64:
+        raise ConfigError(f"hooks.concurrency: expected 1-64, got {h.concurrency}")

@@ -1,8 +1,19 @@
-"""Which notice, consent mode and recording options a call gets.  Pure: no I/O.
+"""Whether a call is recorded, and with which notice, consent mode and recording options.
 
-Precedence, highest first:
+Pure: no I/O.  Randomness for QA sampling comes in as ``draw`` (a seedable generator's
+``random``), so the same seed gives the same decisions.
+
+Recording (docs/readme/policy.md has the full table): each side of the call, caller and callee,
+gets the word of its first matching ``[[policy.rules]]`` entry (force, yes, dontcare, no,
+never; no match = dontcare).  ``force``/``never`` override ``yes``/``no``; when both sides
+override, the callee side (later in the call flow) wins; between ``yes`` and ``no`` the caller
+side (earlier) wins; two ``dontcare`` fall back to ``[policy] record``.  ``yes`` is then subject
+to QA sampling.  ``force`` records after the notice with no opt-out / opt-in key.  A call that is
+not recorded hears no notice.
+
+Notice settings, highest first:
 1. Stasis / AGI arguments from the dialplan (``mode=opt-out``, ``lang=ru``, ``prompt=...``, ``rule=NAME``);
-2. the first ``[[policy.rules]]`` entry whose matchers (did, caller, context; fnmatch patterns) all fit;
+2. the rule whose word decided (else the first matching rule in file order);
 3. the ``[policy]`` defaults.
 The language is then resolved against the prompts that exist: ``ru_RU`` falls back to ``ru``,
 and a language with no prompt falls back to ``notice.default_language``.
@@ -11,12 +22,15 @@ and a language with no prompt falls back to ``notice.default_language``.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .config import CONSENT_MODES, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings
+from .config import CONSENT_MODES, RECORD_WORDS, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings
 
-ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule")
+ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule", "extension", "queue", "record")
+MATCHERS = ("did", "caller", "context", "extension", "queue")
+OVERRIDES = ("force", "never")
 DEFAULT_PROMPTS = {"notice": "notice", "opt-out": "notice-opt-out", "opt-in": "notice-opt-in"}
 NOT_RECORDED_PROMPT = "not-recorded"
 
@@ -30,6 +44,15 @@ class CallFacts:
     context: str = ""
     channel_language: str = ""
     args: Mapping[str, str] = field(default_factory=dict)
+    extension: str = ""  # empty: the extension= argument, if any
+    queue: str = ""  # empty: the queue= argument, if any
+
+    def value(self, matcher: str) -> str:
+        """What a rule's matcher is compared with."""
+        own = getattr(self, matcher)
+        if own or matcher not in ("extension", "queue"):
+            return own
+        return str(self.args.get(matcher, ""))
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,15 @@ class Decision:
     rule: str | None
     # Arguments that were ignored (unknown key, bad value), for the log.
     warnings: tuple[str, ...] = ()
+    record: bool = True  # False: policy says do not record; no notice is played
+    word: str = "yes"  # the word that decided: force | yes | no | never
+    forced: bool = False  # force: recorded after the notice; no opt-out / opt-in key
+    sampled: bool | None = None  # QA sampling: True kept, False sampled out, None not sampled
+    reason: str = ""  # one line, no commas (it goes into CALLREC_REASON and the row)
+    trail: tuple[str, ...] = ()  # every step, for `callrec policy explain`
+    # Passthrough for the recording code; None = the global recording setting.
+    stereo: bool | None = None
+    bridged_only: bool | None = None
 
 
 def parse_args(raw: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -69,8 +101,46 @@ def parse_args(raw: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def rule_matches(rule: PolicyRule, facts: CallFacts) -> bool:
-    checks = ((rule.did, facts.did), (rule.caller, facts.caller), (rule.context, facts.context))
-    return all(pattern is None or fnmatch.fnmatchcase(value, pattern) for pattern, value in checks)
+    return not rule_misses(rule, facts)
+
+
+def rule_misses(rule: PolicyRule, facts: CallFacts) -> list[str]:
+    """Why a rule does not fit a call (empty: it fits)."""
+    misses = []
+    for matcher in MATCHERS:
+        pattern = getattr(rule, matcher)
+        if pattern is not None and not fnmatch.fnmatchcase(facts.value(matcher), pattern):
+            misses.append(f"{matcher} {facts.value(matcher)!r} does not fit {pattern!r}")
+    return misses
+
+
+def describe_rule(rule: PolicyRule) -> str:
+    matchers = " ".join(f"{m}={getattr(rule, m)}" for m in MATCHERS if getattr(rule, m) is not None)
+    return f"rule {rule.name} ({rule.effective_side} side; {matchers})"
+
+
+@dataclass(frozen=True)
+class Recording:
+    """The outcome of the caller-vs-callee precedence, before sampling."""
+
+    word: str  # force | yes | no | never
+    rule: PolicyRule | None  # the rule whose word decided, or None ([policy] record / dialplan)
+    source: str  # "caller side", "callee side", "dialplan argument" or "policy.record"
+    reason: str
+    trail: tuple[str, ...]
+
+
+def resolve_words(caller_word: str, callee_word: str, default: str) -> tuple[str, str]:
+    """The precedence table: (word, which side decided: "caller" | "callee" | "default")."""
+    if callee_word in OVERRIDES:
+        return callee_word, "callee"  # force/never override; the later side (callee) wins a tie
+    if caller_word in OVERRIDES:
+        return caller_word, "caller"
+    if caller_word in ("yes", "no"):
+        return caller_word, "caller"  # yes/no are equal; the earlier side (caller) wins
+    if callee_word in ("yes", "no"):
+        return callee_word, "callee"
+    return default, "default"
 
 
 def decide(
@@ -79,32 +149,69 @@ def decide(
     recordings: RecordingSettings,
     facts: CallFacts,
     prompts: Mapping[str, set[str]],
+    draw: Callable[[], float] | None = None,
 ) -> Decision:
-    """Pick mode, language, prompt and MixMonitor options for one call.
+    """Decide recording, mode, language, prompt and recording options for one call.
 
-    ``prompts`` maps a language to the prompt names installed for it.
+    ``prompts`` maps a language to the prompt names installed for it; ``draw`` returns a float in
+    [0, 1) for QA sampling (default: the module's generator).
     """
     warnings: list[str] = []
+    trail: list[str] = []
     args = dict(facts.args)
-    rule: PolicyRule | None = None
+    picked: PolicyRule | None = None
     if "rule" in args:
-        rule = next((r for r in policy.rules if r.name == args["rule"]), None)
-        if rule is None:
+        picked = next((r for r in policy.rules if r.name == args["rule"]), None)
+        if picked is None:
             warnings.append(f"rule={args['rule'][:40]!r} ignored: no such rule")
-    if rule is None:
-        rule = next((r for r in policy.rules if rule_matches(r, facts)), None)
+        else:
+            trail.append(f"dialplan argument rule={picked.name} picks {describe_rule(picked)}")
+    sides: dict[str, PolicyRule | None] = {"caller": None, "callee": None}
+    first: PolicyRule | None = picked
+    for rule in policy.rules:
+        side = rule.effective_side
+        if picked is not None and side == picked.effective_side:
+            continue  # rule= replaces the matching on its own side
+        misses = rule_misses(rule, facts)
+        if misses:
+            trail.append(f"{describe_rule(rule)}: no match: {'; '.join(misses)}")
+            continue
+        if sides[side] is None:
+            trail.append(f"{describe_rule(rule)}: matches; {side} side says {rule.record}")
+            sides[side] = rule
+            first = first or rule
+        else:
+            trail.append(f"{describe_rule(rule)}: matches, but rule {sides[side].name} already speaks "
+                         f"for the {side} side")
+    if picked is not None:
+        sides[picked.effective_side] = picked
+    rec = _recording(policy, sides, args, trail, warnings)
+    trail = list(rec.trail)
+    source_rule = rec.rule or first
 
-    mode = _first(rule.mode if rule else None, policy.mode)
+    def pick(attr: str) -> str | None:
+        return getattr(source_rule, attr) if source_rule is not None else None
+
+    settings_from = None
+    if source_rule is not None:
+        settings_from = (f"notice settings from rule {source_rule.name}"
+                         + (" (the rule that decided)" if rec.rule is not None else " (first matching rule)"))
+    mode = _first(pick("mode"), policy.mode)
     if "mode" in args:
         if args["mode"] in CONSENT_MODES:
             mode = args["mode"]
         else:
             warnings.append(f"mode={args['mode'][:40]!r} ignored: expected one of {', '.join(CONSENT_MODES)}")
-
-    prompt = _first(args.get("prompt"), rule.prompt if rule else None, policy.prompt, DEFAULT_PROMPTS[mode])
+    forced = rec.word == "force"
+    force_note = None
+    if forced and mode != "notice":
+        force_note = f"force: consent mode {mode} becomes notice (the caller is told; no key can stop it)"
+        mode = "notice"
+    explicit_prompt = _first(args.get("prompt"), pick("prompt"), policy.prompt)
+    prompt = _first(explicit_prompt, DEFAULT_PROMPTS[mode])
     wanted_language = _first(
         args.get("lang") or args.get("language"),
-        rule.language if rule else None,
+        pick("language"),
         policy.language,
         facts.channel_language,
         notice.default_language,
@@ -114,15 +221,88 @@ def decide(
         warnings.append(f"prompt {prompt!r} is not installed; using {DEFAULT_PROMPTS[mode]!r}")
         prompt = DEFAULT_PROMPTS[mode]
         language = resolve_language(wanted_language, prompt, notice.default_language, prompts)
-    options = _first(rule.mixmonitor_options if rule else None, recordings.mixmonitor_options)
+    options = _first(pick("mixmonitor_options"), recordings.mixmonitor_options)
+
+    record = rec.word in ("force", "yes")
+    sampled: bool | None = None
+    reason = rec.reason
+    if rec.word == "yes":
+        rate = pick("sample_percent")
+        rate_from = f"rule {source_rule.name}" if rate is not None and source_rule is not None else "policy"
+        if rate is None:
+            rate = policy.sample_percent
+        if rate < 100:
+            value = (draw or _generator.random)() * 100 if rate > 0 else 100.0
+            sampled = value < rate
+            record = sampled
+            drawn = f"draw {value:.2f} {'<' if sampled else '>='} {rate:g}" if rate > 0 else "nothing is kept"
+            trail.append(f"QA sampling: {rate_from}.sample_percent = {rate:g}; {drawn}: "
+                         f"{'kept' if sampled else 'sampled out'}")
+            reason += f"; sampled {'in' if sampled else 'out'} at {rate:g}%"
+    if record:
+        trail.extend(note for note in (settings_from, force_note) if note)
+        trail.append(f"outcome: RECORDED after the notice ({mode} mode, {language}/{prompt})"
+                     + (" unless the caller declines" if mode == "opt-out" else "")
+                     + (" only if the caller agrees" if mode == "opt-in" else ""))
+    else:
+        trail.append("outcome: NOT RECORDED; no notice is played; CALLREC_CONSENT=not_asked")
     return Decision(
         mode=mode,
         language=language or notice.default_language,
         prompt=prompt,
         mixmonitor_options=options,
-        rule=rule.name if rule else None,
+        rule=source_rule.name if source_rule else None,
         warnings=tuple(warnings),
+        record=record,
+        word=rec.word,
+        forced=forced,
+        sampled=sampled,
+        reason=reason.replace(",", ";"),
+        trail=tuple(trail),
+        stereo=pick("stereo"),  # type: ignore[arg-type]
+        bridged_only=pick("bridged_only"),  # type: ignore[arg-type]
     )
+
+
+def _recording(policy: PolicySettings, sides: Mapping[str, PolicyRule | None], args: Mapping[str, str],
+               trail: list[str], warnings: list[str]) -> Recording:
+    caller_rule, callee_rule = sides["caller"], sides["callee"]
+    caller_word = caller_rule.record if caller_rule else "dontcare"
+    callee_word = callee_rule.record if callee_rule else "dontcare"
+    callee_from = f"rule {callee_rule.name}" if callee_rule else "no rule"
+    arg_word = args.get("record")
+    if arg_word is not None:
+        if arg_word in RECORD_WORDS:
+            trail.append(f"dialplan argument record={arg_word} replaces the callee side's word ({callee_word})")
+            callee_word, callee_from = arg_word, "dialplan argument"
+        else:
+            warnings.append(f"record={arg_word[:40]!r} ignored: expected one of {', '.join(RECORD_WORDS)}")
+    caller_from = f"rule {caller_rule.name}" if caller_rule else "no rule"
+    trail.append(f"caller side: {caller_word} ({caller_from}); callee side: {callee_word} ({callee_from})")
+    word, side = resolve_words(caller_word, callee_word, policy.record)
+    if side == "default":
+        trail.append(f"neither side decides: policy.record = {word}")
+        return Recording(word, None, "policy.record", f"{word}: policy.record (no rule decided)", tuple(trail))
+    other = callee_word if side == "caller" else caller_word
+    other_side = "callee" if side == "caller" else "caller"
+    if other == "dontcare":
+        why = f"the {other_side} side does not care"
+    elif word in OVERRIDES and other in OVERRIDES:
+        why = "both sides override; the callee side (later in the call) wins"
+    elif word in OVERRIDES:
+        why = f"{word} overrides {other}"
+    else:
+        why = "yes and no are equal; the caller side (earlier in the call) wins"
+    source = caller_from if side == "caller" else callee_from
+    trail.append(f"decided by the {side} side: {word} ({why})")
+    rule = caller_rule if side == "caller" else (callee_rule if callee_from != "dialplan argument" else None)
+    reason = f"{word}: {source} ({side} side)"
+    if other != "dontcare" and other != word:
+        reason += f" over {other}"
+    return Recording(word, rule, f"{side} side", reason, tuple(trail))
+
+
+_generator = random.Random()
 
 
 def resolve_language(wanted: str, prompt: str, default: str, prompts: Mapping[str, set[str]]) -> str | None:

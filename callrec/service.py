@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,12 +36,14 @@ class CallService:
         # Tests and the demo wait on these instead of sleeping.
         self.on_call_finalized: list[Callable[[CallRecord], None]] = []
         self.finalized = 0
+        # QA sampling draws; policy.sample_seed makes the sequence repeatable (None: seeded by the OS).
+        self.sampler = random.Random(settings.policy.sample_seed)
 
     def open_call(self, *, door: str, uniqueid: str, channel: str, facts: CallFacts,
                   caller_name: str | None, started_at: datetime) -> CallSession:
         """Make the session for a new call.  No I/O: the caller is about to hear the notice."""
         s = self.settings
-        decision = decide(s.policy, s.notice, s.recordings, facts, self.prompts.available())
+        decision = decide(s.policy, s.notice, s.recordings, facts, self.prompts.available(), draw=self.sampler.random)
         notice = self.prompts.get(decision.language, decision.prompt)
         assert notice is not None, "decide() only picks installed prompts"
         confirm = None
@@ -58,6 +61,8 @@ class CallService:
         )
         for warning in decision.warnings:
             log.warning("call %s: %s", record.id, warning)
+        if not decision.record:
+            log.info("call %s: not recorded by policy: %s", record.id, decision.reason)
         return session
 
     def save(self, session: CallSession) -> None:

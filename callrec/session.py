@@ -42,6 +42,7 @@ class Consent(StrEnum):
     ABANDONED = "abandoned"  # hung up before consent was settled
     NOTICE_FAILED = "notice_failed"  # the notice could not be played: never record
     UNAVAILABLE = "unavailable"  # callrec stopped before consent was settled: not recorded
+    NOT_ASKED = "not_asked"  # the policy said do not record (no/never, sampled out): no notice, no question
 
 
 RECORDING_CONSENTS = (Consent.IMPLIED, Consent.GRANTED)
@@ -168,6 +169,9 @@ class CallRecord:
     recording_peak_dbfs: float | None = None
     recording_sha256: str | None = None
     warnings: list[str] = field(default_factory=list)
+    record_policy: str | None = None  # the policy word that decided: force | yes | no | never
+    policy_reason: str | None = None  # why, in one line (also CALLREC_REASON)
+    sampled: bool | None = None  # QA sampling: kept / sampled out / not sampled (NULL)
 
     def row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,10 +201,13 @@ class CallSession:
             consent_mode=decision.mode,
             language=decision.language,
             policy_rule=decision.rule,
-            notice_prompt=notice.file,
-            notice_prompt_sha256=notice.sha256,
-            notice_prompt_duration=notice.duration,
+            record_policy=decision.word,
+            policy_reason=decision.reason or None,
+            sampled=decision.sampled,
         )
+        if decision.record:  # evidence of a notice only when one is played
+            self._set(notice_prompt=notice.file, notice_prompt_sha256=notice.sha256,
+                      notice_prompt_duration=notice.duration)
         for warning in decision.warnings:
             self.warn(warning)
 
@@ -208,7 +215,9 @@ class CallSession:
     def restore(cls, record: CallRecord, recordings_dir: str) -> CallSession:
         """A call from the log that callrec lost track of (it was stopped or crashed mid-call)."""
         decision = Decision(mode=record.consent_mode, language=record.language or "", prompt="",
-                            mixmonitor_options="", rule=record.policy_rule)
+                            mixmonitor_options="", rule=record.policy_rule, word=record.record_policy or "yes",
+                            reason=record.policy_reason or "", sampled=record.sampled,
+                            record=record.consent != Consent.NOT_ASKED)
         notice = Prompt(name="", language=record.language or "", media="", file=record.notice_prompt or "",
                         sha256=record.notice_prompt_sha256 or "", duration=record.notice_prompt_duration or 0.0)
         session = cls(record, decision, notice, opt_out_key="", opt_in_key="", decision_window=0, confirm=None,
@@ -250,6 +259,11 @@ class CallSession:
     def start(self) -> list[Action]:
         if self.state is not State.NEW:
             return []
+        if not self.decision.record:
+            # Not recorded by policy: telling the caller "this call is recorded" would be untrue,
+            # and there is nothing to consent to.  Straight back to the dialplan.
+            self._set(consent=Consent.NOT_ASKED.value, consent_at=self.record.started_at)
+            return self._hand_back(self.record.started_at)
         self._enter(State.NOTIFYING)
         return [PlayPrompt(self.notice)]
 
@@ -444,6 +458,8 @@ class CallSession:
             "CALLREC_CALL_ID": self.record.id,
             "CALLREC_CONSENT": self.record.consent or "",
             "CALLREC_RECORDING": recording,
+            "CALLREC_POLICY": self.record.record_policy or "",
+            "CALLREC_REASON": self.record.policy_reason or "",
         }
 
 

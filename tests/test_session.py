@@ -51,7 +51,8 @@ def test_notice_mode_implied_consent_records_and_hands_back() -> None:
     assert s.record.consent == "implied" and s.record.notice_completed is True
     back = s.recording_started(at(4.2))
     assert back == [HandBack({"CALLREC_CALL_ID": s.record.id, "CALLREC_CONSENT": "implied",
-                              "CALLREC_RECORDING": f"/rec/2026/11/27/{s.record.id}.wav"})]
+                              "CALLREC_RECORDING": f"/rec/2026/11/27/{s.record.id}.wav",
+                              "CALLREC_POLICY": "yes", "CALLREC_REASON": ""})]
     assert s.state is State.IN_DIALPLAN
     assert s.hangup(at(30), 16, "Normal Clearing") == [FinalizeRecording(s.record.recording_path)]
     assert s.record.recording_status == "finalizing" and s.record.finalized_at is None
@@ -78,7 +79,8 @@ def test_opt_out_key_during_notice_declines_stops_notice_and_confirms() -> None:
     # The notice's own PlaybackFinished for the stopped prompt changes nothing.
     assert s.notice_finished(at(2.1)) == []
     assert s.confirm_finished(at(4)) == [HandBack({"CALLREC_CALL_ID": r.id, "CALLREC_CONSENT": "declined",
-                                                   "CALLREC_RECORDING": ""})]
+                                                   "CALLREC_RECORDING": "", "CALLREC_POLICY": "yes",
+                                                   "CALLREC_REASON": ""})]
 
 
 def test_opt_out_key_in_window_after_notice_declines() -> None:
@@ -149,7 +151,7 @@ def test_notice_failure_never_records() -> None:
     s.start()
     actions = s.notice_failed(at(0.2), "prompt missing")
     assert actions == [HandBack({"CALLREC_CALL_ID": s.record.id, "CALLREC_CONSENT": "notice_failed",
-                                 "CALLREC_RECORDING": ""})]
+                                 "CALLREC_RECORDING": "", "CALLREC_POLICY": "yes", "CALLREC_REASON": ""})]
     assert "notice failed: prompt missing" in s.record.warnings
 
 
