@@ -60,6 +60,10 @@ class RecordingSettings:
     mixmonitor_options: str = ""
     # How long to wait for Asterisk to close a finished recording before reading it.
     finalize_timeout: float = 30.0
+    # Caller and agent on separate channels: MixMonitor r()/t() files merged into one stereo WAV.
+    stereo: bool = False
+    # Act on the agents' pause key (the CallrecRecording user event, dialplan/callrec-recording.conf).
+    pause_dtmf: bool = True
 
     @property
     def local_path(self) -> Path:
@@ -97,6 +101,7 @@ class PolicyRule:
     language: str | None = None
     prompt: str | None = None
     mixmonitor_options: str | None = None
+    stereo: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,9 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any]) -> Any:
 def _coerce(key: str, type_name: Any, value: Any) -> Any:
     """Coerce TOML / environment values to the field type; strings from the environment too."""
     t = str(type_name)
-    if t == "bool":
+    if t == "bool | None" and value is None:
+        return None
+    if t in ("bool", "bool | None"):
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):

@@ -39,6 +39,8 @@ class Decision:
     prompt: str
     mixmonitor_options: str
     rule: str | None
+    # Record caller and agent on separate channels of a stereo WAV ([recordings] stereo, rule stereo).
+    stereo: bool = False
     # Arguments that were ignored (unknown key, bad value), for the log.
     warnings: tuple[str, ...] = ()
 
@@ -115,12 +117,14 @@ def decide(
         prompt = DEFAULT_PROMPTS[mode]
         language = resolve_language(wanted_language, prompt, notice.default_language, prompts)
     options = _first(rule.mixmonitor_options if rule else None, recordings.mixmonitor_options)
+    stereo = rule.stereo if rule is not None and rule.stereo is not None else recordings.stereo
     return Decision(
         mode=mode,
         language=language or notice.default_language,
         prompt=prompt,
         mixmonitor_options=options,
         rule=rule.name if rule else None,
+        stereo=stereo,
         warnings=tuple(warnings),
     )
 

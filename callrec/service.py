@@ -14,8 +14,9 @@ from .asterisk.ami import Ami, AmiError, AmiTimeout
 from .config import Settings
 from .policy import NOT_RECORDED_PROMPT, CallFacts, decide
 from .prompts import PromptCatalog
-from .recordings import finalize
+from .recording_finalize import finalize_call_recording
 from .session import CallRecord, CallSession, RecordingStatus
+from .stereo import mixmonitor_args as stereo_mixmonitor_args
 from .store.calllog import CallLogWriter
 
 log = logging.getLogger("callrec.calls")
@@ -35,6 +36,7 @@ class CallService:
         # Tests and the demo wait on these instead of sleeping.
         self.on_call_finalized: list[Callable[[CallRecord], None]] = []
         self.finalized = 0
+        self.dial_status: dict[str, str] = {}  # call id -> last DialEnd status (recording_finalize.BridgeWatch)
 
     def open_call(self, *, door: str, uniqueid: str, channel: str, facts: CallFacts,
                   caller_name: str | None, started_at: datetime) -> CallSession:
@@ -66,6 +68,8 @@ class CallService:
     async def start_recording(self, session: CallSession, channel: str, file: str, options: str) -> None:
         """MixMonitor through AMI; the outcome goes into the session either way."""
         path = f"{self.settings.recordings.dir.rstrip('/')}/{file}"
+        if session.record.recording_channels == 2:  # stereo: one file per direction, merged at the end
+            path, options = stereo_mixmonitor_args(self.settings.recordings.dir, file, options)
         try:
             await self.ami.mix_monitor(channel, path, options)
         except AmiTimeout as exc:
@@ -90,7 +94,8 @@ class CallService:
     async def _finalize(self, session: CallSession, file: str) -> None:
         path = self.settings.recordings.local_path / file
         try:
-            result = await finalize(path, self.settings.recordings.finalize_timeout)
+            result = await finalize_call_recording(self.settings, session, file, self.dial_status.pop(
+                session.record.id, None))
             session.recording_finalized(utcnow(), result.status, result.facts)
         except Exception as exc:  # never leave a row in "finalizing"
             log.exception("call %s: finalizing %s failed", session.record.id, path)
