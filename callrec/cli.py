@@ -257,6 +257,7 @@ async def _recording(settings: Settings, command: str, call_id: str, by: str | N
             intervals = await list_pauses(conn, call_id)
         else:
             a = settings.asterisk
+            logging.getLogger("callrec.ami").setLevel(logging.WARNING)  # no "logged in" chatter for one command
             ami = Ami(a.ami_host, a.ami_port, a.ami_user, a.ami_password, timeout=min(3.0, a.request_timeout))
             await ami.start()
             try:
