@@ -315,7 +315,14 @@ async def test_stereo_puts_caller_left_and_agent_right(asterisk: SandboxInfo, da
         await tester.ari.play(b_agent, "sound:vm-intro", speech)
         await tester.log.wait_for(lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == speech,
                                   20, "the agent's speech")
-        await wait_grown(a_path.with_name(a_path.stem + "-rx.wav"), 2.0)
+        a_rx = a_path.with_name(a_path.stem + "-rx.wav")
+        await wait_grown(a_rx, 2.0)
+        # A pause is silence on both channels of the stereo file too.
+        assert daemon.recording_control is not None
+        await daemon.recording_control.pause(a_id, by="qa")
+        await wait_grown(a_rx, 1.0)
+        await daemon.recording_control.resume(a_id, by="qa")
+        await wait_grown(a_rx, 1.0)
         ra = await finish(daemon, finished, a, database, a_id)
         rb = await finish(daemon, finished, b, database, b_id)
         for r, path in ((ra, a_path), (rb, b_path)):
@@ -331,6 +338,8 @@ async def test_stereo_puts_caller_left_and_agent_right(asterisk: SandboxInfo, da
             samples, _ = soundfile.read(str(path), dtype="int16")
             assert r["recording_left_rms_dbfs"] == pytest.approx(level(samples[:, 0]), abs=0.02)
             assert r["recording_right_rms_dbfs"] == pytest.approx(level(samples[:, 1]), abs=0.02)
+        a_samples, _ = soundfile.read(str(a_path), dtype="int16")
+        assert len(silent_runs(a_samples[:, 0], 8000, 0.5)) == 1  # the pause
         # The caller's tone is on the left only; the agent's speech on the right only.
         assert ra["recording_left_rms_dbfs"] > -30 and ra["recording_right_rms_dbfs"] == -120.0
         assert rb["recording_right_rms_dbfs"] > -45 and rb["recording_left_rms_dbfs"] == -120.0
