@@ -255,6 +255,45 @@ async def test_agent_dtmf_key_toggles_pause_and_a_pause_open_at_hangup_is_closed
         assert last[1] == pytest.approx(len(samples) / 8000, abs=0.05)  # silent up to the hang-up
 
 
+async def test_key_event_without_call_id_is_matched_by_linkedid(
+        asterisk: SandboxInfo, database: str, tester: Tester, finished: Finished) -> None:
+    async with running(asterisk, database, finished) as daemon:
+        control = daemon.recording_control
+        assert control is not None
+        call, call_id = await place(tester, "300")
+        agent = await connect_agent(tester, call, set())
+        await tone_start(tester, await call.speak(TONE))
+        assert daemon.writer is not None and await daemon.writer.flush()
+        path = daemon.settings.recordings.local_path / (await row(database, call_id))["recording_path"]
+        await wait_grown(path, 0.5)
+
+        async def agent_event(action: str, n: int) -> None:
+            await tester.ari.set_variable(agent, "CALLREC_TEST_KEY_ACTION", action)
+            await tester.ari.request("POST", f"/channels/{agent}/continue",
+                                     params={"context": "callrec-test-rec-agent", "extension": "keyevent",
+                                             "priority": "1"})
+            await control.wait_dtmf_handled(n)
+            def back(_: dict) -> bool:
+                return sum(1 for x in tester.log.events if x.get("type") == "StasisStart"
+                           and x["channel"]["id"] == agent and x.get("args") == ["agent-again"]) >= n
+
+            await tester.log.wait_for(back, 10, "the agent back in the tester app")
+
+        await agent_event("pause", 1)
+        [open_] = await list_pauses(daemon.pool, call_id)
+        assert open_.open and open_.pause_source == "dtmf" and open_.paused_by.startswith("Local/agent@")
+        await agent_event("pause", 2)  # already paused: refused, nothing changes
+        await agent_event("explode", 3)  # not an action: ignored
+        await wait_grown(path, 1.0)
+        await agent_event("resume", 4)
+        r = await finish(daemon, finished, call, database, call_id)
+        assert r["recording_status"] == "ready"
+        pauses = await list_pauses(daemon.pool, call_id)
+        assert [(p.seq, p.pause_source, p.resume_source) for p in pauses] == [(1, "dtmf", "dtmf")]
+        samples, rate = soundfile.read(str(path), dtype="int16")
+        assert len(silent_runs(samples, rate, 0.5)) == 1
+
+
 async def test_pause_api_refuses_what_it_cannot_do(asterisk: SandboxInfo, database: str, tester: Tester,
                                                  finished: Finished) -> None:
     async with running(asterisk, database, finished) as daemon:
