@@ -17,6 +17,7 @@ from .prompts import PromptCatalog
 from .recording_finalize import finalize_call_recording
 from .session import CallRecord, CallSession, RecordingStatus
 from .stereo import mixmonitor_args as stereo_mixmonitor_args
+from .stereo import part_names as stereo_part_names
 from .store.calllog import CallLogWriter
 
 log = logging.getLogger("callrec.calls")
@@ -122,7 +123,14 @@ class CallService:
         try:
             stat = await asyncio.to_thread(path.stat)
         except OSError:
-            return None
+            # A stereo call's per-direction files (not merged yet): the later of the two.
+            times = []
+            for part in stereo_part_names(record.recording_path):
+                try:
+                    times.append((await asyncio.to_thread(self.local_recording_path(part).stat)).st_mtime)
+                except OSError:
+                    pass
+            return datetime.fromtimestamp(max(times), UTC) if times else None
         return datetime.fromtimestamp(stat.st_mtime, UTC)
 
     def local_recording_path(self, file: str) -> Path:

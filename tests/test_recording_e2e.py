@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import signal
 import subprocess
 import time
 import uuid
@@ -24,8 +25,8 @@ import pytest
 import soundfile
 from caller import Finished, PlacedCall, Tester
 from conftest import make_settings
-from daemon_proc import CALLREC, write_config
-from sandbox import SandboxInfo
+from daemon_proc import CALLREC, wait_finalized, wait_registered, write_config
+from sandbox import SandboxInfo, callrec_config
 
 from callrec.app import Daemon
 from callrec.recording_control import (
@@ -427,3 +428,65 @@ def test_cli_recording_commands_fail_with_one_line(tmp_path: Path, asterisk: San
     usage = subprocess.run([*CALLREC, "-c", str(config), "recording", "pause"], capture_output=True, text=True,
                            timeout=30)
     assert usage.returncode == 2
+
+
+async def test_stereo_call_paused_when_the_daemon_died_is_merged_and_closed_at_the_next_start(
+        tmp_path: Path, asterisk: SandboxInfo, database: str, tester: Tester) -> None:
+    config = tmp_path / "callrec.toml"
+    config.write_text(callrec_config(asterisk, database, asterisk={"request_timeout": 2},
+                                     recordings={"stereo": True}, notice={"decision_window": 1}))
+
+    def serve(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")
+        return subprocess.Popen([*CALLREC, "-c", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT)
+
+    first = serve("first")
+    try:
+        await wait_registered(tester)
+        call, call_id = await place(tester, "300")
+        await connect_agent(tester, call, set())
+        await tone_start(tester, await call.speak(TONE))
+        conn = await asyncpg.connect(database)
+        try:
+            deadline = time.monotonic() + 10
+            while (r := await conn.fetchrow("SELECT recording_status, recording_path FROM calls WHERE id = $1",
+                                            uuid.UUID(call_id)))["recording_status"] != "recording":
+                assert time.monotonic() < deadline, "the row never showed the recording"
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+        path = Path(asterisk.local_recordings_dir) / r["recording_path"]
+        rx = path.with_name(path.stem + "-rx.wav")
+        await wait_grown(rx, 1.0)
+        paused = await asyncio.to_thread(cli, config, "recording", "pause", call_id)
+        assert paused.returncode == 0, paused.stderr
+        await wait_grown(rx, 1.0)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    # The call ends, still paused, while no callrec runs.
+    await call.hang_up()
+    await tester.log.wait_for(lambda e: e.get("type") == "ChannelDestroyed"
+                              and e["channel"]["id"] == call.callee_id, 10, "the unseen hang-up")
+    second = serve("second")
+    try:
+        await wait_finalized(database, call.callee_id)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+    r = await row(database, call_id)
+    assert (r["recording_status"], r["recording_channels"]) == ("ready", 2), r["recording_error"]
+    assert r["ended_at"] is not None and any("ended while callrec was down" in w for w in r["warnings"])
+    info = soundfile.info(str(path))
+    assert info.channels == 2 and abs(info.duration - r["recording_duration"]) < 0.01
+    assert not rx.exists() and not path.with_name(path.stem + "-tx.wav").exists()
+    samples, rate = soundfile.read(str(path), dtype="int16")
+    runs = silent_runs(samples[:, 0], rate, 0.5)
+    assert len(runs) == 1 and runs[0][1] == pytest.approx(len(samples) / rate, abs=0.05)  # paused to the end
+    conn = await asyncpg.connect(database)
+    try:
+        pauses = await list_pauses(conn, call_id)
+    finally:
+        await conn.close()
+    assert [(p.pause_source, p.resume_source) for p in pauses] == [("cli", "hangup")]
+    assert pauses[0].resumed_at == r["ended_at"]  # when Asterisk last wrote the call's files
