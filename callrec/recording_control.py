@@ -176,7 +176,7 @@ async def _act(what: str, call_id: str, *, by: str, source: str, ami: Ami, db: D
         await conn.execute("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", _LOCK_CLASS,
                            zlib.crc32(cid.bytes) - (1 << 31))
         call = await conn.fetchrow(
-            "SELECT channel, recording_status, finalized_at FROM calls WHERE id = $1", cid)
+            "SELECT channel, uniqueid, recording_status, finalized_at FROM calls WHERE id = $1", cid)
         if call is None:
             raise CallNotFound(f"no call {cid}")
         if call["recording_status"] != "recording" or call["finalized_at"] is not None:
@@ -185,7 +185,7 @@ async def _act(what: str, call_id: str, *, by: str, source: str, ami: Ami, db: D
             "SELECT * FROM recording_pauses WHERE call_id = $1 AND resumed_at IS NULL", cid)
         if what == "toggle":
             what = "resume" if current is not None else "pause"
-        channel = call["channel"]
+        channel = (call["channel"], call["uniqueid"])
         if what == "pause":
             if current is not None:
                 raise AlreadyPaused(f"call {cid} is already paused (since {current['paused_at'].isoformat()})")
@@ -213,17 +213,26 @@ async def _act(what: str, call_id: str, *, by: str, source: str, ami: Ami, db: D
     return PauseInterval.from_row(row)
 
 
-async def _mute(ami: Ami, channel: str, on: bool) -> None:
+async def _mute(ami: Ami, channel: tuple[str, str], on: bool) -> None:
+    """By the channel's name, or by its uniqueid (Asterisk finds a channel by either) when the
+    name is no longer known (a channel renamed since the row was written)."""
+    name, uniqueid = channel
+    fields = {"Action": "MixMonitorMute", "Channel": name or uniqueid, "Direction": "both",
+              "State": "1" if on else "0"}
     try:
-        await ami.action({"Action": "MixMonitorMute", "Channel": channel, "Direction": "both",
-                          "State": "1" if on else "0"})
+        try:
+            await ami.action(fields)
+        except AmiError as exc:
+            if isinstance(exc, AmiUnavailable) or "no such channel" not in str(exc).lower() or not name:
+                raise
+            await ami.action({**fields, "Channel": uniqueid})
     except AmiTimeout as exc:
         raise ControlUnavailable(f"Asterisk did not confirm the {'mute' if on else 'unmute'} in time: {exc}") from None
     except AmiUnavailable as exc:
         raise ControlUnavailable(f"AMI is not connected: {exc}") from None
     except AmiError as exc:
         # e.g. the channel hung up a moment ago, or no MixMonitor runs on it
-        raise NotRecording(f"Asterisk refused to {'mute' if on else 'unmute'} the recording on {channel}: {exc}") \
+        raise NotRecording(f"Asterisk refused to {'mute' if on else 'unmute'} the recording on {name}: {exc}") \
             from None
 
 

@@ -321,6 +321,9 @@ async def test_pause_api_refuses_what_it_cannot_do(asterisk: SandboxInfo, databa
         assert await daemon.writer.flush()
         with pytest.raises(NotPaused):
             await control.resume(call_id, by="alice")
+        # A channel renamed since the row was written is still found, by its uniqueid.
+        await daemon.pool.execute("UPDATE calls SET channel = 'PJSIP/renamed-00000000' WHERE id = $1",
+                                  uuid.UUID(call_id))
         first = await control.pause(call_id, by="alice")
         assert (first.seq, first.paused_by, first.pause_source, first.open) == (1, "alice", "api", True)
         with pytest.raises(AlreadyPaused):
