@@ -15,6 +15,8 @@ from .config import Settings
 from .hooks import HookRunner
 from .policy import DEFAULT_PROMPTS
 from .prompts import PromptCatalog
+from .recording_control import RecordingControl
+from .recording_finalize import BridgeWatch
 from .retention import RetentionJob
 from .service import CallService
 from .store import CallLogWriter, connect_pool, migrate
@@ -42,6 +44,8 @@ class Daemon:
         self.http: HttpServer | None = None
         self.retention: RetentionJob | None = None
         self.hooks: HookRunner | None = None
+        # Pause/resume for the HTTP API (``await daemon.recording_control.pause(call_id, by=user)``).
+        self.recording_control: RecordingControl | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
@@ -84,6 +88,12 @@ class Daemon:
         self.service.on_call_finalized.append(self.hooks.on_call_finalized)
         self.hooks.start()
         self.ami.on_hangup = self.door.on_ami_hangup
+        bridges = BridgeWatch(self.door)
+        self.ami.on_event("BridgeEnter", bridges.on_bridge_enter)
+        self.ami.on_event("DialEnd", bridges.on_dial_end)
+        self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
+        self.ami.on_event("UserEvent", self.recording_control.on_user_event)
+        self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
         if unfinished:
             log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
             self.door.expect_recovery(unfinished)
@@ -181,6 +191,8 @@ class Daemon:
             await self.service.close()
         if self.hooks is not None:
             await self.hooks.close()
+        if self.recording_control is not None:
+            await self.recording_control.close()
         if self.writer is not None:
             await self.writer.close()
         if self.ami is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -53,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     from . import cli_dataops
 
     cli_dataops.add_parsers(sub)
+    recording = sub.add_parser("recording", help="pause or resume a call's recording (PCI DSS)")
+    recording_sub = recording.add_subparsers(dest="recording_command", required=True)
+    for name, text in (("pause", "silence the recording from now on (logged)"),
+                       ("resume", "end the pause: record again, in the same file"),
+                       ("pauses", "list the call's pause intervals")):
+        cmd = recording_sub.add_parser(name, help=text)
+        cmd.add_argument("call_id", help="the call's id (CALLREC_CALL_ID, `callrec calls`)")
+        if name != "pauses":
+            cmd.add_argument("--by", help="who asks (logged; default: the user running this command)")
+        cmd.add_argument("--json", action="store_true", help="one JSON object per interval")
     args = parser.parse_args(argv)
     if (code := cli_dataops.run_without_config(args)) is not None:
         return code
@@ -92,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             return _sounds_install(settings, args.source, args.dest)
         if args.command in cli_dataops.COMMANDS:
             return cli_dataops.run(args, settings)
+        if args.command == "recording":
+            return asyncio.run(_recording(settings, args.recording_command, args.call_id,
+                                          getattr(args, "by", None), args.json))
     except KeyboardInterrupt:
         return 130
     return 2
@@ -318,6 +332,74 @@ async def _hooks(settings: Settings, failed: bool, limit: int, retry: bool) -> i
     if not rows:
         print("(no hook jobs)")
     return 0
+
+
+async def _recording(settings: Settings, command: str, call_id: str, by: str | None, as_json: bool) -> int:
+    """``recording pause|resume|pauses``: through this process's own AMI login; the state is in
+    PostgreSQL, shared with the daemon."""
+    import getpass
+
+    from .asterisk.ami import Ami, AmiError
+    from .recording_control import RecordingControlError, list_pauses, pause_recording, resume_recording
+
+    conn = await _connect_db(settings)
+    if conn is None:
+        return 1
+    ami: Ami | None = None
+    try:
+        if command == "pauses":
+            intervals = await list_pauses(conn, call_id)
+        else:
+            a = settings.asterisk
+            logging.getLogger("callrec.ami").setLevel(logging.WARNING)  # no "logged in" chatter for one command
+            ami = Ami(a.ami_host, a.ami_port, a.ami_user, a.ami_password, timeout=min(3.0, a.request_timeout))
+            await ami.start()
+            try:
+                await ami.wait_logged_in(timeout=min(5.0, a.request_timeout))
+            except AmiError as exc:
+                key = "asterisk.ami_password" if ami.auth_failed else "asterisk.ami_host"
+                print(f"callrec: {key}: {exc}", file=sys.stderr)
+                return 1
+            act = pause_recording if command == "pause" else resume_recording
+            who = by or f"cli:{getpass.getuser()}"
+            intervals = [await act(call_id, by=who, source="cli", ami=ami, db=conn)]
+    except RecordingControlError as exc:
+        print(f"callrec: {exc}", file=sys.stderr)
+        return 1
+    except asyncpg.UndefinedTableError:
+        print("callrec: database: schema not up to date; run `callrec migrate`", file=sys.stderr)
+        return 1
+    finally:
+        if ami is not None:
+            await ami.close()
+        await conn.close()
+    if as_json:
+        for interval in intervals:
+            print(json.dumps(interval.as_dict(), ensure_ascii=True))
+        return 0
+    if command in ("pause", "resume"):
+        i = intervals[0]
+        if command == "pause":
+            print(f"paused: call {i.call_id}, pause {i.seq}, since {_utc(i.paused_at)}")
+        else:
+            assert i.resumed_at is not None
+            print(f"resumed: call {i.call_id}, pause {i.seq}, {_utc(i.paused_at)} to {_utc(i.resumed_at)} "
+                  f"({(i.resumed_at - i.paused_at).total_seconds():.1f}s silent)")
+    else:
+        from .display import table
+
+        rows = [[str(i.seq), f"{i.paused_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+                 f"{i.resumed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if i.resumed_at else "(paused)",
+                 i.paused_by, i.pause_source, i.resumed_by or "", i.resume_source or ""] for i in intervals]
+        print(table(["seq", "paused (UTC)", "resumed (UTC)", "paused by", "via", "resumed by", "via"], rows,
+                    [3, 19, 19, 30, 5, 30, 6]))
+        if not intervals:
+            print("(no pauses)")
+    return 0
+
+
+def _utc(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _json_default(value: Any) -> Any:

@@ -67,6 +67,10 @@ class RecordingSettings:
     mixmonitor_options: str = ""
     # How long to wait for Asterisk to close a finished recording before reading it.
     finalize_timeout: float = 30.0
+    # Caller and agent on separate channels: MixMonitor r()/t() files merged into one stereo WAV.
+    stereo: bool = False
+    # Act on the agents' pause key (the CallrecRecording user event, dialplan/callrec-recording.conf).
+    pause_dtmf: bool = True
 
     @property
     def local_path(self) -> Path:

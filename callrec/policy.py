@@ -62,6 +62,8 @@ class Decision:
     prompt: str
     mixmonitor_options: str
     rule: str | None
+    # Record caller and agent on separate channels of a stereo WAV ([recordings] stereo, rule stereo).
+    stereo: bool = False
     # Arguments that were ignored (unknown key, bad value), for the log.
     warnings: tuple[str, ...] = ()
     record: bool = True  # False: policy says do not record; no notice is played
@@ -70,8 +72,8 @@ class Decision:
     sampled: bool | None = None  # QA sampling: True kept, False sampled out, None not sampled
     reason: str = ""  # one line, no commas (it goes into CALLREC_REASON and the row)
     trail: tuple[str, ...] = ()  # every step, for `callrec policy explain`
-    # Passthrough for the recording code; None = the global recording setting.
-    stereo: bool | None = None
+    # Per-rule bridged_only (None: the [recordings]/mixmonitor_options setting); already folded into
+    # mixmonitor_options as "b" when true.
     bridged_only: bool | None = None
 
 
@@ -246,12 +248,20 @@ def decide(
                      + (" only if the caller agrees" if mode == "opt-in" else ""))
     else:
         trail.append("outcome: NOT RECORDED; no notice is played; CALLREC_CONSENT=not_asked")
+    # Per-rule recording switches; None = the [recordings] setting.
+    stereo = pick("stereo")
+    if stereo is None:
+        stereo = recordings.stereo
+    bridged_only = pick("bridged_only")
+    if bridged_only and "b" not in options.replace("B", ""):
+        options += "b"  # MixMonitor: record only while bridged
     return Decision(
         mode=mode,
         language=language or notice.default_language,
         prompt=prompt,
         mixmonitor_options=options,
         rule=source_rule.name if source_rule else None,
+        stereo=bool(stereo),
         warnings=tuple(warnings),
         record=record,
         word=rec.word,
@@ -259,8 +269,7 @@ def decide(
         sampled=sampled,
         reason=reason.replace(",", ";"),
         trail=tuple(trail),
-        stereo=pick("stereo"),  # type: ignore[arg-type]
-        bridged_only=pick("bridged_only"),  # type: ignore[arg-type]
+        bridged_only=bridged_only,  # type: ignore[arg-type]
     )
 
 

@@ -15,8 +15,10 @@ from .asterisk.ami import Ami, AmiError, AmiTimeout
 from .config import Settings
 from .policy import NOT_RECORDED_PROMPT, CallFacts, decide
 from .prompts import PromptCatalog
-from .recordings import finalize
+from .recording_finalize import finalize_call_recording
 from .session import CallRecord, CallSession, RecordingStatus
+from .stereo import mixmonitor_args as stereo_mixmonitor_args
+from .stereo import part_names as stereo_part_names
 from .store.calllog import CallLogWriter
 
 log = logging.getLogger("callrec.calls")
@@ -38,6 +40,7 @@ class CallService:
         self.finalized = 0
         # QA sampling draws; policy.sample_seed makes the sequence repeatable (None: seeded by the OS).
         self.sampler = random.Random(settings.policy.sample_seed)
+        self.dial_status: dict[str, str] = {}  # call id -> last DialEnd status (recording_finalize.BridgeWatch)
 
     def open_call(self, *, door: str, uniqueid: str, channel: str, facts: CallFacts,
                   caller_name: str | None, started_at: datetime) -> CallSession:
@@ -71,6 +74,8 @@ class CallService:
     async def start_recording(self, session: CallSession, channel: str, file: str, options: str) -> None:
         """MixMonitor through AMI; the outcome goes into the session either way."""
         path = f"{self.settings.recordings.dir.rstrip('/')}/{file}"
+        if session.record.recording_channels == 2:  # stereo: one file per direction, merged at the end
+            path, options = stereo_mixmonitor_args(self.settings.recordings.dir, file, options)
         try:
             await self.ami.mix_monitor(channel, path, options)
         except AmiTimeout as exc:
@@ -95,7 +100,8 @@ class CallService:
     async def _finalize(self, session: CallSession, file: str) -> None:
         path = self.settings.recordings.local_path / file
         try:
-            result = await finalize(path, self.settings.recordings.finalize_timeout)
+            result = await finalize_call_recording(self.settings, session, file, self.dial_status.pop(
+                session.record.id, None))
             session.recording_finalized(utcnow(), result.status, result.facts)
         except Exception as exc:  # never leave a row in "finalizing"
             log.exception("call %s: finalizing %s failed", session.record.id, path)
@@ -122,7 +128,14 @@ class CallService:
         try:
             stat = await asyncio.to_thread(path.stat)
         except OSError:
-            return None
+            # A stereo call's per-direction files (not merged yet): the later of the two.
+            times = []
+            for part in stereo_part_names(record.recording_path):
+                try:
+                    times.append((await asyncio.to_thread(self.local_recording_path(part).stat)).st_mtime)
+                except OSError:
+                    pass
+            return datetime.fromtimestamp(max(times), UTC) if times else None
         return datetime.fromtimestamp(stat.st_mtime, UTC)
 
     def local_recording_path(self, file: str) -> Path:

@@ -172,6 +172,13 @@ class CallRecord:
     record_policy: str | None = None  # the policy word that decided: force | yes | no | never
     policy_reason: str | None = None  # why, in one line (also CALLREC_REASON)
     sampled: bool | None = None  # QA sampling: kept / sampled out / not sampled (NULL)
+    # Recording mechanics (recording_control, stereo, bridged-only; migration 003).
+    recording_channels: int | None = None  # 1 mono mix, 2 stereo (left: this channel, right: the other side)
+    recording_left_rms_dbfs: float | None = None
+    recording_left_peak_dbfs: float | None = None
+    recording_right_rms_dbfs: float | None = None
+    recording_right_peak_dbfs: float | None = None
+    bridged_at: datetime | None = None  # first bridged to another party; None: never
 
     def row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -418,7 +425,8 @@ class CallSession:
     def recording_finalized(self, now: datetime, status: RecordingStatus, facts: dict[str, Any]) -> None:
         """The finished file was measured (or found missing / empty)."""
         allowed = {"recording_duration", "recording_bytes", "recording_rms_dbfs", "recording_peak_dbfs",
-                   "recording_sha256", "recording_error"}
+                   "recording_sha256", "recording_error", "recording_channels", "recording_left_rms_dbfs",
+                   "recording_left_peak_dbfs", "recording_right_rms_dbfs", "recording_right_peak_dbfs"}
         self._set(recording_status=status.value, finalized_at=now,
                   **{k: v for k, v in facts.items() if k in allowed})
 
@@ -438,7 +446,8 @@ class CallSession:
         if consent in RECORDING_CONSENTS:
             self._enter(State.STARTING_RECORDING)
             file = recording_file_name(self.record.id, self.record.started_at)
-            self._set(recording_path=file, recording_status=RecordingStatus.STARTING.value)
+            self._set(recording_path=file, recording_status=RecordingStatus.STARTING.value,
+                      recording_channels=2 if self.decision.stereo else 1)
             return [StartRecording(file, self.decision.mixmonitor_options)]
         if self.confirm is not None and consent in (Consent.DECLINED, Consent.NOT_GIVEN):
             self._enter(State.CONFIRMING)

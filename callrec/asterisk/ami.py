@@ -23,6 +23,7 @@ from panoramisk import Manager
 log = logging.getLogger("callrec.ami")
 
 HangupHandler = Callable[[str, int | None, str | None], None]
+EventHandler = Callable[[dict[str, str]], None]
 
 
 class AmiError(Exception):
@@ -50,6 +51,9 @@ class Ami:
         self._password = password
         self.timeout = timeout
         self.on_hangup = on_hangup
+        # More events by name (BridgeEnter, DialEnd, UserEvent for the agents' pause key), added
+        # with on_event() before start().  UserEvent needs "read = call,user" in manager.conf.
+        self._handlers: dict[str, list[EventHandler]] = {}
         self.manager: Manager | None = None
         self.logged_in = asyncio.Event()
         self.auth_failed = False
@@ -61,11 +65,13 @@ class Ami:
         loop = asyncio.get_running_loop()
         self.manager = Manager(
             loop=loop, host=self.host, port=self.port, username=self.user, secret=self._password,
-            ping_delay=5, ping_interval=5, reconnect_timeout=1, events="call",
+            ping_delay=5, ping_interval=5, reconnect_timeout=1, events="call,user",
             on_connect=self._on_connect, on_disconnect=self._on_disconnect,
         )
         self.manager.log = logging.getLogger("callrec.ami.panoramisk")
         self.manager.register_event("Hangup", self._hangup_event)
+        for name in self._handlers:
+            self.manager.register_event(name, self._dispatch)
         self.manager.connect().add_done_callback(self._connect_done)
 
     def _connect_done(self, task: asyncio.Future[Any]) -> None:
@@ -129,6 +135,18 @@ class Ami:
             self.on_hangup(uniqueid, cause, event.get("Cause-txt"))
         except Exception:
             log.exception("handling AMI Hangup failed")
+
+    def on_event(self, name: str, handler: EventHandler) -> None:
+        """Call ``handler(fields)`` for each AMI event ``name``; register before start()."""
+        self._handlers.setdefault(name, []).append(handler)
+
+    def _dispatch(self, manager: Manager, event: Any) -> None:
+        fields = {str(k): str(v) for k, v in dict(event).items()}
+        for handler in self._handlers.get(fields.get("Event", ""), []):
+            try:
+                handler(fields)
+            except Exception:
+                log.exception("handling AMI %s failed", fields.get("Event"))
 
     async def wait_logged_in(self, timeout: float) -> None:
         """For start-up and `callrec check`: raise a clear error if login does not happen."""
