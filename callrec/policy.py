@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from .config import CONSENT_MODES, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings
 
 ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule")
+# Set by dialplan/callrec-outbound.conf on the called party's channel (callrec.ari_parties).
+ARGUMENT_KEYS += ("direction", "agent", "agent_channel")
 DEFAULT_PROMPTS = {"notice": "notice", "opt-out": "notice-opt-out", "opt-in": "notice-opt-in"}
 NOT_RECORDED_PROMPT = "not-recorded"
 
