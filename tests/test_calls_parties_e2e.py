@@ -221,6 +221,28 @@ async def test_outbound_opt_in_required_refuses_the_call_without_consent(
     assert (r["direction"], r["consent"], r["recording_status"]) == ("outbound", "not_given", "none")
 
 
+async def test_outbound_blind_transfer_by_the_agent_keeps_the_recording(
+        daemon: Daemon, tester: Tester, finished: Any, database: str) -> None:
+    agent_call, callee_leg, callee = await call_out(tester, "5557004", "mode=notice")
+    await tester.ari.play(callee_leg, TONE, str(uuid.uuid4()))  # the called party's line sends audio throughout
+    await bridged(tester, callee)
+    await agent_call.answered()
+    await tester.ari.send_dtmf(agent_call.caller_id, "#202")  # the agent: blind transfer to 202
+    transfer = await tester.log.wait_for(lambda e: e.get("type") == "BridgeBlindTransfer", 20, "the blind transfer")
+    phone2 = await answer_leg(tester, "agent", "202")
+    await bridged(tester, callee, times=2)
+    await say(tester, phone2)
+    await tester.ari.hangup(callee_leg)
+    r = await finish(daemon, finished, database, callee)
+    assert len(notices_played(tester, callee)) == 1
+    assert [row["n"] for row in await fetch(database, "SELECT count(*) AS n FROM calls")] == [1]
+    check_recording(daemon, r)
+    assert r["recording_started_at"] < event_time(transfer) < r["ended_at"]
+    assert (r["direction"], r["agent"]) == ("outbound", "201")  # still the agent who dialed
+    assert await parties(database, r["id"]) == [("transferer", "201"), ("callee", "5557004"),
+                                                ("transfer_target", "202")]
+
+
 # -- inbound to an agent, transfers ------------------------------------------------------------------
 
 
