@@ -243,6 +243,24 @@ async def test_outbound_blind_transfer_by_the_agent_keeps_the_recording(
                                                 ("transfer_target", "202")]
 
 
+async def test_outbound_callee_hanging_up_in_the_notice_is_never_connected(
+        daemon: Daemon, tester: Tester, finished: Any, database: str) -> None:
+    agent_call, callee_leg, callee = await call_out(tester, "5557005", "mode=opt-out")
+    await tester.log.wait_for(
+        lambda e: e.get("type") == "PlaybackStarted" and e["playback"].get("target_uri") == f"channel:{callee}",
+        15, "the notice to the called party")
+    await tester.ari.hangup(callee_leg)
+    back = await tester.log.wait_for(
+        lambda e: e.get("type") == "ChannelUserevent" and e.get("eventname") == "CallrecTestOut"
+        and e["channel"]["id"] == agent_call.callee_id, 20, "the agent's Dial to return")
+    # Nothing reached the agent's channel: the row says why.  (Asterisk still reports the Dial as
+    # ANSWER: the called party had answered before hanging up in the pre-bridge subroutine.)
+    assert (back["userevent"]["consent"], back["userevent"]["call_id"]) == ("", "")
+    r = await finish(daemon, finished, database, callee)
+    assert (r["direction"], r["agent"], r["consent"], r["recording_status"]) == (
+        "outbound", "201", "abandoned", "none")
+
+
 # -- inbound to an agent, transfers ------------------------------------------------------------------
 
 
