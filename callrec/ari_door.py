@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import ari_parties
 from .asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStream
 from .policy import CallFacts, parse_args
 from .service import CallService, utcnow
@@ -281,6 +282,8 @@ class AriDoor:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         at = _event_time(event)
+        if ari_parties.on_event(self.calls, event, at, self.service.save):
+            return  # who joined or left the call (agents, transfers)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None
         if kind == "StasisStart" and channel is not None:
             known = self.calls.get(str(channel.get("id")))
@@ -447,12 +450,14 @@ class AriDoor:
             channel_language=str(channel.get("language", "")),
             args=args,
         )
+        facts = ari_parties.adjust_facts(facts, channel)
         session = self.service.open_call(
             door="ari", uniqueid=str(channel["id"]), channel=str(channel.get("name", "")), facts=facts,
             caller_name=str(caller.get("name", "")), started_at=at,
         )
         for warning in arg_warnings:
             session.warn(warning)
+        ari_parties.start(session, channel, args, at)
         call = AriCall(self, session, str(channel["id"]), str(channel.get("name", "")))
         self.calls[call.channel_id] = call
         first = session.start()  # the notice: the first thing that happens

@@ -31,6 +31,8 @@ from .config import CONSENT_MODES, RECORD_WORDS, NoticeSettings, PolicyRule, Pol
 ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule", "extension", "queue", "record")
 MATCHERS = ("did", "caller", "context", "extension", "queue")
 OVERRIDES = ("force", "never")
+# Set by dialplan/callrec-outbound.conf on the called party's channel (callrec.ari_parties).
+ARGUMENT_KEYS += ("direction", "agent", "agent_channel")
 DEFAULT_PROMPTS = {"notice": "notice", "opt-out": "notice-opt-out", "opt-in": "notice-opt-in"}
 NOT_RECORDED_PROMPT = "not-recorded"
 
@@ -52,6 +54,8 @@ class CallFacts:
         own = getattr(self, matcher)
         if own or matcher not in ("extension", "queue"):
             return own
+        if matcher == "extension" and not self.args.get("extension"):
+            return str(self.args.get("agent", ""))  # outbound: the dialing agent's extension
         return str(self.args.get(matcher, ""))
 
 

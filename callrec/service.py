@@ -70,6 +70,12 @@ class CallService:
 
     def save(self, session: CallSession) -> None:
         self.writer.update(session.record.id, session.take_changes())
+        if session.parties is not None:
+            if session.record.ended_at is not None:
+                session.parties.ended(session.record.ended_at)
+            rows = session.parties.take_rows()
+            if rows is not None:
+                self.writer.update(session.record.id, {"parties": rows})
 
     async def start_recording(self, session: CallSession, channel: str, file: str, options: str) -> None:
         """MixMonitor through AMI; the outcome goes into the session either way."""

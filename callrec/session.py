@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from .parties import PartyLog
 from .policy import Decision
 
 
@@ -179,6 +180,7 @@ class CallRecord:
     recording_right_rms_dbfs: float | None = None
     recording_right_peak_dbfs: float | None = None
     bridged_at: datetime | None = None  # first bridged to another party; None: never
+    agent: str | None = None  # the agent's extension (migration 002)
 
     def row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -203,6 +205,7 @@ class CallSession:
         self.recordings_dir = recordings_dir.rstrip("/")
         self.state = State.NEW
         self.keys_maybe_lost = False  # the ARI link was down while a consent key could count
+        self.parties: PartyLog | None = None  # who was on the call (callrec.parties), set by the door
         self._changed: set[str] = set(COLUMNS)  # a new row: everything is news
         self._set(
             consent_mode=decision.mode,
@@ -244,6 +247,10 @@ class CallSession:
     def _enter(self, state: State) -> None:
         self.state = state
         self._set(state=state.value)
+
+    def set_facts(self, **fields: Any) -> None:
+        """Facts learned about the call outside the consent flow (direction, agent, parties' numbers)."""
+        self._set(**fields)
 
     def warn(self, text: str) -> None:
         self.record.warnings.append(text)

@@ -492,7 +492,9 @@ class Sandbox:
         hosts = self.root / "etc/hosts"  # debootstrap writes none; "localhost" should resolve in the root
         if not hosts.exists():
             hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-        for d in (RECORDINGS_DIR, "/var/run/asterisk", "/var/log/asterisk", "/var/lib/asterisk"):
+        # (/var/spool/asterisk/recording: ARI recordings, which tests use to hear what a called party heard)
+        for d in (RECORDINGS_DIR, "/var/run/asterisk", "/var/log/asterisk", "/var/lib/asterisk",
+                  "/var/spool/asterisk/recording"):
             self._in_root(d).mkdir(parents=True, exist_ok=True)
 
     def _in_root(self, path: str) -> Path:

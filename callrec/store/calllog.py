@@ -19,6 +19,8 @@ from ..session import COLUMNS
 log = logging.getLogger("callrec.calllog")
 
 _COLUMN_SET = frozenset(COLUMNS)
+# Not a column: the full list of the call's parties (callrec.parties), upserted into call_parties.
+PARTIES = "parties"
 # SQLSTATE classes after which the same write can succeed later: connection (08), resources (53),
 # operator intervention / server shutting down (57), rollback (40); lock timeout, read-only standby.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
@@ -76,7 +78,7 @@ class CallLogWriter:
         """Queue changed fields of one call (never blocks, never raises on bad data)."""
         if not changes:
             return
-        unknown = set(changes) - _COLUMN_SET
+        unknown = set(changes) - _COLUMN_SET - {PARTIES}
         if unknown:
             raise ValueError(f"not call-log columns: {sorted(unknown)}")
         self._pending.setdefault(call_id, {}).update(changes)
@@ -157,9 +159,12 @@ class CallLogWriter:
         async with self.pool.acquire() as conn, conn.transaction():
             for call_id, fields in items:
                 fields = {k: _storable(v) for k, v in fields.items() if k != "id"}
+                parties = fields.pop(PARTIES, None)
                 cols = list(fields)
                 log.debug("write call %s: %s", call_id, ", ".join(cols))
-                if "door" in fields:
+                if not cols:
+                    pass  # only the parties changed
+                elif "door" in fields:
                     # The first write of a call carries every field (PostgreSQL checks NOT NULL before
                     # ON CONFLICT, so a partial upsert would fail even for an existing row).
                     placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
@@ -175,3 +180,16 @@ class CallLogWriter:
                                                 call_id, *fields.values())
                     if status == "UPDATE 0":
                         log.error("call log: call %s has no row; fields %s lost", call_id, sorted(cols))
+                if parties:
+                    await _write_parties(conn, call_id, parties)
+
+
+async def _write_parties(conn: asyncpg.Connection, call_id: str, parties: list[dict[str, Any]]) -> None:
+    """Upsert the call's whole party list (it only grows; ``left_at`` and roles change)."""
+    await conn.executemany(
+        "INSERT INTO call_parties (call_id, seq, number, name, channel, role, joined_at, left_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (call_id, seq) DO UPDATE SET "
+        "number = EXCLUDED.number, name = EXCLUDED.name, channel = EXCLUDED.channel, role = EXCLUDED.role, "
+        "joined_at = EXCLUDED.joined_at, left_at = EXCLUDED.left_at",
+        [(call_id, p["seq"], _storable(p["number"]), _storable(p["name"]), _storable(p["channel"] or ""), p["role"],
+          p["joined_at"], p["left_at"]) for p in parties])
