@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 import asyncpg
 
+from .agi_door import AgiDoor
 from .ari_door import AriDoor
 from .asterisk.ami import Ami
 from .asterisk.ari import Ari
@@ -34,6 +36,7 @@ class Daemon:
         self.ami: Ami | None = None
         self.ari: Ari | None = None
         self.door: AriDoor | None = None
+        self.agi: AgiDoor | None = None
         self.service: CallService | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
@@ -63,6 +66,8 @@ class Daemon:
                 raise FatalError(
                     f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
             unfinished = await fetch_open_calls(conn)
+            # AGI calls an earlier run left open: followed up through ARI like the others.
+            unfinished += await fetch_open_calls(conn, "agi")
         self.writer = CallLogWriter(self.pool)
         self.writer.start()
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
@@ -72,6 +77,13 @@ class Daemon:
         self.service = CallService(s, prompts, self.writer, self.ami)
         self.door = AriDoor(self.ari, self.service)
         self.ami.on_hangup = self.door.on_ami_hangup
+        if s.agi.active:
+            self.agi = AgiDoor(s.agi, self.service)
+            self.ami.on_hangup = _both(self.door.on_ami_hangup, self.agi.on_ami_hangup)
+            try:
+                await self.agi.start()
+            except (OSError, ValueError) as exc:
+                raise FatalError(f"agi.listen: cannot listen on {s.agi.listen}: {_brief(exc)}") from None
         if unfinished:
             log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
             self.door.expect_recovery(unfinished)
@@ -145,8 +157,9 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        # Both doors hand their callers back at the same time.
+        await asyncio.gather(*(d.close() for d in (self.agi, self.door) if d is not None))
         if self.door is not None:
-            await self.door.close()
             await self.door.stream.close()
         for task in self._tasks:
             task.cancel()
@@ -166,3 +179,13 @@ class Daemon:
 def _brief(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
+
+
+def _both(*handlers: Callable[[str, int | None, str | None], None]) -> Callable[[str, int | None, str | None], None]:
+    """AMI's Hangup to every door (each ignores channels it does not follow)."""
+
+    def dispatch(uniqueid: str, cause: int | None, cause_text: str | None) -> None:
+        for handler in handlers:
+            handler(uniqueid, cause, cause_text)
+
+    return dispatch

@@ -108,6 +108,22 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class AgiSettings:
+    """The FastAGI door (``AGI(agi://127.0.0.1:4573/notice?...)``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:4573"  # host:port; "" turns the door off like enabled = false
+    max_sessions: int = 500  # connections at once; more are closed (the dialplan fail-safe goes on)
+    handshake_timeout: float = 5.0  # seconds for Asterisk's AGI variables to arrive in full
+    command_timeout: float = 5.0  # seconds for the reply to a quick command (SET VARIABLE ...)
+    max_line: int = 8192  # bytes in one line from the peer; a longer line ends the session
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.listen)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
 
@@ -120,6 +136,7 @@ class Settings:
     notice: NoticeSettings = field(default_factory=NoticeSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
     source: str = "<defaults>"
 
 
@@ -129,6 +146,7 @@ _SECTIONS: dict[str, type] = {
     "recordings": RecordingSettings,
     "notice": NoticeSettings,
     "log": LogSettings,
+    "agi": AgiSettings,
 }
 _RULE_KEYS = {f for f in PolicyRule.__dataclass_fields__}
 
@@ -297,6 +315,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("notice.opt_in_key: must differ from notice.opt_out_key")
     if s.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
+    _check_agi(s.agi)
     _check_policy("policy", s.policy.mode, s.policy.language, s.policy.prompt)
     for i, rule in enumerate(s.policy.rules):
         _check_policy(f"policy.rules[{i}]", rule.mode, rule.language, rule.prompt)
@@ -318,3 +337,21 @@ def _check_mixmonitor(key: str, options: str) -> None:
         raise ConfigError(
             f"{key}: unsupported MixMonitor options {options!r} (allowed: b, B(secs), v(n), V(n), W(n), n in -4..4)"
         )
+
+
+def _check_agi(a: AgiSettings) -> None:
+    if a.listen:
+        host, sep, port = a.listen.rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not bare or not port.isdigit() or int(port) > 65535 \
+                or not re.fullmatch(r"[A-Za-z0-9_.:-]+", bare):
+            raise ConfigError(f"agi.listen: expected host:port like 127.0.0.1:4573 (or \"\" to turn FastAGI off), "
+                              f"got {a.listen!r}")
+    if not 1 <= a.max_sessions <= 100000:
+        raise ConfigError(f"agi.max_sessions: expected 1-100000, got {a.max_sessions}")
+    if not 0 < a.handshake_timeout <= 60:
+        raise ConfigError(f"agi.handshake_timeout: expected 0-60 seconds, got {a.handshake_timeout}")
+    if not 0 < a.command_timeout <= 60:
+        raise ConfigError(f"agi.command_timeout: expected 0-60 seconds, got {a.command_timeout}")
+    if not 1024 <= a.max_line <= 1048576:
+        raise ConfigError(f"agi.max_line: expected 1024-1048576 bytes, got {a.max_line}")

@@ -133,6 +133,8 @@ def make_settings(info: sandbox_mod.SandboxInfo, dsn: str, **overrides: dict) ->
         "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir),
                    "decision_window": 1.5},
         "log": {"level": "debug"},
+        # A free port per daemon: tests run side by side (and two daemons in one test).
+        "agi": {"listen": "127.0.0.1:0"},
     }
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)

@@ -140,10 +140,11 @@ class Tester:
 
     async def place_call(self, exten: str = "100", *, lang: str = "en", args: str = "",
                          caller_id: str | None = '"Test Caller" <5551000>',
-                         variables: dict[str, str] | None = None) -> PlacedCall:
+                         variables: dict[str, str] | None = None,
+                         context: str = "callrec-test-in") -> PlacedCall:
         caller, callee = f"t-{uuid.uuid4()}", f"c-{uuid.uuid4()}"
         vars_ = {"_CALLREC_TEST_LANG": lang, "_CALLREC_TEST_ARGS": args, **(variables or {})}
-        await self.ari.originate(f"Local/{exten}@callrec-test-in/n", app=self.app, caller_id=caller_id,
+        await self.ari.originate(f"Local/{exten}@{context}/n", app=self.app, caller_id=caller_id,
                                  channel_id=caller, other_channel_id=callee, variables=vars_)
         call = PlacedCall(caller, callee, self)
         self.calls.append(call)
