@@ -207,6 +207,7 @@ async def test_second_pass_gets_the_same_answer_without_a_second_notice(
     call = await place(tester, port_of(daemon), exten="200", args="mode=notice")
     back = await call.handed_back()
     assert back["first"] == "implied" and back["consent"] == "implied" and back["recording"]
+    await call.spoken(await call.speak())
     r = await finish(daemon, finished, call, database)
     assert r["recording_status"] == "ready"
     assert len(await (await asyncpg.connect(database)).fetch("SELECT id FROM calls")) == 1
@@ -244,6 +245,8 @@ async def test_twenty_calls_at_once(daemon: Daemon, tester: Tester, finished: Fi
     backs = await asyncio.gather(*(c.handed_back(timeout=60) for c in calls))
     expected = {"notice": "implied", "opt-out": "implied", "opt-in": "not_given"}
     assert [b["consent"] for b in backs] == [expected[m] for m in modes]
+    speeches = [await c.speak() for c in calls]  # something to record (silence leaves no file)
+    await asyncio.gather(*(c.spoken(p) for c, p in zip(calls, speeches, strict=True)))
     for call in calls:
         await call.hang_up()
     await finished.wait_count(len(calls), timeout=90)
