@@ -34,6 +34,7 @@ from .asterisk.agi import (
     AgiTimeout,
     quote,
 )
+from .asterisk.ami import AmiError, AmiUnavailable
 from .config import AgiSettings
 from .policy import CallFacts, parse_args
 from .service import CallService, utcnow
@@ -53,6 +54,11 @@ log = logging.getLogger("callrec.agi")
 
 ESCAPE_DIGITS = "0123456789*#ABCD"  # every key stops a prompt, so every key is seen and logged
 SCRIPTS = ("notice",)  # agi://host:port/notice
+# Stopping: AGI cannot interrupt a command, so a caller in the notice or the decision window is
+# handed back when that command returns (the longest shipped notice is 12.4 s).  Past this, the
+# session is closed and the dialplan's fail-safe takes over once Asterisk ends the command.
+STOP_GRACE = 15.0
+FOLLOW_CHECK = 30.0  # seconds between checks that calls back in the dialplan still exist
 
 
 class AgiCall:
@@ -64,8 +70,9 @@ class AgiCall:
         self.session = session
         self.uniqueid = env.get("agi_uniqueid")
         self.channel = env.get("agi_channel")
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()  # hangup (AMI) | shutdown
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()  # hangup (AMI) | gone | shutdown
         self.closing = False
+        self.broken = False  # the AGI session ended without our hand-back
 
     @property
     def id(self) -> str:
@@ -83,11 +90,17 @@ class AgiCall:
         try:
             await self.execute(first)
             await self.conn.close()
+            if self.broken and not self.session.ended and await self.door.channel_gone(self.channel):
+                self.post("gone")
             # Back in the dialplan (or gone): AMI tells us when the call ends.
             while not self.session.ended and not (self.closing and self.session.state is State.IN_DIALPLAN):
                 kind, data = await self.queue.get()
                 if kind == "hangup":
                     actions = self.session.hangup(utcnow(), data.get("cause"), data.get("cause_text"))
+                elif kind == "gone":
+                    ended_at = await self.door.service.recording_closed_at(self.session.record)
+                    actions = self.session.lost(utcnow(), "the channel was gone, its hang-up not seen (AMI down, "
+                                                          "or a broken AGI session)", ended_at)
                 elif kind == "shutdown":
                     self.closing = True
                     actions = []
@@ -113,14 +126,17 @@ class AgiCall:
 
     async def execute(self, actions: list[Any]) -> None:
         pending = list(actions)
-        while pending:
-            if self.closing and self.session.state not in (State.IN_DIALPLAN, State.ENDED):
+        while True:
+            if self.closing and not self.conn.closed \
+                    and self.session.state not in (State.IN_DIALPLAN, State.ENDED):
                 # Stopping: hand the caller back now, unrecorded, instead of the next step.
                 aborted = self.session.abort(utcnow(), "callrec stopped during the notice; "
                                                        "the call went on unrecorded")
                 if aborted:
                     pending = aborted
                     self.door.service.save(self.session)
+            if not pending:
+                return
             action = pending.pop(0)
             more = await self._do(action)
             self.door.service.save(self.session)
@@ -160,6 +176,7 @@ class AgiCall:
         now = utcnow()
         if s.state is State.STARTING_RECORDING:
             return []  # MixMonitor's answer decides; the hand-back after it will fail the same way
+        self.broken = True
         s.abort(now, f"AGI session broke during the notice ({exc}); the call went on unrecorded")
         s.handed_back(now)  # closing the connection is what returns the channel to the dialplan
         return []
@@ -252,6 +269,7 @@ class AgiDoor:
         self.closing = False
         self.connections = 0  # accepted so far (tests, logs)
         self.rejected = 0  # closed without a call: garbage, hang-up in the handshake, over the limit
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -269,6 +287,7 @@ class AgiDoor:
         self.server = await asyncio.start_server(self._accept, host, port, limit=self.settings.max_line,
                                                  reuse_address=True)
         log.info("FastAGI listening on %s", self.address)
+        self._follower = asyncio.create_task(self._follow(), name="agi-follow")
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.create_task(self._serve(reader, writer))
@@ -364,6 +383,26 @@ class AgiDoor:
         except AgiError as exc:
             log.warning("FastAGI %s: could not pass %s through (%s): %s", conn.peer, channel, why, exc)
 
+    async def channel_gone(self, channel: str) -> bool:
+        """AMI's Status: False while it exists or AMI cannot tell."""
+        try:
+            await self.service.ami.action({"Action": "Status", "Channel": channel})
+        except AmiUnavailable:
+            return False
+        except AmiError:
+            return True  # "No such channel" (or a name AMI refuses: no such channel either)
+        return False
+
+    async def _follow(self) -> None:
+        """AMI's Hangup ends calls back in the dialplan; if AMI was down at that moment, this
+        finds the channels that are gone."""
+        while True:
+            await asyncio.sleep(FOLLOW_CHECK)
+            for call in list(self.calls.values()):
+                if call.session.state is State.IN_DIALPLAN and call.conn.closed \
+                        and await self.channel_gone(call.channel):
+                    call.post("gone")
+
     def on_ami_hangup(self, uniqueid: str, cause: int | None, cause_text: str | None) -> None:
         call = self.calls.get(uniqueid)
         if call is not None:
@@ -375,12 +414,14 @@ class AgiDoor:
         if call.session.record.finalized_at is not None:
             self.service.call_finalized(call.session)
 
-    async def close(self, timeout: float = 3.0) -> None:
+    async def close(self, timeout: float = STOP_GRACE) -> None:
         """Stop accepting; hand callers still in the notice back; leave calls in the dialplan
         recording (the next start follows them up from the call log)."""
         self.closing = True
         if self.server is not None:
             self.server.close()
+        if self._follower is not None:
+            self._follower.cancel()
         for call in list(self.calls.values()):
             call.closing = True
             call.post("shutdown")

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 import soundfile
 from caller import Finished, PlacedCall, Tester
-from daemon_proc import CALLREC
+from daemon_proc import CALLREC, wait_finalized
 from sandbox import SandboxInfo, callrec_config
 
 from callrec.app import Daemon
@@ -413,6 +413,16 @@ async def test_garbage_clients_are_closed_and_the_daemon_serves_on(
     assert await asyncio.wait_for(reader.read(), 15) == b""  # closed by the daemon
     writer.close()
     text = await serve.wait_log("unexpected reply '999 what'")
+    # The one that looked like a call has its row, closed: the channel it named does not exist.
+    await wait_finalized(database, "1700000000.1")
+    conn = await asyncpg.connect(database)
+    try:
+        fake = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = '1700000000.1'")
+    finally:
+        await conn.close()
+    assert (fake["door"], fake["consent"], fake["state"], fake["recording_status"]) == \
+        ("agi", "unavailable", "ended", "none")
+    assert any("AGI session broke" in w for w in fake["warnings"])
     for needle in ("not an AGI variable", "line longer than", "more than 200 lines", "empty AGI handshake",
                    "no complete line within"):
         assert needle in text, needle
@@ -537,9 +547,9 @@ async def test_caller_gone_before_the_first_command(daemon: Daemon, tester: Test
 
 async def test_graceful_stop_hands_agi_callers_back(tmp_path: Path, asterisk: SandboxInfo, tester: Tester,
                                                     database: str) -> None:
-    """SIGTERM while a caller is in the decision window: the caller goes on unrecorded and the
-    row says unavailable, like the ARI door."""
-    async with serving(tmp_path, asterisk, database, decision_window=30) as serve:
+    """SIGTERM while a caller is in the decision window: once the window's WAIT FOR DIGIT
+    returns, the caller goes on unrecorded and the row says unavailable, like the ARI door."""
+    async with serving(tmp_path, asterisk, database, decision_window=4) as serve:
         await stop_during_window(serve, tester, database)
 
 
@@ -559,4 +569,27 @@ async def stop_during_window(serve: ServeProcess, tester: Tester, database: str)
     finally:
         await conn.close()
     assert (r["consent"], r["recording_status"]) == ("unavailable", "none")
+    assert any("callrec stopped" in w for w in r["warnings"])
+    assert back["call_id"] == str(r["id"])  # callrec's own hand-back, not the dialplan's fail-safe
+
+
+async def test_stop_during_the_notice_leaves_the_caller_to_the_fail_safe(
+        serve: ServeProcess, tester: Tester, database: str) -> None:
+    """SIGTERM while STREAM FILE runs: AGI cannot interrupt a command, so the notice plays to
+    its end; then, instead of the decision window, callrec hands the caller back unrecorded."""
+    call = await place(tester, serve.port, args="mode=opt-out")
+    conn = await asyncpg.connect(database)
+    try:
+        deadline = time.monotonic() + 20
+        while await conn.fetchval("SELECT state FROM calls WHERE uniqueid = $1", call.callee_id) != "notifying":
+            assert time.monotonic() < deadline, "the call never reached the notice"
+            await asyncio.sleep(0.05)
+        serve.proc.send_signal(signal.SIGTERM)
+        back = await call.handed_back(timeout=30)
+        assert serve.proc.wait(timeout=20) == 0
+        r = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
+    finally:
+        await conn.close()
+    assert back["consent"] == "unavailable" and back["recording"] == "" and back["call_id"] == str(r["id"])
+    assert (r["consent"], r["recording_status"], r["notice_completed"]) == ("unavailable", "none", True)
     assert any("callrec stopped" in w for w in r["warnings"])

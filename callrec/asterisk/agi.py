@@ -19,6 +19,7 @@ The exchange::
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -36,6 +37,9 @@ _KEY_RE = re.compile(r"^agi_[a-z0-9_]{1,40}$")
 _ARG_RE = re.compile(r"^agi_arg_([1-9][0-9]{0,2})$")
 _REPLY_RE = re.compile(r"^200 result=(-?\d+)(?: \((.*)\))?(?: endpos=(-?\d+))?\s*$")
 _RESULT_RE = re.compile(r"^200 result=(-?\d+)")
+
+
+log = logging.getLogger("callrec.agi.protocol")
 
 
 class AgiError(Exception):
@@ -185,6 +189,7 @@ class AgiConnection:
             deadline = loop.time() + timeout
             while True:
                 line = await self.readline(max(deadline - loop.time(), 0.001))
+                log.debug("%s: %s -> %s", self.peer, text[:80], line[:120])
                 if line == "HANGUP":
                     # The channel is gone; the reply to the command follows (result=-1 or 511).
                     self.hung_up = True
