@@ -323,13 +323,13 @@ class ServeProcess:
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path, info: SandboxInfo, database: str,
-                  decision_window: float = 1) -> AsyncIterator[ServeProcess]:
+async def serving(tmp_path: Path, info: SandboxInfo, database: str, decision_window: float = 1,
+                  name: str = "serve") -> AsyncIterator[ServeProcess]:
     """`callrec serve` as a process on the sandbox, FastAGI on a free port (read from its log)."""
-    cfg = tmp_path / "c.toml"
+    cfg = tmp_path / f"{name}.toml"
     cfg.write_text(callrec_config(info, database, asterisk={"request_timeout": 2},
                                   notice={"decision_window": decision_window}, log={"level": "debug"}))
-    log_path = tmp_path / "serve.log"
+    log_path = tmp_path / f"{name}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([*CALLREC, "-c", str(cfg), "serve"], stdout=log, stderr=subprocess.STDOUT)
     sp = ServeProcess(proc, log_path)
@@ -593,3 +593,34 @@ async def test_stop_during_the_notice_leaves_the_caller_to_the_fail_safe(
     assert back["consent"] == "unavailable" and back["recording"] == "" and back["call_id"] == str(r["id"])
     assert (r["consent"], r["recording_status"], r["notice_completed"]) == ("unavailable", "none", True)
     assert any("callrec stopped" in w for w in r["warnings"])
+
+
+async def test_daemon_killed_mid_notice_caller_goes_on_and_the_row_is_closed_later(
+        tmp_path: Path, asterisk: SandboxInfo, tester: Tester, database: str) -> None:
+    """SIGKILL during the notice: Asterisk sees the AGI connection gone, the caller goes on
+    through the dialplan's fail-safe (not recorded).  The next start follows the open row up."""
+    async with serving(tmp_path, asterisk, database, name="first") as first:
+        call = await place(tester, first.port, args="mode=opt-out")
+        conn = await asyncpg.connect(database)
+        try:
+            deadline = time.monotonic() + 20
+            while await conn.fetchval("SELECT state FROM calls WHERE uniqueid = $1", call.callee_id) != "notifying":
+                assert time.monotonic() < deadline, "the call never reached the notice"
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+    back = await call.handed_back(timeout=30)
+    assert back["consent"] == "unavailable" and back["call_id"] == "" and back["recording"] == ""
+    async with serving(tmp_path, asterisk, database, name="second"):
+        await call.hang_up()
+        await wait_finalized(database, call.callee_id)
+    conn = await asyncpg.connect(database)
+    try:
+        r = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
+    finally:
+        await conn.close()
+    assert (r["door"], r["consent"], r["recording_status"], r["state"]) == ("agi", "unavailable", "none", "ended")
+    assert r["ended_at"] is not None
+    assert any("restarted" in w for w in r["warnings"])
