@@ -54,10 +54,9 @@ log = logging.getLogger("callrec.agi")
 
 ESCAPE_DIGITS = "0123456789*#ABCD"  # every key stops a prompt, so every key is seen and logged
 SCRIPTS = ("notice",)  # agi://host:port/notice
-# Stopping: AGI cannot interrupt a command, so a caller in the notice or the decision window is
-# handed back when that command returns (the longest shipped notice is 12.4 s).  Past this, the
-# session is closed and the dialplan's fail-safe takes over once Asterisk ends the command.
-STOP_GRACE = 15.0
+# Stopping: callers in the notice or the window are interrupted and handed back at once; a session
+# still busy after this is closed, and the dialplan's fail-safe takes over.
+STOP_GRACE = 5.0
 FOLLOW_CHECK = 30.0  # seconds between checks that calls back in the dialplan still exist
 
 
@@ -188,14 +187,27 @@ class AgiCall:
         limit = min(max(action.prompt.duration * 2 + 5, 10.0), self.door.service.settings.notice.max_notice_seconds)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
+        # The watchdog: cut the prompt short at its limit (see AgiConnection.interrupt).
+        watchdog = loop.call_later(limit, conn.interrupt)
+        try:
+            return await self._stream(kind, file, deadline)
+        finally:
+            watchdog.cancel()
+
+    async def _stream(self, kind: str, file: str, deadline: float) -> list[Any]:
+        s, conn = self.session, self.conn
+        loop = asyncio.get_running_loop()
         offset = 0
         while True:
+            if offset and loop.time() >= deadline:  # the watchdog fired between two commands
+                return s.notice_failed(utcnow(), "the notice did not finish in time") if kind == "notice" \
+                    else s.confirm_finished(utcnow())
             command = f"STREAM FILE {file} {quote(ESCAPE_DIGITS)}" + (f" {offset}" if offset else "")
             if kind == "notice":
                 s.notice_started(utcnow())  # the first one counts: STREAM FILE goes out now
-            reply = await conn.command(command, max(deadline - loop.time(), 0.001))
+            reply = await conn.command(command, max(deadline - loop.time(), 0.0) + self.settings.command_timeout)
             now = utcnow()
-            if reply.result == 0:
+            if reply.result == 0 and not reply.interrupted:
                 return s.notice_finished(now) if kind == "notice" else s.confirm_finished(now)
             if reply.result < 0:
                 if conn.hung_up or not await self._alive():
@@ -210,7 +222,13 @@ class AgiCall:
                     return actions  # the consent key: the notice stops here
             if self.closing:
                 return []  # execute() hands the caller back
-            offset = max(reply.endpos or 0, 0)  # any other key: on from where it stopped
+            if loop.time() >= deadline:
+                if kind == "notice":
+                    return s.notice_failed(now, "the notice did not finish in time")
+                return s.confirm_finished(now)
+            # Any other key: on from where it stopped.
+            if reply.endpos is not None:
+                offset = max(reply.endpos, 0)
 
     async def _window(self, seconds: float) -> list[Any]:
         s, conn = self.session, self.conn
@@ -425,6 +443,7 @@ class AgiDoor:
         for call in list(self.calls.values()):
             call.closing = True
             call.post("shutdown")
+            call.conn.interrupt()  # a running prompt or window ends now; the caller is handed back
         tasks = list(self.sessions)
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=timeout)

@@ -547,9 +547,9 @@ async def test_caller_gone_before_the_first_command(daemon: Daemon, tester: Test
 
 async def test_graceful_stop_hands_agi_callers_back(tmp_path: Path, asterisk: SandboxInfo, tester: Tester,
                                                     database: str) -> None:
-    """SIGTERM while a caller is in the decision window: once the window's WAIT FOR DIGIT
-    returns, the caller goes on unrecorded and the row says unavailable, like the ARI door."""
-    async with serving(tmp_path, asterisk, database, decision_window=4) as serve:
+    """SIGTERM while a caller is in the decision window: the window's WAIT FOR DIGIT is cut short,
+    the caller goes on unrecorded and the row says unavailable, like the ARI door."""
+    async with serving(tmp_path, asterisk, database, decision_window=30) as serve:
         await stop_during_window(serve, tester, database)
 
 
@@ -571,12 +571,13 @@ async def stop_during_window(serve: ServeProcess, tester: Tester, database: str)
     assert (r["consent"], r["recording_status"]) == ("unavailable", "none")
     assert any("callrec stopped" in w for w in r["warnings"])
     assert back["call_id"] == str(r["id"])  # callrec's own hand-back, not the dialplan's fail-safe
+    assert (r["consent_at"] - r["notice_finished_at"]).total_seconds() < 30  # the window was cut short
 
 
-async def test_stop_during_the_notice_leaves_the_caller_to_the_fail_safe(
+async def test_stop_during_the_notice_hands_the_caller_back(
         serve: ServeProcess, tester: Tester, database: str) -> None:
-    """SIGTERM while STREAM FILE runs: AGI cannot interrupt a command, so the notice plays to
-    its end; then, instead of the decision window, callrec hands the caller back unrecorded."""
+    """SIGTERM while STREAM FILE runs: the prompt is cut short and callrec hands the caller back
+    unrecorded, like the ARI door."""
     call = await place(tester, serve.port, args="mode=opt-out")
     conn = await asyncpg.connect(database)
     try:
@@ -591,7 +592,9 @@ async def test_stop_during_the_notice_leaves_the_caller_to_the_fail_safe(
     finally:
         await conn.close()
     assert back["consent"] == "unavailable" and back["recording"] == "" and back["call_id"] == str(r["id"])
-    assert (r["consent"], r["recording_status"], r["notice_completed"]) == ("unavailable", "none", True)
+    assert (r["consent"], r["recording_status"], r["notice_completed"]) == ("unavailable", "none", False)
+    heard = (r["notice_finished_at"] - r["notice_started_at"]).total_seconds()
+    assert heard < r["notice_prompt_duration"]  # cut short, not played to its end
     assert any("callrec stopped" in w for w in r["warnings"])
 
 

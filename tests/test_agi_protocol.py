@@ -195,17 +195,18 @@ class FakeAmi:
         return {"Response": "Success"}
 
 
-def settings(**agi: Any) -> Settings:
+def settings(notice: dict[str, Any] | None = None, **agi: Any) -> Settings:
     return parse_settings({
         **SECRETS,
-        "notice": {"prompts_dir": PROMPTS, "local_prompts_dir": str(REPO / "sounds"), "decision_window": 0.5},
+        "notice": {"prompts_dir": PROMPTS, "local_prompts_dir": str(REPO / "sounds"), "decision_window": 0.5,
+                   **(notice or {})},
         "agi": {"listen": "127.0.0.1:0", **agi},
     }, {})
 
 
 @pytest.fixture
 async def door(request: pytest.FixtureRequest) -> AsyncIterator[AgiDoor]:
-    s = settings(**getattr(request, "param", {}))
+    s = settings(**getattr(request, "param", {}))  # e.g. {"max_sessions": 2} or {"notice": {...}}
     service = CallService(s, PromptCatalog.load(PROMPTS, REPO / "sounds"), FakeWriter(), FakeAmi())  # type: ignore[arg-type]
     d = AgiDoor(s.agi, service)
     await d.start()
@@ -390,8 +391,8 @@ async def test_stopping_hands_a_caller_in_the_window_back(door: AgiDoor) -> None
     await ast.expect("STREAM FILE ", "200 result=0 endpos=60000")
     await ast.expect("WAIT FOR DIGIT ")
     closing = asyncio.create_task(door.close())
-    await wait_for(lambda: door.closing)
-    ast.writer.write(b"200 result=0\n")  # the window's wait ends
+    # Asterisk ends WAIT FOR DIGIT (result=1) when a line arrives on the AGI socket.
+    await ast.expect("GET FULL VARIABLE callrec-interrupt", "200 result=1\n200 result=1 (callrec-interrupt)")
     await ast.expect("SET VARIABLE CALLREC_CALL_ID ", "200 result=1")
     assert await ast.expect("SET VARIABLE CALLREC_CONSENT ", "200 result=1") == \
         'SET VARIABLE CALLREC_CONSENT "unavailable"'
@@ -442,3 +443,20 @@ async def test_a_port_in_use_is_an_error_at_start() -> None:
             await door.start()
     finally:
         busy.close()
+
+
+@pytest.mark.parametrize("door", [{"notice": {"max_notice_seconds": 1}}], indirect=True)
+async def test_a_prompt_past_its_limit_is_cut_short_and_the_notice_fails(door: AgiDoor) -> None:
+    ast = await FakeAsterisk.call(door, env_lines("1.9"))
+    await ast.expect("STREAM FILE ")  # and Asterisk keeps playing...
+    # ... until the watchdog's line, which replaces STREAM FILE (no reply of its own).
+    await ast.expect("GET FULL VARIABLE callrec-interrupt", "200 result=1 (callrec-interrupt)")
+    await ast.expect("SET VARIABLE CALLREC_CALL_ID ", "200 result=1")
+    assert await ast.expect("SET VARIABLE CALLREC_CONSENT ", "200 result=1") == \
+        'SET VARIABLE CALLREC_CONSENT "notice_failed"'
+    await ast.expect("SET VARIABLE CALLREC_RECORDING ", "200 result=1")
+    await ast.expect("GET VARIABLE", "200 result=1 (1.9)")
+    await ast.ended()
+    r = row(door, "1.9")
+    assert (r["consent"], r["notice_completed"]) == ("notice_failed", False)
+    assert any("did not finish in time" in w for w in r["warnings"])

@@ -33,6 +33,10 @@ KNOWN_KEYS = {"agi_network", "agi_network_script", "agi_request", "agi_channel",
 EARLY_KEYS = ("agi_network", "agi_network_script", "agi_request", "agi_channel", "agi_language", "agi_type",
               "agi_uniqueid", "agi_version")
 MAX_ENV_LINES = 200
+# Sent to cut a running command short; its reply ("200 result=1 (callrec-interrupt)") is told
+# apart from every other by its data.
+INTERRUPT_MARK = "callrec-interrupt"
+INTERRUPT_COMMAND = f"GET FULL VARIABLE {INTERRUPT_MARK}"
 _KEY_RE = re.compile(r"^agi_[a-z0-9_]{1,40}$")
 _ARG_RE = re.compile(r"^agi_arg_([1-9][0-9]{0,2})$")
 _REPLY_RE = re.compile(r"^200 result=(-?\d+)(?: \((.*)\))?(?: endpos=(-?\d+))?\s*$")
@@ -86,6 +90,7 @@ class AgiReply:
     data: str
     endpos: int | None
     line: str
+    interrupted: bool = False  # Asterisk dropped the command for our interrupt (no reply of its own)
 
 
 class AgiConnection:
@@ -98,6 +103,7 @@ class AgiConnection:
         self.hung_up = False  # Asterisk said HANGUP (or 511): the channel is gone
         self.closed = False
         self.busy = False  # a command is out and its reply not in yet
+        self._interrupts = 0  # NOOPs sent to cut a command short, whose replies are still to come
 
     @property
     def peer(self) -> str:
@@ -172,6 +178,19 @@ class AgiConnection:
                 raise AgiProtocolError(f"AGI handshake without {key}")
         return AgiEnv(values, args, tainted, notes)
 
+    def interrupt(self) -> None:
+        """Cut a running STREAM FILE / WAIT FOR DIGIT short.  Asterisk watches the AGI socket
+        during both and ends them as soon as a line arrives: WAIT FOR DIGIT replies
+        ``result=1``, STREAM FILE gives no reply of its own (the new command replaces it).  The
+        line is a harmless command whose reply is recognised by its data and dropped."""
+        if self.closed or not self.busy or self._interrupts:
+            return
+        self._interrupts += 1
+        try:
+            self.writer.write(INTERRUPT_COMMAND.encode() + b"\n")
+        except (ConnectionError, OSError):
+            pass
+
     async def command(self, text: str, timeout: float) -> AgiReply:
         """Send one command and read its reply.  Raises AgiHangup, AgiCommandError, AgiError."""
         if "\n" in text or "\r" in text:
@@ -186,40 +205,65 @@ class AgiConnection:
             except (ConnectionError, OSError) as exc:
                 raise AgiClosed(f"connection lost: {exc}") from None
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while True:
-                line = await self.readline(max(deadline - loop.time(), 0.001))
-                log.debug("%s: %s -> %s", self.peer, text[:80], line[:120])
-                if line == "HANGUP":
-                    # The channel is gone; the reply to the command follows (result=-1 or 511).
-                    self.hung_up = True
-                    continue
-                if line.startswith("200 "):
-                    m = _REPLY_RE.match(line)
-                    if m is not None:
-                        endpos = int(m.group(3)) if m.group(3) is not None else None
-                        return AgiReply(200, int(m.group(1)), m.group(2) or "", endpos, line)
-                    m = _RESULT_RE.match(line)
-                    if m is None:
-                        raise AgiProtocolError(f"unreadable reply {line[:80]!r}")
-                    return AgiReply(200, int(m.group(1)), "", None, line)
-                if line.startswith("511"):
-                    self.hung_up = True
-                    raise AgiHangup(line[:120])
-                if line.startswith("510"):
-                    raise AgiCommandError(f"{text.split(' ')[0:2]}: {line[:120]}")
-                if line.startswith("520-"):
-                    # Multi-line usage text up to "520 End of proper usage."
-                    for _ in range(200):
-                        more = await self.readline(max(deadline - loop.time(), 0.001))
-                        if more.startswith("520 "):
-                            break
-                    raise AgiCommandError(f"{text[:40]!r}: invalid command syntax")
-                if line.startswith("520"):
-                    raise AgiCommandError(f"{text[:40]!r}: {line[:120]}")
-                raise AgiProtocolError(f"unexpected reply {line[:80]!r}")
+            try:
+                reply = await self._reply(text, loop, loop.time() + timeout)
+            except (AgiHangup, AgiCommandError):
+                self.busy = False
+                await self._drain_interrupts(loop)
+                raise
+            self.busy = False
+            if self._interrupts and reply.result == 1 and reply.data == INTERRUPT_MARK:
+                self._interrupts -= 1  # the command was dropped for ours
+                return AgiReply(200, 1, "", None, reply.line, interrupted=True)
+            await self._drain_interrupts(loop)
+            return reply
         finally:
             self.busy = False
+
+    async def _drain_interrupts(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The reply to an interrupt that came after the command's own one."""
+        while self._interrupts and not self.closed:
+            self._interrupts -= 1
+            try:
+                await self._reply(INTERRUPT_COMMAND, loop, loop.time() + 5.0)
+            except (AgiHangup, AgiCommandError):
+                pass
+            except AgiError:
+                return
+
+    async def _reply(self, text: str, loop: asyncio.AbstractEventLoop, deadline: float) -> AgiReply:
+        """The reply to ``text``: HANGUP lines noted on the way, a 520 usage block read to its end."""
+        while True:
+            line = await self.readline(max(deadline - loop.time(), 0.001))
+            log.debug("%s: %s -> %s", self.peer, text[:80], line[:120])
+            if line == "HANGUP":
+                # The channel is gone; the reply to the command follows (result=-1 or 511).
+                self.hung_up = True
+                continue
+            if line.startswith("200 "):
+                m = _REPLY_RE.match(line)
+                if m is not None:
+                    endpos = int(m.group(3)) if m.group(3) is not None else None
+                    return AgiReply(200, int(m.group(1)), m.group(2) or "", endpos, line)
+                m = _RESULT_RE.match(line)
+                if m is None:
+                    raise AgiProtocolError(f"unreadable reply {line[:80]!r}")
+                return AgiReply(200, int(m.group(1)), "", None, line)
+            if line.startswith("511"):
+                self.hung_up = True
+                raise AgiHangup(line[:120])
+            if line.startswith("510"):
+                raise AgiCommandError(f"{text.split(' ')[0:2]}: {line[:120]}")
+            if line.startswith("520-"):
+                # Multi-line usage text up to "520 End of proper usage."
+                for _ in range(200):
+                    more = await self.readline(max(deadline - loop.time(), 0.001))
+                    if more.startswith("520 "):
+                        break
+                raise AgiCommandError(f"{text[:40]!r}: invalid command syntax")
+            if line.startswith("520"):
+                raise AgiCommandError(f"{text[:40]!r}: {line[:120]}")
+            raise AgiProtocolError(f"unexpected reply {line[:80]!r}")
 
     async def close(self, timeout: float = 2.0) -> None:
         if self.closed:
