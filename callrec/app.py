@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 import asyncpg
 
+from .agi_door import AgiDoor
 from .ari_door import AriDoor
 from .asterisk.ami import Ami
 from .asterisk.ari import Ari
@@ -40,6 +42,7 @@ class Daemon:
         self.ami: Ami | None = None
         self.ari: Ari | None = None
         self.door: AriDoor | None = None
+        self.agi: AgiDoor | None = None
         self.service: CallService | None = None
         self.http: HttpServer | None = None
         self.retention: RetentionJob | None = None
@@ -75,6 +78,8 @@ class Daemon:
                     f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
             unfinished = await fetch_open_calls(conn)
             await sync_confidential_rules(conn, [r.name for r in s.policy.rules if r.confidential])
+            # AGI calls an earlier run left open: followed up through ARI like the others.
+            unfinished += await fetch_open_calls(conn, "agi")
         self.writer = CallLogWriter(self.pool)
         self.writer.start()
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
@@ -94,6 +99,13 @@ class Daemon:
         self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
+        if s.agi.active:
+            self.agi = AgiDoor(s.agi, self.service)
+            self.ami.on_hangup = _both(self.door.on_ami_hangup, self.agi.on_ami_hangup)
+            try:
+                await self.agi.start()
+            except (OSError, ValueError) as exc:
+                raise FatalError(f"agi.listen: cannot listen on {s.agi.listen}: {_brief(exc)}") from None
         if unfinished:
             log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
             self.door.expect_recovery(unfinished)
@@ -181,8 +193,9 @@ class Daemon:
             self.retention.stop.set()
         if self.http is not None:
             await self.http.stop()
+        # Both doors hand their callers back at the same time.
+        await asyncio.gather(*(d.close() for d in (self.agi, self.door) if d is not None))
         if self.door is not None:
-            await self.door.close()
             await self.door.stream.close()
         for task in self._tasks:
             task.cancel()
@@ -206,3 +219,13 @@ class Daemon:
 def _brief(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
+
+
+def _both(*handlers: Callable[[str, int | None, str | None], None]) -> Callable[[str, int | None, str | None], None]:
+    """AMI's Hangup to every door (each ignores channels it does not follow)."""
+
+    def dispatch(uniqueid: str, cause: int | None, cause_text: str | None) -> None:
+        for handler in handlers:
+            handler(uniqueid, cause, cause_text)
+
+    return dispatch

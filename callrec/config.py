@@ -158,6 +158,22 @@ class HookSettings:
 
 
 @dataclass(frozen=True)
+class AgiSettings:
+    """The FastAGI door (``AGI(agi://127.0.0.1:4573/notice?...)``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:4573"  # host:port; "" turns the door off like enabled = false
+    max_sessions: int = 500  # connections at once; more are closed (the dialplan fail-safe goes on)
+    handshake_timeout: float = 5.0  # seconds for Asterisk's AGI variables to arrive in full
+    command_timeout: float = 5.0  # seconds for the reply to a quick command (SET VARIABLE ...)
+    max_line: int = 8192  # bytes in one line from the peer; a longer line ends the session
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.listen)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
 
@@ -191,6 +207,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     integrity: IntegritySettings = field(default_factory=IntegritySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
     source: str = "<defaults>"
 
 
@@ -203,6 +220,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogSettings,
     "integrity": IntegritySettings,
     "http": HttpSettings,
+    "agi": AgiSettings,
 }
 _RULE_KEYS = {f for f in PolicyRule.__dataclass_fields__}
 
@@ -382,6 +400,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
     check_integrity(s.integrity)
     _check_http(s.http)
+    _check_agi(s.agi)
     _check_policy("policy", s.policy.mode, s.policy.language, s.policy.prompt)
     for i, rule in enumerate(s.policy.rules):
         _check_policy(f"policy.rules[{i}]", rule.mode, rule.language, rule.prompt)
@@ -461,3 +480,21 @@ def _check_hooks(h: HookSettings) -> None:
         raise ConfigError(f"hooks.max_attempts: expected 1-1000, got {h.max_attempts}")
     if not 1 <= h.concurrency <= 64:
         raise ConfigError(f"hooks.concurrency: expected 1-64, got {h.concurrency}")
+
+
+def _check_agi(a: AgiSettings) -> None:
+    if a.listen:
+        host, sep, port = a.listen.rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not bare or not port.isdigit() or int(port) > 65535 \
+                or not re.fullmatch(r"[A-Za-z0-9_.:-]+", bare):
+            raise ConfigError(f"agi.listen: expected host:port like 127.0.0.1:4573 (or \"\" to turn FastAGI off), "
+                              f"got {a.listen!r}")
+    if not 1 <= a.max_sessions <= 100000:
+        raise ConfigError(f"agi.max_sessions: expected 1-100000, got {a.max_sessions}")
+    if not 0 < a.handshake_timeout <= 60:
+        raise ConfigError(f"agi.handshake_timeout: expected 0-60 seconds, got {a.handshake_timeout}")
+    if not 0 < a.command_timeout <= 60:
+        raise ConfigError(f"agi.command_timeout: expected 0-60 seconds, got {a.command_timeout}")
+    if not 1024 <= a.max_line <= 1048576:
+        raise ConfigError(f"agi.max_line: expected 1024-1048576 bytes, got {a.max_line}")

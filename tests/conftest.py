@@ -135,6 +135,8 @@ def make_settings(info: sandbox_mod.SandboxInfo, dsn: str, **overrides: dict) ->
         "log": {"level": "debug"},
         # The ops API stays off unless a test turns it on (on a port of its own).
         "http": {"enabled": False},
+        # A free port per daemon: tests run side by side (and two daemons in one test).
+        "agi": {"listen": "127.0.0.1:0"},
     }
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)

@@ -156,6 +156,8 @@ def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
         "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir)},
         # The ops API is off unless asked for (http={"enabled": True, "listen": ...}).
         "http": {"enabled": False},
+        # FastAGI on a free port (its log line names it): several daemons and checkouts run side by side.
+        "agi": {"listen": "127.0.0.1:0"},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
