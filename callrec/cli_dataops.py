@@ -243,6 +243,10 @@ async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool
                 failed += 1
             else:
                 print(f"{call_id}: legal hold {'set' if hold else 'released'}")
+                if hold and (out["audio_deleted_at"] or out["anonymized_at"]):
+                    gone = "anonymized" if out["anonymized_at"] else "audio deleted"
+                    print(f"  note: this call was already {gone} at "
+                          f"{out['anonymized_at'] or out['audio_deleted_at']}; the hold keeps what is left")
     return 1 if failed else 0
 
 

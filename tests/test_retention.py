@@ -169,6 +169,10 @@ async def test_cli_hold_set_list_release(database: str, conn: asyncpg.Connection
     garbage = run_cli(cfg, "hold", "set", "not-a-uuid", "--reason", "x")
     assert garbage.returncode == 1 and "no such call" in garbage.stderr
     assert run_cli(cfg, "hold", "release", c["id"]).returncode == 0
+    await delete_audio(conn, c["id"], rec, actor="x")
+    late = run_cli(cfg, "hold", "set", c["id"], "--reason", "too late")
+    assert late.returncode == 0 and "already audio deleted" in late.stdout
+    assert run_cli(cfg, "hold", "release", c["id"]).returncode == 0
     assert "(no calls under legal hold)" in run_cli(cfg, "hold", "list").stdout
 
 

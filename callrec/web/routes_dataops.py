@@ -141,7 +141,8 @@ def setup(app: web.Application) -> None:
 
 _HOLD: dict[str, Any] = {"type": "object", "properties": {
     "id": {"type": "string"}, "legal_hold": {"type": "boolean"}, "legal_hold_by": {"type": "string"},
-    "legal_hold_at": {"type": "string"}, "legal_hold_reason": {"type": ["string", "null"]}}}
+    "legal_hold_at": {"type": "string"}, "legal_hold_reason": {"type": ["string", "null"]},
+    "audio_deleted_at": {"type": ["string", "null"]}, "anonymized_at": {"type": ["string", "null"]}}}
 openapi.operation(
     "put", "/api/v1/calls/{id}/legal-hold", summary="Set or release a legal hold (stops every deletion)",
     tags=["retention"], parameters=[_ID],
