@@ -442,7 +442,8 @@ async def _write(pool: asyncpg.Pool, settings: Settings, ids: list[str], args: a
         return await asyncio.to_thread(
             export_to, target, bool(args.zip),
             lambda folder: write_export(folder, docs, settings.recordings.local_path, purpose=purpose,
-                                        created_by=who, selection=selection, key=key))
+                                        created_by=who, selection=selection, key=key,
+                                        prompts=(settings.notice.prompts_dir, settings.notice.local_prompts_path)))
     except (OSError, FileExistsError) as exc:
         print(f"callrec: export: {exc}", file=sys.stderr)
         return None

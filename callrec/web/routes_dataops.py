@@ -102,7 +102,9 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
                 folder.mkdir()
                 result = evidence.write_export(folder, docs, settings.recordings.local_path,
                                                purpose="evidence_export", created_by=p.name,
-                                               selection={"filter": f.describe(), "limit": f.limit}, key=key)
+                                               selection={"filter": f.describe(), "limit": f.limit}, key=key,
+                                               prompts=(settings.notice.prompts_dir,
+                                                        settings.notice.local_prompts_path))
                 evidence.zip_folder(folder, target)
                 return result
 
