@@ -243,6 +243,10 @@ async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool
                 failed += 1
             else:
                 print(f"{call_id}: legal hold {'set' if hold else 'released'}")
+                if hold and (out["audio_deleted_at"] or out["anonymized_at"]):
+                    gone = "anonymized" if out["anonymized_at"] else "audio deleted"
+                    print(f"  note: this call was already {gone} at "
+                          f"{out['anonymized_at'] or out['audio_deleted_at']}; the hold keeps what is left")
     return 1 if failed else 0
 
 
@@ -438,7 +442,8 @@ async def _write(pool: asyncpg.Pool, settings: Settings, ids: list[str], args: a
         return await asyncio.to_thread(
             export_to, target, bool(args.zip),
             lambda folder: write_export(folder, docs, settings.recordings.local_path, purpose=purpose,
-                                        created_by=who, selection=selection, key=key))
+                                        created_by=who, selection=selection, key=key,
+                                        prompts=(settings.notice.prompts_dir, settings.notice.local_prompts_path)))
     except (OSError, FileExistsError) as exc:
         print(f"callrec: export: {exc}", file=sys.stderr)
         return None

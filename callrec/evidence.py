@@ -141,6 +141,7 @@ class ExportResult:
     mismatched: list[str] = field(default_factory=list)  # exported file != hash stored at finalization
     missing: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
+    prompts: int = 0
     fingerprint: str | None = None
 
 
@@ -187,11 +188,54 @@ def _copy_hashing(src: Path, dst: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def _prompt_source(notice_prompt: str | None, prompts: tuple[str, Path] | None) -> Path | None:
+    """The notice file as this host sees it, from the path Asterisk played (``<prompts_dir>/<lang>/<name>.wav``)."""
+    if not notice_prompt or prompts is None:
+        return None
+    prefix = prompts[0].rstrip("/") + "/"
+    if not notice_prompt.startswith(prefix):
+        return None
+    return audio_file(prompts[1], notice_prompt[len(prefix):])
+
+
+def _export_prompt(out_dir: Path, doc: dict[str, Any], prompts: tuple[str, Path] | None,
+                   done: dict[str, str], files: list[dict[str, Any]]) -> None:
+    """Include the notice the caller heard, once per distinct file, if it is still the same file
+    (its sha256 equals the one recorded with the call)."""
+    ev = doc["consent_evidence"]
+    want = ev.get("notice_prompt_sha256")
+    if not want:
+        return
+    if want in done:
+        doc["notice_prompt_file"] = done[want]
+        return
+    src = _prompt_source(ev.get("notice_prompt"), prompts)
+    rel = f"prompts/{want}{src.suffix if src is not None else '.wav'}"
+    try:
+        if src is None:
+            raise FileNotFoundError
+        (out_dir / "prompts").mkdir(exist_ok=True)
+        digest, size = _copy_hashing(src, out_dir / rel)
+    except FileNotFoundError:
+        doc["notice_prompt_note"] = "the notice file is no longer installed; not included"
+        return
+    if digest != want:
+        (out_dir / rel).unlink()
+        doc["notice_prompt_note"] = "the installed notice file has changed since this call; not included"
+        return
+    done[want] = rel
+    doc["notice_prompt_file"] = rel
+    files.append({"path": rel, "sha256": digest, "bytes": size, "kind": "notice_prompt"})
+
+
 def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, purpose: str, created_by: str,
-                 selection: dict[str, Any], key: Ed25519PrivateKey | None) -> ExportResult:
-    """Copy the audio (hashing as it copies), write the manifest, SHA256SUMS and the signature.
+                 selection: dict[str, Any], key: Ed25519PrivateKey | None,
+                 prompts: tuple[str, Path] | None = None) -> ExportResult:
+    """Copy the audio (hashing as it copies), and the notice prompts the callers heard (``prompts``:
+    notice.prompts_dir and its local path), write the manifest, SHA256SUMS and the signature.
     Blocking file work: run it in a thread."""
     result = ExportResult(calls=len(docs))
+    prompt_files: dict[str, str] = {}
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     files = []
@@ -199,6 +243,7 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
     for doc in docs:
         cols = doc["columns"]
         doc["file"] = None
+        _export_prompt(out_dir, doc, prompts, prompt_files, files)
         if cols.get("audio_deleted_at"):
             doc["file_note"] = f"audio deleted at {cols['audio_deleted_at']} by {cols.get('audio_deleted_by')}"
             continue
@@ -221,7 +266,7 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
             result.mismatched.append(doc["id"])
         doc["file"] = rel
         doc["file_matches_recorded_sha256"] = matches
-        files.append({"path": rel, "sha256": digest, "bytes": size, "call_id": doc["id"]})
+        files.append({"path": rel, "sha256": digest, "bytes": size, "call_id": doc["id"], "kind": "recording"})
     sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode("ascii")
     (out_dir / SUMS).write_bytes(sums)
     manifest: dict[str, Any] = {
@@ -246,7 +291,8 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
     if key is not None:
         (out_dir / SIGNATURE).write_bytes(key.sign(data))
         (out_dir / PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
-    result.files = len(files)
+    result.files = sum(f["kind"] == "recording" for f in files)
+    result.prompts = len(prompt_files)
     result.manifest_sha256 = hashlib.sha256(data).hexdigest()
     return result
 

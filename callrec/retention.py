@@ -227,14 +227,21 @@ async def set_legal_hold(conn: asyncpg.Connection, call_id: str, hold: bool, *, 
         new = await conn.fetchrow(
             "UPDATE calls SET legal_hold = $2, legal_hold_by = $3, legal_hold_at = now(), legal_hold_reason = $4, "
             "updated_at = now() WHERE id = $1 "
-            "RETURNING id, legal_hold, legal_hold_by, legal_hold_at, legal_hold_reason",
+            "RETURNING id, legal_hold, legal_hold_by, legal_hold_at, legal_hold_reason, audio_deleted_at, "
+            "anonymized_at",
             row["id"], hold, name, reason)
         await audit.append(conn, actor=name, role=role, action="legal_hold" if hold else "legal_hold_release",
                            call_id=call_id, remote=remote,
                            details={"reason": reason, "was": row["legal_hold"],
                                     "previous_reason": row["legal_hold_reason"]})
     return {"id": str(new["id"]), "legal_hold": new["legal_hold"], "legal_hold_by": new["legal_hold_by"],
-            "legal_hold_at": new["legal_hold_at"].isoformat(), "legal_hold_reason": new["legal_hold_reason"]}
+            "legal_hold_at": new["legal_hold_at"].isoformat(), "legal_hold_reason": new["legal_hold_reason"],
+            # A hold keeps what is left: say so when the audio or the personal fields are already gone.
+            "audio_deleted_at": _iso(new["audio_deleted_at"]), "anonymized_at": _iso(new["anonymized_at"])}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 # -- retention ----------------------------------------------------------------------------------

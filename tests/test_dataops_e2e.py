@@ -78,8 +78,13 @@ async def test_recorded_call_verified_exported_and_erased(asterisk: SandboxInfo,
         exp = cli(cfg, "export", "--manifest", "--out", str(out), "--call", record.id)
         assert exp.returncode == 0, exp.stderr
         manifest = json.loads((out / "manifest.json").read_text())
-        [entry] = manifest["files"]
+        [entry] = [e for e in manifest["files"] if e["kind"] == "recording"]
         assert entry["sha256"] == record.recording_sha256
+        # The notice the caller heard is in the export too, byte for byte the file that was played.
+        [prompt] = [e for e in manifest["files"] if e["kind"] == "notice_prompt"]
+        assert prompt["sha256"] == record.notice_prompt_sha256
+        assert (out / prompt["path"]).read_bytes() == (
+            daemon.settings.notice.local_prompts_path / "en" / "notice.wav").read_bytes()
         [doc] = manifest["calls"]
         assert doc["consent_evidence"]["consent"] == "implied"
         assert doc["consent_evidence"]["notice_prompt_sha256"] == record.notice_prompt_sha256

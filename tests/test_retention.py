@@ -169,6 +169,10 @@ async def test_cli_hold_set_list_release(database: str, conn: asyncpg.Connection
     garbage = run_cli(cfg, "hold", "set", "not-a-uuid", "--reason", "x")
     assert garbage.returncode == 1 and "no such call" in garbage.stderr
     assert run_cli(cfg, "hold", "release", c["id"]).returncode == 0
+    await delete_audio(conn, c["id"], rec, actor="x")
+    late = run_cli(cfg, "hold", "set", c["id"], "--reason", "too late")
+    assert late.returncode == 0 and "already audio deleted" in late.stdout
+    assert run_cli(cfg, "hold", "release", c["id"]).returncode == 0
     assert "(no calls under legal hold)" in run_cli(cfg, "hold", "list").stdout
 
 
@@ -272,3 +276,12 @@ async def test_deletion_never_leaves_the_recordings_folder(database: str, conn: 
     assert victim["path"].exists() and not linked["path"].is_symlink()
     [entry] = await audit_rows(conn, climbing["id"], "delete_audio")
     assert entry["details"]["file_existed"] is False
+
+
+def test_retention_settings_from_the_environment() -> None:
+    s = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"}, "retention": {"audio_days": 90}},
+                       {"CALLREC_RETENTION_AUDIO_DAYS": "7", "CALLREC_RETENTION_ENABLED": "no",
+                        "CALLREC_INTEGRITY_SIGNING_KEY": "/etc/callrec/k.pem"})
+    assert (s.retention.audio_days, s.retention.enabled, s.integrity.signing_key) == (7, False, "/etc/callrec/k.pem")
+    assert s.retention.active and s.retention.for_rule("anything") == (7, 0)
+    assert not parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"}}, {}).retention.active

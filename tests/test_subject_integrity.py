@@ -168,7 +168,13 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
     rec = tmp_path / "rec"
     calls = [await add_call(conn, rec, caller=f"+1555000{i}") for i in range(3)]
     key = tmp_path / "keys" / "signing.pem"
-    cfg = write_config(tmp_path / "c.toml", database, rec, integrity={"signing_key": str(key)})
+    # The notice the callers heard, installed where this host sees the prompts.
+    prompts = tmp_path / "prompts"
+    make_wav(prompts / "en" / "notice.wav", 2.0, 500)
+    prompt_sha = hashlib.sha256((prompts / "en" / "notice.wav").read_bytes()).hexdigest()
+    await conn.execute("UPDATE calls SET notice_prompt_sha256 = $1", prompt_sha)
+    cfg = write_config(tmp_path / "c.toml", database, rec, integrity={"signing_key": str(key)},
+                       notice={"prompts_dir": "/usr/share/asterisk/sounds/callrec", "local_prompts_dir": str(prompts)})
     gen = run_cli(cfg, "keys", "generate")
     assert gen.returncode == 0, gen.stderr
     assert key.stat().st_mode & 0o777 == 0o600
@@ -186,8 +192,14 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
     manifest = json.loads((out / "manifest.json").read_text())
     assert {c["id"] for c in manifest["calls"]} == {calls[0]["id"], calls[2]["id"]}
     assert manifest["signature"]["public_key_sha256"] == fp
-    for entry in manifest["files"]:
+    recordings = [e for e in manifest["files"] if e["kind"] == "recording"]
+    assert len(recordings) == 2
+    for entry in recordings:
         assert entry["sha256"] == next(c["sha256"] for c in calls if c["id"] == entry["call_id"])
+    # The notice file itself, once, matching the sha256 recorded with each call.
+    [prompt] = [e for e in manifest["files"] if e["kind"] == "notice_prompt"]
+    assert prompt["sha256"] == prompt_sha and prompt["path"] == f"prompts/{prompt_sha}.wav"
+    assert {c["notice_prompt_file"] for c in manifest["calls"]} == {prompt["path"]}
     assert len(await audit_rows(conn, action="evidence_export")) == 2
 
     def verify(path: Path, key_file: Path | None = pub) -> subprocess.CompletedProcess:
@@ -200,7 +212,7 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
 
     ok = verify(out)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert json.loads(ok.stdout)["signature"] == "valid" and json.loads(ok.stdout)["files_ok"] == 2
+    assert json.loads(ok.stdout)["signature"] == "valid" and json.loads(ok.stdout)["files_ok"] == 3
     # A third party with OpenSSL and coreutils only, as docs/readme/ops-data.md tells them.
     ssl = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pub), "-rawin",
                           "-in", str(out / "manifest.json"), "-sigfile", str(out / "manifest.json.sig")],
@@ -210,7 +222,7 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
                             capture_output=True, text=True)
     assert fp_ssl.stdout.split()[0] == fp  # the published fingerprint, checked with OpenSSL alone
     sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
-    assert sums.returncode == 0 and sums.stdout.count(": OK") == 2
+    assert sums.returncode == 0 and sums.stdout.count(": OK") == 3
     assert hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest() == manifest["sha256sums"]
     # Without a trusted key it is not "verified", even though the export carries a key.
     assert verify(out, None).returncode == 3
@@ -225,13 +237,13 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
     # A tampered recording fails its hash, though the signature still holds.
     bad_file = tmp_path / "bad-file"
     shutil.copytree(out, bad_file)
-    victim = bad_file / manifest["files"][0]["path"]
+    victim = bad_file / recordings[0]["path"]
     data = bytearray(victim.read_bytes())
     data[300] ^= 0x01
     victim.write_bytes(bytes(data))
     res = verify(bad_file)
     report = json.loads(res.stdout)
-    assert res.returncode == 3 and report["signature"] == "valid" and report["files_ok"] == 1
+    assert res.returncode == 3 and report["signature"] == "valid" and report["files_ok"] == 2
     assert any("sha256 differs" in p for p in report["problems"])
     # A key swapped for the forger's own: the signature does not hold against the published key.
     forged = tmp_path / "forged"

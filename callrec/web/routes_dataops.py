@@ -102,7 +102,9 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
                 folder.mkdir()
                 result = evidence.write_export(folder, docs, settings.recordings.local_path,
                                                purpose="evidence_export", created_by=p.name,
-                                               selection={"filter": f.describe(), "limit": f.limit}, key=key)
+                                               selection={"filter": f.describe(), "limit": f.limit}, key=key,
+                                               prompts=(settings.notice.prompts_dir,
+                                                        settings.notice.local_prompts_path))
                 evidence.zip_folder(folder, target)
                 return result
 
@@ -141,7 +143,8 @@ def setup(app: web.Application) -> None:
 
 _HOLD: dict[str, Any] = {"type": "object", "properties": {
     "id": {"type": "string"}, "legal_hold": {"type": "boolean"}, "legal_hold_by": {"type": "string"},
-    "legal_hold_at": {"type": "string"}, "legal_hold_reason": {"type": ["string", "null"]}}}
+    "legal_hold_at": {"type": "string"}, "legal_hold_reason": {"type": ["string", "null"]},
+    "audio_deleted_at": {"type": ["string", "null"]}, "anonymized_at": {"type": ["string", "null"]}}}
 openapi.operation(
     "put", "/api/v1/calls/{id}/legal-hold", summary="Set or release a legal hold (stops every deletion)",
     tags=["retention"], parameters=[_ID],
