@@ -234,16 +234,17 @@ async def test_concurrency_is_bounded_and_other_statuses_are_not_hooked(database
     attempts = Attempts()
     runner = await runner_for(settings_for(database, webhook_url=receiver.url, concurrency=2), pool, attempts)
     try:
-        for status in ("none", "empty", "missing", "failed"):
-            runner.on_call_finalized(await add_call(pool, status=status))
-        for _ in range(5):
-            runner.on_call_finalized(await add_call(pool))
+        records = [await add_call(pool, status=status) for status in ("none", "empty", "missing", "failed")]
+        records += [await add_call(pool) for _ in range(5)]
+        for record in records:  # all at once, as when several calls end together
+            runner.on_call_finalized(record)
         await receiver.wait_until(lambda r: r.in_flight == 2, what="two requests in flight")
         # Two are running; the other three wait in the outbox, unclaimed.
         assert sorted(r["attempts"] for r in await jobs(pool)) == [0, 0, 0, 1, 1]
         receiver.hold.set()
         await attempts.wait(lambda a: sum(x.ok for x in a) == 5, what="all five")
     finally:
+        receiver.hold.set()
         await runner.close()
         await receiver.stop()
     assert receiver.most_in_flight == 2 and len(receiver.requests) == 5
