@@ -46,6 +46,7 @@ HOOKED_STATUSES = ("ready", "unclosed")  # a file exists and Asterisk is done wi
 LEASE_MARGIN = 30.0  # seconds past a hook's own timeout before another run may take the job
 POLL_SECONDS = 30.0  # look for due jobs at least this often (other processes may add some)
 ERROR_CHARS = 500
+SWEEP_WINDOW = 3600.0  # seconds: how far back the start-up sweep looks for unqueued hooks
 
 
 class HookError(Exception):
@@ -245,9 +246,13 @@ class HookRunner:
     # -- the loop --
 
     async def _run(self) -> None:
+        swept = False
         while not self._stop_loop:
             try:
                 self._wake.clear()
+                if not swept:
+                    await self._sweep()
+                    swept = True
                 if self._incoming:
                     await self._enqueue_incoming()
                 free = self.hooks.concurrency - len(self._running)
@@ -305,6 +310,28 @@ class HookRunner:
                 return True
             self._incoming[:0] = batch  # keep them, in order, for the next try
             return False
+
+    async def _sweep(self) -> None:
+        """At start: recordings finalized after the newest queued hook but never queued themselves
+        (the process died between the call's last write and its hook's).  Looks back at most
+        SWEEP_WINDOW, and not at all before the first hook was ever queued: turning hooks on does
+        not hook old recordings."""
+        from .store.db import record_from_row
+
+        rows = await self.pool.fetch(
+            """SELECT c.* FROM calls c
+               WHERE c.recording_status = ANY($2::text[]) AND c.recording_path IS NOT NULL
+                 AND c.finalized_at > greatest(
+                       coalesce((SELECT max(created_at) FROM hook_jobs WHERE hook = ANY($1::text[]))
+                                - interval '1 minute', 'infinity'),  -- no job ever: nothing to catch up
+                       now() - make_interval(secs => $3))
+                 AND NOT EXISTS (SELECT 1 FROM hook_jobs j WHERE j.call_id = c.id AND j.hook = ANY($1::text[]))
+               ORDER BY c.finalized_at""",
+            self.kinds, list(HOOKED_STATUSES), SWEEP_WINDOW)
+        for r in rows:
+            record = record_from_row(r)
+            log.warning("hooks: call %s was finalized but its hooks were never queued; queuing them now", record.id)
+            self._incoming.append((record.id, build_payload(record, self.settings)))
 
     async def _insert(self, conn: asyncpg.Connection, call_id: str, payload: dict[str, Any]) -> None:
         for kind in self.kinds:
