@@ -46,6 +46,7 @@ HOOKED_STATUSES = ("ready", "unclosed")  # a file exists and Asterisk is done wi
 LEASE_MARGIN = 30.0  # seconds past a hook's own timeout before another run may take the job
 POLL_SECONDS = 30.0  # look for due jobs at least this often (other processes may add some)
 ERROR_CHARS = 500
+SWEEP_WINDOW = 3600.0  # seconds: how far back the start-up sweep looks for unqueued hooks
 
 
 class HookError(Exception):
@@ -182,6 +183,7 @@ class HookRunner:
         self._http: aiohttp.ClientSession | None = None
         self._closing = False
         self._stop_loop = False
+        self._last_warning = -1e9
         self._url_for_log = redacted_url(self.hooks.webhook_url) if self.hooks.webhook_url else ""
 
     @property
@@ -215,13 +217,6 @@ class HookRunner:
         self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self._wake.set()
-        while self._incoming and loop.time() < deadline:
-            if not await self._enqueue_incoming():
-                await asyncio.sleep(min(self.retry_delay, max(0.0, deadline - loop.time())))
-        if self._incoming:
-            log.error("hooks: %d finished recording(s) could not be queued before shutdown; their hooks will "
-                      "not run: calls %s", len(self._incoming), ", ".join(c for c, _ in self._incoming))
         # Ask the loop to end rather than cancel it mid-query; cancel only if it does not.
         self._stop_loop = True
         self._wake.set()
@@ -231,6 +226,12 @@ class HookRunner:
         except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        while self._incoming and loop.time() < deadline:
+            if not await self._enqueue_incoming():
+                await asyncio.sleep(min(self.retry_delay, max(0.0, deadline - loop.time())))
+        if self._incoming:
+            log.error("hooks: %d finished recording(s) could not be queued before shutdown; their hooks will "
+                      "not run: calls %s", len(self._incoming), ", ".join(c for c, _ in self._incoming))
         running = dict(self._running)
         if running:
             _, late = await asyncio.wait(list(running), timeout=max(0.0, deadline - loop.time()))
@@ -245,9 +246,13 @@ class HookRunner:
     # -- the loop --
 
     async def _run(self) -> None:
+        swept = False
         while not self._stop_loop:
             try:
                 self._wake.clear()
+                if not swept:
+                    await self._sweep()
+                    swept = True
                 if self._incoming:
                     await self._enqueue_incoming()
                 free = self.hooks.concurrency - len(self._running)
@@ -256,7 +261,7 @@ class HookRunner:
                         task = asyncio.create_task(self._attempt(job), name=f"hook-{job.hook}-{job.call_id}")
                         self._running[task] = job
                         task.add_done_callback(self._finished)
-                wait = POLL_SECONDS if self._incoming == [] else self.retry_delay
+                wait = self.retry_delay if self._incoming else POLL_SECONDS
                 if len(self._running) < self.hooks.concurrency:
                     due = await self._seconds_to_next_due()
                     if due is not None:
@@ -271,8 +276,9 @@ class HookRunner:
             except Exception as exc:
                 if not is_transient(exc):
                     log.exception("hooks: runner error; continuing")
-                else:
-                    log.warning("hooks: database unavailable (%s); will retry", type(exc).__name__)
+                elif time.monotonic() - self._last_warning > 30:  # once per outage, not every second
+                    self._last_warning = time.monotonic()
+                    log.warning("hooks: database unavailable (%s); hooks wait and are retried", type(exc).__name__)
                 await asyncio.sleep(self.retry_delay)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -287,23 +293,16 @@ class HookRunner:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 for call_id, payload in batch:
-                    for kind in self.kinds:
-                        await conn.execute(
-                            "INSERT INTO hook_jobs (call_id, hook, payload) VALUES ($1, $2, $3::jsonb) "
-                            "ON CONFLICT (call_id, hook) DO NOTHING",
-                            call_id, kind, json.dumps(payload))
+                    await self._insert(conn, call_id, payload)
             return True
         except asyncpg.ForeignKeyViolationError:
             # A call row the database refused: queue the others one by one.
-            for item in batch:
+            for call_id, payload in batch:
                 try:
-                    async with self.pool.acquire() as conn:
-                        for kind in self.kinds:
-                            await conn.execute(
-                                "INSERT INTO hook_jobs (call_id, hook, payload) VALUES ($1, $2, $3::jsonb) "
-                                "ON CONFLICT (call_id, hook) DO NOTHING", item[0], kind, json.dumps(item[1]))
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await self._insert(conn, call_id, payload)
                 except asyncpg.ForeignKeyViolationError:
-                    log.error("hooks: call %s has no call-log row; its hooks are dropped", item[0])
+                    log.error("hooks: call %s has no call-log row; its hooks are dropped", call_id)
             return True
         except Exception as exc:
             if not is_transient(exc):
@@ -311,6 +310,34 @@ class HookRunner:
                 return True
             self._incoming[:0] = batch  # keep them, in order, for the next try
             return False
+
+    async def _sweep(self) -> None:
+        """At start: recordings finalized after the newest queued hook but never queued themselves
+        (the process died between the call's last write and its hook's).  Looks back at most
+        SWEEP_WINDOW, and not at all before the first hook was ever queued: turning hooks on does
+        not hook old recordings."""
+        from .store.db import record_from_row
+
+        rows = await self.pool.fetch(
+            """SELECT c.* FROM calls c
+               WHERE c.recording_status = ANY($2::text[]) AND c.recording_path IS NOT NULL
+                 AND c.finalized_at > greatest(
+                       coalesce((SELECT max(created_at) FROM hook_jobs WHERE hook = ANY($1::text[]))
+                                - interval '1 minute', 'infinity'),  -- no job ever: nothing to catch up
+                       now() - make_interval(secs => $3))
+                 AND NOT EXISTS (SELECT 1 FROM hook_jobs j WHERE j.call_id = c.id AND j.hook = ANY($1::text[]))
+               ORDER BY c.finalized_at""",
+            self.kinds, list(HOOKED_STATUSES), SWEEP_WINDOW)
+        for r in rows:
+            record = record_from_row(r)
+            log.warning("hooks: call %s was finalized but its hooks were never queued; queuing them now", record.id)
+            self._incoming.append((record.id, build_payload(record, self.settings)))
+
+    async def _insert(self, conn: asyncpg.Connection, call_id: str, payload: dict[str, Any]) -> None:
+        for kind in self.kinds:
+            # Unique per (call, hook): a recording finalized twice is hooked once.
+            await conn.execute("INSERT INTO hook_jobs (call_id, hook, payload) VALUES ($1, $2, $3::jsonb) "
+                               "ON CONFLICT (call_id, hook) DO NOTHING", call_id, kind, json.dumps(payload))
 
     async def _claim(self, limit: int) -> list[Job]:
         lease = max(self.hooks.command_timeout, self.hooks.webhook_timeout) + LEASE_MARGIN

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -107,7 +108,31 @@ def parse_args(raw: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def rule_matches(rule: PolicyRule, facts: CallFacts) -> bool:
-    return not rule_misses(rule, facts)
+    for matcher in MATCHERS:
+        pattern = getattr(rule, matcher)
+        if pattern is not None and not fnmatch.fnmatchcase(facts.value(matcher), pattern):
+            return False
+    return True
+
+
+_Compiled = tuple[tuple[PolicyRule, str, tuple[tuple[str, Callable[[str], object]], ...]], ...]
+_compiled: dict[int, tuple[PolicySettings, _Compiled]] = {}
+
+
+def _compile(policy: PolicySettings) -> _Compiled:
+    """Each rule's side and its patterns as compiled regexes, once per settings object."""
+    hit = _compiled.get(id(policy))
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    compiled = tuple(
+        (rule, rule.effective_side,
+         tuple((m, re.compile(fnmatch.translate(getattr(rule, m))).match) for m in MATCHERS
+               if getattr(rule, m) is not None))
+        for rule in policy.rules)
+    if len(_compiled) > 16:  # settings objects come and go in tests; a daemon has one
+        _compiled.clear()
+    _compiled[id(policy)] = (policy, compiled)
+    return compiled
 
 
 def rule_misses(rule: PolicyRule, facts: CallFacts) -> list[str]:
@@ -156,11 +181,14 @@ def decide(
     facts: CallFacts,
     prompts: Mapping[str, set[str]],
     draw: Callable[[], float] | None = None,
+    explain: bool = False,
 ) -> Decision:
     """Decide recording, mode, language, prompt and recording options for one call.
 
     ``prompts`` maps a language to the prompt names installed for it; ``draw`` returns a float in
-    [0, 1) for QA sampling (default: the module's generator).
+    [0, 1) for QA sampling (default: the module's generator).  ``explain`` adds every rule that
+    was looked at to the trail; without it, the scan stops once both sides have their rule (this
+    runs on the caller's path, before the notice).
     """
     warnings: list[str] = []
     trail: list[str] = []
@@ -174,10 +202,18 @@ def decide(
             trail.append(f"dialplan argument rule={picked.name} picks {describe_rule(picked)}")
     sides: dict[str, PolicyRule | None] = {"caller": None, "callee": None}
     first: PolicyRule | None = picked
-    for rule in policy.rules:
-        side = rule.effective_side
+    values = {m: facts.value(m) for m in MATCHERS}
+    for rule, side, patterns in _compile(policy):
         if picked is not None and side == picked.effective_side:
             continue  # rule= replaces the matching on its own side
+        if not explain:
+            if sides[side] is None and all(match(values[m]) for m, match in patterns):
+                trail.append(f"{describe_rule(rule)}: matches; {side} side says {rule.record}")
+                sides[side] = rule
+                first = first or rule
+                if sides["caller"] is not None and sides["callee"] is not None:
+                    break
+            continue
         misses = rule_misses(rule, facts)
         if misses:
             trail.append(f"{describe_rule(rule)}: no match: {'; '.join(misses)}")

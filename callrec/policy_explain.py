@@ -31,7 +31,8 @@ def explain(settings: Settings, facts: CallFacts, prompts: Mapping[str, set[str]
     if prompts is None:
         note = NO_PROMPTS_NOTE
         prompts = _AnyPrompt()
-    decision = decide(settings.policy, settings.notice, settings.recordings, facts, prompts, draw=lambda: 0.0)
+    decision = decide(settings.policy, settings.notice, settings.recordings, facts, prompts, draw=lambda: 0.0,
+                      explain=True)
     shown = {k: v for k, v in facts.args.items() if k not in ("did", "context")}
     lines = [
         "call: " + "  ".join(f"{name} {safe_text(facts.value(name), 40)!r}"

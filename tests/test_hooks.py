@@ -234,17 +234,57 @@ async def test_concurrency_is_bounded_and_other_statuses_are_not_hooked(database
     attempts = Attempts()
     runner = await runner_for(settings_for(database, webhook_url=receiver.url, concurrency=2), pool, attempts)
     try:
-        for status in ("none", "empty", "missing", "failed"):
-            runner.on_call_finalized(await add_call(pool, status=status))
-        for _ in range(5):
-            runner.on_call_finalized(await add_call(pool))
+        records = [await add_call(pool, status=status) for status in ("none", "empty", "missing", "failed")]
+        records += [await add_call(pool) for _ in range(5)]
+        for record in records:  # all at once, as when several calls end together
+            runner.on_call_finalized(record)
         await receiver.wait_until(lambda r: r.in_flight == 2, what="two requests in flight")
         # Two are running; the other three wait in the outbox, unclaimed.
         assert sorted(r["attempts"] for r in await jobs(pool)) == [0, 0, 0, 1, 1]
         receiver.hold.set()
         await attempts.wait(lambda a: sum(x.ok for x in a) == 5, what="all five")
     finally:
+        receiver.hold.set()
         await runner.close()
         await receiver.stop()
     assert receiver.most_in_flight == 2 and len(receiver.requests) == 5
     assert len(await jobs(pool)) == 5
+
+
+async def test_start_up_sweep_queues_recordings_whose_hooks_were_never_queued(database: str,
+                                                                              pool: asyncpg.Pool) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    s = settings_for(database, webhook_url=receiver.url)
+
+    async def finalized(minutes_ago: float, status: str = "ready") -> CallRecord:
+        record = await add_call(pool, status=status)
+        await pool.execute("UPDATE calls SET recording_status = $2, recording_path = $3, "
+                           "finalized_at = now() - make_interval(secs => $4) WHERE id = $1",
+                           record.id, status, record.recording_path, minutes_ago * 60)
+        return record
+
+    fresh = HookRunner(s, pool, None)
+    unhooked = await finalized(3)
+    await fresh._sweep()
+    assert fresh._incoming == []  # hooks never ran here: turning them on does not hook old recordings
+    old = await finalized(10)
+    await pool.execute("INSERT INTO hook_jobs (call_id, hook, payload, state, created_at) "
+                       "VALUES ($1, 'webhook', '{}', 'done', now() - interval '10 minutes')", old.id)
+    lost = await finalized(5)  # after the newest job, never queued: the process died in between
+    await finalized(4, status="empty")
+    runner = HookRunner(s, pool, None)
+    await runner._sweep()
+    # Now that hooks have run here, both finished recordings without a job are caught up, oldest first.
+    assert [call_id for call_id, _ in runner._incoming] == [lost.id, unhooked.id]
+    assert runner._incoming[0][1]["recording"]["file"] == lost.recording_path
+    runner._incoming.clear()
+    attempts = Attempts()
+    runner.on_attempt.append(attempts)
+    runner.start()  # the real start sweeps by itself
+    try:
+        await attempts.wait(lambda a: sum(x.ok for x in a) == 2, what="the swept hooks")
+    finally:
+        await runner.close()
+        await receiver.stop()
+    assert sorted(r["json"]["call_id"] for r in receiver.requests) == sorted([lost.id, unhooked.id])

@@ -266,3 +266,22 @@ async def test_a_pending_hook_survives_a_daemon_restart(asterisk: SandboxInfo, d
     assert [r["status"] for r in receiver.requests] == [503, 200]
     assert receiver.requests[0]["json"] == receiver.requests[1]["json"]
     assert second.items[-1].attempt == 2
+
+
+async def test_dialplan_arguments_set_the_callee_word(asterisk: SandboxInfo, database: str, tester: Tester,
+                                                      finished: Finished) -> None:
+    async with running(policy_settings(asterisk, database), finished) as daemon:
+        quiet = await place(tester, "201", "5551000", args="record=no")  # the support-yes rule is overruled
+        forced = await place(tester, "203", "5551000", args="extension=777,record=force")  # two Gosub arguments
+        back_quiet = await quiet.handed_back()
+        back_forced = await forced.handed_back()
+        assert (back_quiet["consent"], back_quiet["policy"]) == ("not_asked", "no")
+        assert back_quiet["reason"] == "no: dialplan argument (callee side)"
+        assert notices_played(tester, quiet) == 0
+        assert (back_forced["consent"], back_forced["policy"]) == ("implied", "force")
+        assert back_forced["reason"] == "force: dialplan argument (callee side)"
+        await forced.spoken(await forced.speak())
+        r = await finish(daemon, finished, forced, database)
+        assert (r["consent_mode"], r["recording_status"]) == ("notice", "ready")
+        r = await finish(daemon, finished, quiet, database)
+        assert (r["consent"], r["record_policy"], r["recording_status"]) == ("not_asked", "no", "none")

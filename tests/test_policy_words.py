@@ -149,7 +149,9 @@ def test_side_defaults_and_explicit_side() -> None:
     pol = PolicySettings(rules=(PolicyRule(name="first", did="1*", record="no"),
                                 PolicyRule(name="second", did="100", record="force")))
     d = run(pol)
-    assert d.word == "no" and any("already speaks for the callee side" in t for t in d.trail)
+    assert d.word == "no"
+    d = decide(pol, NoticeSettings(), RecordingSettings(), CallFacts(did="100"), PROMPTS, explain=True)
+    assert d.word == "no" and any("rule second" in t and "already speaks for the callee side" in t for t in d.trail)
 
 
 def test_extension_and_queue_come_from_arguments() -> None:

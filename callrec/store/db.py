@@ -47,3 +47,11 @@ async def fetch_open_calls(conn: asyncpg.Connection | asyncpg.Pool, door: str = 
         fields["warnings"] = list(fields["warnings"] or [])
         out.append(CallRecord(**fields))
     return out
+
+
+def record_from_row(r: asyncpg.Record) -> CallRecord:
+    """A ``calls`` row as a CallRecord (the fields callrec knows)."""
+    fields = {name: r[name] for name in COLUMNS}
+    fields["id"] = str(fields["id"])
+    fields["warnings"] = list(fields["warnings"] or [])
+    return CallRecord(**fields)
