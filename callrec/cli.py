@@ -366,6 +366,9 @@ async def _recording(settings: Settings, command: str, call_id: str, by: str | N
     except RecordingControlError as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # an empty --by
+        print(f"callrec: {exc}", file=sys.stderr)
+        return 2
     except asyncpg.UndefinedTableError:
         print("callrec: database: schema not up to date; run `callrec migrate`", file=sys.stderr)
         return 1
