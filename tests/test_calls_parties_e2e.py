@@ -106,7 +106,12 @@ async def parties(dsn: str, call_id: Any) -> list[tuple[str, str | None]]:
     return [(row["role"], row["number"]) for row in rows]
 
 
-def check_recording(daemon: Daemon, r: asyncpg.Record) -> None:
+# Around a transfer Asterisk's MixMonitor was seen to lose up to 0.7 s of audio (22.10.1, attended
+# transfer); a file that stopped at the transfer would lack the 5.6 s of talk after it.
+TRANSFER_TOLERANCE = 1.0
+
+
+def check_recording(daemon: Daemon, r: asyncpg.Record, tolerance: float = 0.5) -> None:
     """The file is one recording of the whole recorded span of the call."""
     assert r["recording_status"] == "ready", (r["recording_status"], r["recording_error"])
     path = daemon.settings.recordings.local_path / r["recording_path"]
@@ -114,7 +119,7 @@ def check_recording(daemon: Daemon, r: asyncpg.Record) -> None:
     assert siblings == [path.name], siblings  # one file for the call
     info = soundfile.info(str(path))
     span = (r["ended_at"] - r["recording_started_at"]).total_seconds()
-    assert abs(info.duration - span) < 0.5, (info.duration, span)
+    assert abs(info.duration - span) < tolerance, (info.duration, span)
     assert r["recording_rms_dbfs"] > SPEECH_RMS_FLOOR
 
 
@@ -145,6 +150,7 @@ async def call_out(tester: Tester, number: str, args: str = "", agent: str = "20
 async def test_outbound_callee_hears_the_notice_and_the_call_is_logged(
         daemon: Daemon, tester: Tester, finished: Any, database: str) -> None:
     agent_call, callee_leg, callee = await call_out(tester, "5557001", "mode=notice")
+    await tester.ari.play(callee_leg, TONE, str(uuid.uuid4()))  # the called party's line sends audio throughout
     # Listen to what the called party hears, from the moment they answered.
     listen = f"callrec-test-{uuid.uuid4().hex[:8]}"
     await tester.ari.request("POST", f"/channels/{callee_leg}/record",
@@ -236,7 +242,7 @@ async def test_outbound_blind_transfer_by_the_agent_keeps_the_recording(
     r = await finish(daemon, finished, database, callee)
     assert len(notices_played(tester, callee)) == 1
     assert [row["n"] for row in await fetch(database, "SELECT count(*) AS n FROM calls")] == [1]
-    check_recording(daemon, r)
+    check_recording(daemon, r, TRANSFER_TOLERANCE)
     assert r["recording_started_at"] < event_time(transfer) < r["ended_at"]
     assert (r["direction"], r["agent"]) == ("outbound", "201")  # still the agent who dialed
     assert await parties(database, r["id"]) == [("transferer", "201"), ("callee", "5557004"),
@@ -305,7 +311,7 @@ async def test_blind_transfer_keeps_one_recording_and_one_notice(daemon: Daemon,
     assert again["userevent"]["consent"] == "implied" and again["userevent"]["call_id"] == str(r["id"])
     assert len(notices_played(tester, call.callee_id)) == 1
     assert [row["n"] for row in await fetch(database, "SELECT count(*) AS n FROM calls")] == [1]
-    check_recording(daemon, r)
+    check_recording(daemon, r, TRANSFER_TOLERANCE)
     assert r["recording_started_at"] < event_time(transfer) < r["ended_at"]  # one file, across the transfer
     assert r["agent"] == "202"
     assert await parties(database, r["id"]) == [("caller", "5551000"), ("transferer", "201"),
@@ -327,7 +333,7 @@ async def test_attended_transfer_keeps_one_recording_and_one_notice(daemon: Daem
 
     assert len(notices_played(tester, call.callee_id)) == 1
     assert [row["n"] for row in await fetch(database, "SELECT count(*) AS n FROM calls")] == [1]
-    check_recording(daemon, r)
+    check_recording(daemon, r, TRANSFER_TOLERANCE)
     assert r["recording_started_at"] < event_time(transfer) < r["ended_at"]
     assert r["agent"] == "303"
     assert await parties(database, r["id"]) == [("caller", "5551000"), ("transferer", "201"),
