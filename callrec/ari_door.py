@@ -273,6 +273,7 @@ class AriDoor:
         self.service = service
         self.calls: dict[str, AriCall] = {}  # by channel id
         self.stream = EventStream(ari, self.on_event, self.on_connected)
+        self.parties = ari_parties.PartyEvents(service.save, ari.get_channel)  # agents, transfers
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._to_recover: list[CallRecord] = []
         self.closing = False  # stopping: new calls are passed straight through
@@ -282,7 +283,7 @@ class AriDoor:
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         at = _event_time(event)
-        if ari_parties.on_event(self.calls, event, at, self.service.save):
+        if self.parties.on_event(self.calls, event, at):
             return  # who joined or left the call (agents, transfers)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None
         if kind == "StasisStart" and channel is not None:

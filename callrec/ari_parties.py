@@ -16,9 +16,10 @@ on through every transfer.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -78,25 +79,72 @@ def _party(snapshot: dict[str, Any]) -> dict[str, Any]:
     return {"number": extension_of(name), "name": None, "channel": name, "channel_id": _text(snapshot.get("id"))}
 
 
+Lookup = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class PartyEvents:
+    """The ARI door's party bookkeeping: events in, party changes saved.
+
+    ``lookup`` (ARI ``GET /channels/{id}``) is used only when Asterisk leaves an attended
+    transfer's target out of the event; it runs in a side task, never on a caller's path.
+    """
+
+    def __init__(self, save: Callable[[CallSession], None], lookup: Lookup | None = None) -> None:
+        self.save = save
+        self.lookup = lookup
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_event(self, calls: Mapping[str, HasSession], event: dict[str, Any], at: datetime) -> bool:
+        """True if the event was a party event (handled here)."""
+        missing: list[str] = []
+        handled = on_event(calls, event, at, self.save, missing)
+        if missing and self.lookup is not None:
+            call = calls.get(str((event.get("transferee") or {}).get("id", "")))
+            if call is not None:
+                task = asyncio.get_running_loop().create_task(self._find_target(call.session, missing, at))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return handled
+
+    async def _find_target(self, session: CallSession, channel_ids: list[str], at: datetime) -> None:
+        assert self.lookup is not None and session.parties is not None
+        for channel_id in channel_ids:
+            try:
+                snapshot = await self.lookup(channel_id)
+            except Exception as exc:  # gone already, or ARI away: the next Dial may still name it
+                log.debug("call %s: transfer target %s not found: %s", session.record.id, channel_id, exc)
+                continue
+            if isinstance(snapshot, dict) and session.parties.join(role=None, at=at, **_party(snapshot)) is not None:
+                _sync_agent(session)
+                self.save(session)
+                return
+
+
+def _sync_agent(session: CallSession) -> None:
+    if session.parties is not None and session.parties.agent != session.record.agent:
+        session.set_facts(agent=session.parties.agent)
+
+
 def on_event(calls: Mapping[str, HasSession], event: dict[str, Any], at: datetime,
-             save: Callable[[CallSession], None]) -> bool:
-    """Party events for the calls in hand.  True if the event was one of ours (handled)."""
+             save: Callable[[CallSession], None], missing: list[str] | None = None) -> bool:
+    """Party events for the calls in hand.  True if the event was one of ours (handled).
+    ``missing`` collects channel ids of a transfer target the event did not describe."""
     kind = event.get("type")
     if kind not in PARTY_EVENTS:
         return False
     try:
-        session = _apply(calls, kind, event, at)
+        session = _apply(calls, kind, event, at, missing if missing is not None else [])
     except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a malformed event changes nothing
         log.warning("ignored a malformed %s event: %s", kind, exc)
         return True
     if session is not None and session.parties is not None:
-        if session.parties.agent != session.record.agent:
-            session.set_facts(agent=session.parties.agent)
+        _sync_agent(session)
         save(session)
     return True
 
 
-def _apply(calls: Mapping[str, HasSession], kind: str, event: dict[str, Any], at: datetime) -> CallSession | None:
+def _apply(calls: Mapping[str, HasSession], kind: str, event: dict[str, Any], at: datetime,
+           missing: list[str]) -> CallSession | None:
     def call_of(snapshot: Any) -> CallSession | None:
         if not isinstance(snapshot, dict):
             return None
@@ -139,9 +187,27 @@ def _apply(calls: Mapping[str, HasSession], kind: str, event: dict[str, Any], at
         assert session.parties is not None
         transferer = event.get("transferer_first_leg") or {}
         target = event.get("transfer_target")
+        if not isinstance(target, dict):
+            # Asterisk 22 sometimes leaves the target out of the event: it is whoever else is in
+            # the bridge the call ends up in (looked up by PartyEvents).
+            missing.extend(_others_in_destination(event, {_text(transferee_id(event)), _text(transferer.get("id"))}))
         session.parties.transferred(transferer_id=_text(transferer.get("id")), transferer=_text(transferer.get("name")),
                                     at=at, target=_party(target) if isinstance(target, dict) else None)
         log.info("call %s: attended transfer by %s to %s", session.record.id, transferer.get("name"),
                  (target or {}).get("name") if isinstance(target, dict) else "?")
         return session
     return None
+
+
+def transferee_id(event: dict[str, Any]) -> Any:
+    transferee = event.get("transferee")
+    return transferee.get("id") if isinstance(transferee, dict) else None
+
+
+def _others_in_destination(event: dict[str, Any], exclude: set[str]) -> list[str]:
+    destination = event.get("destination_bridge")
+    for key in ("transferer_first_leg_bridge", "transferer_second_leg_bridge"):
+        bridge = event.get(key)
+        if isinstance(bridge, dict) and bridge.get("id") == destination:
+            return [str(c) for c in bridge.get("channels") or [] if str(c) not in exclude][:4]
+    return []

@@ -6,6 +6,7 @@ malformed events, repeated events, loops, hostile text, parties-only writes.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,3 +219,32 @@ async def test_parties_are_upserted_with_the_row_and_alone(database: str) -> Non
     finally:
         await writer.close()
         await pool.close()
+
+
+async def test_attended_transfer_without_its_target_in_the_event_looks_it_up() -> None:
+    """Asterisk 22 sometimes leaves ``transfer_target`` out of the event the recorded channel's app
+    gets; the target is then the other channel in the destination bridge, looked up by id."""
+    session, _ = new_session()
+    calls = {"anchor": FakeCall(session)}
+    saved: list[CallSession] = []
+    asked: list[str] = []
+
+    async def lookup(channel_id: str) -> dict[str, Any]:
+        asked.append(channel_id)
+        return snapshot(channel_id, "Local/303@xfer-00000002;1")
+
+    events = ari_parties.PartyEvents(saved.append, lookup)
+    anchor = snapshot("anchor", "PJSIP/trunk-00000001")
+    agent = snapshot("a1", "PJSIP/201-00000002")
+    events.on_event(calls, {"type": "Dial", "dialstatus": "ANSWER", "caller": anchor, "peer": agent}, at(1))
+    events.on_event(calls, {
+        "type": "BridgeAttendedTransfer", "result": "Success", "transferer_first_leg": agent,
+        "transferer_second_leg": agent, "transferee": anchor, "destination_type": "bridge", "destination_bridge": "B1",
+        "transferer_first_leg_bridge": {"id": "B1", "channels": ["t9", "anchor"]},
+        "transferer_second_leg_bridge": {"id": "B2", "channels": []}}, at(5))
+    await asyncio.gather(*events._tasks)
+    assert asked == ["t9"]
+    assert session.parties is not None
+    assert [(p.role, p.number) for p in session.parties.parties] == [
+        ("caller", "5551000"), ("transferer", "201"), ("transfer_target", "303")]
+    assert session.record.agent == "303" and saved[-1] is session
