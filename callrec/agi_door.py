@@ -39,6 +39,7 @@ from .config import AgiSettings
 from .policy import CallFacts, parse_args
 from .service import CallService, utcnow
 from .session import (
+    CallRecord,
     CallSession,
     CancelTimer,
     FinalizeRecording,
@@ -60,10 +61,24 @@ STOP_GRACE = 5.0
 FOLLOW_CHECK = 30.0  # seconds between checks that calls back in the dialplan still exist
 
 
+class Detached:
+    """The "connection" of a call followed without an AGI session (taken up from the call log)."""
+
+    closed = True
+    busy = False
+    hung_up = False
+
+    def interrupt(self) -> None:
+        pass
+
+    async def close(self, timeout: float = 2.0) -> None:
+        pass
+
+
 class AgiCall:
     """One call's actor: the AGI conversation, then following the call to its hang-up."""
 
-    def __init__(self, door: AgiDoor, conn: AgiConnection, session: CallSession, env: AgiEnv) -> None:
+    def __init__(self, door: AgiDoor, conn: AgiConnection | Detached, session: CallSession, env: AgiEnv) -> None:
         self.door = door
         self.conn = conn
         self.session = session
@@ -182,6 +197,7 @@ class AgiCall:
 
     async def _play(self, action: PlayPrompt) -> list[Any]:
         s, conn = self.session, self.conn
+        assert isinstance(conn, AgiConnection)
         kind = "notice" if s.state is State.NOTIFYING else "confirm"
         file = action.prompt.media.removeprefix("sound:")
         limit = min(max(action.prompt.duration * 2 + 5, 10.0), self.door.service.settings.notice.max_notice_seconds)
@@ -196,6 +212,7 @@ class AgiCall:
 
     async def _stream(self, kind: str, file: str, deadline: float) -> list[Any]:
         s, conn = self.session, self.conn
+        assert isinstance(conn, AgiConnection)
         loop = asyncio.get_running_loop()
         offset = 0
         while True:
@@ -232,6 +249,7 @@ class AgiCall:
 
     async def _window(self, seconds: float) -> list[Any]:
         s, conn = self.session, self.conn
+        assert isinstance(conn, AgiConnection)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while s.state is State.AWAITING_KEY and not self.closing:
@@ -254,6 +272,7 @@ class AgiCall:
 
     async def _alive(self) -> bool:
         """After ``result=-1``: a dead channel answers 511 (or HANGUP); a live one its state."""
+        assert isinstance(self.conn, AgiConnection)
         try:
             reply = await self.conn.command("CHANNEL STATUS", self.settings.command_timeout)
         except AgiHangup:
@@ -262,6 +281,7 @@ class AgiCall:
 
     async def _hand_back(self, variables: dict[str, str]) -> list[Any]:
         conn = self.conn
+        assert isinstance(conn, AgiConnection)
         for name, value in variables.items():
             await conn.command(f"SET VARIABLE {name} {quote(value)}", self.settings.command_timeout)
         actions = self.session.handed_back(utcnow())
@@ -420,6 +440,41 @@ class AgiDoor:
                 if call.session.state is State.IN_DIALPLAN and call.conn.closed \
                         and await self.channel_gone(call.channel):
                     call.post("gone")
+
+    def recover(self, records: list[CallRecord]) -> None:
+        """Open rows from an earlier run, followed up through AMI (when the ARI door is off)."""
+        task = asyncio.create_task(self._recover(records), name="agi-recover")
+        self.sessions.add(task)
+        task.add_done_callback(self.sessions.discard)
+
+    async def _recover(self, records: list[CallRecord]) -> None:
+        await self.service.ami.logged_in.wait()
+        service = self.service
+        for record in records:
+            session = CallSession.restore(record, service.settings.recordings.dir)
+            if await self.channel_gone(record.channel):
+                ended_at = await service.recording_closed_at(record)
+                note = "the call ended while callrec was down; " + (
+                    "ended_at is when Asterisk closed the recording" if ended_at else "the hang-up time is unknown")
+                actions = session.lost(utcnow(), note, ended_at)
+                service.save(session)
+                for action in actions:
+                    if isinstance(action, FinalizeRecording):
+                        service.finalize_recording(session, action.file)
+                if session.record.finalized_at is not None:
+                    service.call_finalized(session)
+                continue
+            # Still there: back in the dialplan (the earlier run's AGI session ended with it).
+            session.abort(utcnow(), "callrec restarted before the call was handed back")
+            session.warn("callrec restarted during the call; followed again from the call log")
+            env = AgiEnv({"agi_uniqueid": record.uniqueid, "agi_channel": record.channel}, [])
+            call = AgiCall(self, Detached(), session, env)
+            self.calls[record.uniqueid] = call
+            service.save(session)
+            task = asyncio.create_task(call.run([]), name=f"call-{record.id}")
+            self.sessions.add(task)
+            task.add_done_callback(self.sessions.discard)
+            log.info("call %s: followed again after a restart (%s)", record.id, record.channel)
 
     def on_ami_hangup(self, uniqueid: str, cause: int | None, cause_text: str | None) -> None:
         call = self.calls.get(uniqueid)
