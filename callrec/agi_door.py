@@ -104,6 +104,7 @@ class AgiCall:
         try:
             await self.execute(first)
             await self.conn.close()
+            self.door.open.discard(self.conn)  # the AGI session is over; the call may go on for long
             if self.broken and not self.session.ended and await self.door.channel_gone(self.channel):
                 self.post("gone")
             # Back in the dialplan (or gone): AMI tells us when the call ends.
@@ -123,8 +124,8 @@ class AgiCall:
                 service.save(self.session)
                 await self.execute(actions)
         except asyncio.CancelledError:
-            # Stopping with a command still out: Asterisk finishes it, then sees the connection
-            # closed and the dialplan's fail-safe says "unavailable".  The row says so too.
+            # Stopped with a command still out after the grace: the connection closes, Asterisk
+            # ends the command, and the dialplan's fail-safe says "unavailable".  So does the row.
             if self.session.state not in (State.IN_DIALPLAN, State.ENDED):
                 self.session.abort(utcnow(), "callrec stopped during the notice; the call went on unrecorded")
                 service.save(self.session)
@@ -303,7 +304,8 @@ class AgiDoor:
         self.service = service
         self.server: asyncio.Server | None = None
         self.calls: dict[str, AgiCall] = {}  # by uniqueid: in the AGI session or back in the dialplan
-        self.sessions: set[asyncio.Task[None]] = set()  # every connection being served
+        self.sessions: set[asyncio.Task[None]] = set()  # every call's task (AGI session, then following it)
+        self.open: set[AgiConnection | Detached] = set()  # AGI sessions in progress (agi.max_sessions)
         self.closing = False
         self.connections = 0  # accepted so far (tests, logs)
         self.rejected = 0  # closed without a call: garbage, hang-up in the handshake, over the limit
@@ -335,8 +337,9 @@ class AgiDoor:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = AgiConnection(reader, writer, self.settings.max_line)
         self.connections += 1
+        self.open.add(conn)
         try:
-            if len(self.sessions) > self.settings.max_sessions:
+            if len(self.open) > self.settings.max_sessions:
                 self.rejected += 1
                 log.error("FastAGI %s: more than agi.max_sessions=%d sessions; closed (the dialplan's "
                           "fail-safe goes on unrecorded)", conn.peer, self.settings.max_sessions)
@@ -358,6 +361,7 @@ class AgiDoor:
             log.exception("FastAGI %s: session failed", conn.peer)
         finally:
             await conn.close()
+            self.open.discard(conn)
 
     async def _begin(self, conn: AgiConnection, env: AgiEnv) -> None:
         uniqueid, channel = env.get("agi_uniqueid"), env.get("agi_channel")
