@@ -327,6 +327,9 @@ class AgiDoor:
         self.server = await asyncio.start_server(self._accept, host, port, limit=self.settings.max_line,
                                                  reuse_address=True)
         log.info("FastAGI listening on %s", self.address)
+        if not (host == "localhost" or host == "::1" or host.startswith("127.")):
+            log.warning("agi.listen %s is not a loopback address: FastAGI has no authentication, so anyone "
+                        "who reaches it can have notices played and recordings started; firewall it", self.address)
         self._follower = asyncio.create_task(self._follow(), name="agi-follow")
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
