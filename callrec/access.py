@@ -19,9 +19,10 @@ ROLES = ("admin", "supervisor", "agent", "security", "auditor")
 # What each role may do (the visibility rule decides WHICH calls on top of this).
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
-                        "calls.delete_audio", "calls.legal_hold", "audit.search"}),
-    "supervisor": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag"}),
-    "agent": frozenset({"calls.search", "calls.view", "calls.audio"}),
+                        "calls.delete_audio", "calls.legal_hold", "calls.pause", "audit.search"}),
+    "supervisor": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.pause"}),
+    # An agent pauses their own calls (card numbers): the visibility rule limits which.
+    "agent": frozenset({"calls.search", "calls.view", "calls.audio", "calls.pause"}),
     "security": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
                            "calls.delete_audio", "calls.legal_hold"}),
     # The audit trail, and a call's metadata to make sense of it: no listing, no audio.

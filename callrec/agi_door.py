@@ -39,6 +39,7 @@ from .config import AgiSettings
 from .policy import CallFacts, parse_args
 from .service import CallService, utcnow
 from .session import (
+    CallRecord,
     CallSession,
     CancelTimer,
     FinalizeRecording,
@@ -60,10 +61,24 @@ STOP_GRACE = 5.0
 FOLLOW_CHECK = 30.0  # seconds between checks that calls back in the dialplan still exist
 
 
+class Detached:
+    """The "connection" of a call followed without an AGI session (taken up from the call log)."""
+
+    closed = True
+    busy = False
+    hung_up = False
+
+    def interrupt(self) -> None:
+        pass
+
+    async def close(self, timeout: float = 2.0) -> None:
+        pass
+
+
 class AgiCall:
     """One call's actor: the AGI conversation, then following the call to its hang-up."""
 
-    def __init__(self, door: AgiDoor, conn: AgiConnection, session: CallSession, env: AgiEnv) -> None:
+    def __init__(self, door: AgiDoor, conn: AgiConnection | Detached, session: CallSession, env: AgiEnv) -> None:
         self.door = door
         self.conn = conn
         self.session = session
@@ -89,6 +104,7 @@ class AgiCall:
         try:
             await self.execute(first)
             await self.conn.close()
+            self.door.open.discard(self.conn)  # the AGI session is over; the call may go on for long
             if self.broken and not self.session.ended and await self.door.channel_gone(self.channel):
                 self.post("gone")
             # Back in the dialplan (or gone): AMI tells us when the call ends.
@@ -108,8 +124,8 @@ class AgiCall:
                 service.save(self.session)
                 await self.execute(actions)
         except asyncio.CancelledError:
-            # Stopping with a command still out: Asterisk finishes it, then sees the connection
-            # closed and the dialplan's fail-safe says "unavailable".  The row says so too.
+            # Stopped with a command still out after the grace: the connection closes, Asterisk
+            # ends the command, and the dialplan's fail-safe says "unavailable".  So does the row.
             if self.session.state not in (State.IN_DIALPLAN, State.ENDED):
                 self.session.abort(utcnow(), "callrec stopped during the notice; the call went on unrecorded")
                 service.save(self.session)
@@ -182,6 +198,7 @@ class AgiCall:
 
     async def _play(self, action: PlayPrompt) -> list[Any]:
         s, conn = self.session, self.conn
+        assert isinstance(conn, AgiConnection)
         kind = "notice" if s.state is State.NOTIFYING else "confirm"
         file = action.prompt.media.removeprefix("sound:")
         limit = min(max(action.prompt.duration * 2 + 5, 10.0), self.door.service.settings.notice.max_notice_seconds)
@@ -196,6 +213,7 @@ class AgiCall:
 
     async def _stream(self, kind: str, file: str, deadline: float) -> list[Any]:
         s, conn = self.session, self.conn
+        assert isinstance(conn, AgiConnection)
         loop = asyncio.get_running_loop()
         offset = 0
         while True:
@@ -232,6 +250,7 @@ class AgiCall:
 
     async def _window(self, seconds: float) -> list[Any]:
         s, conn = self.session, self.conn
+        assert isinstance(conn, AgiConnection)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while s.state is State.AWAITING_KEY and not self.closing:
@@ -254,6 +273,7 @@ class AgiCall:
 
     async def _alive(self) -> bool:
         """After ``result=-1``: a dead channel answers 511 (or HANGUP); a live one its state."""
+        assert isinstance(self.conn, AgiConnection)
         try:
             reply = await self.conn.command("CHANNEL STATUS", self.settings.command_timeout)
         except AgiHangup:
@@ -262,6 +282,7 @@ class AgiCall:
 
     async def _hand_back(self, variables: dict[str, str]) -> list[Any]:
         conn = self.conn
+        assert isinstance(conn, AgiConnection)
         for name, value in variables.items():
             await conn.command(f"SET VARIABLE {name} {quote(value)}", self.settings.command_timeout)
         actions = self.session.handed_back(utcnow())
@@ -283,7 +304,8 @@ class AgiDoor:
         self.service = service
         self.server: asyncio.Server | None = None
         self.calls: dict[str, AgiCall] = {}  # by uniqueid: in the AGI session or back in the dialplan
-        self.sessions: set[asyncio.Task[None]] = set()  # every connection being served
+        self.sessions: set[asyncio.Task[None]] = set()  # every call's task (AGI session, then following it)
+        self.open: set[AgiConnection | Detached] = set()  # AGI sessions in progress (agi.max_sessions)
         self.closing = False
         self.connections = 0  # accepted so far (tests, logs)
         self.rejected = 0  # closed without a call: garbage, hang-up in the handshake, over the limit
@@ -305,6 +327,9 @@ class AgiDoor:
         self.server = await asyncio.start_server(self._accept, host, port, limit=self.settings.max_line,
                                                  reuse_address=True)
         log.info("FastAGI listening on %s", self.address)
+        if not (host == "localhost" or host == "::1" or host.startswith("127.")):
+            log.warning("agi.listen %s is not a loopback address: FastAGI has no authentication, so anyone "
+                        "who reaches it can have notices played and recordings started; firewall it", self.address)
         self._follower = asyncio.create_task(self._follow(), name="agi-follow")
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -315,8 +340,9 @@ class AgiDoor:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = AgiConnection(reader, writer, self.settings.max_line)
         self.connections += 1
+        self.open.add(conn)
         try:
-            if len(self.sessions) > self.settings.max_sessions:
+            if len(self.open) > self.settings.max_sessions:
                 self.rejected += 1
                 log.error("FastAGI %s: more than agi.max_sessions=%d sessions; closed (the dialplan's "
                           "fail-safe goes on unrecorded)", conn.peer, self.settings.max_sessions)
@@ -338,6 +364,7 @@ class AgiDoor:
             log.exception("FastAGI %s: session failed", conn.peer)
         finally:
             await conn.close()
+            self.open.discard(conn)
 
     async def _begin(self, conn: AgiConnection, env: AgiEnv) -> None:
         uniqueid, channel = env.get("agi_uniqueid"), env.get("agi_channel")
@@ -420,6 +447,41 @@ class AgiDoor:
                 if call.session.state is State.IN_DIALPLAN and call.conn.closed \
                         and await self.channel_gone(call.channel):
                     call.post("gone")
+
+    def recover(self, records: list[CallRecord]) -> None:
+        """Open rows from an earlier run, followed up through AMI (when the ARI door is off)."""
+        task = asyncio.create_task(self._recover(records), name="agi-recover")
+        self.sessions.add(task)
+        task.add_done_callback(self.sessions.discard)
+
+    async def _recover(self, records: list[CallRecord]) -> None:
+        await self.service.ami.logged_in.wait()
+        service = self.service
+        for record in records:
+            session = CallSession.restore(record, service.settings.recordings.dir)
+            if await self.channel_gone(record.channel):
+                ended_at = await service.recording_closed_at(record)
+                note = "the call ended while callrec was down; " + (
+                    "ended_at is when Asterisk closed the recording" if ended_at else "the hang-up time is unknown")
+                actions = session.lost(utcnow(), note, ended_at)
+                service.save(session)
+                for action in actions:
+                    if isinstance(action, FinalizeRecording):
+                        service.finalize_recording(session, action.file)
+                if session.record.finalized_at is not None:
+                    service.call_finalized(session)
+                continue
+            # Still there: back in the dialplan (the earlier run's AGI session ended with it).
+            session.abort(utcnow(), "callrec restarted before the call was handed back")
+            session.warn("callrec restarted during the call; followed again from the call log")
+            env = AgiEnv({"agi_uniqueid": record.uniqueid, "agi_channel": record.channel}, [])
+            call = AgiCall(self, Detached(), session, env)
+            self.calls[record.uniqueid] = call
+            service.save(session)
+            task = asyncio.create_task(call.run([]), name=f"call-{record.id}")
+            self.sessions.add(task)
+            task.add_done_callback(self.sessions.discard)
+            log.info("call %s: followed again after a restart (%s)", record.id, record.channel)
 
     def on_ami_hangup(self, uniqueid: str, cause: int | None, cause_text: str | None) -> None:
         call = self.calls.get(uniqueid)

@@ -84,62 +84,69 @@ class Daemon:
         self.writer.start()
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
                        timeout=min(3.0, s.asterisk.request_timeout))
-        self.ari = Ari(s.asterisk.ari_url, s.asterisk.ari_user, s.asterisk.ari_password, s.asterisk.app,
-                       timeout=s.asterisk.request_timeout)
         self.service = CallService(s, prompts, self.writer, self.ami)
-        self.door = AriDoor(self.ari, self.service)
+        if s.asterisk.ari_enabled:
+            self.ari = Ari(s.asterisk.ari_url, s.asterisk.ari_user, s.asterisk.ari_password, s.asterisk.app,
+                           timeout=s.asterisk.request_timeout)
+            self.door = AriDoor(self.ari, self.service)
+            # Bridged-only reasons follow the ARI door's calls (AMI BridgeEnter / DialEnd).
+            bridges = BridgeWatch(self.door)
+            self.ami.on_event("BridgeEnter", bridges.on_bridge_enter)
+            self.ami.on_event("DialEnd", bridges.on_dial_end)
         # Post-recording hooks (outbox in PostgreSQL): jobs left by an earlier run are taken up too.
         self.hooks = HookRunner(s, self.pool, self.writer)
         self.service.on_call_finalized.append(self.hooks.on_call_finalized)
         self.hooks.start()
-        self.ami.on_hangup = self.door.on_ami_hangup
-        bridges = BridgeWatch(self.door)
-        self.ami.on_event("BridgeEnter", bridges.on_bridge_enter)
-        self.ami.on_event("DialEnd", bridges.on_dial_end)
         self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
         if s.agi.active:
             self.agi = AgiDoor(s.agi, self.service)
-            self.ami.on_hangup = _both(self.door.on_ami_hangup, self.agi.on_ami_hangup)
             try:
                 await self.agi.start()
             except (OSError, ValueError) as exc:
                 raise FatalError(f"agi.listen: cannot listen on {s.agi.listen}: {_brief(exc)}") from None
+        self.ami.on_hangup = _both(*(d.on_ami_hangup for d in (self.door, self.agi) if d is not None))
         if unfinished:
             log.warning("%d call(s) from an earlier run are unfinished; following them up", len(unfinished))
-            self.door.expect_recovery(unfinished)
+            if self.door is not None:
+                self.door.expect_recovery(unfinished)
+            elif self.agi is not None:
+                self.agi.recover(unfinished)  # no ARI: through AMI
         await self.ami.start()
         if s.http.active:
-            self.http = HttpServer(s)
+            self.http = HttpServer(s, recording_control=self.recording_control)
             try:
                 await self.http.start()
             except OSError as exc:
                 self.http = None
                 raise FatalError(str(exc)) from None
-        self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
+        if self.door is not None:
+            self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
         self._tasks.append(asyncio.create_task(self.ami.keepalive(), name="ami-keepalive"))
         if s.retention.enabled and s.retention.active:
             self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
-        log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s", self.ari.base, s.asterisk.app,
+        log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
+                 self.ari.base if self.ari else "off", s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until both ARI and AMI are up; raise FatalError at once on refused credentials."""
-        assert self.door is not None and self.ami is not None
+        assert self.ami is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not (self.door.stream.connected.is_set() and self.ami.logged_in.is_set()):
+        while not ((self.door is None or self.door.stream.connected.is_set()) and self.ami.logged_in.is_set()):
             self.check_credentials()
             if loop.time() > deadline:
-                raise TimeoutError(f"not connected within {timeout:g}s: ARI {self.door.stream.last_error}, "
+                ari_error = self.door.stream.last_error if self.door is not None else "off"
+                raise TimeoutError(f"not connected within {timeout:g}s: ARI {ari_error}, "
                                    f"AMI {self.ami.last_error}")
             await asyncio.sleep(0.05)
 
     def check_credentials(self) -> None:
-        assert self.door is not None and self.ami is not None
-        if self.door.stream.auth_failed and self.door.stream.connections == 0:
+        assert self.ami is not None
+        if self.door is not None and self.door.stream.auth_failed and self.door.stream.connections == 0:
             raise FatalError("asterisk.ari_password: ARI refused the credentials of user "
                              f"{self.settings.asterisk.ari_user!r} (HTTP 401)")
         if self.ami.auth_failed and self.ami.logins == 0:

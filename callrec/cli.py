@@ -207,14 +207,18 @@ async def _check(settings: Settings) -> int:
     a = settings.asterisk
     ari = Ari(a.ari_url, a.ari_user, a.ari_password, a.app, timeout=a.request_timeout)
     try:
-        info = await ari.info()
-        version = (info.get("system") or {}).get("version", "?")
-        report("ari", True, f"{ari.base} as {a.ari_user}: Asterisk {version}")
+        if not a.ari_enabled:
+            report("ari", True, "off (asterisk.ari_enabled = false): calls come in through FastAGI only")
+        else:
+            info = await ari.info()
+            version = (info.get("system") or {}).get("version", "?")
+            report("ari", True, f"{ari.base} as {a.ari_user}: Asterisk {version}")
     except AriError as exc:
         key = "asterisk.ari_password" if exc.status == 401 else "asterisk.ari_url"
         report("ari", False, f"{key}: {ari.base}: {exc.message}")
     finally:
         await ari.close()
+    report("agi", True, f"FastAGI door on {settings.agi.listen}" if settings.agi.active else "FastAGI door off")
     ami = Ami(a.ami_host, a.ami_port, a.ami_user, a.ami_password)
     try:
         await ami.start()

@@ -39,6 +39,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class AsteriskSettings:
+    # false: no ARI door (no http.conf / ari.conf needed); calls come in through FastAGI only
+    ari_enabled: bool = True
     ari_url: str = "http://127.0.0.1:8088"
     ari_user: str = "callrec"
     ari_password: str = ""
@@ -358,7 +360,7 @@ def _validate(s: Settings) -> None:
     for key in ("ari_user", "ami_user", "app", "ami_host"):
         if not getattr(s.asterisk, key):
             raise ConfigError(f"asterisk.{key}: must not be empty")
-    if not s.asterisk.ari_password:
+    if s.asterisk.ari_enabled and not s.asterisk.ari_password:
         raise ConfigError("asterisk.ari_password: not set (put it in the file or CALLREC_ASTERISK_ARI_PASSWORD)")
     if not s.asterisk.ami_password:
         raise ConfigError("asterisk.ami_password: not set (put it in the file or CALLREC_ASTERISK_AMI_PASSWORD)")
@@ -401,6 +403,9 @@ def _validate(s: Settings) -> None:
     check_integrity(s.integrity)
     _check_http(s.http)
     _check_agi(s.agi)
+    if not s.asterisk.ari_enabled and not s.agi.active:
+        raise ConfigError("asterisk.ari_enabled: false while the FastAGI door is off too ([agi]): "
+                          "callrec would take no calls")
     _check_policy("policy", s.policy.mode, s.policy.language, s.policy.prompt)
     for i, rule in enumerate(s.policy.rules):
         _check_policy(f"policy.rules[{i}]", rule.mode, rule.language, rule.prompt)

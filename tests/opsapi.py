@@ -14,7 +14,9 @@ import numpy as np
 import soundfile
 
 from callrec.access import ROLES
+from callrec.asterisk.ami import Ami
 from callrec.config import Settings, parse_settings
+from callrec.recording_control import RecordingControl
 from callrec.store import users
 from callrec.web.server import HttpServer
 
@@ -86,7 +88,9 @@ async def start_bench(dsn: str, tmp_path: Path) -> Bench:
     rec_dir.mkdir()
     settings = api_settings(dsn, rec_dir)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=6)
-    bench = Bench("", dsn, rec_dir, settings, pool, HttpServer(settings, pool))
+    # Pause/resume as in the daemon; AMI is never reached: none of these calls is being recorded.
+    control = RecordingControl(Ami("127.0.0.1", 9, "nobody", "x"), pool)
+    bench = Bench("", dsn, rec_dir, settings, pool, HttpServer(settings, pool, recording_control=control))
     async with pool.acquire() as conn:
         for role in ROLES:
             ext = AGENT_EXT if role == "agent" else None

@@ -322,13 +322,23 @@ class ServeProcess:
         return self.cpu_seconds() - start
 
 
+def agi_only_config(tmp_path: Path, info: SandboxInfo, database: str) -> Path:
+    """No ARI at all: no password, and an address where nothing answers."""
+    cfg = tmp_path / "agi-only.toml"
+    cfg.write_text(callrec_config(info, database, asterisk={"ari_enabled": False, "ari_password": "",
+                                                            "ari_url": "http://127.0.0.1:1", "request_timeout": 2},
+                                  notice={"decision_window": 1}))
+    return cfg
+
+
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, info: SandboxInfo, database: str, decision_window: float = 1,
-                  name: str = "serve") -> AsyncIterator[ServeProcess]:
+                  name: str = "serve", config: Path | None = None) -> AsyncIterator[ServeProcess]:
     """`callrec serve` as a process on the sandbox, FastAGI on a free port (read from its log)."""
-    cfg = tmp_path / f"{name}.toml"
-    cfg.write_text(callrec_config(info, database, asterisk={"request_timeout": 2},
-                                  notice={"decision_window": decision_window}, log={"level": "debug"}))
+    cfg = config or tmp_path / f"{name}.toml"
+    if config is None:
+        cfg.write_text(callrec_config(info, database, asterisk={"request_timeout": 2},
+                                      notice={"decision_window": decision_window}, log={"level": "debug"}))
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([*CALLREC, "-c", str(cfg), "serve"], stdout=log, stderr=subprocess.STDOUT)
@@ -627,3 +637,50 @@ async def test_daemon_killed_mid_notice_caller_goes_on_and_the_row_is_closed_lat
     assert (r["door"], r["consent"], r["recording_status"], r["state"]) == ("agi", "unavailable", "none", "ended")
     assert r["ended_at"] is not None
     assert any("restarted" in w for w in r["warnings"])
+
+
+async def test_agi_only_without_any_ari(tmp_path: Path, asterisk: SandboxInfo, tester: Tester,
+                                        database: str) -> None:
+    """asterisk.ari_enabled = false: no ARI user, no http.conf needed.  Calls come in through
+    FastAGI, hang-ups through AMI, and a restart follows open rows up through AMI."""
+    cfg = agi_only_config(tmp_path, asterisk, database)
+    check = subprocess.run([*CALLREC, "-c", str(cfg), "check"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok   ari: off" in check.stdout and "ok   agi: FastAGI door on 127.0.0.1:0" in check.stdout
+    async with serving(tmp_path, asterisk, database, name="first", config=cfg) as first:
+        ends_unseen = await place(tester, first.port, args="mode=opt-out")
+        goes_on = await place(tester, first.port, args="mode=notice")
+        for call in (ends_unseen, goes_on):
+            back = await call.handed_back()
+            assert back["consent"] == "implied" and back["recording"]
+        speeches = [(c, await c.speak()) for c in (ends_unseen, goes_on)]
+        await asyncio.gather(*(c.spoken(p) for c, p in speeches))
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        assert "ARI events connected" not in first.log()
+    await ends_unseen.hang_up()
+    await tester.log.wait_for(lambda e: e.get("type") == "ChannelDestroyed"
+                              and e["channel"]["id"] == ends_unseen.callee_id, 10, "the unseen hang-up")
+    async with serving(tmp_path, asterisk, database, name="second", config=cfg) as second:
+        await wait_finalized(database, ends_unseen.callee_id)  # gone: AMI Status says so
+        await second.wait_log("followed again after a restart")
+        await goes_on.spoken(await goes_on.speak())
+        await goes_on.hang_up()
+        await wait_finalized(database, goes_on.callee_id)  # followed: AMI Hangup
+        # and a new call, start to end, with no ARI
+        fresh = await place(tester, second.port, args="mode=opt-in")
+        back = await fresh.handed_back()
+        assert back["consent"] == "not_given"
+        await fresh.hang_up()
+        await wait_finalized(database, fresh.callee_id)
+    conn = await asyncpg.connect(database)
+    try:
+        rows = {r["uniqueid"]: r for r in await conn.fetch("SELECT * FROM calls")}
+    finally:
+        await conn.close()
+    unseen, followed = rows[ends_unseen.callee_id], rows[goes_on.callee_id]
+    assert (unseen["recording_status"], unseen["state"]) == ("ready", "ended")
+    assert any("ended while callrec was down" in w for w in unseen["warnings"])
+    assert (followed["recording_status"], followed["state"], followed["consent"]) == ("ready", "ended", "implied")
+    assert followed["hangup_cause"] is not None
+    assert rows[fresh.callee_id]["consent"] == "not_given"

@@ -378,6 +378,21 @@ async def test_sessions_over_the_limit_are_closed_at_once(door: AgiDoor) -> None
         w.close()
 
 
+@pytest.mark.parametrize("door", [{"max_sessions": 2}], indirect=True)
+async def test_calls_back_in_the_dialplan_do_not_count_against_the_limit(door: AgiDoor) -> None:
+    for i in range(3):  # each one handed back and still followed (no hang-up yet)
+        ast = await FakeAsterisk.call(door, env_lines(f"3.{i}"))
+        await ast.expect("STREAM FILE ", "200 result=0 endpos=56000")
+        for _ in range(3):
+            await ast.expect("SET VARIABLE ", "200 result=1")
+        await ast.expect("GET VARIABLE", "200 result=1 (x)")
+        await ast.ended()
+    assert len(door.calls) == 3 and door.rejected == 0
+    for i in range(3):
+        door.on_ami_hangup(f"3.{i}", 16, None)
+    await wait_for(lambda: not door.calls)
+
+
 @pytest.mark.parametrize("door", [{"handshake_timeout": 0.3}], indirect=True)
 async def test_a_silent_client_is_closed_after_the_handshake_timeout(door: AgiDoor) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
@@ -430,6 +445,15 @@ def test_agi_config_defaults_and_switches() -> None:
     assert not parse_settings({**SECRETS, "agi": {"listen": ""}}, {}).agi.active
     env = parse_settings(SECRETS, {"CALLREC_AGI_LISTEN": "[::1]:4600", "CALLREC_AGI_ENABLED": "yes"})
     assert env.agi.listen == "[::1]:4600" and env.agi.active
+
+
+def test_ari_can_be_off_when_agi_is_on() -> None:
+    s = parse_settings({"asterisk": {"ami_password": "y", "ari_enabled": False}}, {})
+    assert not s.asterisk.ari_enabled and s.agi.active  # no ARI password needed
+    with pytest.raises(ConfigError, match=r"asterisk\.ari_password: not set"):
+        parse_settings({"asterisk": {"ami_password": "y"}}, {})
+    with pytest.raises(ConfigError, match=r"asterisk.ari_enabled: false while the FastAGI door is off"):
+        parse_settings({"asterisk": {"ami_password": "y", "ari_enabled": False}, "agi": {"enabled": False}}, {})
 
 
 async def test_a_port_in_use_is_an_error_at_start() -> None:

@@ -23,6 +23,7 @@ from callrec.web.app import make_app
 
 TAG_ROLES = {"admin", "supervisor", "security"}
 CONFIDENTIAL_ROLES = {"admin", "security"}
+PAUSE_ROLES = {"admin", "supervisor", "agent"}
 AUDIT_ROLES = {"admin", "auditor"}
 SEARCH_ROLES = {"admin", "supervisor", "agent", "security"}
 T_LATE = T0 + timedelta(hours=5)
@@ -115,6 +116,11 @@ async def test_authorization_matrix(bench: Bench, http: aiohttp.ClientSession,
             st, _, _ = await call(http, bench, "PUT", f"/api/v1/calls/{call_id}/confidential", role,
                                   json={"confidential": current})
             assert st == want, (role, label, "confidential")
+            # None of the bench's calls is being recorded now: 409 for a role that may pause a call it sees.
+            want = 403 if role not in PAUSE_ROLES else (404 if hidden else 409)
+            for action in ("pause", "resume"):
+                st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{call_id}/{action}", role)
+                assert st == want, (role, label, action)
             if role not in CONFIDENTIAL_ROLES:
                 st, _, _ = await call(http, bench, "DELETE", f"/api/v1/calls/{call_id}/audio", role)
                 assert st == 403, (role, label, "delete audio")

@@ -17,14 +17,16 @@ from aiohttp.abc import AbstractAccessLogger
 
 from .. import console
 from ..config import Settings
-from . import routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta
+from ..recording_control import RecordingControl
+from . import routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta, routes_recording
 from .auth import auth_middleware
 from .errors import json_error
-from .keys import POOL, PRINCIPAL, SETTINGS
+from .keys import POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
-ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops, console]
+ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
+                                   routes_recording, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware
@@ -73,10 +75,13 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s %d %.3fs %s", request.remote, request.method, request.path, response.status,
                          time, who)
 
-def make_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
+def make_app(settings: Settings, pool: asyncpg.Pool,
+             recording_control: RecordingControl | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[POOL] = pool
+    if recording_control is not None:
+        app[RECORDING_CONTROL] = recording_control
     for module in ROUTE_MODULES:
         module.setup(app)
     return app

@@ -115,9 +115,9 @@ async def call_detail(conn: asyncpg.Connection | asyncpg.Pool, row: asyncpg.Reco
     parties = [dict(x) for x in await conn.fetch(
         "SELECT seq, number, name, role, joined_at, left_at FROM call_parties WHERE call_id = $1 ORDER BY seq",
         call_id)]
-    pauses = None
-    if await conn.fetchval("SELECT to_regclass('call_pauses') IS NOT NULL"):
-        pauses = [dict(x) for x in await conn.fetch("SELECT * FROM call_pauses WHERE call_id = $1", call_id)]
+    pauses = [dict(x) for x in await conn.fetch(
+        "SELECT seq, paused_at, paused_by, pause_source, resumed_at, resumed_by, resume_source "
+        "FROM recording_pauses WHERE call_id = $1 ORDER BY seq", call_id)]
     duration = (r["ended_at"] - r["started_at"]).total_seconds() if r["ended_at"] else None
     out: dict[str, Any] = {
         key: r[key] for key in (

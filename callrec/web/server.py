@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from ..config import Settings
+from ..recording_control import RecordingControl
 from ..store.db import connect_pool
 from .app import AccessLogger, make_app
 
@@ -18,8 +19,10 @@ class HttpServer:
     """``pool``: None opens a pool of its own, so API requests (long exports) never take the
     connections the call-log writer needs."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool | None = None) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool | None = None,
+                 recording_control: RecordingControl | None = None) -> None:
         self.settings = settings
+        self.recording_control = recording_control
         self.pool = pool
         self._own_pool = pool is None
         self.runner: web.AppRunner | None = None
@@ -29,8 +32,9 @@ class HttpServer:
         host, port = self.settings.http.host_port()
         if self.pool is None:
             self.pool = await connect_pool(self.settings.database.dsn, 1, 4)
-        self.runner = web.AppRunner(make_app(self.settings, self.pool), access_log_class=AccessLogger,
-                                    access_log=log, handle_signals=False, shutdown_timeout=5.0)
+        app = make_app(self.settings, self.pool, self.recording_control)
+        self.runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=log, handle_signals=False,
+                                    shutdown_timeout=5.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         try:
