@@ -32,6 +32,8 @@ from callrec.service import CallService
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = "/usr/share/asterisk/sounds/callrec"
 SECRETS = {"asterisk": {"ari_password": "x", "ami_password": "y"}}
+# What a hand-back sets: CALLREC_CALL_ID, _CONSENT, _RECORDING, _POLICY, _REASON.
+HANDBACK_VARIABLES = 5
 
 
 def env_lines(uniqueid: str = "1700000000.1", *, name: str = "Test Caller", request: str = "agi://127.0.0.1/notice",
@@ -266,6 +268,8 @@ async def test_keys_are_logged_and_the_notice_resumes_where_it_stopped(door: Agi
         'SET VARIABLE CALLREC_CONSENT "declined"'
     assert await ast.expect("SET VARIABLE CALLREC_RECORDING ", "200 result=1") == \
         'SET VARIABLE CALLREC_RECORDING ""'
+    await ast.expect("SET VARIABLE CALLREC_POLICY ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_REASON ", "200 result=1")
     await ast.expect("GET VARIABLE CHANNEL(linkedid)", "200 result=1 (1.0)")
     await ast.ended()
     r = row(door, "1.1")
@@ -294,6 +298,8 @@ async def test_a_prompt_asterisk_cannot_play_fails_the_notice(door: AgiDoor) -> 
     assert await ast.expect("SET VARIABLE CALLREC_CONSENT ", "200 result=1") == \
         'SET VARIABLE CALLREC_CONSENT "notice_failed"'
     await ast.expect("SET VARIABLE CALLREC_RECORDING ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_POLICY ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_REASON ", "200 result=1")
     await ast.expect("GET VARIABLE", "200 result=0")
     await ast.ended()
     assert row(door, "1.3")["consent"] == "notice_failed"
@@ -308,6 +314,8 @@ async def test_notice_window_recording_and_the_hangup_from_ami(door: AgiDoor) ->
     assert await ast.expect("SET VARIABLE CALLREC_CONSENT ", "200 result=1") == \
         'SET VARIABLE CALLREC_CONSENT "granted"'
     recording = await ast.expect("SET VARIABLE CALLREC_RECORDING ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_POLICY ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_REASON ", "200 result=1")
     await ast.expect("GET VARIABLE", "HANGUP\n511 Command Not Permitted on a dead channel or intercept routine")
     await ast.ended()
     assert door.service.ami.monitors == [("Local/100@x-1.4;2", recording.split('"')[1])]  # type: ignore[attr-defined]
@@ -354,7 +362,7 @@ async def test_many_sessions_at_once(door: AgiDoor) -> None:
     async def one(i: int) -> None:
         ast = await FakeAsterisk.call(door, env_lines(f"2.{i}"))
         await ast.expect("STREAM FILE ", "200 result=0 endpos=56000")
-        for _ in range(3):
+        for _ in range(HANDBACK_VARIABLES):
             await ast.expect("SET VARIABLE ", "200 result=1")
         await ast.expect("GET VARIABLE", "200 result=1 (x)")
         await ast.ended()
@@ -383,7 +391,7 @@ async def test_calls_back_in_the_dialplan_do_not_count_against_the_limit(door: A
     for i in range(3):  # each one handed back and still followed (no hang-up yet)
         ast = await FakeAsterisk.call(door, env_lines(f"3.{i}"))
         await ast.expect("STREAM FILE ", "200 result=0 endpos=56000")
-        for _ in range(3):
+        for _ in range(HANDBACK_VARIABLES):
             await ast.expect("SET VARIABLE ", "200 result=1")
         await ast.expect("GET VARIABLE", "200 result=1 (x)")
         await ast.ended()
@@ -412,6 +420,8 @@ async def test_stopping_hands_a_caller_in_the_window_back(door: AgiDoor) -> None
     assert await ast.expect("SET VARIABLE CALLREC_CONSENT ", "200 result=1") == \
         'SET VARIABLE CALLREC_CONSENT "unavailable"'
     await ast.expect("SET VARIABLE CALLREC_RECORDING ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_POLICY ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_REASON ", "200 result=1")
     await ast.expect("GET VARIABLE", "200 result=1 (1.8)")
     await ast.ended()
     await closing
@@ -479,6 +489,8 @@ async def test_a_prompt_past_its_limit_is_cut_short_and_the_notice_fails(door: A
     assert await ast.expect("SET VARIABLE CALLREC_CONSENT ", "200 result=1") == \
         'SET VARIABLE CALLREC_CONSENT "notice_failed"'
     await ast.expect("SET VARIABLE CALLREC_RECORDING ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_POLICY ", "200 result=1")
+    await ast.expect("SET VARIABLE CALLREC_REASON ", "200 result=1")
     await ast.expect("GET VARIABLE", "200 result=1 (1.9)")
     await ast.ended()
     r = row(door, "1.9")

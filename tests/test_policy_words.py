@@ -196,7 +196,8 @@ def test_the_deciding_rule_supplies_the_notice_settings_and_recording_options() 
     pol = PolicySettings(rules=(PolicyRule(name="caller-ru", caller="+7*", language="ru", mode="opt-in"),
                                 PolicyRule(name="plain", did="100")))
     d = run(pol, CallFacts(did="100", caller="+7495"))
-    assert (d.rule, d.mode, d.language, d.stereo, d.bridged_only) == ("caller-ru", "opt-in", "ru", None, None)
+    # stereo falls back to [recordings] stereo (off by default); bridged_only stays unset.
+    assert (d.rule, d.mode, d.language, d.stereo, d.bridged_only) == ("caller-ru", "opt-in", "ru", False, None)
 
 
 @pytest.mark.parametrize(("raw", "message"), [

@@ -195,7 +195,7 @@ def test_bad_retention_config_is_one_line(tmp_path: Path, retention: dict, messa
 
 async def test_least_privilege_app_role_runs_retention_and_erase(database: str, conn: asyncpg.Connection,
                                                                 tmp_path: Path) -> None:
-    """docs/sql/app_role.sql + app_role_ops_data.sql are enough for every deletion path, and the
+    """docs/sql/app_role.sql is enough for every deletion path, and the
     app role still cannot delete rows or switch the legal-hold guard off."""
     import uuid
     from urllib.parse import urlsplit, urlunsplit
@@ -204,7 +204,7 @@ async def test_least_privilege_app_role_runs_retention_and_erase(database: str, 
 
     role = f"callrec_app_{uuid.uuid4().hex[:8]}"
     docs = Path(__file__).resolve().parent.parent / "docs" / "sql"
-    statements = [line.replace(':"app"', f'"{role}"') for name in ("app_role.sql", "app_role_ops_data.sql")
+    statements = [line.replace(':"app"', f'"{role}"') for name in ("app_role.sql",)
                   for line in (docs / name).read_text().splitlines() if line.strip() and not line.startswith("--")]
     await conn.execute(f'CREATE ROLE "{role}" LOGIN')
     try:

@@ -11,3 +11,9 @@ GRANT SELECT, UPDATE (last_used_at) ON api_tokens TO :"app";
 GRANT SELECT, INSERT ON audit_log TO :"app";
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO :"app";
 GRANT SELECT, INSERT, DELETE ON confidential_policy_rules TO :"app";
+-- Recording controls (pause/resume), post-recording hooks (outbox), retention runs.
+GRANT SELECT, INSERT, UPDATE ON recording_pauses TO :"app";
+GRANT SELECT, INSERT, UPDATE ON hook_jobs TO :"app";
+GRANT USAGE ON SEQUENCE hook_jobs_id_seq TO :"app";
+GRANT SELECT, INSERT, UPDATE ON retention_runs TO :"app";
+GRANT USAGE ON SEQUENCE retention_runs_id_seq TO :"app";
