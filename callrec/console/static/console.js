@@ -702,7 +702,7 @@
 
     try {
       // A reload keeps the cookie but not the in-memory CSRF token: who we are, and a fresh token.
-      const session = await api("GET", "/api/v1/session", undefined, true);
+      const session = await api("GET", "/console/session", undefined, true);
       state.me = { user: session.user, role: session.role, extension: session.extension || null };
       state.csrf = session.csrf_token;
     } catch (e) {
