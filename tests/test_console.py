@@ -156,6 +156,10 @@ async def test_a_supervisor_cannot_see_a_confidential_call(bench: Bench, browser
     await log_in(tab2.page, "security1", PASSWORD)
     await tab2.page.goto(f"/#/call/{secret}")
     await expect(tab2.page.locator("#flag-confidential")).to_have_text("Confidential")
+    await tab2.page.get_by_role("link", name="Calls", exact=True).click()
+    await expect(tab2.page.locator(f'#results-body tr[data-call-id="{secret}"]')).to_contain_text("Confidential")
+    await expect(tab2.page.locator("#results-body")).to_contain_text("Confidential")
+    assert await tab2.page.locator("#results-body .flag").count() == 1
     await expect(tab2.page.locator("#call-title")).to_have_text("Call from Secret <+4930444>")
     await tab.assert_clean()
     await tab2.assert_clean()

@@ -341,7 +341,11 @@
         el("td", {}, rec),
         el("td", { class: "num" }, fmtDuration(c.duration)),
         el("td", {}, (c.tags || []).join(", ")));
-      if (c.confidential) tr.classList.add("confidential");
+      if (c.confidential) {
+        // Said in words too, not by the row's colour alone.
+        tr.classList.add("confidential");
+        tr.firstChild.append(" ", el("span", { class: "flag small" }, t("call.confidential")));
+      }
       body.append(tr);
     }
     $("results-empty").hidden = items.length > 0 || !s.data;
