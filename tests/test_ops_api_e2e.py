@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
+import socket
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 from caller import Finished, Tester
 from conftest import make_settings
-from sandbox import SandboxInfo
+from daemon_proc import CALLREC, wait_registered
+from sandbox import SandboxInfo, callrec_config
 
 from callrec.app import Daemon
 from callrec.store import users
@@ -138,3 +143,49 @@ async def test_policy_rule_makes_calls_confidential(asterisk: SandboxInfo, datab
         assert [r["rule"] for r in await conn.fetch("SELECT rule FROM confidential_policy_rules")] == ["board"]
     finally:
         await conn.close()
+
+
+async def test_callrec_serve_process_serves_the_api_and_logs_no_secrets(
+        asterisk: SandboxInfo, database: str, tester: Tester, tmp_path: Path) -> None:
+    """The real `callrec serve` process with [http] on: log-in, token use, stop; its log has none of
+    the secrets."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(callrec_config(asterisk, database, http={"enabled": True, "listen": f"127.0.0.1:{port}"},
+                                  log={"level": "debug"}))
+    conn = await asyncpg.connect(database)
+    try:
+        await users.add_user(conn, "adm", "admin", "pass-word-42")
+        _, token = await users.create_token(conn, "adm-t", user="adm")
+    finally:
+        await conn.close()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([*CALLREC, "-c", str(cfg), "serve"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await wait_registered(tester)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200 and (await r.json())["database"] is True
+            async with http.post(f"{base}/api/v1/login", json={"username": "adm", "password": "pass-word-42"}) as r:
+                assert r.status == 200
+                csrf = (await r.json())["csrf_token"]
+            async with http.get(f"{base}/api/v1/me") as r:
+                assert (await r.json())["user"] == "adm"
+            async with http.get(f"{base}/api/v1/calls", headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200
+            async with http.get(f"{base}/api/v1/calls?token={token}") as r:
+                assert r.status == 400
+            async with http.post(f"{base}/api/v1/login", json={"username": "adm", "password": "wrong-pass-1"}) as r:
+                assert r.status == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        log.close()
+    served = (tmp_path / "serve.log").read_text()
+    assert f"127.0.0.1:{port}" in served and "/api/v1/me 200" in served
+    for secret in (token, token[4:20], "pass-word-42", "wrong-pass-1", csrf, asterisk.ari_password,
+                   asterisk.ami_password):
+        assert secret not in served

@@ -45,6 +45,8 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
         # A value the database or a parser refused: the client's input, not our fault.
         log.info("%s %s: bad input: %s", request.method, request.path, type(exc).__name__)
         raise json_error(400, "invalid input") from None
+    except ConnectionResetError:
+        raise  # the client went away mid-response (a player seeking, an export cancelled)
     except Exception:
         # Logged without the request's headers or body (credentials); the client gets no details.
         log.exception("%s %s failed", request.method, request.path)

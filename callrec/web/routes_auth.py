@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import OrderedDict, deque
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +31,43 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
+class LoginThrottle:
+    """Failed log-ins per user name (``limit``) and per remote address (``remote_limit``, higher:
+    behind a proxy many users share one): past the limit within ``window`` seconds, attempts get
+    429 until the oldest failure ages out.  In memory, bounded (least recently failing forgotten)."""
+
+    def __init__(self, limit: int = 10, remote_limit: int = 50, window: float = 900.0,
+                 max_keys: int = 10000) -> None:
+        self.limit, self.remote_limit, self.window, self.max_keys = limit, remote_limit, window, max_keys
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return times
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        return any(len(self._recent(k, now)) >= (self.remote_limit if k.startswith("remote:") else self.limit)
+                   for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        for key in keys:
+            times = self._recent(key, now)
+            times.append(now)
+            self._failures[key] = times
+            self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
+
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+
+
 @public
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request)
@@ -37,6 +76,12 @@ async def login(request: web.Request) -> web.Response:
             or len(password) > 1024:
         raise bad_request("expected {\"username\": string, \"password\": string}")
     pool = request.app[POOL]
+    throttle = request.app[THROTTLE]
+    keys = (f"user:{username}", f"remote:{remote(request)}")
+    if throttle.blocked(*keys):
+        await audit.append(pool, actor=username, action="login_failed", details={"reason": "throttled"},
+                           remote=remote(request))
+        raise json_error(429, "too many failed log-ins; try again later")
     row = await pool.fetchrow("SELECT id, name, role, extension, password_hash, disabled FROM users WHERE name = $1",
                               username)
     # scrypt runs in a thread: the event loop also serves live calls.
@@ -45,6 +90,7 @@ async def login(request: web.Request) -> web.Response:
         reason = "unknown user" if row is None else ("disabled" if row["disabled"] and ok else "wrong password")
         await audit.append(pool, actor=username, action="login_failed", details={"reason": reason},
                            remote=remote(request))
+        throttle.failed(*keys)
         raise json_error(401, "wrong user name or password")
     hours = request.app[SETTINGS].http.session_hours
     async with pool.acquire() as conn, conn.transaction():
@@ -78,6 +124,7 @@ async def me(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app[THROTTLE] = LoginThrottle()
     app.router.add_post("/api/v1/login", login)
     app.router.add_post("/api/v1/logout", logout)
     app.router.add_get("/api/v1/me", me, allow_head=False)
@@ -96,6 +143,7 @@ openapi.operation(
         "user": {"type": "string"}, "role": {"type": "string"}, "csrf_token": {"type": "string"}}}),
         "400": {"description": "bad body", "content": openapi.ERR},
         "401": {"description": "wrong user name or password", "content": openapi.ERR},
+        "429": {"description": "too many failed log-ins for this user or address", "content": openapi.ERR},
         "413": {"description": "body too large", "content": openapi.ERR},
         "415": {"description": "not JSON", "content": openapi.ERR}})
 openapi.operation("post", "/api/v1/logout", summary="End the console session", tags=["auth"],
