@@ -493,3 +493,20 @@ async def test_recording_pauses_are_listed_when_the_api_gives_them(bench: Bench,
     await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
     await expect(page.locator("#pauses-box")).to_be_hidden()
     await tab.assert_clean()
+
+
+async def test_throttled_log_in_says_so_in_the_users_language(bench: Bench, browser: Browser) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(10):
+            async with http.post(bench.base + "/api/v1/login", json={"username": "agent1", "password": "wrong!"}) as r:
+                assert r.status == 401
+    tab = await open_tab(browser, bench.base, locale="ru-RU")
+    page = tab.page
+    await page.goto("/")
+    await page.get_by_label("Имя пользователя", exact=True).fill("agent1")
+    await page.get_by_label("Пароль", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Войти", exact=True).click()
+    await expect(page.get_by_role("alert")).to_have_text("Слишком много неудачных попыток входа. Попробуйте позже.")
+    await expect(page.locator("#login-form")).to_be_visible()
+    tab.errors.clear()  # the browser logs the 429 as a failed resource
+    await tab.assert_clean()

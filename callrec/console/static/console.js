@@ -233,7 +233,7 @@
       location.hash = homeRoute();
       await route();
     } catch (e) {
-      showError(e.status === 401 ? t("auth.failed") : e.message);
+      showError(e.status === 401 ? t("auth.failed") : e.status === 429 ? t("auth.throttled") : e.message);
       $("login-password").value = "";
       $("login-password").focus();
     } finally {
