@@ -510,3 +510,27 @@ async def test_throttled_log_in_says_so_in_the_users_language(bench: Bench, brow
     await expect(page.locator("#login-form")).to_be_visible()
     tab.errors.clear()  # the browser logs the 429 as a failed resource
     await tab.assert_clean()
+
+
+async def test_the_audit_trail_pages_with_its_cursor(bench: Bench, browser: Browser) -> None:
+    await bench.pool.execute("INSERT INTO audit_log (actor, role, action, details) "
+                             "SELECT 'bulk', 'admin', 'export', jsonb_build_object('n', n) "
+                             "FROM generate_series(1, 120) AS n")
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    await log_in(page, "auditor1", PASSWORD)
+    await page.get_by_label("Who", exact=True).fill("bulk")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    rows = page.locator("#audit-body tr")
+    await expect(page.locator("#audit-page-no")).to_have_text("Page 1")
+    await expect(rows).to_have_count(100)
+    await expect(rows.first).to_contain_text('{"n":120}')
+    await page.get_by_role("button", name="Next", exact=True).click()
+    await expect(page.locator("#audit-page-no")).to_have_text("Page 2")
+    await expect(rows).to_have_count(20)
+    await expect(rows.last).to_contain_text('{"n":1}')
+    await expect(page.get_by_role("button", name="Next", exact=True)).to_be_disabled()
+    await page.get_by_role("button", name="Previous", exact=True).click()
+    await expect(page.locator("#audit-page-no")).to_have_text("Page 1")
+    await expect(rows).to_have_count(100)
+    await tab.assert_clean()

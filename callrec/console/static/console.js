@@ -674,7 +674,9 @@
     const items = (s.data && s.data.items) || [];
     for (const a of items) body.append(auditRow(a, true));
     $("audit-empty").hidden = items.length > 0 || !s.data;
+    $("audit-page-no").textContent = s.data ? t("search.page", { n: s.page + 1 }) : "";
     $("audit-first").disabled = s.page === 0;
+    $("audit-prev").disabled = s.page === 0;
     $("audit-next").disabled = !(s.data && s.data.next_cursor);
   }
 
@@ -692,6 +694,7 @@
     $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); runAudit(0); });
     $("audit-form").addEventListener("reset", () => setTimeout(() => runAudit(0), 0));
     $("audit-first").addEventListener("click", () => runAudit(0));
+    $("audit-prev").addEventListener("click", () => runAudit(Math.max(0, state.audit.page - 1)));
     $("audit-next").addEventListener("click", () => runAudit(state.audit.page + 1));
     $("call-audit-refresh").addEventListener("click", loadCallAudit);
     $("confidential-toggle").addEventListener("click", toggleConfidential);
