@@ -534,3 +534,61 @@ async def test_the_audit_trail_pages_with_its_cursor(bench: Bench, browser: Brow
     await expect(page.locator("#audit-page-no")).to_have_text("Page 1")
     await expect(rows).to_have_count(100)
     await tab.assert_clean()
+
+
+async def test_every_filter_reaches_the_api(bench: Bench, browser: Browser) -> None:
+    await bench.pool.execute("INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1, 'vip', 't'), "
+                             "($1, 'complaint', 't'), ($2, 'vip', 't')",
+                             uuid.UUID(bench.calls["other"]), uuid.UUID(bench.calls["mine"]))
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/calls?" in r.url else None)
+    await log_in(page, "admin1", PASSWORD)
+    form = page.locator("#search-form")
+    rows = page.locator("#results-body tr")
+
+    async def search(expected: set[str]) -> None:
+        await form.get_by_role("button", name="Search", exact=True).click()
+        await expect(page.locator("#status")).to_have_text(f"Calls on this page: {len(expected)}.")
+        assert {await r.get_attribute("data-call-id") for r in await rows.all()} == expected
+
+    c = bench.calls
+    await form.get_by_label("Recorded", exact=True).select_option("false")
+    await search({c["unrecorded"]})
+    await form.get_by_label("Consent", exact=True).select_option("declined")
+    await search({c["unrecorded"]})
+    await form.get_by_role("button", name="Clear", exact=True).click()
+    await expect(rows).to_have_count(len(c))
+    await form.get_by_label("From", exact=True).fill("2026-11-20T09:02:00")
+    await form.get_by_label("To", exact=True).fill("2026-11-20T09:04:00")
+    await search({c["party"], c["confidential"]})
+    await form.get_by_label("Order", exact=True).select_option("asc")
+    await search({c["party"], c["confidential"]})
+    await expect(rows.first).to_have_attribute("data-call-id", c["party"])
+    await form.get_by_role("button", name="Clear", exact=True).click()
+    await form.get_by_label("Tags", exact=True).fill("vip, complaint")
+    await search({c["other"]})
+    await expect(rows.first).to_contain_text("complaint, vip")
+    await form.get_by_label("Tags", exact=True).fill("vip")
+    await search({c["other"], c["mine"]})
+    await form.get_by_label("Tags", exact=True).fill("")
+    await form.get_by_label("Agent (extension)", exact=True).fill("202")
+    await search({c["other"], c["unrecorded"]})
+    await form.get_by_label("Name contains", exact=True).fill("caro")
+    await search({c["other"]})
+    await form.get_by_label("Agent (extension)", exact=True).fill("")
+    await form.get_by_label("Name contains", exact=True).fill("")
+    await form.get_by_label("Direction", exact=True).select_option("outbound")
+    await search(set())
+    await expect(page.locator("#results-empty")).to_be_visible()
+    await form.get_by_label("Direction", exact=True).select_option("inbound")
+    await form.get_by_label("Min. duration, s", exact=True).fill("5")
+    await form.get_by_label("Max. duration, s", exact=True).fill("7")
+    await search(set(c.values()))
+    await form.get_by_label("Min. duration, s", exact=True).fill("7")
+    await search(set())
+    last = requests[-1]
+    for part in ("direction=inbound", "min_duration=7", "max_duration=7", "order=desc", "limit=50"):
+        assert part in last, last
+    await tab.assert_clean()

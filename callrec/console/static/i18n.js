@@ -36,7 +36,7 @@ window.CALLREC_I18N = {
     "search.prev": "Previous",
     "search.next": "Next",
     "search.page": "Page {n}",
-    "search.found": "{n} calls on this page.",
+    "search.found": "Calls on this page: {n}.",
     "search.searching": "Searching…",
     "f.from": "From",
     "f.to": "To",
