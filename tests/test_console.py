@@ -156,6 +156,10 @@ async def test_a_supervisor_cannot_see_a_confidential_call(bench: Bench, browser
     await log_in(tab2.page, "security1", PASSWORD)
     await tab2.page.goto(f"/#/call/{secret}")
     await expect(tab2.page.locator("#flag-confidential")).to_have_text("Confidential")
+    await tab2.page.get_by_role("link", name="Calls", exact=True).click()
+    await expect(tab2.page.locator(f'#results-body tr[data-call-id="{secret}"]')).to_contain_text("Confidential")
+    await expect(tab2.page.locator("#results-body")).to_contain_text("Confidential")
+    assert await tab2.page.locator("#results-body .flag").count() == 1
     await expect(tab2.page.locator("#call-title")).to_have_text("Call from Secret <+4930444>")
     await tab.assert_clean()
     await tab2.assert_clean()
@@ -330,14 +334,14 @@ async def test_page_and_files_carry_a_strict_policy_and_no_inline_code(bench: Be
 
 async def test_the_session_route_gives_a_new_csrf_token_to_cookie_sessions_only(bench: Bench) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(bench.base + "/api/v1/session") as resp:
+        async with http.get(bench.base + "/console/session") as resp:
             assert resp.status == 401
-        async with http.get(bench.base + "/api/v1/session", headers=bench.auth("admin")) as resp:
-            assert resp.status == 400
+        async with http.get(bench.base + "/console/session", headers=bench.auth("admin")) as resp:
+            assert resp.status == 401  # tokens have no CSRF token; only a cookie session counts
         async with http.post(bench.base + "/api/v1/login", json={"username": "admin1", "password": PASSWORD}) as resp:
             assert resp.status == 200
             first = (await resp.json())["csrf_token"]
-        async with http.get(bench.base + "/api/v1/session") as resp:
+        async with http.get(bench.base + "/console/session") as resp:
             assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
             fresh = (await resp.json())["csrf_token"]
         assert fresh != first
@@ -350,7 +354,7 @@ async def test_the_session_route_gives_a_new_csrf_token_to_cookie_sessions_only(
             assert resp.status in (200, 201)
         async with http.post(bench.base + "/api/v1/logout", headers={"X-CSRF-Token": fresh}) as resp:
             assert resp.status == 200
-        async with http.get(bench.base + "/api/v1/session") as resp:
+        async with http.get(bench.base + "/console/session") as resp:
             assert resp.status == 401
 
 
@@ -488,4 +492,103 @@ async def test_recording_pauses_are_listed_when_the_api_gives_them(bench: Bench,
     await page.goto(f"/#/call/{bench.calls['other']}")
     await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
     await expect(page.locator("#pauses-box")).to_be_hidden()
+    await tab.assert_clean()
+
+
+async def test_throttled_log_in_says_so_in_the_users_language(bench: Bench, browser: Browser) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(10):
+            async with http.post(bench.base + "/api/v1/login", json={"username": "agent1", "password": "wrong!"}) as r:
+                assert r.status == 401
+    tab = await open_tab(browser, bench.base, locale="ru-RU")
+    page = tab.page
+    await page.goto("/")
+    await page.get_by_label("Имя пользователя", exact=True).fill("agent1")
+    await page.get_by_label("Пароль", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Войти", exact=True).click()
+    await expect(page.get_by_role("alert")).to_have_text("Слишком много неудачных попыток входа. Попробуйте позже.")
+    await expect(page.locator("#login-form")).to_be_visible()
+    tab.errors.clear()  # the browser logs the 429 as a failed resource
+    await tab.assert_clean()
+
+
+async def test_the_audit_trail_pages_with_its_cursor(bench: Bench, browser: Browser) -> None:
+    await bench.pool.execute("INSERT INTO audit_log (actor, role, action, details) "
+                             "SELECT 'bulk', 'admin', 'export', jsonb_build_object('n', n) "
+                             "FROM generate_series(1, 120) AS n")
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    await log_in(page, "auditor1", PASSWORD)
+    await page.get_by_label("Who", exact=True).fill("bulk")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    rows = page.locator("#audit-body tr")
+    await expect(page.locator("#audit-page-no")).to_have_text("Page 1")
+    await expect(rows).to_have_count(100)
+    await expect(rows.first).to_contain_text('{"n":120}')
+    await page.get_by_role("button", name="Next", exact=True).click()
+    await expect(page.locator("#audit-page-no")).to_have_text("Page 2")
+    await expect(rows).to_have_count(20)
+    await expect(rows.last).to_contain_text('{"n":1}')
+    await expect(page.get_by_role("button", name="Next", exact=True)).to_be_disabled()
+    await page.get_by_role("button", name="Previous", exact=True).click()
+    await expect(page.locator("#audit-page-no")).to_have_text("Page 1")
+    await expect(rows).to_have_count(100)
+    await tab.assert_clean()
+
+
+async def test_every_filter_reaches_the_api(bench: Bench, browser: Browser) -> None:
+    await bench.pool.execute("INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1, 'vip', 't'), "
+                             "($1, 'complaint', 't'), ($2, 'vip', 't')",
+                             uuid.UUID(bench.calls["other"]), uuid.UUID(bench.calls["mine"]))
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/calls?" in r.url else None)
+    await log_in(page, "admin1", PASSWORD)
+    form = page.locator("#search-form")
+    rows = page.locator("#results-body tr")
+
+    async def search(expected: set[str]) -> None:
+        await form.get_by_role("button", name="Search", exact=True).click()
+        await expect(page.locator("#status")).to_have_text(f"Calls on this page: {len(expected)}.")
+        assert {await r.get_attribute("data-call-id") for r in await rows.all()} == expected
+
+    c = bench.calls
+    await form.get_by_label("Recorded", exact=True).select_option("false")
+    await search({c["unrecorded"]})
+    await form.get_by_label("Consent", exact=True).select_option("declined")
+    await search({c["unrecorded"]})
+    await form.get_by_role("button", name="Clear", exact=True).click()
+    await expect(rows).to_have_count(len(c))
+    await form.get_by_label("From", exact=True).fill("2026-11-20T09:02:00")
+    await form.get_by_label("To", exact=True).fill("2026-11-20T09:04:00")
+    await search({c["party"], c["confidential"]})
+    await form.get_by_label("Order", exact=True).select_option("asc")
+    await search({c["party"], c["confidential"]})
+    await expect(rows.first).to_have_attribute("data-call-id", c["party"])
+    await form.get_by_role("button", name="Clear", exact=True).click()
+    await form.get_by_label("Tags", exact=True).fill("vip, complaint")
+    await search({c["other"]})
+    await expect(rows.first).to_contain_text("complaint, vip")
+    await form.get_by_label("Tags", exact=True).fill("vip")
+    await search({c["other"], c["mine"]})
+    await form.get_by_label("Tags", exact=True).fill("")
+    await form.get_by_label("Agent (extension)", exact=True).fill("202")
+    await search({c["other"], c["unrecorded"]})
+    await form.get_by_label("Name contains", exact=True).fill("caro")
+    await search({c["other"]})
+    await form.get_by_label("Agent (extension)", exact=True).fill("")
+    await form.get_by_label("Name contains", exact=True).fill("")
+    await form.get_by_label("Direction", exact=True).select_option("outbound")
+    await search(set())
+    await expect(page.locator("#results-empty")).to_be_visible()
+    await form.get_by_label("Direction", exact=True).select_option("inbound")
+    await form.get_by_label("Min. duration, s", exact=True).fill("5")
+    await form.get_by_label("Max. duration, s", exact=True).fill("7")
+    await search(set(c.values()))
+    await form.get_by_label("Min. duration, s", exact=True).fill("7")
+    await search(set())
+    last = requests[-1]
+    for part in ("direction=inbound", "min_duration=7", "max_duration=7", "order=desc", "limit=50"):
+        assert part in last, last
     await tab.assert_clean()

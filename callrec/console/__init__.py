@@ -4,12 +4,13 @@
   switch sets it) or else of ``Accept-Language`` (English or Russian; English by default).
 - ``GET /console/<file>``: the script, style sheet, strings and icon, from a fixed list shipped in
   the package (a client-supplied name never reaches the file system).
-- ``GET /api/v1/session``: a fresh CSRF token for the current console session.  The page keeps
-  the token in memory only, so after a reload it asks for a new one; the old one stops working.
+- ``GET /console/session``: who the console session is and a fresh CSRF token for it.  The page
+  keeps the token in memory only, so after a reload it asks for a new one; the old one stops working.
 
 The page and its files are public: they hold no data; the page reads everything through /api/v1
-with the session cookie.  A strict Content-Security-Policy allows scripts, styles,
-media and requests from this origin only, and no inline script or style.
+with the session cookie.  None of this is API, so none of it is in the OpenAPI description.
+A strict Content-Security-Policy allows scripts, styles, media and requests from this origin
+only, and no inline script or style.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from importlib import resources
 from aiohttp import web
 
 from ..access import new_secret, sha256_hex
-from ..web import openapi
-from ..web.auth import COOKIE, principal, public
-from ..web.errors import bad_request, json_error
+from ..web.auth import COOKIE, public, session_principal
+from ..web.errors import json_error
 from ..web.keys import POOL
 
 LANGUAGES = ("en", "ru")
@@ -103,37 +103,32 @@ async def asset(request: web.Request) -> web.Response:
     return web.Response(body=item.body, headers=headers)
 
 
+@public
 async def session_csrf(request: web.Request) -> web.Response:
-    """A new CSRF token for this console session (replaces the one /login gave).
+    """Who this console session is, and a new CSRF token for it (replaces the one /login gave).
 
-    A GET is safe here: the cookie is SameSite=Strict, and another site could not read the answer.
+    Cookie sessions only (API tokens have no CSRF token).  Public in the router's eyes, like every
+    /console/ path: the session is checked here.  A GET is safe: the cookie is SameSite=Strict,
+    and another site could not read the answer.
     """
-    p = principal(request)
     session_id = request.cookies.get(COOKIE)
-    if p.via != "session" or not session_id:
-        raise bad_request("only for a console session (cookie), not for API tokens")
+    pool = request.app[POOL]
+    p = await session_principal(pool, session_id) if session_id and len(session_id) <= 200 else None
+    if p is None:
+        raise json_error(401, "authentication required")
     token = new_secret()
-    done = await request.app[POOL].execute(
+    done = await pool.execute(
         "UPDATE web_sessions SET csrf_sha256 = $1 WHERE id_sha256 = $2 AND expires_at > now()",
         sha256_hex(token), sha256_hex(session_id))
     if done != "UPDATE 1":  # logged out in between
         raise json_error(401, "authentication required")
-    return web.json_response({"csrf_token": token, "user": p.name, "role": p.role, "extension": p.extension})
+    return web.json_response({"csrf_token": token, "user": p.name, "role": p.role, "extension": p.extension},
+                             headers={"Cache-Control": "no-store"})
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/", page, allow_head=False)
-    app.router.add_get("/api/v1/session", session_csrf, allow_head=False)
+    app.router.add_get("/console/session", session_csrf, allow_head=False)
     # One exact route per file: any other /console/ path is aiohttp's own (JSON) 404.
     for name in STATIC_FILES:
         app.router.add_get(f"/console/{name}", asset, allow_head=False)
-
-
-openapi.operation(
-    "get", "/api/v1/session", summary="The console session: who it is, and a fresh CSRF token", tags=["auth"],
-    description="For console (cookie) sessions only; API tokens get 400.  The console keeps the CSRF token in "
-                "memory only, so after a page reload it asks here for a new one; the previous token stops working.",
-    responses={"200": openapi.json_response("the session", {
-        "type": "object", "required": ["csrf_token", "user", "role"], "properties": {
-            "csrf_token": {"type": "string"}, "user": {"type": "string"}, "role": {"type": "string"},
-            "extension": {"type": ["string", "null"]}}})})

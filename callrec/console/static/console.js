@@ -233,7 +233,7 @@
       location.hash = homeRoute();
       await route();
     } catch (e) {
-      showError(e.status === 401 ? t("auth.failed") : e.message);
+      showError(e.status === 401 ? t("auth.failed") : e.status === 429 ? t("auth.throttled") : e.message);
       $("login-password").value = "";
       $("login-password").focus();
     } finally {
@@ -341,7 +341,11 @@
         el("td", {}, rec),
         el("td", { class: "num" }, fmtDuration(c.duration)),
         el("td", {}, (c.tags || []).join(", ")));
-      if (c.confidential) tr.classList.add("confidential");
+      if (c.confidential) {
+        // Said in words too, not by the row's colour alone.
+        tr.classList.add("confidential");
+        tr.firstChild.append(" ", el("span", { class: "flag small" }, t("call.confidential")));
+      }
       body.append(tr);
     }
     $("results-empty").hidden = items.length > 0 || !s.data;
@@ -670,7 +674,9 @@
     const items = (s.data && s.data.items) || [];
     for (const a of items) body.append(auditRow(a, true));
     $("audit-empty").hidden = items.length > 0 || !s.data;
+    $("audit-page-no").textContent = s.data ? t("search.page", { n: s.page + 1 }) : "";
     $("audit-first").disabled = s.page === 0;
+    $("audit-prev").disabled = s.page === 0;
     $("audit-next").disabled = !(s.data && s.data.next_cursor);
   }
 
@@ -688,6 +694,7 @@
     $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); runAudit(0); });
     $("audit-form").addEventListener("reset", () => setTimeout(() => runAudit(0), 0));
     $("audit-first").addEventListener("click", () => runAudit(0));
+    $("audit-prev").addEventListener("click", () => runAudit(Math.max(0, state.audit.page - 1)));
     $("audit-next").addEventListener("click", () => runAudit(state.audit.page + 1));
     $("call-audit-refresh").addEventListener("click", loadCallAudit);
     $("confidential-toggle").addEventListener("click", toggleConfidential);
@@ -702,7 +709,7 @@
 
     try {
       // A reload keeps the cookie but not the in-memory CSRF token: who we are, and a fresh token.
-      const session = await api("GET", "/api/v1/session", undefined, true);
+      const session = await api("GET", "/console/session", undefined, true);
       state.me = { user: session.user, role: session.role, extension: session.extension || null };
       state.csrf = session.csrf_token;
     } catch (e) {
