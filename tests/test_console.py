@@ -475,13 +475,11 @@ async def test_security_marks_a_call_confidential_and_deletes_its_recording(benc
 
 
 async def test_recording_pauses_are_listed_when_the_api_gives_them(bench: Bench, browser: Browser) -> None:
-    # The API adds `pauses` when the recording-pause table exists (the recording feature's
-    # migration); the shape here is that table's: paused_at, resumed_at, paused_by.
-    await bench.pool.execute("CREATE TABLE call_pauses (call_id uuid, seq int, paused_at timestamptz, "
-                             "resumed_at timestamptz, paused_by text)")
-    await bench.pool.execute("INSERT INTO call_pauses SELECT id, 1, started_at + interval '1 second', "
-                             "started_at + interval '3 seconds', 'agent 201' FROM calls WHERE id = $1",
-                             uuid.UUID(bench.calls["mine"]))
+    # The call detail lists the recording_pauses rows (migration 003): a pause from the agent's key.
+    await bench.pool.execute("INSERT INTO recording_pauses (call_id, seq, paused_at, paused_by, pause_source, "
+                             "resumed_at, resumed_by, resume_source) SELECT id, 1, started_at + interval '1 second', "
+                             "'agent 201', 'dtmf', started_at + interval '3 seconds', 'agent 201', 'dtmf' "
+                             "FROM calls WHERE id = $1", uuid.UUID(bench.calls["mine"]))
     tab = await open_tab(browser, bench.base)
     page = tab.page
     await log_in(page, "admin1", PASSWORD)
