@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint sandbox-up sandbox-down
+.PHONY: venv demo test bench bench-export bench-dataops lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml is newer than the stamp.
 venv: $(STAMP)
@@ -25,6 +25,13 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/notice_latency.py $(BENCH_ARGS)
+
+# Ops side (no Asterisk): streamed export of 1,000,000 rows; verify + retention over generated files.
+bench-export: venv
+	$(PY) benchmarks/export_bench.py $(BENCH_ARGS)
+
+bench-dataops: venv
+	$(PY) benchmarks/dataops_bench.py $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
