@@ -13,11 +13,14 @@ What it does, narrating every step:
 3. writes ``var/demo/callrec.toml`` and runs ``callrec migrate`` and ``callrec check``;
 4. starts ``callrec serve`` as a child process (log: ``var/demo/callrec.log``) and waits until it is
    connected to ARI and AMI;
-5. places six calls with tools/caller.py, one after another: notice mode, opt-out (Russian caller
-   presses 9), opt-in granted (1), opt-in with no key, a hang-up during the notice, and a hostile
-   caller ID; each is checked against the call log once the daemon has finalized it;
+5. places seven calls with tools/caller.py, one after another: notice mode, opt-out (Russian caller
+   presses 9), opt-in granted (1), opt-in with no key, a hang-up during the notice, a hostile
+   caller ID, and a Russian caller through the FastAGI door; each is checked against the call log
+   once the daemon has finalized it;
 6. prints ``callrec calls``, the recordings on disk, and one call's consent evidence;
-7. stops the daemon with SIGTERM (it must exit 0) and the sandbox it started (unless ``--keep``).
+7. the ops side: adds a console user, logs in to the ops API, searches and starts a listen (a Range
+   request), then shows the audit trail that left, ``callrec verify`` and ``callrec policy explain``;
+8. stops the daemon with SIGTERM (it must exit 0) and the sandbox it started (unless ``--keep``).
 
 While the calls run it holds the sandbox's lock file, so a test session started meanwhile waits for the
 demo instead of restarting Asterisk under it.  The sandbox is a single Asterisk on fixed ports, and the
@@ -38,6 +41,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -111,14 +115,28 @@ def with_db(dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# The FastAGI door and the ops API (console) listen on free local ports, chosen in write_config().
+PORTS: dict[str, int] = {}
+DEMO_USER, DEMO_PASSWORD = "qa-supervisor", "demo-" + os.urandom(6).hex()
+
+
 def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    PORTS.update(agi=free_port(), http=free_port())
     text = sandbox_mod.callrec_config(
         info, dsn,
         header=(f"callrec demo config, written by tools/demo.py: the sandbox Asterisk and database {DB_NAME}.\n"
                 "Passwords are in the file because everything here is local and throwaway; in production use\n"
                 "CALLREC_ASTERISK_ARI_PASSWORD / CALLREC_ASTERISK_AMI_PASSWORD instead."),
         asterisk={"app": APP}, notice={"decision_window": DECISION_WINDOW}, policy={"mode": "notice"},
+        agi={"listen": f"127.0.0.1:{PORTS['agi']}"},
+        http={"enabled": True, "listen": f"127.0.0.1:{PORTS['http']}"},
         log={"level": "info"})
     fd = os.open(CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -132,12 +150,12 @@ def callrec_cmd(*args: str) -> list[str]:
     return [*base, "-c", str(CONFIG), *args]
 
 
-async def run_cli(*args: str, show: bool = True) -> str:
+async def run_cli(*args: str, show: bool = True, stdin: str | None = None) -> str:
     proc = await asyncio.create_subprocess_exec(
         *callrec_cmd(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL)
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), 60)
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -450,7 +468,52 @@ async def scenario_f(tester: Tester, log: CallLog, daemon: Daemon) -> asyncpg.Re
     return r
 
 
-SCENARIOS = (scenario_a, scenario_b, scenario_c, scenario_d, scenario_e, scenario_f)
+async def scenario_g(tester: Tester, log: CallLog, daemon: Daemon) -> asyncpg.Record:
+    say("g) Russian caller through the FastAGI door (AGI(agi://...) in the dialplan), opt-out mode, stays on")
+    call = await place(tester, "g", '"Olga Ivanova" <74950007>', lang="ru", args="mode=opt-out",
+                       caller_id='"Olga Ivanova" <74950007>', context="callrec-test-agi",
+                       variables={"_CALLREC_AGI_SERVER": f"127.0.0.1:{PORTS['agi']}"})
+    back = await handed_back(call)
+    if back.get("consent") != "implied" or not back.get("recording"):
+        mismatch(f"call g: the dialplan got {back}")
+    await talk(call, SHORT_SPEECH, "1.4 s")
+    await hang_up(call)
+    return await done(log, daemon, call, "g", "recorded", door="agi", consent_mode="opt-out", consent="implied",
+                      notice_completed=True, recording_status="ready", language="ru")
+
+
+SCENARIOS = (scenario_a, scenario_b, scenario_c, scenario_d, scenario_e, scenario_f, scenario_g)
+
+
+async def ops_tour(results: list[tuple[str, asyncpg.Record]]) -> None:
+    """What ops staff do next: a user, a search and a listen through the API, the audit trail it
+    left, an integrity check, and the policy explained."""
+    say(f"$ callrec users add {DEMO_USER} --role supervisor   (password on stdin)")
+    await run_cli("users", "add", DEMO_USER, "--role", "supervisor", stdin=DEMO_PASSWORD + "\n")
+    base = f"http://127.0.0.1:{PORTS['http']}"
+    recorded = results[0][1]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as api:
+        async with api.post(f"{base}/api/v1/login", json={"username": DEMO_USER, "password": DEMO_PASSWORD}) as r:
+            if r.status != 200:
+                raise DemoError(f"console log-in refused: HTTP {r.status} {await r.text()}")
+        say(f"ops API / web console on {base}/ : logged in as {DEMO_USER} (session cookie)")
+        async with api.get(f"{base}/api/v1/calls", params={"recorded": "true", "number": "555*"}) as r:
+            items = (await r.json())["items"]
+        say(f"   GET /api/v1/calls?recorded=true&number=555* -> {len(items)} call(s): "
+            + ", ".join(f"{safe_text(i['caller_number'] or '', 20)}" for i in items))
+        async with api.get(f"{base}/api/v1/calls/{recorded['id']}/audio", headers={"Range": "bytes=0-1023"}) as r:
+            body = await r.read()
+            say(f"   GET /api/v1/calls/{str(recorded['id'])[:8]}…/audio (Range: bytes=0-1023) -> HTTP {r.status}, "
+                f"{len(body)} bytes of {r.headers.get('Content-Range', '?').split('/')[-1]}: a listen starts")
+            if r.status != 206:
+                mismatch(f"audio range request answered {r.status}")
+    say()
+    say("$ callrec audit -n 5   (append-only: the database refuses to change it)")
+    await run_cli("audit", "-n", "5")
+    say("$ callrec verify   (re-hash every recording against the call log)")
+    await run_cli("verify")
+    say("$ callrec policy explain --caller 74950001 --did 100")
+    await run_cli("policy", "explain", "--caller", "74950001", "--did", "100")
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -594,6 +657,10 @@ async def demo(args: argparse.Namespace) -> int:
         say()
         say("consent evidence of call a (from the call log):")
         block(evidence_report(info, results[0][1]))
+
+        step = "ops"
+        say()
+        await ops_tour(results)
         if MISMATCHES:
             step = "checks"
             failed = f"{len(MISMATCHES)} result(s) not as expected:\n  " + "\n  ".join(MISMATCHES)
@@ -640,7 +707,7 @@ async def demo(args: argparse.Namespace) -> int:
     if failed is not None:
         print(f"\ndemo: FAILED at step '{step}': {failed}", file=sys.stderr, flush=True)
         return 1
-    say(f"demo finished: 6 calls, all as expected, in {time.monotonic() - T0:.0f} s")
+    say(f"demo finished: {len(SCENARIOS)} calls, all as expected, in {time.monotonic() - T0:.0f} s")
     return 0
 
 
