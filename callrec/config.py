@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from .config_dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
-# Recording words, FreePBX style (see docs/readme/policy.md for the precedence table).
+# Recording words, FreePBX style (see docs/policy.md for the precedence table).
 RECORD_WORDS = ("force", "yes", "dontcare", "no", "never")
 RULE_SIDES = ("caller", "callee")
 # Placeholders a hook command's arguments may carry: only values callrec made, no caller data.

@@ -3,7 +3,7 @@
 Pure: no I/O.  Randomness for QA sampling comes in as ``draw`` (a seedable generator's
 ``random``), so the same seed gives the same decisions.
 
-Recording (docs/readme/policy.md has the full table): each side of the call, caller and callee,
+Recording (docs/policy.md has the full table): each side of the call, caller and callee,
 gets the word of its first matching ``[[policy.rules]]`` entry (force, yes, dontcare, no,
 never; no match = dontcare).  ``force``/``never`` override ``yes``/``no``; when both sides
 override, the callee side (later in the call flow) wins; between ``yes`` and ``no`` the caller

@@ -19,7 +19,7 @@ PROMPTS = {
 SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}
 WORDS = ("force", "yes", "dontcare", "no", "never")
 
-# The documented precedence table (docs/readme/policy.md): rows = caller side, columns = callee side.
+# The documented precedence table (docs/policy.md): rows = caller side, columns = callee side.
 #               force    yes      dontcare  no       never
 TABLE = {
     "force":    ("force", "force", "force", "force", "never"),

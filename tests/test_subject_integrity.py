@@ -213,7 +213,7 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
     ok = verify(out)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(ok.stdout)["signature"] == "valid" and json.loads(ok.stdout)["files_ok"] == 3
-    # A third party with OpenSSL and coreutils only, as docs/readme/ops-data.md tells them.
+    # A third party with OpenSSL and coreutils only, as docs/ops-data.md tells them.
     ssl = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pub), "-rawin",
                           "-in", str(out / "manifest.json"), "-sigfile", str(out / "manifest.json.sig")],
                          capture_output=True, text=True)

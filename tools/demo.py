@@ -40,6 +40,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -126,8 +127,16 @@ PORTS: dict[str, int] = {}
 DEMO_USER, DEMO_PASSWORD = "qa-supervisor", "demo-" + os.urandom(6).hex()
 
 
+def demo_recordings(info: sandbox_mod.SandboxInfo) -> Path:
+    """The demo's own recordings folder (host view), emptied with its database each run, so
+    `callrec verify` at the end speaks of this run's calls only (tests share the parent folder)."""
+    return info.local_recordings_dir / "demo"
+
+
 def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(demo_recordings(info), ignore_errors=True)
+    demo_recordings(info).mkdir(parents=True)
     PORTS.update(agi=free_port(), http=free_port())
     text = sandbox_mod.callrec_config(
         info, dsn,
@@ -135,6 +144,7 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
                 "Passwords are in the file because everything here is local and throwaway; in production use\n"
                 "CALLREC_ASTERISK_ARI_PASSWORD / CALLREC_ASTERISK_AMI_PASSWORD instead."),
         asterisk={"app": APP}, notice={"decision_window": DECISION_WINDOW}, policy={"mode": "notice"},
+        recordings={"dir": f"{info.recordings_dir}/demo", "local_dir": str(demo_recordings(info))},
         agi={"listen": f"127.0.0.1:{PORTS['agi']}"},
         http={"enabled": True, "listen": f"127.0.0.1:{PORTS['http']}"},
         log={"level": "info"})
@@ -492,12 +502,16 @@ async def ops_tour(results: list[tuple[str, asyncpg.Record]]) -> None:
     await run_cli("users", "add", DEMO_USER, "--role", "supervisor", stdin=DEMO_PASSWORD + "\n")
     base = f"http://127.0.0.1:{PORTS['http']}"
     recorded = results[0][1]
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as api:
+    # unsafe=True: keep the session cookie of an IP-address host (127.0.0.1), as a browser does.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                     cookie_jar=aiohttp.CookieJar(unsafe=True)) as api:
         async with api.post(f"{base}/api/v1/login", json={"username": DEMO_USER, "password": DEMO_PASSWORD}) as r:
             if r.status != 200:
                 raise DemoError(f"console log-in refused: HTTP {r.status} {await r.text()}")
         say(f"ops API / web console on {base}/ : logged in as {DEMO_USER} (session cookie)")
         async with api.get(f"{base}/api/v1/calls", params={"recorded": "true", "number": "555*"}) as r:
+            if r.status != 200:
+                raise DemoError(f"call search refused: HTTP {r.status} {await r.text()}")
             items = (await r.json())["items"]
         say(f"   GET /api/v1/calls?recorded=true&number=555* -> {len(items)} call(s): "
             + ", ".join(f"{safe_text(i['caller_number'] or '', 20)}" for i in items))
@@ -526,12 +540,12 @@ def level_dbfs(path: Path) -> float:
 
 
 def recordings_report(info: sandbox_mod.SandboxInfo, rows: list[tuple[str, asyncpg.Record]]) -> str:
-    lines = [f"{'call':<4}  {'file (under ' + str(info.local_recordings_dir) + ')':<60}  {'duration':>8}  "
+    lines = [f"{'call':<4}  {'file (under ' + str(demo_recordings(info)) + ')':<60}  {'duration':>8}  "
              f"{'level':>10}  {'size':>8}  sha256"]
     for label, r in rows:
         if r["recording_status"] != "ready":
             continue
-        path = info.local_recordings_dir / r["recording_path"]
+        path = demo_recordings(info) / r["recording_path"]
         if not path.is_file():
             mismatch(f"call {label}: recording {path} is not on disk")
             continue

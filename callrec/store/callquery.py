@@ -18,7 +18,8 @@ from typing import Any
 from ..access import Params, Principal, visible_calls_sql
 
 DIRECTIONS = ("inbound", "outbound", "internal")
-CONSENTS = ("implied", "granted", "declined", "not_given", "abandoned", "notice_failed", "unavailable")
+CONSENTS = ("implied", "granted", "declined", "not_given", "abandoned", "notice_failed", "unavailable",
+            "not_asked")
 MAX_LIMIT = 500
 # No control characters (C0 and C1, as PostgreSQL's [:cntrl:] in the call_tags check).
 TAG_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")

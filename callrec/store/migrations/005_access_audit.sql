@@ -3,7 +3,7 @@
 --
 -- Privileges: run migrations as the owner role; run the daemon as a role that does NOT own these
 -- tables (an owner can disable triggers).  The app role needs on audit_log only INSERT and SELECT
--- (plus USAGE on its sequence): see docs/readme/ops-api.md "Database roles".
+-- (plus USAGE on its sequence): see docs/ops-api.md "Database roles".
 
 CREATE TABLE users (
     id              bigserial PRIMARY KEY,
