@@ -280,9 +280,23 @@ class AriDoor:
 
     # -- events in --
 
+    def _note_dial_status(self, event: dict[str, Any]) -> None:
+        """How the recorded caller's last Dial() ended, for a recording that never started (bridged-only).
+        ARI's Dial event comes on the same stream as the hang-up, so it is known before finalizing;
+        AMI's DialEnd (recording_finalize.BridgeWatch) may arrive after it."""
+        caller = event.get("caller")
+        status = event.get("dialstatus")
+        if not isinstance(caller, dict) or not isinstance(status, str) or not status:
+            return
+        call = self.calls.get(str(caller.get("id", "")))
+        if call is not None:
+            self.service.dial_status[call.session.record.id] = status[:32]
+
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         at = _event_time(event)
+        if kind == "Dial":
+            self._note_dial_status(event)
         if self.parties.on_event(self.calls, event, at):
             return  # who joined or left the call (agents, transfers)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None

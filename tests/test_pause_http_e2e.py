@@ -17,7 +17,7 @@ import soundfile
 from caller import Finished, Tester
 from conftest import make_settings
 from sandbox import SandboxInfo
-from test_recording_e2e import connect_agent, place, row, silent_runs, wait_grown
+from test_recording_e2e import TONE, connect_agent, place, row, silent_runs, tone_start, wait_grown
 
 from callrec.app import Daemon
 from callrec.store import users
@@ -56,6 +56,7 @@ async def test_pause_and_resume_over_http_leave_silence_and_are_audited(
     base = f"http://127.0.0.1:{api_daemon.http.port}/api/v1"
     call, call_id = await place(tester, "300")
     await connect_agent(tester, call, set())
+    await tone_start(tester, await call.speak(TONE))  # the caller talks: MixMonitor writes as audio flows
     assert api_daemon.writer is not None and await api_daemon.writer.flush()
     path = asterisk.local_recordings_dir / (await row(database, call_id))["recording_path"]
     async with aiohttp.ClientSession() as http:

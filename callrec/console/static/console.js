@@ -291,8 +291,11 @@
     }
   }
 
+  let searchSeq = 0; // the latest search: answers to earlier ones arrive late and are dropped
+
   async function runSearch(page) {
     const s = state.search;
+    const mine = ++searchSeq;
     if (page === 0 || !s.query) {
       s.query = searchQuery();
       s.cursors = [null];
@@ -307,6 +310,7 @@
     $("results").setAttribute("aria-busy", "true");
     try {
       const data = await api("GET", "/api/v1/calls?" + q.toString());
+      if (mine !== searchSeq) return; // a newer search is under way; its answer decides
       s.page = page;
       s.data = data;
       s.cursors = s.cursors.slice(0, page + 1);
@@ -314,10 +318,11 @@
       renderResults();
       status(t("search.found", { n: data.items.length }));
     } catch (e) {
+      if (mine !== searchSeq) return;
       status("");
       reportError(e);
     } finally {
-      $("results").removeAttribute("aria-busy");
+      if (mine === searchSeq) $("results").removeAttribute("aria-busy");
     }
   }
 
