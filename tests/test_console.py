@@ -436,6 +436,36 @@ def test_the_wheel_carries_the_console(tmp_path: Path) -> None:
         assert f"callrec/console/static/{name}" in names, name
 
 
+async def test_security_places_and_releases_a_legal_hold(bench: Bench, browser: Browser) -> None:
+    target = bench.calls["other"]
+    tab = await open_tab(browser, bench.base)
+    page = tab.page
+    await log_in(page, "security1", PASSWORD)
+    await page.goto(f"/#/call/{target}")
+    await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
+    # No reason given: nothing is held.
+    page.once("dialog", lambda d: d.dismiss())
+    await page.get_by_role("button", name="Place a legal hold", exact=True).click()
+    await expect(page.get_by_role("button", name="Delete the recording", exact=True)).to_be_visible()
+    assert not await bench.pool.fetchval("SELECT legal_hold FROM calls WHERE id = $1", uuid.UUID(target))
+    page.once("dialog", lambda d: d.accept("case 2026/117"))
+    await page.get_by_role("button", name="Place a legal hold", exact=True).click()
+    await expect(page.locator("#flag-hold")).to_have_text("Legal hold")
+    # Held: the recording cannot be deleted, so the console offers no delete.
+    await expect(page.get_by_role("button", name="Delete the recording", exact=True)).to_be_hidden()
+    held = await bench.pool.fetchrow("SELECT legal_hold, legal_hold_by, legal_hold_reason FROM calls WHERE id = $1",
+                                     uuid.UUID(target))
+    assert (held["legal_hold"], held["legal_hold_reason"]) == (True, "case 2026/117")
+    assert held["legal_hold_by"].startswith("security1")
+    await page.get_by_role("button", name="Release the legal hold", exact=True).click()
+    await expect(page.locator("#flag-hold")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Delete the recording", exact=True)).to_be_visible()
+    assert not await bench.pool.fetchval("SELECT legal_hold FROM calls WHERE id = $1", uuid.UUID(target))
+    assert [a for a in await audit_actions(bench, target, "security1") if a.startswith("legal_hold")] == [
+        "legal_hold", "legal_hold_release"]
+    await tab.assert_clean()
+
+
 async def test_security_marks_a_call_confidential_and_deletes_its_recording(bench: Bench, browser: Browser) -> None:
     target = bench.calls["other"]
     wav = bench.rec_dir / await bench.pool.fetchval("SELECT recording_path FROM calls WHERE id = $1",

@@ -511,7 +511,30 @@
     const c = state.call.data, rec = c.recording || {};
     $("manage-box").hidden = !may(MANAGE_ROLES);
     $("confidential-toggle").textContent = c.confidential ? t("call.make_public") : t("call.make_confidential");
-    $("delete-audio").hidden = !(rec.status === "ready" && !rec.deleted_at);
+    $("hold-toggle").textContent = c.legal_hold ? t("call.hold_release") : t("call.hold_set");
+    // Under a legal hold the recording cannot be deleted (the API answers 409): no button for it.
+    $("delete-audio").hidden = !(rec.status === "ready" && !rec.deleted_at && !c.legal_hold);
+  }
+
+  async function toggleHold() {
+    const c = state.call.data, id = state.call.id;
+    const body = { legal_hold: !c.legal_hold };
+    if (body.legal_hold) {
+      const reason = (window.prompt(t("call.hold_reason")) || "").trim();
+      if (!reason) return;
+      body.reason = reason;
+    }
+    showError("");
+    try {
+      const data = await api("PUT", "/api/v1/calls/" + encodeURIComponent(id) + "/legal-hold", body);
+      if (state.call.id !== id) return;
+      c.legal_hold = data.legal_hold;
+      renderCall();
+      loadCallAudit();
+    } catch (e) {
+      if (e.status === 403) showError(state.csrf ? t("err.forbidden") : t("err.csrf"));
+      else reportError(e);
+    }
   }
 
   async function toggleConfidential() {
@@ -703,6 +726,7 @@
     $("audit-next").addEventListener("click", () => runAudit(state.audit.page + 1));
     $("call-audit-refresh").addEventListener("click", loadCallAudit);
     $("confidential-toggle").addEventListener("click", toggleConfidential);
+    $("hold-toggle").addEventListener("click", toggleHold);
     $("delete-audio").addEventListener("click", deleteAudio);
     $("tag-form").addEventListener("submit", (e) => {
       e.preventDefault();
