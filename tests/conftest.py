@@ -167,6 +167,20 @@ async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon
 
 
 @pytest.fixture
+async def api_daemon(asterisk: sandbox_mod.SandboxInfo, database: str, finished: Finished) -> AsyncIterator[Daemon]:
+    """The daemon with its ops API (and console) on a free port: ``api_daemon.http.port``."""
+    d = Daemon(make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"}))
+    try:
+        await d.start()
+        assert d.service is not None
+        d.service.on_call_finalized.append(finished)
+        await d.wait_ready(15)
+        yield d
+    finally:
+        await d.stop()
+
+
+@pytest.fixture
 async def tester(asterisk: sandbox_mod.SandboxInfo) -> AsyncIterator[Tester]:
     t = Tester(asterisk.ari_url, asterisk.tester_ari_user, asterisk.tester_ari_password)
     try:

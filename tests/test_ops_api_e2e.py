@@ -8,7 +8,6 @@ import logging
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,19 +20,6 @@ from sandbox import SandboxInfo, callrec_config
 
 from callrec.app import Daemon
 from callrec.store import users
-
-
-@pytest.fixture
-async def api_daemon(asterisk: SandboxInfo, database: str, finished: Finished) -> AsyncIterator[Daemon]:
-    d = Daemon(make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"}))
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
-        yield d
-    finally:
-        await d.stop()
 
 
 async def test_recorded_call_found_streamed_downloaded(api_daemon: Daemon, tester: Tester, finished: Finished,

@@ -8,32 +8,16 @@ and the silence in the file.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
-import pytest
 import soundfile
 from caller import Finished, Tester
-from conftest import make_settings
 from sandbox import SandboxInfo
 from test_recording_e2e import TONE, connect_agent, place, row, silent_runs, tone_start, wait_grown
 
 from callrec.app import Daemon
 from callrec.store import users
-
-
-@pytest.fixture
-async def api_daemon(asterisk: SandboxInfo, database: str, finished: Finished) -> AsyncIterator[Daemon]:
-    d = Daemon(make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"}))
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
-        yield d
-    finally:
-        await d.stop()
 
 
 async def tokens(dsn: str) -> dict[str, dict[str, str]]:
