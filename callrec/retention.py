@@ -133,18 +133,28 @@ async def delete_audio(conn: asyncpg.Connection, call_id: str, local_dir: Path, 
                        reason: str = "manual", remote: str | None = None) -> Outcome:
     """Delete one call's recording; the row stays and says so.  Legal hold refuses (audited)."""
     async with conn.transaction():
-        row = await _lock(conn, call_id)
-        if row is None:
-            return Outcome(call_id, "not_found")
-        if row["legal_hold"]:
-            name, role = _who(actor)
-            await audit.append(conn, actor=name, role=role, action="delete_refused", call_id=call_id,
-                               details={"what": "audio", "reason": reason, "legal_hold": row["legal_hold_reason"]},
-                               remote=remote)
-            return Outcome(call_id, "held", row["legal_hold_reason"] or "")
-        if row["finalized_at"] is None:
-            return Outcome(call_id, "open", "the call is still going on")
+        row = await _lock_deletable(conn, call_id, "audio", actor=actor, reason=reason, remote=remote)
+        if isinstance(row, Outcome):
+            return row
         return await _delete_audio_locked(conn, row, local_dir, actor=actor, reason=reason)
+
+
+async def _lock_deletable(conn: asyncpg.Connection, call_id: str, what: str, *, actor: Principal | str,
+                          reason: str, remote: str | None) -> asyncpg.Record | Outcome:
+    """Lock the call's row for a deletion, or say why not: unknown, held (the refusal is audited),
+    or still going on."""
+    row = await _lock(conn, call_id)
+    if row is None:
+        return Outcome(call_id, "not_found")
+    if row["legal_hold"]:
+        name, role = _who(actor)
+        await audit.append(conn, actor=name, role=role, action="delete_refused", call_id=call_id,
+                           details={"what": what, "reason": reason, "legal_hold": row["legal_hold_reason"]},
+                           remote=remote)
+        return Outcome(call_id, "held", row["legal_hold_reason"] or "")
+    if row["finalized_at"] is None:
+        return Outcome(call_id, "open", "the call is still going on")
+    return row
 
 
 async def _anonymize_locked(conn: asyncpg.Connection, row: asyncpg.Record, local_dir: Path, *,
@@ -195,17 +205,9 @@ async def anonymize(conn: asyncpg.Connection, call_id: str, local_dir: Path, *, 
                     reason: str, remote: str | None = None, note: dict[str, Any] | None = None) -> Outcome:
     """Erase a call's audio and personal fields; the row stays as a tombstone.  Legal hold refuses."""
     async with conn.transaction():
-        row = await _lock(conn, call_id)
-        if row is None:
-            return Outcome(call_id, "not_found")
-        if row["legal_hold"]:
-            name, role = _who(actor)
-            await audit.append(conn, actor=name, role=role, action="delete_refused", call_id=call_id,
-                               details={"what": "call", "reason": reason, "legal_hold": row["legal_hold_reason"]},
-                               remote=remote)
-            return Outcome(call_id, "held", row["legal_hold_reason"] or "")
-        if row["finalized_at"] is None:
-            return Outcome(call_id, "open", "the call is still going on")
+        row = await _lock_deletable(conn, call_id, "call", actor=actor, reason=reason, remote=remote)
+        if isinstance(row, Outcome):
+            return row
         return await _anonymize_locked(conn, row, local_dir, actor=actor, reason=reason, note=note)
 
 

@@ -8,6 +8,7 @@ stopped at the end unless CALLREC_KEEP_SANDBOX=1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -153,8 +154,9 @@ def finished() -> Finished:
     return Finished()
 
 
-@pytest.fixture
-async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
+@contextlib.asynccontextmanager
+async def running_daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
+    """The daemon in this process, connected to ARI and AMI; finalized calls reach ``finished``."""
     d = Daemon(settings)
     try:
         await d.start()
@@ -167,17 +169,17 @@ async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon
 
 
 @pytest.fixture
+async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
+    async with running_daemon(settings, finished) as d:
+        yield d
+
+
+@pytest.fixture
 async def api_daemon(asterisk: sandbox_mod.SandboxInfo, database: str, finished: Finished) -> AsyncIterator[Daemon]:
     """The daemon with its ops API (and console) on a free port: ``api_daemon.http.port``."""
-    d = Daemon(make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"}))
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
+    settings = make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"})
+    async with running_daemon(settings, finished) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 @pytest.fixture

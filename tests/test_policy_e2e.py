@@ -8,14 +8,12 @@ import json
 import random
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from caller import Finished, PlacedCall, Tester
-from conftest import make_settings
+from conftest import make_settings, running_daemon
 from hookprobe import PROBE, Attempts, Receiver
 from sandbox import SandboxInfo
 
@@ -60,17 +58,7 @@ async def row(dsn: str, uniqueid: str) -> asyncpg.Record:
     return r
 
 
-@asynccontextmanager
-async def running(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
-    d = Daemon(settings)
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
-        yield d
-    finally:
-        await d.stop()
+running = running_daemon
 
 
 def policy_settings(asterisk: SandboxInfo, database: str, **more: Any) -> Settings:

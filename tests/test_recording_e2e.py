@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile
 from caller import Finished, PlacedCall, Tester
-from conftest import make_settings
+from conftest import make_settings, running_daemon
 from daemon_proc import CALLREC, wait_finalized, wait_registered, write_config
 from sandbox import SandboxInfo, callrec_config
 
@@ -48,15 +48,8 @@ BYTES_PER_SECOND = 16000  # 8 kHz, 16-bit, mono
 @contextlib.asynccontextmanager
 async def running(asterisk: SandboxInfo, database: str, finished: Finished, **recordings: object
                   ) -> AsyncIterator[Daemon]:
-    d = Daemon(make_settings(asterisk, database, recordings=recordings))
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
+    async with running_daemon(make_settings(asterisk, database, recordings=recordings), finished) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 async def connect_agent(tester: Tester, call: PlacedCall, taken: set[str]) -> str:
