@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 
 import testdb  # noqa: E402
 
-from callrec.config_dataops import RetentionSettings  # noqa: E402
-from callrec.integrity import verify  # noqa: E402
-from callrec.retention import run_retention  # noqa: E402
+from callrec.config.dataops import RetentionSettings  # noqa: E402
+from callrec.dataops.integrity import verify  # noqa: E402
+from callrec.dataops.retention import run_retention  # noqa: E402
 from callrec.store import connect_pool, migrate  # noqa: E402
 
 

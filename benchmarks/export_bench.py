@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import testdb  # noqa: E402
 
-from callrec.config import parse_settings  # noqa: E402
+from callrec.config.settings import parse_settings  # noqa: E402
 from callrec.store import migrate, users  # noqa: E402
 from callrec.web.server import HttpServer  # noqa: E402
 

@@ -120,7 +120,7 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
 
 def serve_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "callrec"
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "callrec.cli"]
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "callrec"]
     return [*base, "-c", str(CONFIG), "serve"]
 
 

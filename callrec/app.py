@@ -9,23 +9,23 @@ from collections.abc import Callable
 
 import asyncpg
 
-from .agi_door import AgiDoor
-from .ari_door import AriDoor
-from .asterisk.ami import Ami
-from .asterisk.ari import Ari
-from .config import Settings
-from .hooks import HookRunner
-from .policy import DEFAULT_PROMPTS
-from .prompts import PromptCatalog
-from .recording_control import RecordingControl
-from .recording_finalize import BridgeWatch
-from .retention import RetentionJob
-from .service import CallService
-from .store import CallLogWriter, connect_pool, migrate
-from .store.db import fetch_open_calls
-from .store.migrate import pending
-from .store.users import sync_confidential_rules
-from .web.server import HttpServer
+from callrec.asterisk.ami import Ami
+from callrec.asterisk.ari import Ari
+from callrec.calls.policy import DEFAULT_PROMPTS
+from callrec.calls.prompts import PromptCatalog
+from callrec.calls.service import CallService
+from callrec.config.settings import Settings
+from callrec.dataops.retention import RetentionJob
+from callrec.doors.agi import AgiDoor
+from callrec.doors.ari import AriDoor
+from callrec.hooks import HookRunner
+from callrec.recording.control import RecordingControl
+from callrec.recording.finalize import BridgeWatch
+from callrec.store import CallLogWriter, connect_pool, migrate
+from callrec.store.db import fetch_open_calls
+from callrec.store.migrate import pending
+from callrec.store.users import sync_confidential_rules
+from callrec.web.server import HttpServer
 
 log = logging.getLogger("callrec")
 

@@ -35,10 +35,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from . import __version__
-from .config import HOOK_PLACEHOLDERS, Settings
-from .session import CallRecord
-from .store.calllog import CallLogWriter, is_transient
+from callrec import __version__
+from callrec.calls.session import CallRecord
+from callrec.config.settings import HOOK_PLACEHOLDERS, Settings
+from callrec.store.calllog import CallLogWriter, is_transient
 
 log = logging.getLogger("callrec.hooks")
 
@@ -316,7 +316,7 @@ class HookRunner:
         (the process died between the call's last write and its hook's).  Looks back at most
         SWEEP_WINDOW, and not at all before the first hook was ever queued: turning hooks on does
         not hook old recordings."""
-        from .store.db import record_from_row
+        from callrec.store.db import record_from_row
 
         rows = await self.pool.fetch(
             """SELECT c.* FROM calls c

@@ -30,7 +30,7 @@ from caller import Finished, Tester  # noqa: E402
 
 from callrec.app import Daemon  # noqa: E402
 from callrec.asterisk.ari import Ari  # noqa: E402
-from callrec.config import Settings, parse_settings  # noqa: E402
+from callrec.config.settings import Settings, parse_settings  # noqa: E402
 from callrec.store import migrate  # noqa: E402
 
 

@@ -11,7 +11,7 @@ import asyncpg
 from caller import Tester
 from sandbox import SandboxInfo, callrec_config
 
-CALLREC = [sys.executable, "-m", "callrec.cli"]
+CALLREC = [sys.executable, "-m", "callrec"]
 
 
 def write_config(path: Path, info: SandboxInfo, database: str, **asterisk: object) -> Path:

@@ -15,10 +15,10 @@ import asyncpg
 import numpy as np
 import soundfile
 
-from callrec.config import Settings, parse_settings
-from callrec.recordings import measure
+from callrec.config.settings import Settings, parse_settings
+from callrec.recording.files import measure
 
-CALLREC = [sys.executable, "-m", "callrec.cli"]
+CALLREC = [sys.executable, "-m", "callrec"]
 
 
 def settings_for(dsn: str, recordings: Path, **sections: dict[str, Any]) -> Settings:

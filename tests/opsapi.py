@@ -15,8 +15,8 @@ import soundfile
 
 from callrec.access import ROLES
 from callrec.asterisk.ami import Ami
-from callrec.config import Settings, parse_settings
-from callrec.recording_control import RecordingControl
+from callrec.config.settings import Settings, parse_settings
+from callrec.recording.control import RecordingControl
 from callrec.store import users
 from callrec.web.server import HttpServer
 

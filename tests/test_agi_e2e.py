@@ -27,7 +27,7 @@ from daemon_proc import CALLREC, wait_finalized
 from sandbox import SandboxInfo, callrec_config
 
 from callrec.app import Daemon
-from callrec.session import State
+from callrec.calls.session import State
 
 SPEECH_RMS_FLOOR = -45.0
 CONTEXT = "callrec-test-agi"

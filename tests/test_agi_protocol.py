@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from callrec.agi_door import ESCAPE_DIGITS, AgiDoor
 from callrec.asterisk.agi import (
     AgiClosed,
     AgiCommandError,
@@ -25,9 +24,10 @@ from callrec.asterisk.agi import (
     quote,
 )
 from callrec.asterisk.ami import AmiError
-from callrec.config import ConfigError, Settings, parse_settings
-from callrec.prompts import PromptCatalog
-from callrec.service import CallService
+from callrec.calls.prompts import PromptCatalog
+from callrec.calls.service import CallService
+from callrec.config.settings import ConfigError, Settings, parse_settings
+from callrec.doors.agi import ESCAPE_DIGITS, AgiDoor
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = "/usr/share/asterisk/sounds/callrec"

@@ -264,7 +264,7 @@ async def test_prompts_reload_on_sighup(daemon: Daemon, tester: Tester, finished
 
 async def test_stop_mix_monitor_closes_the_file_while_the_call_goes_on(daemon: Daemon, tester: Tester,
                                                                        finished: Finished, database: str) -> None:
-    from callrec.recordings import wav_is_closed
+    from callrec.recording.files import wav_is_closed
 
     call = await tester.place_call()
     back = await call.handed_back()

@@ -15,7 +15,7 @@ from playwright.async_api import expect
 from sandbox import SandboxInfo
 
 from callrec.app import Daemon
-from callrec.config import Settings
+from callrec.config.settings import Settings
 from callrec.store import users
 
 PASSWORD = "console e2e password"

@@ -16,9 +16,9 @@ from dataops_helpers import add_call, audit_rows
 from opsapi import PASSWORD, api_settings
 
 from callrec.access import ROLES
-from callrec.config_dataops import IntegritySettings, RetentionSettings
-from callrec.evidence import generate_key, load_public_key, verify_manifest
-from callrec.retention import delete_audio
+from callrec.config.dataops import IntegritySettings, RetentionSettings
+from callrec.dataops.evidence import generate_key, load_public_key, verify_manifest
+from callrec.dataops.retention import delete_audio
 from callrec.store import users
 from callrec.web.server import HttpServer
 

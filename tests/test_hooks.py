@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 from hookprobe import PROBE, Attempts, Receiver
 
-from callrec.config import Settings, parse_settings
+from callrec.calls.session import CallRecord
+from callrec.config.settings import Settings, parse_settings
 from callrec.hooks import HookRunner, backoff, command_argv, redacted_url
-from callrec.session import CallRecord
 
 SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}
 AUTH = "Bearer s3cret-token-value"

@@ -15,7 +15,7 @@ from opsapi import AGENT_EXT, T0, insert_call
 
 from callrec.access import sha256_hex, verify_password
 
-CALLREC = [sys.executable, "-m", "callrec.cli"]
+CALLREC = [sys.executable, "-m", "callrec"]
 
 
 def config(tmp_path: Path, dsn: str) -> Path:

@@ -9,7 +9,7 @@ from conftest import make_settings
 from sandbox import SandboxInfo
 
 from callrec.app import Daemon, FatalError
-from callrec.config import ConfigError, parse_settings
+from callrec.config.settings import ConfigError, parse_settings
 
 BASE = {"asterisk": {"ari_password": "a", "ami_password": "b"}}
 

@@ -26,7 +26,7 @@ def test_wheel_carries_prompts_dialplan_and_migrations(tmp_path: Path) -> None:
 
 
 def test_sounds_install_finds_the_installed_prompts(tmp_path: Path, monkeypatch) -> None:
-    from callrec import cli
+    from callrec.cli import main as cli
 
     share = tmp_path / "prefix" / "share" / "callrec" / "sounds" / "en"
     share.mkdir(parents=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from callrec import ari_parties
-from callrec.parties import MAX_PARTIES, PartyLog, extension_of
-from callrec.policy import CallFacts, Decision, parse_args
-from callrec.session import CallRecord, CallSession, Prompt
+from callrec.calls.parties import MAX_PARTIES, PartyLog, extension_of
+from callrec.calls.policy import CallFacts, Decision, parse_args
+from callrec.calls.session import CallRecord, CallSession, Prompt
+from callrec.doors import ari_parties
 from callrec.store import CallLogWriter, connect_pool
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from callrec.config import (
+from callrec.calls.policy import CallFacts, decide, parse_args
+from callrec.config.settings import (
     ConfigError,
     NoticeSettings,
     PolicyRule,
@@ -16,7 +17,6 @@ from callrec.config import (
     parse_settings,
 )
 from callrec.display import safe_text
-from callrec.policy import CallFacts, decide, parse_args
 
 PROMPTS = {
     "en": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded", "vip"},

@@ -18,7 +18,7 @@ from hookprobe import PROBE, Attempts, Receiver
 from sandbox import SandboxInfo
 
 from callrec.app import Daemon
-from callrec.config import Settings
+from callrec.config.settings import Settings
 
 CONTEXT = "callrec-test-policy"
 RULES = [

@@ -7,10 +7,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from callrec.config import ConfigError, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings, parse_settings
-from callrec.policy import CallFacts, Decision, decide, resolve_words
-from callrec.policy_explain import explain, facts_from
-from callrec.session import CallRecord, CallSession, HandBack, PlayPrompt, Prompt
+from callrec.calls.explain import explain, facts_from
+from callrec.calls.policy import CallFacts, Decision, decide, resolve_words
+from callrec.calls.session import CallRecord, CallSession, HandBack, PlayPrompt, Prompt
+from callrec.config.settings import (
+    ConfigError,
+    NoticeSettings,
+    PolicyRule,
+    PolicySettings,
+    RecordingSettings,
+    parse_settings,
+)
 
 PROMPTS = {
     "en": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded", "trading"},

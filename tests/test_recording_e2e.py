@@ -30,14 +30,14 @@ from daemon_proc import CALLREC, wait_finalized, wait_registered, write_config
 from sandbox import SandboxInfo, callrec_config
 
 from callrec.app import Daemon
-from callrec.recording_control import (
+from callrec.recording.control import (
     AlreadyPaused,
     CallNotFound,
     NotPaused,
     NotRecording,
     list_pauses,
 )
-from callrec.recordings import wav_is_closed
+from callrec.recording.files import wav_is_closed
 
 CONTEXT = "callrec-test-rec"
 TONE = "tone:440/120000"  # the caller: a steady tone (for two minutes, or until stopped / hung up)
@@ -175,7 +175,7 @@ def assert_paused_stretch_is_silence(path: Path, pauses: list, silent_stretches:
 
 
 async def tone_start(tester: Tester, playback_id: str):
-    from callrec.ari_door import _event_time
+    from callrec.doors.ari import _event_time
 
     event = await tester.log.wait_for(lambda e: e.get("type") == "PlaybackStarted"
                                       and e["playback"]["id"] == playback_id, 10, "the caller's tone")

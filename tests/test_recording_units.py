@@ -12,13 +12,20 @@ import numpy as np
 import pytest
 import soundfile
 
-from callrec.config import ConfigError, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings, parse_settings
-from callrec.policy import CallFacts, Decision, decide
-from callrec.recording_control import PauseInterval, RecordingControl
-from callrec.recording_finalize import explain
-from callrec.recordings import RecordingFacts, wav_is_closed
-from callrec.session import CallRecord, CallSession, Prompt, RecordingStatus, StartRecording
-from callrec.stereo import finalize_stereo, measure_stereo, merge, mixmonitor_args, part_names
+from callrec.calls.policy import CallFacts, Decision, decide
+from callrec.calls.session import CallRecord, CallSession, Prompt, RecordingStatus, StartRecording
+from callrec.config.settings import (
+    ConfigError,
+    NoticeSettings,
+    PolicyRule,
+    PolicySettings,
+    RecordingSettings,
+    parse_settings,
+)
+from callrec.recording.control import PauseInterval, RecordingControl
+from callrec.recording.files import RecordingFacts, wav_is_closed
+from callrec.recording.finalize import explain
+from callrec.recording.stereo import finalize_stereo, measure_stereo, merge, mixmonitor_args, part_names
 
 RATE = 8000
 SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}

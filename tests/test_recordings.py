@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callrec.recordings import finalize, wav_is_closed
-from callrec.session import RecordingStatus
+from callrec.calls.session import RecordingStatus
+from callrec.recording.files import finalize, wav_is_closed
 
 RATE = 8000
 

@@ -12,7 +12,7 @@ from sandbox import Sandbox
 
 from callrec.app import Daemon
 from callrec.asterisk.ami import AmiUnavailable
-from callrec.config import Settings
+from callrec.config.settings import Settings
 
 HOSTILE = {
     "sql": "Robert'); DROP TABLE calls;--",

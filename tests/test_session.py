@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from callrec.policy import Decision
-from callrec.session import (
+from callrec.calls.policy import Decision
+from callrec.calls.session import (
     CallRecord,
     CallSession,
     CancelTimer,
@@ -198,7 +198,7 @@ def test_a_second_pass_through_callrec_does_not_replay_the_notice() -> None:
 def test_recording_folder_is_the_utc_date() -> None:
     from datetime import timezone
 
-    from callrec.session import recording_file_name
+    from callrec.calls.session import recording_file_name
 
     moscow = timezone(timedelta(hours=3))
     started = datetime(2026, 1, 1, 1, 30, tzinfo=moscow)  # still 31 December in UTC

@@ -64,7 +64,7 @@ def test_sha256sums_match_files() -> None:
 
 def test_keys_spoken_match_default_config() -> None:
     # The prompts say the key out loud; keep them in step with the configured defaults.
-    from callrec.config import NoticeSettings
+    from callrec.config.settings import NoticeSettings
 
     defaults = NoticeSettings()
     words = {"1": "один", "9": "девять"}

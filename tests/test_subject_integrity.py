@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from dataops_helpers import CALLREC, add_call, audit_rows, make_wav, run_cli, write_config
 
-from callrec.retention import set_legal_hold
+from callrec.dataops.retention import set_legal_hold
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ async def test_signed_manifest_verifies_and_tampering_fails(database: str, conn:
     shutil.copytree(out, forged)
     other_key = tmp_path / "other.pem"
     assert run_cli(cfg, "keys", "generate", "--out", str(other_key)).returncode == 0
-    from callrec.evidence import load_private_key
+    from callrec.dataops.evidence import load_private_key
     (forged / "manifest.json").write_text(text.replace('"implied"', '"declined"', 1))
     (forged / "manifest.json.sig").write_bytes(load_private_key(other_key).sign((forged / "manifest.json")
                                                                                 .read_bytes()))

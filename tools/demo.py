@@ -156,7 +156,7 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
 
 def callrec_cmd(*args: str) -> list[str]:
     exe = Path(sys.executable).parent / "callrec"
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "callrec.cli"]
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "callrec"]
     return [*base, "-c", str(CONFIG), *args]
 
 

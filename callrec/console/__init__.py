@@ -22,10 +22,10 @@ from importlib import resources
 
 from aiohttp import web
 
-from ..access import new_secret, sha256_hex
-from ..web.auth import COOKIE, public, session_principal
-from ..web.errors import json_error
-from ..web.keys import POOL
+from callrec.access import new_secret, sha256_hex
+from callrec.web.auth import COOKIE, public, session_principal
+from callrec.web.errors import json_error
+from callrec.web.keys import POOL
 
 LANGUAGES = ("en", "ru")
 DEFAULT_LANGUAGE = "en"

@@ -14,12 +14,12 @@ from typing import Any
 
 import asyncpg
 
-from ..session import COLUMNS
+from callrec.calls.session import COLUMNS
 
 log = logging.getLogger("callrec.calllog")
 
 _COLUMN_SET = frozenset(COLUMNS)
-# Not a column: the full list of the call's parties (callrec.parties), upserted into call_parties.
+# Not a column: the full list of the call's parties (callrec.calls.parties), upserted into call_parties.
 PARTIES = "parties"
 # SQLSTATE classes after which the same write can succeed later: connection (08), resources (53),
 # operator intervention / server shutting down (57), rollback (40); lock timeout, read-only standby.

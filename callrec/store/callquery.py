@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..access import Params, Principal, visible_calls_sql
+from callrec.access import Params, Principal, visible_calls_sql
 
 DIRECTIONS = ("inbound", "outbound", "internal")
 CONSENTS = ("implied", "granted", "declined", "not_given", "abandoned", "notice_failed", "unavailable",

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from ..session import COLUMNS, CallRecord
+from callrec.calls.session import COLUMNS, CallRecord
 
 
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0) -> asyncpg.Pool:

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from ..access import ROLES, hash_password, new_token, sha256_hex
-from . import audit
+from callrec.access import ROLES, hash_password, new_token, sha256_hex
+from callrec.store import audit
 
 
 class UserError(ValueError):

@@ -1,5 +1,5 @@
 """The ops HTTP API (and, through the same app, the web console): aiohttp, served by `callrec serve`."""
 
-from .app import make_app
+from callrec.web.app import make_app
 
 __all__ = ["make_app"]

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ..access import Principal, new_secret, sha256_hex
-from .errors import forbidden, json_error
-from .keys import POOL, PRINCIPAL, SETTINGS
+from callrec.access import Principal, new_secret, sha256_hex
+from callrec.web.errors import forbidden, json_error
+from callrec.web.keys import POOL, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from ..access import Principal
-from ..config import Settings
-from ..recording_control import RecordingControl
+from callrec.access import Principal
+from callrec.config.settings import Settings
+from callrec.recording.control import RecordingControl
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", Settings)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
+from callrec import __version__
 
 _OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {}
 SCHEMAS: dict[str, Any] = {

@@ -8,13 +8,13 @@ import re
 
 from aiohttp import web
 
-from ..store import audit
-from ..store.callquery import FilterError, parse_time
-from . import openapi
-from .auth import need
-from .errors import bad_request
-from .keys import POOL
-from .routes_calls import respond
+from callrec.store import audit
+from callrec.store.callquery import FilterError, parse_time
+from callrec.web import openapi
+from callrec.web.auth import need
+from callrec.web.errors import bad_request
+from callrec.web.keys import POOL
+from callrec.web.routes_calls import respond
 
 _KEYS = ("call_id", "actor", "action", "from", "to", "limit", "cursor")
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

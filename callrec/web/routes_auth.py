@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..access import verify_password
-from ..store import audit
-from . import openapi
-from .auth import COOKIE, create_session, principal, public, remote
-from .errors import bad_request, json_error
-from .keys import POOL, SETTINGS
+from callrec.access import verify_password
+from callrec.store import audit
+from callrec.web import openapi
+from callrec.web.auth import COOKIE, create_session, principal, public, remote
+from callrec.web.errors import bad_request, json_error
+from callrec.web.keys import POOL, SETTINGS
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -106,7 +106,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     p = principal(request)
     pool = request.app[POOL]
-    from ..access import sha256_hex
+    from callrec.access import sha256_hex
 
     session_id = request.cookies.get(COOKIE)
     if p.via == "session" and session_id:

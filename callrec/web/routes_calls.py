@@ -23,15 +23,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ..access import Params, Principal, visible_calls_sql
-from ..store import audit, callquery
-from ..store.callquery import FilterError
-from . import openapi
-from .auth import need, remote
-from .errors import bad_request, json_error, not_found
-from .keys import POOL, SETTINGS
-from .ranges import Unsatisfiable, parse_range
-from .routes_auth import read_json
+from callrec.access import Params, Principal, visible_calls_sql
+from callrec.store import audit, callquery
+from callrec.store.callquery import FilterError
+from callrec.web import openapi
+from callrec.web.auth import need, remote
+from callrec.web.errors import bad_request, json_error, not_found
+from callrec.web.keys import POOL, SETTINGS
+from callrec.web.ranges import Unsatisfiable, parse_range
+from callrec.web.routes_auth import read_json
 
 log = logging.getLogger("callrec.http")
 

@@ -15,16 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import evidence
-from ..access import Params, visible_calls_sql
-from ..retention import count_due, set_legal_hold
-from ..store import audit, callquery
-from . import openapi
-from .auth import need, principal, remote
-from .errors import bad_request, forbidden, json_error, not_found
-from .keys import POOL, SETTINGS
-from .routes_auth import read_json
-from .routes_calls import _ID, EXPORT_SLOTS, FILTER_PARAMS, _404, call_id_of, filter_of, respond
+from callrec.access import Params, visible_calls_sql
+from callrec.dataops import evidence
+from callrec.dataops.retention import count_due, set_legal_hold
+from callrec.store import audit, callquery
+from callrec.web import openapi
+from callrec.web.auth import need, principal, remote
+from callrec.web.errors import bad_request, forbidden, json_error, not_found
+from callrec.web.keys import POOL, SETTINGS
+from callrec.web.routes_auth import read_json
+from callrec.web.routes_calls import _ID, EXPORT_SLOTS, FILTER_PARAMS, _404, call_id_of, filter_of, respond
 
 # Who may read the retention status (config and counts, no call data).
 RETENTION_ROLES = frozenset({"admin", "security", "auditor"})

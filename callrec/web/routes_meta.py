@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from . import openapi
-from .auth import public
-from .keys import POOL
+from callrec.web import openapi
+from callrec.web.auth import public
+from callrec.web.keys import POOL
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -2,7 +2,7 @@
 
 Same conventions as routes_calls: permission first (403), the call only through the visibility
 rule (404 for hidden and unknown alike), the action audited.  The work itself is
-callrec.recording_control (AMI MixMonitorMute + the recording_pauses row), shared with the CLI and
+callrec.recording.control (AMI MixMonitorMute + the recording_pauses row), shared with the CLI and
 the agents' DTMF key.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..recording_control import RecordingControlError
-from ..store import audit
-from . import openapi
-from .auth import need, remote
-from .errors import json_error
-from .keys import POOL, RECORDING_CONTROL
-from .routes_calls import _ID, _404, call_id_of, respond, visible_call
+from callrec.recording.control import RecordingControlError
+from callrec.store import audit
+from callrec.web import openapi
+from callrec.web.auth import need, remote
+from callrec.web.errors import json_error
+from callrec.web.keys import POOL, RECORDING_CONTROL
+from callrec.web.routes_calls import _ID, _404, call_id_of, respond, visible_call
 
 
 async def _act(request: web.Request, what: str) -> web.Response:

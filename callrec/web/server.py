@@ -7,10 +7,10 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from ..config import Settings
-from ..recording_control import RecordingControl
-from ..store.db import connect_pool
-from .app import AccessLogger, make_app
+from callrec.config.settings import Settings
+from callrec.recording.control import RecordingControl
+from callrec.store.db import connect_pool
+from callrec.web.app import AccessLogger, make_app
 
 log = logging.getLogger("callrec.http")
 

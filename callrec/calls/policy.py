@@ -27,12 +27,19 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .config import CONSENT_MODES, RECORD_WORDS, NoticeSettings, PolicyRule, PolicySettings, RecordingSettings
+from callrec.config.settings import (
+    CONSENT_MODES,
+    RECORD_WORDS,
+    NoticeSettings,
+    PolicyRule,
+    PolicySettings,
+    RecordingSettings,
+)
 
 ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule", "extension", "queue", "record")
 MATCHERS = ("did", "caller", "context", "extension", "queue")
 OVERRIDES = ("force", "never")
-# Set by dialplan/callrec-outbound.conf on the called party's channel (callrec.ari_parties).
+# Set by dialplan/callrec-outbound.conf on the called party's channel (callrec.doors.ari_parties).
 ARGUMENT_KEYS += ("direction", "agent", "agent_channel")
 DEFAULT_PROMPTS = {"notice": "notice", "opt-out": "notice-opt-out", "opt-in": "notice-opt-in"}
 NOT_RECORDED_PROMPT = "not-recorded"

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .parties import PartyLog
-from .policy import Decision
+from callrec.calls.parties import PartyLog
+from callrec.calls.policy import Decision
 
 
 class State(StrEnum):
@@ -205,7 +205,7 @@ class CallSession:
         self.recordings_dir = recordings_dir.rstrip("/")
         self.state = State.NEW
         self.keys_maybe_lost = False  # the ARI link was down while a consent key could count
-        self.parties: PartyLog | None = None  # who was on the call (callrec.parties), set by the door
+        self.parties: PartyLog | None = None  # who was on the call (callrec.calls.parties), set by the door
         self._changed: set[str] = set(COLUMNS)  # a new row: everything is news
         self._set(
             consent_mode=decision.mode,

@@ -26,11 +26,11 @@ from typing import Any
 
 import asyncpg
 
-from .access import Principal
-from .config_dataops import RetentionSettings
-from .store import audit
+from callrec.access import Principal
+from callrec.config.dataops import RetentionSettings
+from callrec.store import audit
 
-log = logging.getLogger("callrec.retention")
+log = logging.getLogger("callrec.dataops.retention")
 
 # What anonymizing a call sets: the fields that identify the caller or the called party.  The
 # agent's extension, the consent evidence, the times, durations and hashes stay (statistics and

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .config import Settings
-from .display import safe_text
-from .policy import CallFacts, Decision, decide, parse_args
+from callrec.calls.policy import CallFacts, Decision, decide, parse_args
+from callrec.config.settings import Settings
+from callrec.display import safe_text
 
 NO_PROMPTS_NOTE = "(prompts not readable here: languages and prompts are shown as configured, without fallback)"
 

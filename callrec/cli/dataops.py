@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from .config import Settings
+from callrec.config.settings import Settings
 
 COMMANDS = ("retention", "hold", "subject", "verify", "keys", "export", "verify-manifest")
 PROBLEMS = 3
@@ -98,7 +98,7 @@ def _out_args(p: argparse.ArgumentParser) -> None:
 
 def check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
     """Lines for `callrec check`: retention settings and the signing key."""
-    from .evidence import KeyError_, fingerprint, load_private_key
+    from callrec.dataops.evidence import KeyError_, fingerprint, load_private_key
 
     out = []
     r = settings.retention
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_db(args: argparse.Namespace, settings: Settings) -> int:
-    from .store import connect_pool
+    from callrec.store import connect_pool
 
     try:
         pool = await connect_pool(settings.database.dsn, 1, 2)
@@ -137,7 +137,7 @@ async def _run_db(args: argparse.Namespace, settings: Settings) -> int:
         print(f"callrec: database.dsn: cannot connect to PostgreSQL: {exc}", file=sys.stderr)
         return 1
     try:
-        from .store.migrate import pending
+        from callrec.store.migrate import pending
 
         async with pool.acquire() as conn:
             missing = await pending(conn)
@@ -160,7 +160,7 @@ def _dump(doc: Any) -> str:
 
 
 async def _retention(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from .retention import cli_principal, count_due, run_retention
+    from callrec.dataops.retention import cli_principal, count_due, run_retention
 
     r = settings.retention
     if args.retention_command == "status":
@@ -211,7 +211,7 @@ def _days(n: int) -> str:
 
 
 async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from .retention import cli_principal, set_legal_hold
+    from callrec.dataops.retention import cli_principal, set_legal_hold
 
     if args.hold_command == "list":
         rows = await pool.fetch(
@@ -220,7 +220,7 @@ async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool
         if args.json:
             print(_dump([dict(r) for r in rows]))
         else:
-            from .display import table
+            from callrec.display import table
 
             print(table(["call id", "started (UTC)", "held by", "held at (UTC)", "reason"],
                         [[str(r["id"]), f"{r['started_at'].astimezone(UTC):%Y-%m-%d %H:%M}", r["legal_hold_by"] or "",
@@ -254,7 +254,7 @@ async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool
 
 
 def _numbers(raw: list[str]) -> list[str] | None:
-    from .retention import normalize_number
+    from callrec.dataops.retention import normalize_number
 
     try:
         return sorted({normalize_number(n) for n in raw})
@@ -264,8 +264,8 @@ def _numbers(raw: list[str]) -> list[str] | None:
 
 
 async def _subject(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from .retention import agent_calls, cli_principal, erase_subject, find_subject_calls
-    from .store import audit
+    from callrec.dataops.retention import agent_calls, cli_principal, erase_subject, find_subject_calls
+    from callrec.store import audit
 
     numbers = _numbers(args.numbers)
     if numbers is None:
@@ -350,10 +350,10 @@ async def _subject(args: argparse.Namespace, settings: Settings, pool: asyncpg.P
 
 
 async def _verify(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from .integrity import verify
-    from .retention import cli_principal
-    from .store import audit
-    from .store.callquery import FilterError, parse_time
+    from callrec.dataops.integrity import verify
+    from callrec.dataops.retention import cli_principal
+    from callrec.store import audit
+    from callrec.store.callquery import FilterError, parse_time
 
     try:
         since = parse_time("--since", args.since) if args.since else None
@@ -390,7 +390,7 @@ async def _verify(args: argparse.Namespace, settings: Settings, pool: asyncpg.Po
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
-    from .evidence import KeyError_, fingerprint, generate_key, public_pem
+    from callrec.dataops.evidence import KeyError_, fingerprint, generate_key, public_pem
 
     if args.keys_command == "generate":
         target = args.out or settings.integrity.signing_key
@@ -421,7 +421,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _load_key(settings: Settings) -> Any:
-    from .evidence import KeyError_, load_private_key
+    from callrec.dataops.evidence import KeyError_, load_private_key
 
     try:
         return load_private_key(settings.integrity.signing_key)
@@ -432,8 +432,8 @@ def _load_key(settings: Settings) -> Any:
 
 async def _write(pool: asyncpg.Pool, settings: Settings, ids: list[str], args: argparse.Namespace, *,
                  purpose: str, key: Any, selection: dict[str, Any]) -> Any:
-    from .evidence import call_documents, export_to, write_export
-    from .retention import cli_principal
+    from callrec.dataops.evidence import call_documents, export_to, write_export
+    from callrec.dataops.retention import cli_principal
 
     docs = await call_documents(pool, ids)
     target = Path(args.zip or args.out)
@@ -458,9 +458,9 @@ def _warn_export(result: Any) -> None:
 
 
 async def _export(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from .retention import cli_principal
-    from .store import audit
-    from .store.callquery import FilterError, parse_filter, search_sql
+    from callrec.dataops.retention import cli_principal
+    from callrec.store import audit
+    from callrec.store.callquery import FilterError, parse_filter, search_sql
 
     who = cli_principal()
     values: dict[str, list[str]] = {}
@@ -520,7 +520,7 @@ async def _export(args: argparse.Namespace, settings: Settings, pool: asyncpg.Po
 
 
 def _verify_manifest(args: argparse.Namespace) -> int:
-    from .evidence import KeyError_, load_public_key, verify_manifest
+    from callrec.dataops.evidence import KeyError_, load_public_key, verify_manifest
 
     path = Path(args.path)
     if not path.exists():

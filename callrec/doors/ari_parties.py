@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from .parties import PartyLog, extension_of
-from .policy import CallFacts
-from .session import CallSession
+from callrec.calls.parties import PartyLog, extension_of
+from callrec.calls.policy import CallFacts
+from callrec.calls.session import CallSession
 
-log = logging.getLogger("callrec.parties")
+log = logging.getLogger("callrec.calls.parties")
 
 PARTY_EVENTS = frozenset({"Dial", "BridgeBlindTransfer", "BridgeAttendedTransfer"})
 OUTBOUND = "outbound"

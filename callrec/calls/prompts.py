@@ -14,9 +14,9 @@ from pathlib import Path
 
 import soundfile
 
-from .session import Prompt
+from callrec.calls.session import Prompt
 
-log = logging.getLogger("callrec.prompts")
+log = logging.getLogger("callrec.calls.prompts")
 
 
 class PromptError(Exception):

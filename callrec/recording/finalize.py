@@ -16,15 +16,15 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .recordings import RecordingFacts, _in_files, finalize
-from .session import CallSession, RecordingStatus
-from .stereo import finalize_stereo, has_parts
+from callrec.calls.session import CallSession, RecordingStatus
+from callrec.recording.files import RecordingFacts, _in_files, finalize
+from callrec.recording.stereo import finalize_stereo, has_parts
 
 if TYPE_CHECKING:
-    from .ari_door import AriDoor
-    from .config import Settings
+    from callrec.config.settings import Settings
+    from callrec.doors.ari import AriDoor
 
-log = logging.getLogger("callrec.recordings")
+log = logging.getLogger("callrec.recording.files")
 
 # Asterisk's DIALSTATUS words, as ops would say them
 _DIAL_WORDS = {

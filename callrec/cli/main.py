@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from . import __version__
-from .config import ConfigError, Settings, load_settings
+from callrec import __version__
+from callrec.config.settings import ConfigError, Settings, load_settings
 
 DEFAULT_CONFIG = "/etc/callrec/callrec.toml"
 log = logging.getLogger("callrec")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     hooks.add_argument("--failed", action="store_true", help="only jobs that failed for good")
     hooks.add_argument("-n", "--limit", type=int, default=20)
     hooks.add_argument("--retry", action="store_true", help="put the failed jobs listed back in the queue")
-    from .cli_ops import add_calls_parser, add_parsers
+    from callrec.cli.ops import add_calls_parser, add_parsers
 
     add_calls_parser(sub)
     add_parsers(sub)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     install = sounds_sub.add_parser("install", help="copy the shipped prompts to where Asterisk reads them")
     install.add_argument("--from", dest="source", help="prompts folder (default: the shipped sounds/)")
     install.add_argument("--dest", help="target folder (default: notice.local_prompts_dir or prompts_dir)")
-    from . import cli_dataops
+    from callrec.cli import dataops as cli_dataops
 
     cli_dataops.add_parsers(sub)
     recording = sub.add_parser("recording", help="pause or resume a call's recording (PCI DSS)")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hooks":
             return asyncio.run(_hooks(settings, args.failed, args.limit, args.retry))
         if args.command in ("calls", "users", "tokens", "audit"):
-            from . import cli_ops
+            from callrec.cli import ops as cli_ops
 
             runner = {"calls": cli_ops.run_calls, "users": cli_ops.run_users, "tokens": cli_ops.run_tokens,
                       "audit": cli_ops.run_audit}[args.command]
@@ -120,7 +120,7 @@ def _setup_logging(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, run_migrations: bool) -> int:
-    from .app import Daemon, FatalError
+    from callrec.app import Daemon, FatalError
 
     daemon = Daemon(settings)
     try:
@@ -130,7 +130,7 @@ async def _serve(settings: Settings, run_migrations: bool) -> int:
         print(f"callrec: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from .prompts import PromptError
+        from callrec.calls.prompts import PromptError
 
         if isinstance(exc, PromptError):
             print(f"callrec: {exc}", file=sys.stderr)
@@ -152,7 +152,7 @@ async def _connect_db(settings: Settings) -> asyncpg.Connection | None:
 
 
 async def _migrate(settings: Settings) -> int:
-    from .store import migrate
+    from callrec.store import migrate
 
     conn = await _connect_db(settings)
     if conn is None:
@@ -169,11 +169,11 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _check(settings: Settings) -> int:
-    from .asterisk.ami import Ami, AmiError
-    from .asterisk.ari import Ari, AriError
-    from .policy import DEFAULT_PROMPTS, NOT_RECORDED_PROMPT
-    from .prompts import PromptCatalog, PromptError
-    from .store.migrate import pending
+    from callrec.asterisk.ami import Ami, AmiError
+    from callrec.asterisk.ari import Ari, AriError
+    from callrec.calls.policy import DEFAULT_PROMPTS, NOT_RECORDED_PROMPT
+    from callrec.calls.prompts import PromptCatalog, PromptError
+    from callrec.store.migrate import pending
 
     failures = 0
 
@@ -239,7 +239,7 @@ async def _check(settings: Settings) -> int:
         report("recordings", True, f"{local} readable and writable")
     else:
         report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
-    from .cli_dataops import check_lines
+    from callrec.cli.dataops import check_lines
 
     for what, ok, detail in check_lines(settings):
         report(what, ok, detail)
@@ -263,8 +263,8 @@ def _call_given(args: argparse.Namespace) -> bool:
 
 
 def _policy_explain(settings: Settings, args: argparse.Namespace) -> int:
-    from .policy_explain import explain, facts_from
-    from .prompts import PromptCatalog, PromptError
+    from callrec.calls.explain import explain, facts_from
+    from callrec.calls.prompts import PromptCatalog, PromptError
 
     try:
         prompts = PromptCatalog.load(settings.notice.prompts_dir, settings.notice.local_prompts_path).available()
@@ -279,8 +279,8 @@ def _policy_explain(settings: Settings, args: argparse.Namespace) -> int:
 
 def _policy_checks(settings: Settings) -> list[tuple[str, str, str]]:
     """Config sanity for rules and hooks: ("ok" | "fail" | "warn", what, detail)."""
-    from .hooks import redacted_url
-    from .prompts import PromptCatalog, PromptError
+    from callrec.calls.prompts import PromptCatalog, PromptError
+    from callrec.hooks import redacted_url
 
     p, h = settings.policy, settings.hooks
     out = [("ok", "policy", f"{len(p.rules)} rule(s); record={p.record}, sample_percent={p.sample_percent:g}"
@@ -308,7 +308,7 @@ def _policy_checks(settings: Settings) -> list[tuple[str, str, str]]:
 
 
 async def _hooks(settings: Settings, failed: bool, limit: int, retry: bool) -> int:
-    from .display import table
+    from callrec.display import table
 
     conn = await _connect_db(settings)
     if conn is None:
@@ -343,8 +343,8 @@ async def _recording(settings: Settings, command: str, call_id: str, by: str | N
     PostgreSQL, shared with the daemon."""
     import getpass
 
-    from .asterisk.ami import Ami, AmiError
-    from .recording_control import RecordingControlError, list_pauses, pause_recording, resume_recording
+    from callrec.asterisk.ami import Ami, AmiError
+    from callrec.recording.control import RecordingControlError, list_pauses, pause_recording, resume_recording
 
     conn = await _connect_db(settings)
     if conn is None:
@@ -393,7 +393,7 @@ async def _recording(settings: Settings, command: str, call_id: str, by: str | N
             print(f"resumed: call {i.call_id}, pause {i.seq}, {_utc(i.paused_at)} to {_utc(i.resumed_at)} "
                   f"({(i.resumed_at - i.paused_at).total_seconds():.1f}s silent)")
     else:
-        from .display import table
+        from callrec.display import table
 
         rows = [[str(i.seq), f"{i.paused_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
                  f"{i.resumed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if i.resumed_at else "(paused)",

@@ -23,7 +23,7 @@ import math
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .asterisk.agi import (
+from callrec.asterisk.agi import (
     AgiClosed,
     AgiCommandError,
     AgiConnection,
@@ -34,11 +34,10 @@ from .asterisk.agi import (
     AgiTimeout,
     quote,
 )
-from .asterisk.ami import AmiError, AmiUnavailable
-from .config import AgiSettings
-from .policy import CallFacts, parse_args
-from .service import CallService, utcnow
-from .session import (
+from callrec.asterisk.ami import AmiError, AmiUnavailable
+from callrec.calls.policy import CallFacts, parse_args
+from callrec.calls.service import CallService, utcnow
+from callrec.calls.session import (
     CallRecord,
     CallSession,
     CancelTimer,
@@ -50,6 +49,7 @@ from .session import (
     State,
     StopPrompt,
 )
+from callrec.config.settings import AgiSettings
 
 log = logging.getLogger("callrec.agi")
 

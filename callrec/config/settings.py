@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config_dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
+from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
 # Recording words, FreePBX style (see docs/policy.md for the precedence table).

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from .recordings import RecordingFacts, _dbfs, _in_files, measure_unclosed, wav_is_closed
-from .session import RecordingStatus
+from callrec.calls.session import RecordingStatus
+from callrec.recording.files import RecordingFacts, _dbfs, _in_files, measure_unclosed, wav_is_closed
 
 BLOCK_FRAMES = 8000 * 10
 FULL_SCALE = 32768.0

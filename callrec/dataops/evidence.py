@@ -36,8 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import __version__
-from .retention import audio_file
+from callrec import __version__
+from callrec.dataops.retention import audio_file
 
 FORMAT = "callrec-evidence/1"
 MANIFEST = "manifest.json"

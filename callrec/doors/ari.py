@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import ari_parties
-from .asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStream
-from .policy import CallFacts, parse_args
-from .service import CallService, utcnow
-from .session import (
+from callrec.asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStream
+from callrec.calls.policy import CallFacts, parse_args
+from callrec.calls.service import CallService, utcnow
+from callrec.calls.session import (
     CallRecord,
     CallSession,
     CancelTimer,
@@ -30,6 +29,7 @@ from .session import (
     State,
     StopPrompt,
 )
+from callrec.doors import ari_parties
 
 log = logging.getLogger("callrec.ari")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from .asterisk.ami import Ami, AmiError, AmiTimeout, AmiUnavailable
+from callrec.asterisk.ami import Ami, AmiError, AmiTimeout, AmiUnavailable
 
 log = logging.getLogger("callrec.recording")
 

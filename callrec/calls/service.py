@@ -11,15 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .asterisk.ami import Ami, AmiError, AmiTimeout
-from .config import Settings
-from .policy import NOT_RECORDED_PROMPT, CallFacts, decide
-from .prompts import PromptCatalog
-from .recording_finalize import finalize_call_recording
-from .session import CallRecord, CallSession, RecordingStatus
-from .stereo import mixmonitor_args as stereo_mixmonitor_args
-from .stereo import part_names as stereo_part_names
-from .store.calllog import CallLogWriter
+from callrec.asterisk.ami import Ami, AmiError, AmiTimeout
+from callrec.calls.policy import NOT_RECORDED_PROMPT, CallFacts, decide
+from callrec.calls.prompts import PromptCatalog
+from callrec.calls.session import CallRecord, CallSession, RecordingStatus
+from callrec.config.settings import Settings
+from callrec.recording.finalize import finalize_call_recording
+from callrec.recording.stereo import mixmonitor_args as stereo_mixmonitor_args
+from callrec.recording.stereo import part_names as stereo_part_names
+from callrec.store.calllog import CallLogWriter
 
 log = logging.getLogger("callrec.calls")
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from .session import RecordingStatus
+from callrec.calls.session import RecordingStatus
 
 BLOCK_FRAMES = 8000 * 10
 

@@ -60,7 +60,7 @@ _RETENTION_SCALARS = ("audio_days", "metadata_days", "enabled", "interval", "bat
 
 def parse_retention(table: Mapping[str, Any], environ: Mapping[str, str],
                     policy_rule_names: set[str]) -> RetentionSettings:
-    from .config import ConfigError, _build, _coerce  # late: config imports this module
+    from callrec.config.settings import ConfigError, _build, _coerce  # late: config imports this module
 
     values = {k: v for k, v in table.items() if k != "rules"}
     for key in _RETENTION_SCALARS:
@@ -101,7 +101,7 @@ def parse_retention(table: Mapping[str, Any], environ: Mapping[str, str],
 
 
 def _check_days(key: str, value: int | None) -> None:
-    from .config import ConfigError
+    from callrec.config.settings import ConfigError
 
     if value is not None and not 0 <= value <= _MAX_DAYS:
         raise ConfigError(f"{key}: expected 0 (keep forever) to {_MAX_DAYS} days, got {value}")
@@ -109,7 +109,7 @@ def _check_days(key: str, value: int | None) -> None:
 
 def _check_order(prefix: str, audio: int, meta: int) -> None:
     # Anonymizing a row also deletes its audio, so audio kept longer than the row is a contradiction.
-    from .config import ConfigError
+    from callrec.config.settings import ConfigError
 
     if meta and (audio == 0 or audio > meta):
         raise ConfigError(f"{prefix}.audio_days: must be 1..metadata_days ({meta}) when metadata_days is set, "
@@ -117,7 +117,7 @@ def _check_order(prefix: str, audio: int, meta: int) -> None:
 
 
 def check_integrity(s: IntegritySettings) -> None:
-    from .config import ConfigError
+    from callrec.config.settings import ConfigError
 
     if s.signing_key and not s.signing_key.startswith("/"):
         raise ConfigError(f"integrity.signing_key: expected an absolute path, got {s.signing_key!r}")

@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from .access import ROLES, Principal
-from .config import Settings
-from .display import safe_text, table
-from .store import audit, callquery, users
-from .store.callquery import FilterError
+from callrec.access import ROLES, Principal
+from callrec.config.settings import Settings
+from callrec.display import safe_text, table
+from callrec.store import audit, callquery, users
+from callrec.store.callquery import FilterError
 
 
 def cli_actor() -> str:
@@ -105,7 +105,7 @@ def _json_default(value: Any) -> Any:
 
 
 async def run_calls(settings: Settings, args: argparse.Namespace) -> int:
-    from .web.routes_calls import csv_cell
+    from callrec.web.routes_calls import csv_cell
 
     try:
         f = _filter(args)
