@@ -20,7 +20,6 @@ from callrec.doors.agi import AgiDoor
 from callrec.doors.ari import AriDoor
 from callrec.hooks import HookRunner
 from callrec.recording.control import RecordingControl
-from callrec.recording.finalize import BridgeWatch
 from callrec.store import CallLogWriter, connect_pool, migrate
 from callrec.store.db import fetch_open_calls
 from callrec.store.migrate import pending
@@ -90,9 +89,8 @@ class Daemon:
                            timeout=s.asterisk.request_timeout)
             self.door = AriDoor(self.ari, self.service)
             # Bridged-only reasons follow the ARI door's calls (AMI BridgeEnter / DialEnd).
-            bridges = BridgeWatch(self.door)
-            self.ami.on_event("BridgeEnter", bridges.on_bridge_enter)
-            self.ami.on_event("DialEnd", bridges.on_dial_end)
+            self.ami.on_event("BridgeEnter", self.door.on_bridge_enter)
+            self.ami.on_event("DialEnd", self.door.on_dial_end)
         # Post-recording hooks (outbox in PostgreSQL): jobs left by an earlier run are taken up too.
         self.hooks = HookRunner(s, self.pool, self.writer)
         self.service.on_call_finalized.append(self.hooks.on_call_finalized)

@@ -14,7 +14,7 @@ from typing import Any
 from callrec.asterisk.ami import Ami, AmiError, AmiTimeout
 from callrec.calls.policy import NOT_RECORDED_PROMPT, CallFacts, decide
 from callrec.calls.prompts import PromptCatalog
-from callrec.calls.session import CallRecord, CallSession, RecordingStatus
+from callrec.calls.session import Action, CallRecord, CallSession, RecordingStatus
 from callrec.config.settings import Settings
 from callrec.recording.finalize import finalize_call_recording
 from callrec.recording.stereo import mixmonitor_args as stereo_mixmonitor_args
@@ -40,7 +40,6 @@ class CallService:
         self.finalized = 0
         # QA sampling draws; policy.sample_seed makes the sequence repeatable (None: seeded by the OS).
         self.sampler = random.Random(settings.policy.sample_seed)
-        self.dial_status: dict[str, str] = {}  # call id -> last DialEnd status (recording_finalize.BridgeWatch)
 
     def open_call(self, *, door: str, uniqueid: str, channel: str, facts: CallFacts,
                   caller_name: str | None, started_at: datetime) -> CallSession:
@@ -77,7 +76,7 @@ class CallService:
             if rows is not None:
                 self.writer.update(session.record.id, {"parties": rows})
 
-    async def start_recording(self, session: CallSession, channel: str, file: str, options: str) -> None:
+    async def start_recording(self, session: CallSession, channel: str, file: str, options: str) -> list[Action]:
         """MixMonitor through AMI; the outcome goes into the session either way."""
         path = f"{self.settings.recordings.dir.rstrip('/')}/{file}"
         if session.record.recording_channels == 2:  # stereo: one file per direction, merged at the end
@@ -95,7 +94,7 @@ class CallService:
         else:
             actions = session.recording_started(utcnow())
         self.save(session)
-        return actions  # type: ignore[return-value]
+        return actions
 
     def finalize_recording(self, session: CallSession, file: str) -> None:
         """After hang-up: in the background, wait for the file to close, measure it, log it."""
@@ -106,8 +105,10 @@ class CallService:
     async def _finalize(self, session: CallSession, file: str) -> None:
         path = self.settings.recordings.local_path / file
         try:
-            result = await finalize_call_recording(self.settings, session, file, self.dial_status.pop(
-                session.record.id, None))
+            r = session.record
+            result = await finalize_call_recording(
+                self.settings, file, channels=r.recording_channels,
+                why_empty=lambda: (r.bridged_at, session.decision.mixmonitor_options, session.dial_status))
             session.recording_finalized(utcnow(), result.status, result.facts)
         except Exception as exc:  # never leave a row in "finalizing"
             log.exception("call %s: finalizing %s failed", session.record.id, path)

@@ -23,6 +23,7 @@ from typing import Any
 
 from callrec.calls.parties import PartyLog
 from callrec.calls.policy import Decision
+from callrec.recording.status import RecordingStatus
 
 
 class State(StrEnum):
@@ -56,18 +57,6 @@ Q850 = {
     38: "Network out of order", 41: "Temporary failure", 42: "Switching equipment congestion",
     127: "Interworking, unspecified",
 }
-
-
-class RecordingStatus(StrEnum):
-    NONE = "none"  # not recorded (see consent)
-    STARTING = "starting"
-    RECORDING = "recording"
-    FINALIZING = "finalizing"
-    READY = "ready"  # finished file, facts measured
-    EMPTY = "empty"  # Asterisk wrote no audio; the empty file was removed
-    UNCLOSED = "unclosed"  # Asterisk never closed the file (crash); kept, measured from raw audio
-    MISSING = "missing"  # MixMonitor accepted but no file appeared
-    FAILED = "failed"  # MixMonitor could not be started
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -205,6 +194,7 @@ class CallSession:
         self.recordings_dir = recordings_dir.rstrip("/")
         self.state = State.NEW
         self.keys_maybe_lost = False  # the ARI link was down while a consent key could count
+        self.dial_status: str | None = None  # how the call's last Dial() ended (explains an empty recording)
         self.parties: PartyLog | None = None  # who was on the call (callrec.calls.parties), set by the door
         self._changed: set[str] = set(COLUMNS)  # a new row: everything is news
         self._set(
@@ -437,6 +427,46 @@ class CallSession:
         self._set(recording_status=status.value, finalized_at=now,
                   **{k: v for k, v in facts.items() if k in allowed})
 
+    def prompt_timed_out(self, now: datetime) -> list[Action]:
+        """A prompt ran past its time limit (``prompt_time_limit``): stop it and go on."""
+        if self.state is State.NOTIFYING:
+            return [StopPrompt(), *self.notice_failed(now, "the notice did not finish in time")]
+        if self.state is State.CONFIRMING:
+            return [StopPrompt(), *self.confirm_finished(now)]
+        return []
+
+    def internal_error(self, now: datetime, note: str) -> list[Action]:
+        """callrec failed (or was stopped) while following the call: hand it back at once,
+        unrecorded unless the recording was already confirmed.  Both doors end such a call the
+        same way, so the row and the channel variables agree."""
+        if self.state is State.STARTING_RECORDING:
+            return self.recording_uncertain(now, note)
+        return self.abort(now, note)
+
+    def left_app(self, now: datetime) -> list[Action]:
+        """The channel left callrec's app (ARI StasisEnd) without our hand-back: only a hang-up does that."""
+        if self.state in (State.IN_DIALPLAN, State.ENDED):
+            return []
+        return self.hangup(now)
+
+    def linkedid_known(self, linkedid: str) -> list[Action]:
+        """Asterisk's linkedid (ties the call's channels together), learned after the start."""
+        if linkedid and self.record.linkedid is None:
+            self._set(linkedid=linkedid)
+        return []
+
+    def bridged(self, now: datetime) -> list[Action]:
+        """The recorded channel was bridged to another party (the first time counts)."""
+        if self.record.bridged_at is None:
+            self._set(bridged_at=now)
+        return []
+
+    def dial_ended(self, status: str) -> list[Action]:
+        """How the recorded channel's last Dial() ended (DIALSTATUS), for a recording that stays empty."""
+        if status:
+            self.dial_status = status[:32]
+        return []
+
     # -- transitions --
 
     def events_lost(self) -> None:
@@ -477,6 +507,12 @@ class CallSession:
             "CALLREC_POLICY": self.record.record_policy or "",
             "CALLREC_REASON": self.record.policy_reason or "",
         }
+
+
+def prompt_time_limit(prompt: Prompt, cap: float) -> float:
+    """How long a prompt may play before the call goes on without it: twice its length plus a
+    margin (a busy Asterisk starts late), never under 10 s, never over ``notice.max_notice_seconds``."""
+    return min(max(prompt.duration * 2 + 5, 10.0), cap)
 
 
 def recording_file_name(call_id: str, started_at: datetime) -> str:

@@ -20,7 +20,6 @@ import asyncio
 import base64
 import logging
 import math
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from callrec.asterisk.agi import (
@@ -35,19 +34,21 @@ from callrec.asterisk.agi import (
     quote,
 )
 from callrec.asterisk.ami import AmiError, AmiUnavailable
+from callrec.calls.actor import CallActor, Input, stop_actors
 from callrec.calls.policy import CallFacts, parse_args
+from callrec.calls.recovery import Whereabouts, recover_lost
 from callrec.calls.service import CallService, utcnow
 from callrec.calls.session import (
+    Action,
     CallRecord,
     CallSession,
     CancelTimer,
-    FinalizeRecording,
     HandBack,
     PlayPrompt,
-    StartRecording,
     StartTimer,
     State,
     StopPrompt,
+    prompt_time_limit,
 )
 from callrec.config.settings import AgiSettings
 
@@ -75,133 +76,85 @@ class Detached:
         pass
 
 
-class AgiCall:
-    """One call's actor: the AGI conversation, then following the call to its hang-up."""
+class AgiLink:
+    """One call's channel, spoken to through its FastAGI session (one command at a time)."""
 
-    def __init__(self, door: AgiDoor, conn: AgiConnection | Detached, session: CallSession, env: AgiEnv) -> None:
+    def __init__(self, door: AgiDoor, conn: AgiConnection | Detached, uniqueid: str, channel: str) -> None:
         self.door = door
         self.conn = conn
-        self.session = session
-        self.uniqueid = env.get("agi_uniqueid")
-        self.channel = env.get("agi_channel")
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()  # hangup (AMI) | gone | shutdown
-        self.closing = False
-        self.broken = False  # the AGI session ended without our hand-back
+        self.uniqueid = uniqueid
+        self.channel = channel
+        self.actor: CallActor | None = None
+        self.failing = False  # handing back after a failure: short time limits, no retries
 
     @property
-    def id(self) -> str:
-        return self.session.record.id
+    def session(self) -> CallSession:
+        assert self.actor is not None
+        return self.actor.session
 
     @property
     def settings(self) -> AgiSettings:
         return self.door.settings
 
-    def post(self, kind: str, **data: Any) -> None:
-        self.queue.put_nowait((kind, data))
-
-    async def run(self, first: list[Any]) -> None:
-        service = self.door.service
-        try:
-            await self.execute(first)
-            await self.conn.close()
-            self.door.open.discard(self.conn)  # the AGI session is over; the call may go on for long
-            if self.broken and not self.session.ended and await self.door.channel_gone(self.channel):
-                self.post("gone")
-            # Back in the dialplan (or gone): AMI tells us when the call ends.
-            while not self.session.ended and not (self.closing and self.session.state is State.IN_DIALPLAN):
-                kind, data = await self.queue.get()
-                if kind == "hangup":
-                    actions = self.session.hangup(utcnow(), data.get("cause"), data.get("cause_text"))
-                elif kind == "gone":
-                    ended_at = await self.door.service.recording_closed_at(self.session.record)
-                    actions = self.session.lost(utcnow(), "the channel was gone, its hang-up not seen (AMI down, "
-                                                          "or a broken AGI session)", ended_at)
-                elif kind == "shutdown":
-                    self.closing = True
-                    actions = []
-                else:
-                    actions = []
-                service.save(self.session)
-                await self.execute(actions)
-        except asyncio.CancelledError:
-            # Stopped with a command still out after the grace: the connection closes, Asterisk
-            # ends the command, and the dialplan's fail-safe says "unavailable".  So does the row.
-            if self.session.state not in (State.IN_DIALPLAN, State.ENDED):
-                self.session.abort(utcnow(), "callrec stopped during the notice; the call went on unrecorded")
-                service.save(self.session)
-            raise
-        except Exception:
-            log.exception("call %s: flow failed; the AGI session is closed, the dialplan goes on", self.id)
-            if self.session.state not in (State.IN_DIALPLAN, State.ENDED):
-                self.session.abort(utcnow(), "internal error during the notice; the call went on unrecorded")
-                service.save(self.session)
-        finally:
-            await self.conn.close()
-            self.door.forget(self)
-
-    async def execute(self, actions: list[Any]) -> None:
-        pending = list(actions)
-        while True:
-            if self.closing and not self.conn.closed \
-                    and self.session.state not in (State.IN_DIALPLAN, State.ENDED):
-                # Stopping: hand the caller back now, unrecorded, instead of the next step.
-                aborted = self.session.abort(utcnow(), "callrec stopped during the notice; "
-                                                       "the call went on unrecorded")
-                if aborted:
-                    pending = aborted
-                    self.door.service.save(self.session)
-            if not pending:
-                return
-            action = pending.pop(0)
-            more = await self._do(action)
-            self.door.service.save(self.session)
-            pending.extend(more or [])
-
-    async def _do(self, action: Any) -> list[Any] | None:
+    async def do(self, action: Action) -> list[Action]:
         s = self.session
         try:
             if isinstance(action, PlayPrompt):
                 return await self._play(action)
             if isinstance(action, StartTimer):
                 return await self._window(action.seconds)
-            if isinstance(action, StartRecording):
-                return await self.door.service.start_recording(s, self.channel, action.file, action.options)
             if isinstance(action, HandBack):
                 return await self._hand_back(action.variables)
-            if isinstance(action, FinalizeRecording):
-                self.door.service.finalize_recording(s, action.file)
-                return None
             if isinstance(action, StopPrompt | CancelTimer):
-                return None  # AGI is one command at a time: the prompt / wait is already over
+                return []  # AGI is one command at a time: the prompt / wait is already over
         except AgiHangup:
             return s.hangup(utcnow())
         except (AgiClosed, AgiProtocolError, AgiTimeout, AgiCommandError) as exc:
-            return self._broken(exc)
-        raise TypeError(f"unknown action {action!r}")
+            return await self._broken(exc)
+        raise TypeError(f"not an AGI action: {action!r}")
 
-    def _broken(self, exc: AgiError) -> list[Any]:
+    def translate(self, item: Input) -> list[Action] | None:
+        return None  # everything AGI tells comes back as command replies
+
+    async def resync(self) -> list[Action]:
+        return []
+
+    async def release(self, reason: str) -> None:
+        await self._end_session()
+
+    def interrupt(self) -> None:
+        self.failing = True
+        self.conn.interrupt()  # a running prompt or window ends now; the caller is handed back
+
+    async def _end_session(self) -> None:
+        """Closing the connection ends ``AGI()``: the dialplan goes on."""
+        await self.conn.close()
+        self.door.open.discard(self.conn)  # the AGI session is over; the call may go on for long
+
+    async def _broken(self, exc: AgiError) -> list[Action]:
         """The AGI session cannot go on (a prompt past its time limit, a peer that broke the
         protocol).  Closing it returns the channel to the dialplan, whose fail-safe sets
         CALLREC_CONSENT=unavailable; the row says the same.  A channel that is gone is ended by
-        AMI's Hangup."""
-        log.warning("call %s: AGI session with %s ended: %s", self.id, self.channel, exc)
+        AMI's Hangup, or found gone here."""
+        assert self.actor is not None
+        log.warning("call %s: AGI session with %s ended: %s", self.actor.id, self.channel, exc)
+        await self._end_session()
         s = self.session
-        if s.state in (State.IN_DIALPLAN, State.ENDED):
-            return []
+        if s.state in (State.IN_DIALPLAN, State.ENDED, State.STARTING_RECORDING):
+            return []  # in STARTING_RECORDING MixMonitor's answer decides; its hand-back fails the same way
         now = utcnow()
-        if s.state is State.STARTING_RECORDING:
-            return []  # MixMonitor's answer decides; the hand-back after it will fail the same way
-        self.broken = True
         s.abort(now, f"AGI session broke during the notice ({exc}); the call went on unrecorded")
         s.handed_back(now)  # closing the connection is what returns the channel to the dialplan
+        if not s.ended and await self.door.channel_gone(self.channel):
+            self.actor.post("gone")
         return []
 
-    async def _play(self, action: PlayPrompt) -> list[Any]:
-        s, conn = self.session, self.conn
+    async def _play(self, action: PlayPrompt) -> list[Action]:
+        conn = self.conn
         assert isinstance(conn, AgiConnection)
-        kind = "notice" if s.state is State.NOTIFYING else "confirm"
+        kind = "notice" if self.session.state is State.NOTIFYING else "confirm"
         file = action.prompt.media.removeprefix("sound:")
-        limit = min(max(action.prompt.duration * 2 + 5, 10.0), self.door.service.settings.notice.max_notice_seconds)
+        limit = prompt_time_limit(action.prompt, self.door.service.settings.notice.max_notice_seconds)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         # The watchdog: cut the prompt short at its limit (see AgiConnection.interrupt).
@@ -211,15 +164,14 @@ class AgiCall:
         finally:
             watchdog.cancel()
 
-    async def _stream(self, kind: str, file: str, deadline: float) -> list[Any]:
+    async def _stream(self, kind: str, file: str, deadline: float) -> list[Action]:
         s, conn = self.session, self.conn
         assert isinstance(conn, AgiConnection)
         loop = asyncio.get_running_loop()
         offset = 0
         while True:
             if offset and loop.time() >= deadline:  # the watchdog fired between two commands
-                return s.notice_failed(utcnow(), "the notice did not finish in time") if kind == "notice" \
-                    else s.confirm_finished(utcnow())
+                return s.prompt_timed_out(utcnow())
             command = f"STREAM FILE {file} {quote(ESCAPE_DIGITS)}" + (f" {offset}" if offset else "")
             if kind == "notice":
                 s.notice_started(utcnow())  # the first one counts: STREAM FILE goes out now
@@ -238,22 +190,20 @@ class AgiCall:
                 actions = s.dtmf(digit, now)
                 if s.state is not State.NOTIFYING:
                     return actions  # the consent key: the notice stops here
-            if self.closing:
-                return []  # execute() hands the caller back
+            if self.failing:
+                return []  # stopping: the actor hands the caller back next
             if loop.time() >= deadline:
-                if kind == "notice":
-                    return s.notice_failed(now, "the notice did not finish in time")
-                return s.confirm_finished(now)
+                return s.prompt_timed_out(now)
             # Any other key: on from where it stopped.
             if reply.endpos is not None:
                 offset = max(reply.endpos, 0)
 
-    async def _window(self, seconds: float) -> list[Any]:
+    async def _window(self, seconds: float) -> list[Action]:
         s, conn = self.session, self.conn
         assert isinstance(conn, AgiConnection)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while s.state is State.AWAITING_KEY and not self.closing:
+        while s.state is State.AWAITING_KEY and not self.failing:
             remaining = deadline - loop.time()
             if remaining <= 0.005:
                 return s.window_expired(utcnow())
@@ -280,22 +230,23 @@ class AgiCall:
             return False
         return reply.result >= 0
 
-    async def _hand_back(self, variables: dict[str, str]) -> list[Any]:
+    async def _hand_back(self, variables: dict[str, str]) -> list[Action]:
         conn = self.conn
-        assert isinstance(conn, AgiConnection)
+        if not isinstance(conn, AgiConnection) or conn.closed:
+            return []  # no AGI session (any more): the dialplan already went on
+        # After a failure the peer may be slow or gone: a short limit, then the fail-safe covers it.
+        timeout = min(self.settings.command_timeout, 1.0) if self.failing else self.settings.command_timeout
         for name, value in variables.items():
-            await conn.command(f"SET VARIABLE {name} {quote(value)}", self.settings.command_timeout)
+            await conn.command(f"SET VARIABLE {name} {quote(value)}", timeout)
         actions = self.session.handed_back(utcnow())
         try:
-            reply = await conn.command("GET VARIABLE CHANNEL(linkedid)", self.settings.command_timeout)
-            if reply.result == 1 and reply.data and self.session.record.linkedid is None:
-                self.session.record.linkedid = reply.data
-                self.door.service.writer.update(self.id, {"linkedid": reply.data})
+            reply = await conn.command("GET VARIABLE CHANNEL(linkedid)", timeout)
+            if reply.result == 1 and reply.data:
+                actions += self.session.linkedid_known(reply.data)
         except AgiError:
             pass  # the hand-back is done; the linkedid is a nicety
-        await conn.close()  # AGI() returns: the dialplan goes on
+        await self._end_session()  # AGI() returns: the dialplan goes on
         return actions
-
 
 
 class AgiDoor:
@@ -303,7 +254,7 @@ class AgiDoor:
         self.settings = settings
         self.service = service
         self.server: asyncio.Server | None = None
-        self.calls: dict[str, AgiCall] = {}  # by uniqueid: in the AGI session or back in the dialplan
+        self.calls: dict[str, AgiLink] = {}  # by uniqueid: in the AGI session or back in the dialplan
         self.sessions: set[asyncio.Task[None]] = set()  # every call's task (AGI session, then following it)
         self.open: set[AgiConnection | Detached] = set()  # AGI sessions in progress (agi.max_sessions)
         self.closing = False
@@ -381,12 +332,12 @@ class AgiDoor:
         known = self.calls.get(uniqueid)
         if known is not None:
             # A second AGI() on a call already handled: the same answer, no second notice.
-            log.info("call %s: AGI again on %s; same answer", known.id, channel)
+            log.info("call %s: AGI again on %s; same answer", known.session.record.id, channel)
             try:
                 for name, value in known.session.variables().items():
                     await conn.command(f"SET VARIABLE {name} {quote(value)}", self.settings.command_timeout)
             except AgiError as exc:
-                log.warning("call %s: second pass on %s: %s", known.id, channel, exc)
+                log.warning("call %s: second pass on %s: %s", known.session.record.id, channel, exc)
             return
         raw_args = [f"{k}={v}" for k, v in parse_qsl(request.query, keep_blank_values=True)] + env.args
         args, arg_warnings = parse_args(raw_args)
@@ -418,9 +369,8 @@ class AgiDoor:
         else:
             first = session.start()  # the notice: the first thing that happens
         self.service.save(session)
-        call = AgiCall(self, conn, session, env)
-        self.calls[uniqueid] = call
-        await call.run(first)
+        actor = self._actor(session, conn, uniqueid, channel)
+        await actor.run(first)
 
     async def _pass_through(self, conn: AgiConnection, channel: str, why: str) -> None:
         try:
@@ -443,56 +393,53 @@ class AgiDoor:
         finds the channels that are gone."""
         while True:
             await asyncio.sleep(FOLLOW_CHECK)
-            for call in list(self.calls.values()):
-                if call.session.state is State.IN_DIALPLAN and call.conn.closed \
-                        and await self.channel_gone(call.channel):
-                    call.post("gone")
+            for link in list(self.calls.values()):
+                if link.actor is not None and link.session.state is State.IN_DIALPLAN and link.conn.closed \
+                        and await self.channel_gone(link.channel):
+                    link.actor.post("gone")
+
+    def _actor(self, session: CallSession, conn: AgiConnection | Detached, uniqueid: str, channel: str) -> CallActor:
+        link = AgiLink(self, conn, uniqueid, channel)
+        actor = CallActor(session, self.service, link, self)
+        link.actor = actor
+        self.calls[uniqueid] = link
+        return actor
+
+    # -- calls an earlier run left open, when the ARI door is off (callrec.calls.recovery) --
 
     def recover(self, records: list[CallRecord]) -> None:
-        """Open rows from an earlier run, followed up through AMI (when the ARI door is off)."""
+        """Open rows from an earlier run, followed up through AMI."""
         task = asyncio.create_task(self._recover(records), name="agi-recover")
         self.sessions.add(task)
         task.add_done_callback(self.sessions.discard)
 
     async def _recover(self, records: list[CallRecord]) -> None:
         await self.service.ami.logged_in.wait()
-        service = self.service
-        for record in records:
-            session = CallSession.restore(record, service.settings.recordings.dir)
-            if await self.channel_gone(record.channel):
-                ended_at = await service.recording_closed_at(record)
-                note = "the call ended while callrec was down; " + (
-                    "ended_at is when Asterisk closed the recording" if ended_at else "the hang-up time is unknown")
-                actions = session.lost(utcnow(), note, ended_at)
-                service.save(session)
-                for action in actions:
-                    if isinstance(action, FinalizeRecording):
-                        service.finalize_recording(session, action.file)
-                if session.record.finalized_at is not None:
-                    service.call_finalized(session)
-                continue
-            # Still there: back in the dialplan (the earlier run's AGI session ended with it).
-            session.abort(utcnow(), "callrec restarted before the call was handed back")
-            session.warn("callrec restarted during the call; followed again from the call log")
-            env = AgiEnv({"agi_uniqueid": record.uniqueid, "agi_channel": record.channel}, [])
-            call = AgiCall(self, Detached(), session, env)
-            self.calls[record.uniqueid] = call
-            service.save(session)
-            task = asyncio.create_task(call.run([]), name=f"call-{record.id}")
-            self.sessions.add(task)
-            task.add_done_callback(self.sessions.discard)
-            log.info("call %s: followed again after a restart (%s)", record.id, record.channel)
+        await recover_lost(records, self.service, self)
+
+    async def whereabouts(self, record: CallRecord) -> Whereabouts:
+        # An AGI call is never waiting for us again: the earlier run's AGI session ended with it.
+        # If AMI cannot tell, the call is followed, and _follow() finds it gone later.
+        return Whereabouts.GONE if await self.channel_gone(record.channel) else Whereabouts.IN_DIALPLAN
+
+    async def before_retaking(self, record: CallRecord) -> None:
+        pass  # never asked: whereabouts() does not say WAITING
+
+    def follow(self, session: CallSession) -> None:
+        actor = self._actor(session, Detached(), session.record.uniqueid, session.record.channel)
+        self.sessions.add(actor.start([]))
+        assert actor.task is not None
+        actor.task.add_done_callback(self.sessions.discard)
 
     def on_ami_hangup(self, uniqueid: str, cause: int | None, cause_text: str | None) -> None:
-        call = self.calls.get(uniqueid)
-        if call is not None:
-            call.post("hangup", cause=cause, cause_text=cause_text)
+        link = self.calls.get(uniqueid)
+        if link is not None and link.actor is not None:
+            link.actor.post("hangup", cause=cause, cause_text=cause_text)
 
-    def forget(self, call: AgiCall) -> None:
-        if self.calls.get(call.uniqueid) is call:
-            del self.calls[call.uniqueid]
-        if call.session.record.finalized_at is not None:
-            self.service.call_finalized(call.session)
+    def forget(self, actor: CallActor) -> None:
+        for key, link in list(self.calls.items()):
+            if link.actor is actor:
+                del self.calls[key]
 
     async def close(self, timeout: float = STOP_GRACE) -> None:
         """Stop accepting; hand callers still in the notice back; leave calls in the dialplan
@@ -502,16 +449,12 @@ class AgiDoor:
             self.server.close()
         if self._follower is not None:
             self._follower.cancel()
-        for call in list(self.calls.values()):
-            call.closing = True
-            call.post("shutdown")
-            call.conn.interrupt()  # a running prompt or window ends now; the caller is handed back
-        tasks = list(self.sessions)
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=timeout)
+        await stop_actors([link.actor for link in self.calls.values() if link.actor is not None], timeout)
+        if self.sessions:  # connections still in their handshake
+            _, late = await asyncio.wait(list(self.sessions), timeout=timeout)
             for task in late:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self.sessions, return_exceptions=True)
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)

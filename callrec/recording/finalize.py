@@ -5,24 +5,22 @@
 - **No empty files.**  A recording with no audio is removed (status ``empty``) and the row says
   why.  The usual why is that the call was never bridged to anyone: nobody answered, or the
   caller hung up in a queue or IVR.  With ``b`` (record only while bridged) MixMonitor then
-  writes only a header, or nothing.  ``BridgeWatch`` follows AMI's ``BridgeEnter`` (the first
-  time the recorded channel is bridged: ``bridged_at``) and ``DialEnd`` (how the last dial
-  attempt ended, e.g. NOANSWER) for the calls callrec follows.
+  writes only a header, or nothing.  The call's session knows when it was first bridged
+  (``bridged_at``) and how its last dial attempt ended (DIALSTATUS, e.g. NOANSWER): the doors
+  tell it from ARI's ``Dial`` and AMI's ``BridgeEnter`` / ``DialEnd``.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
-from callrec.calls.session import CallSession, RecordingStatus
+from callrec.config.settings import Settings
 from callrec.recording.files import RecordingFacts, _in_files, finalize
+from callrec.recording.status import RecordingStatus
 from callrec.recording.stereo import finalize_stereo, has_parts
-
-if TYPE_CHECKING:
-    from callrec.config.settings import Settings
-    from callrec.doors.ari import AriDoor
 
 log = logging.getLogger("callrec.recording.files")
 
@@ -33,42 +31,20 @@ _DIAL_WORDS = {
 }
 
 
-class BridgeWatch:
-    """AMI BridgeEnter / DialEnd for the channels callrec follows (by uniqueid = ARI channel id)."""
-
-    def __init__(self, door: AriDoor) -> None:
-        self.door = door
-        self.dial_status = door.service.dial_status  # call id -> the last DialEnd status
-
-    def on_bridge_enter(self, fields: dict[str, str]) -> None:
-        call = self.door.calls.get(fields.get("Uniqueid", ""))
-        if call is None:
-            return
-        record = call.session.record
-        if record.bridged_at is None:
-            record.bridged_at = datetime.now(UTC)
-            self.door.service.writer.update(record.id, {"bridged_at": record.bridged_at})
-
-    def on_dial_end(self, fields: dict[str, str]) -> None:
-        call = self.door.calls.get(fields.get("Uniqueid", ""))
-        if call is not None and fields.get("DialStatus"):
-            self.dial_status[call.session.record.id] = fields["DialStatus"][:32]
-
-
-async def finalize_call_recording(settings: Settings, session: CallSession, file: str,
-                                  dial_status: str | None = None) -> RecordingFacts:
+async def finalize_call_recording(settings: Settings, file: str, *, channels: int | None,
+                                  why_empty: Callable[[], tuple[datetime | None, str, str | None]]) -> RecordingFacts:
     """Wait for Asterisk to close the call's file(s), measure them (merge a stereo pair), and
-    explain a missing or empty recording."""
+    explain a missing or empty recording.  ``why_empty`` gives (bridged_at, MixMonitor options,
+    dial status) and is asked after the wait: AMI's DialEnd may arrive after the hang-up."""
     local = settings.recordings.local_path
-    record = session.record
-    stereo = record.recording_channels == 2 or await _in_files(has_parts, local, file)
+    stereo = channels == 2 or await _in_files(has_parts, local, file)
     if stereo:
         result = await finalize_stereo(local, file, settings.recordings.finalize_timeout)
     else:
         result = await finalize(local / file, settings.recordings.finalize_timeout)
         if result.status is RecordingStatus.READY:
             result = RecordingFacts(result.status, {**result.facts, "recording_channels": 1})
-    return explain(result, record.bridged_at, session.decision.mixmonitor_options, dial_status)
+    return explain(result, *why_empty())
 
 
 def explain(result: RecordingFacts, bridged_at: datetime | None, options: str,
