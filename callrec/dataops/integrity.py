@@ -22,7 +22,8 @@ from callrec.store.db import Db
 BATCH = 500
 
 
-def _hash_under(base: Path, rel: str) -> tuple[str, int]:
+def hash_recording(base: Path, rel: str) -> tuple[str, int]:
+    """sha256 and size of a row's recording; PermissionError when its path is not inside the folder."""
     try:
         path = recording_path(base, rel)
     except OutsideFolder:
@@ -73,7 +74,7 @@ async def _check_rows(conn: Any, base: Path, since: datetime | None, report: Ver
             report.checked += 1
             item = {"id": str(row["id"]), "path": row["recording_path"]}
             try:
-                digest, size = await asyncio.to_thread(_hash_under, base, row["recording_path"])
+                digest, size = await asyncio.to_thread(hash_recording, base, row["recording_path"])
             except PermissionError as exc:
                 report.unreadable.append({**item, "error": str(exc)})
                 continue
