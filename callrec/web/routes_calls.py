@@ -22,7 +22,7 @@ from aiohttp import web
 
 from callrec.dataops import deletion
 from callrec.recording.files import OutsideFolder, recording_path
-from callrec.store import audit, callquery
+from callrec.store import audit, callquery, marks
 from callrec.store.callquery import csv_cell
 from callrec.store.db import Db
 from callrec.web import openapi
@@ -76,7 +76,7 @@ def _iso(value: Any) -> Any:
 async def call_detail(conn: Db, row: asyncpg.Record) -> dict[str, Any]:
     r = dict(row)
     call_id = r["id"]
-    tags = [t["tag"] for t in await conn.fetch("SELECT tag FROM call_tags WHERE call_id = $1 ORDER BY tag", call_id)]
+    tags = await marks.call_tags(conn, str(call_id))
     parties = [dict(x) for x in await conn.fetch(
         "SELECT seq, number, name, role, joined_at, left_at FROM call_parties WHERE call_id = $1 ORDER BY seq",
         call_id)]
@@ -282,17 +282,10 @@ async def add_tag(request: web.Request) -> web.Response:
     call_id = call_id_of(request)
     body = await read_json(request)
     tag = _tag_value(body.get("tag"))
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         await visible_call(conn, p, call_id, lock=True)
-        added = await conn.fetchval(
-            "INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1::uuid, $2, $3) "
-            "ON CONFLICT DO NOTHING RETURNING true", call_id, tag, p.name)
-        if added:
-            await audit.append(conn, actor=p.name, role=p.role, action="tag_add", call_id=call_id,
-                               details={"tag": tag}, remote=remote(request))
-        tags = [r["tag"] for r in await conn.fetch(
-            "SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag", call_id)]
+        added = await marks.add_tag(conn, call_id, tag, actor=p, remote=remote(request))
+        tags = await marks.call_tags(conn, call_id)
     return respond({"tags": tags}, status=201 if added else 200)
 
 
@@ -300,17 +293,11 @@ async def remove_tag(request: web.Request) -> web.Response:
     p = need(request, "calls.tag")
     call_id = call_id_of(request)
     tag = _tag_value(request.match_info["tag"])
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         await visible_call(conn, p, call_id, lock=True)
-        removed = await conn.fetchval("DELETE FROM call_tags WHERE call_id = $1::uuid AND tag = $2 RETURNING true",
-                                      call_id, tag)
-        if not removed:
+        if not await marks.remove_tag(conn, call_id, tag, actor=p, remote=remote(request)):
             raise not_found("the call has no such tag")
-        await audit.append(conn, actor=p.name, role=p.role, action="tag_remove", call_id=call_id,
-                           details={"tag": tag}, remote=remote(request))
-        tags = [r["tag"] for r in await conn.fetch(
-            "SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag", call_id)]
+        tags = await marks.call_tags(conn, call_id)
     return respond({"tags": tags})
 
 
@@ -321,14 +308,9 @@ async def set_confidential(request: web.Request) -> web.Response:
     value = body.get("confidential")
     if not isinstance(value, bool):
         raise bad_request("confidential: expected true or false")
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         row = await visible_call(conn, p, call_id, lock=True)
-        if row["confidential"] != value:
-            await conn.execute("UPDATE calls SET confidential = $2, confidential_at = now(), confidential_by = $3 "
-                               "WHERE id = $1::uuid", call_id, value, p.name)
-            await audit.append(conn, actor=p.name, role=p.role, action="confidential", call_id=call_id,
-                               details={"from": row["confidential"], "to": value}, remote=remote(request))
+        await marks.set_confidential(conn, row, value, actor=p, remote=remote(request))
     return respond({"confidential": value})
 
 
