@@ -1,7 +1,9 @@
 """Calls: search, count, detail, audio (Range), export (streamed), tags, confidential, delete audio.
 
-Every route finds calls through callquery / access.visible_calls_sql: a call the principal may
-not see is a 404, the same as a call that does not exist.
+Every route finds calls through callquery or ``common.visible_call`` (access.visible_calls_sql): a
+call the principal may not see is a 404, the same as a call that does not exist.  Tags and the
+confidential mark are changed through store/marks.py, audio deleted through the deletion gate
+(dataops/deletion.py), like every other deletion.
 """
 
 from __future__ import annotations
