@@ -7,8 +7,10 @@ user) build their WHERE clause with it, so a call hidden from a role is hidden e
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +48,15 @@ class Principal:
         return permission in PERMISSIONS.get(self.role, frozenset())
 
 
+def cli_principal() -> Principal:
+    """The operator at the shell: audited as ``cli:<os user>`` with the admin role."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return Principal(name=f"cli:{user}", role="admin", via="cli")
+
+
 class Params:
     """Collects positional query arguments: ``params.add(v)`` returns ``$n``."""
 
@@ -78,10 +89,8 @@ TOKEN_PREFIX = "crt_"
 
 
 def hash_password(password: str) -> str:
-    import hashlib as _h
-
     salt = secrets.token_bytes(16)
-    digest = _h.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
 
 

@@ -39,6 +39,7 @@ from callrec import __version__
 from callrec.calls.session import CallRecord
 from callrec.config.settings import HOOK_PLACEHOLDERS, Settings
 from callrec.store.calllog import CallLogWriter, is_transient
+from callrec.store.db import Conn, record_from_row
 
 log = logging.getLogger("callrec.hooks")
 
@@ -316,8 +317,6 @@ class HookRunner:
         (the process died between the call's last write and its hook's).  Looks back at most
         SWEEP_WINDOW, and not at all before the first hook was ever queued: turning hooks on does
         not hook old recordings."""
-        from callrec.store.db import record_from_row
-
         rows = await self.pool.fetch(
             """SELECT c.* FROM calls c
                WHERE c.recording_status = ANY($2::text[]) AND c.recording_path IS NOT NULL
@@ -333,7 +332,7 @@ class HookRunner:
             log.warning("hooks: call %s was finalized but its hooks were never queued; queuing them now", record.id)
             self._incoming.append((record.id, build_payload(record, self.settings)))
 
-    async def _insert(self, conn: asyncpg.Connection, call_id: str, payload: dict[str, Any]) -> None:
+    async def _insert(self, conn: Conn, call_id: str, payload: dict[str, Any]) -> None:
         for kind in self.kinds:
             # Unique per (call, hook): a recording finalized twice is hooked once.
             await conn.execute("INSERT INTO hook_jobs (call_id, hook, payload) VALUES ($1, $2, $3::jsonb) "

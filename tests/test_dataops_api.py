@@ -17,8 +17,8 @@ from opsapi import PASSWORD, api_settings
 
 from callrec.access import ROLES
 from callrec.config.dataops import IntegritySettings, RetentionSettings
+from callrec.dataops.deletion import delete_audio
 from callrec.dataops.evidence import generate_key, load_public_key, verify_manifest
-from callrec.dataops.retention import delete_audio
 from callrec.store import users
 from callrec.web.server import HttpServer
 

@@ -10,7 +10,8 @@ import pytest
 from dataops_helpers import add_call, audit_rows, run_cli, settings_for, write_config
 
 from callrec.config.settings import ConfigError, parse_settings
-from callrec.dataops.retention import RetentionJob, anonymize, delete_audio, run_retention, set_legal_hold
+from callrec.dataops.deletion import anonymize, delete_audio, set_legal_hold
+from callrec.dataops.retention import RetentionJob, run_retention
 from callrec.store import connect_pool
 
 
@@ -200,7 +201,8 @@ async def test_least_privilege_app_role_runs_retention_and_erase(database: str, 
     import uuid
     from urllib.parse import urlsplit, urlunsplit
 
-    from callrec.dataops.retention import cli_principal, erase_subject
+    from callrec.access import cli_principal
+    from callrec.dataops.subjects import erase_subject
 
     role = f"callrec_app_{uuid.uuid4().hex[:8]}"
     docs = Path(__file__).resolve().parent.parent / "docs" / "sql"

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from dataops_helpers import CALLREC, add_call, audit_rows, make_wav, run_cli, write_config
 
-from callrec.dataops.retention import set_legal_hold
+from callrec.dataops.deletion import set_legal_hold
 
 
 @pytest.fixture

@@ -160,7 +160,8 @@ def _dump(doc: Any) -> str:
 
 
 async def _retention(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from callrec.dataops.retention import cli_principal, count_due, run_retention
+    from callrec.access import cli_principal
+    from callrec.dataops.retention import count_due, run_retention
 
     r = settings.retention
     if args.retention_command == "status":
@@ -211,7 +212,8 @@ def _days(n: int) -> str:
 
 
 async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from callrec.dataops.retention import cli_principal, set_legal_hold
+    from callrec.access import cli_principal
+    from callrec.dataops.deletion import set_legal_hold
 
     if args.hold_command == "list":
         rows = await pool.fetch(
@@ -254,7 +256,7 @@ async def _hold(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool
 
 
 def _numbers(raw: list[str]) -> list[str] | None:
-    from callrec.dataops.retention import normalize_number
+    from callrec.dataops.subjects import normalize_number
 
     try:
         return sorted({normalize_number(n) for n in raw})
@@ -264,7 +266,8 @@ def _numbers(raw: list[str]) -> list[str] | None:
 
 
 async def _subject(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from callrec.dataops.retention import agent_calls, cli_principal, erase_subject, find_subject_calls
+    from callrec.access import cli_principal
+    from callrec.dataops.subjects import agent_calls, erase_subject, find_subject_calls
     from callrec.store import audit
 
     numbers = _numbers(args.numbers)
@@ -350,8 +353,8 @@ async def _subject(args: argparse.Namespace, settings: Settings, pool: asyncpg.P
 
 
 async def _verify(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    from callrec.access import cli_principal
     from callrec.dataops.integrity import verify
-    from callrec.dataops.retention import cli_principal
     from callrec.store import audit
     from callrec.store.callquery import FilterError, parse_time
 
@@ -432,8 +435,8 @@ def _load_key(settings: Settings) -> Any:
 
 async def _write(pool: asyncpg.Pool, settings: Settings, ids: list[str], args: argparse.Namespace, *,
                  purpose: str, key: Any, selection: dict[str, Any]) -> Any:
+    from callrec.access import cli_principal
     from callrec.dataops.evidence import call_documents, export_to, write_export
-    from callrec.dataops.retention import cli_principal
 
     docs = await call_documents(pool, ids)
     target = Path(args.zip or args.out)
@@ -458,7 +461,7 @@ def _warn_export(result: Any) -> None:
 
 
 async def _export(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    from callrec.dataops.retention import cli_principal
+    from callrec.access import cli_principal
     from callrec.store import audit
     from callrec.store.callquery import FilterError, parse_filter, search_sql
 

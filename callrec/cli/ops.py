@@ -105,7 +105,7 @@ def _json_default(value: Any) -> Any:
 
 
 async def run_calls(settings: Settings, args: argparse.Namespace) -> int:
-    from callrec.web.routes_calls import csv_cell
+    from callrec.store.callquery import csv_cell
 
     try:
         f = _filter(args)

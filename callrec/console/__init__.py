@@ -113,7 +113,9 @@ async def session_csrf(request: web.Request) -> web.Response:
     """
     session_id = request.cookies.get(COOKIE)
     pool = request.app[POOL]
-    p = await session_principal(pool, session_id) if session_id and len(session_id) <= 200 else None
+    if not session_id or len(session_id) > 200:
+        raise json_error(401, "authentication required")
+    p = await session_principal(pool, session_id)
     if p is None:
         raise json_error(401, "authentication required")
     token = new_secret()

@@ -18,7 +18,6 @@ then `sha256sum -c SHA256SUMS` and compare `sha256sum SHA256SUMS` with the manif
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -28,16 +27,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
-import asyncpg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from callrec import __version__
-from callrec.dataops.retention import audio_file
+from callrec.recording.files import OutsideFolder, hash_stream, recording_path
+from callrec.store.db import Db
 
 FORMAT = "callrec-evidence/1"
 MANIFEST = "manifest.json"
@@ -145,7 +144,7 @@ class ExportResult:
     fingerprint: str | None = None
 
 
-async def call_documents(conn: asyncpg.Connection | asyncpg.Pool, ids: list[str]) -> list[dict[str, Any]]:
+async def call_documents(conn: Db, ids: list[str]) -> list[dict[str, Any]]:
     """Every column of each call plus its parties and tags, JSON-ready, in the order of ``ids``."""
     rows = await conn.fetch("SELECT * FROM calls WHERE id = ANY($1::uuid[])", ids)
     by_id = {str(r["id"]): r for r in rows}
@@ -178,14 +177,8 @@ async def call_documents(conn: asyncpg.Connection | asyncpg.Pool, ids: list[str]
 
 
 def _copy_hashing(src: Path, dst: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        for chunk in iter(lambda: fin.read(1 << 20), b""):
-            h.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+        return hash_stream(fin, copy_to=fout)
 
 
 def _prompt_source(notice_prompt: str | None, prompts: tuple[str, Path] | None) -> Path | None:
@@ -195,7 +188,10 @@ def _prompt_source(notice_prompt: str | None, prompts: tuple[str, Path] | None) 
     prefix = prompts[0].rstrip("/") + "/"
     if not notice_prompt.startswith(prefix):
         return None
-    return audio_file(prompts[1], notice_prompt[len(prefix):])
+    try:
+        return recording_path(prompts[1], notice_prompt[len(prefix):])  # the same "inside the folder" rule
+    except OutsideFolder:
+        return None
 
 
 def _export_prompt(out_dir: Path, doc: dict[str, Any], prompts: tuple[str, Path] | None,
@@ -238,8 +234,7 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
     prompt_files: dict[str, str] = {}
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    base = local_dir.resolve()
+    files: list[dict[str, Any]] = []
     for doc in docs:
         cols = doc["columns"]
         doc["file"] = None
@@ -247,11 +242,12 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
         if cols.get("audio_deleted_at"):
             doc["file_note"] = f"audio deleted at {cols['audio_deleted_at']} by {cols.get('audio_deleted_by')}"
             continue
-        src = audio_file(local_dir, cols.get("recording_path"))
-        if src is None:
+        if not cols.get("recording_path"):
             doc["file_note"] = "no recording"
             continue
-        if base not in src.resolve().parents:  # a symlink planted in the folder: never follow it out
+        try:
+            src = recording_path(local_dir, cols["recording_path"])
+        except OutsideFolder:  # e.g. a symlink planted in the folder: never follow it out
             doc["file_note"] = "the recording path leads outside the recordings folder; not exported"
             continue
         rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
@@ -363,21 +359,12 @@ class _Source:
             return None
 
     def hash(self, name: str) -> tuple[str, int] | None:
-        h = hashlib.sha256()
-        size = 0
         try:
-            fh: io.BufferedIOBase
-            if self.zip is not None:
-                fh = self.zip.open(name)  # type: ignore[assignment]
-            else:
-                fh = open(self.path / name, "rb")
+            fh: IO[bytes] = self.zip.open(name) if self.zip is not None else open(self.path / name, "rb")
         except (KeyError, FileNotFoundError):
             return None
         with fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-                size += len(chunk)
-        return h.hexdigest(), size
+            return hash_stream(fh)
 
 
 def _safe_name(name: str) -> bool:

@@ -9,7 +9,6 @@ so memory stays bounded for any number of calls.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,25 +16,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+from callrec.recording.files import OutsideFolder, recording_path, sha256_file
+from callrec.store.db import Db
 
 BATCH = 500
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _hash_under(base: Path, rel: str) -> tuple[str, int]:
-    path = (base / rel).resolve()
-    if base not in path.parents:
-        raise PermissionError("path outside the recordings folder")
+def hash_recording(base: Path, rel: str) -> tuple[str, int]:
+    """sha256 and size of a row's recording; PermissionError when its path is not inside the folder."""
+    try:
+        path = recording_path(base, rel)
+    except OutsideFolder:
+        raise PermissionError("path outside the recordings folder") from None
     return sha256_file(path)
 
 
@@ -60,7 +52,7 @@ class VerifyReport:
                 "files_seen": self.files_seen, "too_young": self.too_young}
 
 
-async def verify(conn: asyncpg.Connection | asyncpg.Pool, local_dir: Path, *, since: datetime | None = None,
+async def verify(conn: Db, local_dir: Path, *, since: datetime | None = None,
                  orphans: bool = True, orphan_min_age: float = 600.0) -> VerifyReport:
     report = VerifyReport()
     base = await asyncio.to_thread(local_dir.resolve)
@@ -82,7 +74,7 @@ async def _check_rows(conn: Any, base: Path, since: datetime | None, report: Ver
             report.checked += 1
             item = {"id": str(row["id"]), "path": row["recording_path"]}
             try:
-                digest, size = await asyncio.to_thread(_hash_under, base, row["recording_path"])
+                digest, size = await asyncio.to_thread(hash_recording, base, row["recording_path"])
             except PermissionError as exc:
                 report.unreadable.append({**item, "error": str(exc)})
                 continue

@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from callrec.asterisk.ami import Ami, AmiError, AmiTimeout, AmiUnavailable
+from callrec.store.db import Conn, Db
 
 log = logging.getLogger("callrec.recording")
 
@@ -96,11 +97,8 @@ class PauseInterval:
                    resumed_by=row["resumed_by"], resume_source=row["resume_source"])
 
 
-Db = asyncpg.Pool | asyncpg.Connection
-
-
 @contextlib.asynccontextmanager
-async def _connection(db: Db) -> AsyncIterator[asyncpg.Connection]:
+async def _connection(db: Db) -> AsyncIterator[Conn]:
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
             yield conn
@@ -210,6 +208,7 @@ async def _act(what: str, call_id: str, *, by: str, source: str, ami: Ami, db: D
                 "UPDATE recording_pauses SET resumed_at = $2, resumed_by = $3, resume_source = $4 "
                 "WHERE call_id = $1 AND seq = $5 RETURNING *", cid, resumed_at, who, source, current["seq"])
             log.info("call %s: recording resumed by %s (%s)", cid, who, source)
+    assert row is not None  # RETURNING of the row just written (the call's lock is held)
     return PauseInterval.from_row(row)
 
 

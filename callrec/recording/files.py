@@ -1,4 +1,5 @@
-"""Finished recordings: wait until Asterisk has closed the file, then measure and hash it.
+"""Recording files: the one rule for a path inside the recordings folder, the one sha256 helper,
+the file thread pool, and finishing a recording (wait until Asterisk has closed it, measure it).
 
 Asterisk writes the WAV sizes into the header only when it closes the file, so a header whose
 sizes agree with the file length means "closed".  All file work runs in a thread.
@@ -10,10 +11,11 @@ import asyncio
 import hashlib
 import math
 import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import soundfile
@@ -21,6 +23,65 @@ import soundfile
 from callrec.calls.session import RecordingStatus
 
 BLOCK_FRAMES = 8000 * 10
+HASH_BLOCK = 1 << 20  # bytes read at a time when hashing: memory stays flat for any file size
+
+T = TypeVar("T")
+
+# File work (polling, hashing, reading audio, deleting) gets its own small pool, so a burst of
+# hang-ups never queues ahead of the default executor other parts of the process rely on.
+# Deletions are awaited one at a time, so at most one waits ahead of a finalization.
+_FILES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callrec-files")
+
+
+async def in_files(func: Callable[..., T], *args: Any) -> T:
+    """Run blocking file work in the recordings thread pool."""
+    return await asyncio.get_running_loop().run_in_executor(_FILES, func, *args)
+
+
+class OutsideFolder(ValueError):
+    """A recording path that is not a file inside the recordings folder."""
+
+
+def recording_path(local_dir: Path, rel: str | None) -> Path:
+    """The file a row's ``recording_path`` names, inside ``local_dir`` (the daemon's view of the
+    recordings folder).  Raises OutsideFolder for an empty or absolute path, a ``..`` part, a NUL,
+    or a path that leads out of the folder once symlinks are followed.
+
+    The path returned is not resolved: unlinking it removes a link, never what the link points
+    to; opening it reads a file that is inside the folder.  Blocking (it resolves symlinks).
+    """
+    if not rel:
+        raise OutsideFolder("no recording path")
+    parts = PurePosixPath(rel)
+    if "\x00" in rel or parts.is_absolute() or ".." in parts.parts or not parts.parts:
+        raise OutsideFolder(f"{rel[:200]!r}: not a path inside the recordings folder")
+    path = local_dir / parts
+    try:
+        inside = path.resolve().is_relative_to(local_dir.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise OutsideFolder(f"{rel[:200]!r}: leads outside the recordings folder")
+    return path
+
+
+def hash_stream(src: IO[bytes], copy_to: IO[bytes] | None = None) -> tuple[str, int]:
+    """sha256 (hex) and size of everything left in ``src``, read in blocks; each block also
+    written to ``copy_to`` when given (copy and hash in one read)."""
+    sha = hashlib.sha256()
+    size = 0
+    for block in iter(lambda: src.read(HASH_BLOCK), b""):
+        sha.update(block)
+        size += len(block)
+        if copy_to is not None:
+            copy_to.write(block)
+    return sha.hexdigest(), size
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """sha256 (hex) and size of a file, streamed.  Blocking."""
+    with open(path, "rb") as fh:
+        return hash_stream(fh)
 
 
 @dataclass(frozen=True)
@@ -56,10 +117,7 @@ def measure(path: Path) -> dict[str, Any]:
 
 
 def _measure_open(path: Path, snd: soundfile.SoundFile, skip_bytes: int = 0) -> dict[str, Any]:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
+    digest, _ = sha256_file(path)
     total_sq = 0.0
     peak = 0.0
     frames = 0
@@ -78,13 +136,14 @@ def _measure_open(path: Path, snd: soundfile.SoundFile, skip_bytes: int = 0) -> 
     return {
         "recording_duration": round(frames / rate, 3) if rate else 0.0,
         "recording_bytes": path.stat().st_size,
-        "recording_rms_dbfs": _dbfs(rms),
-        "recording_peak_dbfs": _dbfs(peak),
-        "recording_sha256": sha.hexdigest(),
+        "recording_rms_dbfs": dbfs(rms),
+        "recording_peak_dbfs": dbfs(peak),
+        "recording_sha256": digest,
     }
 
 
-def _dbfs(value: float) -> float:
+def dbfs(value: float) -> float:
+    """A level (0..1 of full scale) in dBFS; silence is -120."""
     return round(20 * math.log10(value), 2) if value > 0 else -120.0
 
 
@@ -99,16 +158,16 @@ async def finalize(path: Path, timeout: float, poll: float = 0.2) -> RecordingFa
     deadline = loop.time() + timeout
     closed = False
     while True:
-        if await _in_files(wav_is_closed, path):
+        if await in_files(wav_is_closed, path):
             closed = True
             break
         if loop.time() >= deadline:
             break
         await asyncio.sleep(poll)
-    if not await _in_files(path.exists):
+    if not await in_files(path.exists):
         return RecordingFacts(RecordingStatus.MISSING, {"recording_error": "Asterisk wrote no file"})
     try:
-        facts = await _in_files(measure if closed else measure_unclosed, path)
+        facts = await in_files(measure if closed else measure_unclosed, path)
     except (RuntimeError, soundfile.LibsndfileError, OSError, ValueError) as exc:
         return RecordingFacts(RecordingStatus.FAILED, {"recording_error": f"unreadable recording: {exc}"[:500]})
     if not closed:
@@ -116,7 +175,7 @@ async def finalize(path: Path, timeout: float, poll: float = 0.2) -> RecordingFa
                                     "measured from its raw audio, file kept")
         return RecordingFacts(RecordingStatus.UNCLOSED, facts)
     if facts["recording_duration"] == 0:
-        await _in_files(path.unlink, True)
+        await in_files(path.unlink, True)
         return RecordingFacts(RecordingStatus.EMPTY, {
             "recording_error": "no audio was recorded; the empty file was removed",
             "recording_duration": 0.0, "recording_bytes": 0,
@@ -136,11 +195,3 @@ def measure_unclosed(path: Path) -> dict[str, Any]:
                               channels=channels or 1, endian="LITTLE")
     return _measure_open(path, raw, skip_bytes=44)
 
-
-# File work (polling, hashing, reading audio) gets its own small pool, so a burst of hang-ups
-# never queues ahead of the default executor other parts of the process rely on.
-_FILES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callrec-files")
-
-
-async def _in_files(func: Any, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(_FILES, func, *args)

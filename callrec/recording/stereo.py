@@ -14,7 +14,6 @@ All file work runs in the recordings thread pool; nothing here blocks the event 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -24,7 +23,16 @@ import numpy as np
 import soundfile
 
 from callrec.calls.session import RecordingStatus
-from callrec.recording.files import RecordingFacts, _dbfs, _in_files, measure_unclosed, wav_is_closed
+from callrec.recording.files import (
+    OutsideFolder,
+    RecordingFacts,
+    dbfs,
+    in_files,
+    measure_unclosed,
+    recording_path,
+    sha256_file,
+    wav_is_closed,
+)
 
 BLOCK_FRAMES = 8000 * 10
 FULL_SCALE = 32768.0
@@ -48,7 +56,14 @@ def mixmonitor_args(recordings_dir: str, file: str, options: str) -> tuple[str, 
 
 
 def has_parts(local_dir: Path, file: str) -> bool:
-    return any((local_dir / name).exists() for name in part_names(file))
+    """A per-direction file of ``file`` is in the recordings folder.  Blocking."""
+    for name in part_names(file):
+        try:
+            if recording_path(local_dir, name).exists():
+                return True
+        except OutsideFolder:
+            pass
+    return False
 
 
 def merge(rx: Path | None, tx: Path | None, out: Path) -> None:
@@ -92,10 +107,7 @@ def merge(rx: Path | None, tx: Path | None, out: Path) -> None:
 def measure_stereo(path: Path) -> dict[str, Any]:
     """The usual facts (duration, size, RMS and peak over all samples, sha256) plus each
     channel's RMS and peak level, in one pass over the samples."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
+    digest, _ = sha256_file(path)
     with soundfile.SoundFile(str(path)) as snd:
         rate, channels = snd.samplerate, snd.channels
         sq = [0.0] * channels
@@ -109,22 +121,22 @@ def measure_stereo(path: Path) -> dict[str, Any]:
             frames += block.shape[0]
 
     def level(total: float, count: int) -> float:
-        return _dbfs(math.sqrt(total / count) / FULL_SCALE) if count else -120.0
+        return dbfs(math.sqrt(total / count) / FULL_SCALE) if count else -120.0
 
     facts: dict[str, Any] = {
         "recording_duration": round(frames / rate, 3) if rate else 0.0,
         "recording_bytes": path.stat().st_size,
         "recording_rms_dbfs": level(sum(sq), channels * frames),
-        "recording_peak_dbfs": _dbfs(max(peak, default=0) / FULL_SCALE),
-        "recording_sha256": sha.hexdigest(),
+        "recording_peak_dbfs": dbfs(max(peak, default=0) / FULL_SCALE),
+        "recording_sha256": digest,
         "recording_channels": channels,
     }
     if channels == 2:
         facts.update({
             "recording_left_rms_dbfs": level(sq[0], frames),
-            "recording_left_peak_dbfs": _dbfs(peak[0] / FULL_SCALE),
+            "recording_left_peak_dbfs": dbfs(peak[0] / FULL_SCALE),
             "recording_right_rms_dbfs": level(sq[1], frames),
-            "recording_right_peak_dbfs": _dbfs(peak[1] / FULL_SCALE),
+            "recording_right_peak_dbfs": dbfs(peak[1] / FULL_SCALE),
         })
     return facts
 
@@ -142,8 +154,11 @@ async def finalize_stereo(local_dir: Path, file: str, timeout: float, poll: floa
     removed, no file), UNCLOSED (a part was never closed: parts kept untouched, measured from
     raw audio, no merge), FAILED (unreadable), READY.
     """
-    out = local_dir / file
-    rx, tx = (local_dir / name for name in part_names(file))
+    try:
+        out = await in_files(recording_path, local_dir, file)
+        rx, tx = [await in_files(recording_path, local_dir, name) for name in part_names(file)]
+    except OutsideFolder as exc:
+        return RecordingFacts(RecordingStatus.FAILED, {"recording_error": str(exc)[:500]})
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
 
@@ -152,7 +167,7 @@ async def finalize_stereo(local_dir: Path, file: str, timeout: float, poll: floa
         return present, bool(present) and all(wav_is_closed(p) for p in present)
 
     while True:
-        present, closed = await _in_files(state)
+        present, closed = await in_files(state)
         # Both parts are opened together; one alone is awaited a little while for the other.
         if closed and (len(present) == 2 or loop.time() >= deadline):
             break
@@ -160,12 +175,12 @@ async def finalize_stereo(local_dir: Path, file: str, timeout: float, poll: floa
             break
         await asyncio.sleep(poll)
     if not present:
-        if await _in_files(out.exists):  # merged by an earlier run that stopped before logging it
-            return RecordingFacts(RecordingStatus.READY, await _in_files(measure_stereo, out))
+        if await in_files(out.exists):  # merged by an earlier run that stopped before logging it
+            return RecordingFacts(RecordingStatus.READY, await in_files(measure_stereo, out))
         return RecordingFacts(RecordingStatus.MISSING, {"recording_error": "Asterisk wrote no file"})
     if not closed:
         try:
-            facts = await _in_files(measure_unclosed, present[0])
+            facts = await in_files(measure_unclosed, present[0])
         except (RuntimeError, soundfile.LibsndfileError, OSError, ValueError) as exc:
             return RecordingFacts(RecordingStatus.FAILED, {"recording_error": f"unreadable recording: {exc}"[:500]})
         names = ", ".join(p.name for p in present)
@@ -173,13 +188,13 @@ async def finalize_stereo(local_dir: Path, file: str, timeout: float, poll: floa
                                     f"not merged, kept as they are: {names}")
         return RecordingFacts(RecordingStatus.UNCLOSED, facts)
     try:
-        await _in_files(merge, rx if rx in present else None, tx if tx in present else None, out)
-        facts = await _in_files(measure_stereo, out)
+        await in_files(merge, rx if rx in present else None, tx if tx in present else None, out)
+        facts = await in_files(measure_stereo, out)
     except (RuntimeError, soundfile.LibsndfileError, OSError, ValueError) as exc:
         return RecordingFacts(RecordingStatus.FAILED, {"recording_error": f"cannot merge to stereo: {exc}"[:500]})
-    await _in_files(_remove, rx, tx)
+    await in_files(_remove, rx, tx)
     if facts["recording_duration"] == 0:
-        await _in_files(_remove, out)
+        await in_files(_remove, out)
         return RecordingFacts(RecordingStatus.EMPTY, {
             "recording_error": "no audio was recorded; the empty file was removed",
             "recording_duration": 0.0, "recording_bytes": 0,

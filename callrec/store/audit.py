@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-import asyncpg
+from callrec.store.db import Db
 
 # Actions written by this codebase; free text is allowed too, but keep to these where they fit.
 ACTIONS = (
@@ -19,7 +19,7 @@ ACTIONS = (
 )
 
 
-async def append(conn: asyncpg.Connection | asyncpg.Pool, *, actor: str, action: str, role: str | None = None,
+async def append(conn: Db, *, actor: str, action: str, role: str | None = None,
                  call_id: str | None = None, details: dict[str, Any] | None = None,
                  remote: str | None = None) -> int:
     """Append one audit entry; returns its id.  Run it inside the transaction of the audited change
@@ -37,7 +37,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-async def search(conn: asyncpg.Connection | asyncpg.Pool, *, call_id: str | None = None, actor: str | None = None,
+async def search(conn: Db, *, call_id: str | None = None, actor: str | None = None,
                  action: str | None = None, since: datetime | None = None, until: datetime | None = None,
                  before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Newest first; keyset on id (``before_id``: the last id of the previous page)."""

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from callrec.calls.session import COLUMNS
+from callrec.store.db import Conn
 
 log = logging.getLogger("callrec.calllog")
 
@@ -184,7 +185,7 @@ class CallLogWriter:
                     await _write_parties(conn, call_id, parties)
 
 
-async def _write_parties(conn: asyncpg.Connection, call_id: str, parties: list[dict[str, Any]]) -> None:
+async def _write_parties(conn: Conn, call_id: str, parties: list[dict[str, Any]]) -> None:
     """Upsert the call's whole party list (it only grows; ``left_at`` and roles change)."""
     await conn.executemany(
         "INSERT INTO call_parties (call_id, seq, number, name, channel, role, joined_at, left_at) "

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callrec.access import Params, Principal, visible_calls_sql
+from callrec.store.db import Db
 
 DIRECTIONS = ("inbound", "outbound", "internal")
 CONSENTS = ("implied", "granted", "declined", "not_given", "abandoned", "notice_failed", "unavailable",
@@ -260,7 +261,28 @@ def summary(row: Any) -> dict[str, Any]:
     return out
 
 
-async def search(conn: Any, f: CallFilter, principal: Principal,
+_FORMULA_START = frozenset("=+-@\t\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9 ().-]*$")
+
+
+def csv_cell(value: Any) -> Any:
+    """A summary value as a CSV cell (API export and `callrec calls --csv`).  Caller-supplied
+    text must not run as a spreadsheet formula; phone numbers like +49... stay."""
+    kind = type(value)
+    if kind is str:
+        if value and value[0] in _FORMULA_START and not _PLAIN_NUMBER.match(value):
+            return "'" + value
+        return value
+    if value is None:
+        return ""
+    if kind is datetime:
+        return value.isoformat()
+    if kind is list:
+        return csv_cell(";".join(value))
+    return value
+
+
+async def search(conn: Db, f: CallFilter, principal: Principal,
                  full: bool = False) -> tuple[list[Any], str | None]:
     """One page and the cursor of the next (None on the last page)."""
     sql, args = search_sql(f, principal, limit=f.limit + 1, full=full)

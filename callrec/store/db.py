@@ -6,8 +6,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from callrec.calls.session import COLUMNS, CallRecord
+
+# A connection: a plain one (the CLI, tests) or one borrowed from the daemon's pool.
+Conn = asyncpg.Connection | PoolConnectionProxy
+# What runs one query: a connection, or the pool (which borrows one for the query).
+Db = Conn | asyncpg.Pool
 
 
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0) -> asyncpg.Pool:
@@ -15,7 +21,7 @@ async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: 
                                      command_timeout=30, server_settings={"application_name": "callrec"})
 
 
-async def fetch_calls(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 50,
+async def fetch_calls(conn: Db, *, limit: int = 50,
                       before: datetime | None = None, number: str | None = None) -> list[dict[str, Any]]:
     """Most recent calls first.  ``number`` matches caller or called number; ``*`` is a wildcard."""
     where = []
@@ -36,7 +42,7 @@ async def fetch_calls(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 5
     return [dict(r) for r in rows]
 
 
-async def fetch_open_calls(conn: asyncpg.Connection | asyncpg.Pool, door: str = "ari") -> list[CallRecord]:
+async def fetch_open_calls(conn: Db, door: str = "ari") -> list[CallRecord]:
     """Calls an earlier run did not finalize (it was stopped or crashed while they went on)."""
     rows = await conn.fetch(
         "SELECT * FROM calls WHERE finalized_at IS NULL AND door = $1 ORDER BY started_at", door)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
+from callrec.store.db import Conn
 
 _LOCK_KEY = 0x63616C6C72656301  # "callrec\x01"
 _NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -46,7 +46,7 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Conn) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     applied_now: list[str] = []
     async with conn.transaction():
@@ -77,7 +77,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def pending(conn: asyncpg.Connection) -> list[str]:
+async def pending(conn: Conn) -> list[str]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     done: set[int] = set()
     if exists:

@@ -9,13 +9,14 @@ import asyncpg
 
 from callrec.access import ROLES, hash_password, new_token, sha256_hex
 from callrec.store import audit
+from callrec.store.db import Conn
 
 
 class UserError(ValueError):
     pass
 
 
-async def add_user(conn: asyncpg.Connection, name: str, role: str, password: str | None,
+async def add_user(conn: Conn, name: str, role: str, password: str | None,
                    extension: str | None = None, *, actor: str = "cli") -> int:
     if role not in ROLES:
         raise UserError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
@@ -38,7 +39,7 @@ async def add_user(conn: asyncpg.Connection, name: str, role: str, password: str
     return user_id
 
 
-async def disable_user(conn: asyncpg.Connection, name: str, *, actor: str = "cli") -> None:
+async def disable_user(conn: Conn, name: str, *, actor: str = "cli") -> None:
     async with conn.transaction():
         done = await conn.fetchval("UPDATE users SET disabled = true, disabled_at = now() WHERE name = $1 "
                                    "AND NOT disabled RETURNING id", name)
@@ -48,13 +49,13 @@ async def disable_user(conn: asyncpg.Connection, name: str, *, actor: str = "cli
         await audit.append(conn, actor=actor, role="admin", action="user_disable", details={"user": name})
 
 
-async def list_users(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_users(conn: Conn) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT id, name, role, extension, disabled, created_at, disabled_at, "
                             "password_hash IS NOT NULL AS has_password FROM users ORDER BY name")
     return [dict(r) for r in rows]
 
 
-async def create_token(conn: asyncpg.Connection, name: str, role: str | None = None, user: str | None = None,
+async def create_token(conn: Conn, name: str, role: str | None = None, user: str | None = None,
                        expires_at: datetime | None = None, *, actor: str = "cli") -> tuple[int, str]:
     """A new token: returns (id, secret).  The secret is shown once and stored only as sha256."""
     user_id = None
@@ -82,7 +83,7 @@ async def create_token(conn: asyncpg.Connection, name: str, role: str | None = N
     return token_id, secret
 
 
-async def revoke_token(conn: asyncpg.Connection, token_id: int, *, actor: str = "cli") -> None:
+async def revoke_token(conn: Conn, token_id: int, *, actor: str = "cli") -> None:
     async with conn.transaction():
         done = await conn.fetchval("UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL "
                                    "RETURNING name", token_id)
@@ -92,14 +93,14 @@ async def revoke_token(conn: asyncpg.Connection, token_id: int, *, actor: str = 
                            details={"token_id": token_id, "name": done})
 
 
-async def list_tokens(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_tokens(conn: Conn) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT t.id, t.name, t.role, u.name AS user, t.created_at, t.last_used_at, t.expires_at, t.revoked_at "
         "FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id ORDER BY t.id")
     return [dict(r) for r in rows]
 
 
-async def sync_confidential_rules(conn: asyncpg.Connection, rules: list[str]) -> None:
+async def sync_confidential_rules(conn: Conn, rules: list[str]) -> None:
     """Make confidential_policy_rules list exactly ``rules`` (the [[policy.rules]] with
     confidential = true); a database trigger marks their calls confidential."""
     async with conn.transaction():

@@ -18,6 +18,7 @@ import asyncpg
 from aiohttp import web
 
 from callrec.access import Principal, new_secret, sha256_hex
+from callrec.store.db import Db
 from callrec.web.errors import forbidden, json_error
 from callrec.web.keys import POOL, PRINCIPAL, SETTINGS
 
@@ -89,7 +90,7 @@ async def session_principal(pool: asyncpg.Pool, session_id: str) -> Principal | 
                      via="session", csrf_sha256=row["csrf_sha256"])
 
 
-async def create_session(pool: asyncpg.Pool | asyncpg.Connection, user_id: int, hours: float,
+async def create_session(pool: Db, user_id: int, hours: float,
                          remote_addr: str | None) -> tuple[str, str]:
     """A new session: returns (session id for the cookie, CSRF token); both stored hashed only."""
     session_id, csrf = new_secret(), new_secret()

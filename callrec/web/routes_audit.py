@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 
 from aiohttp import web
 
@@ -12,12 +11,11 @@ from callrec.store import audit
 from callrec.store.callquery import FilterError, parse_time
 from callrec.web import openapi
 from callrec.web.auth import need
+from callrec.web.common import is_call_id, respond
 from callrec.web.errors import bad_request
 from callrec.web.keys import POOL
-from callrec.web.routes_calls import respond
 
 _KEYS = ("call_id", "actor", "action", "from", "to", "limit", "cursor")
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 def _cursor(value: str) -> int:
@@ -45,7 +43,7 @@ async def search(request: web.Request) -> web.Response:
         if "\x00" in q.get(key, ""):
             raise bad_request(f"{key}: contains a NUL character")
     call_id = q.get("call_id")
-    if call_id is not None and not _UUID_RE.match(call_id):
+    if call_id is not None and not is_call_id(call_id):
         raise bad_request("call_id: expected a call id (UUID)")
     try:
         since = parse_time("from", q["from"]) if "from" in q else None

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict, deque
-from typing import Any
 
 from aiohttp import web
 
-from callrec.access import verify_password
+from callrec.access import sha256_hex, verify_password
 from callrec.store import audit
 from callrec.web import openapi
 from callrec.web.auth import COOKIE, create_session, principal, public, remote
+from callrec.web.common import read_json
 from callrec.web.errors import bad_request, json_error
 from callrec.web.keys import POOL, SETTINGS
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or 400/415."""
-    if request.content_type != "application/json":
-        raise json_error(415, "expected Content-Type: application/json")
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise bad_request("body: not valid JSON") from None
-    if not isinstance(body, dict):
-        raise bad_request("body: expected a JSON object")
-    return body
 
 
 class LoginThrottle:
@@ -106,8 +92,6 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     p = principal(request)
     pool = request.app[POOL]
-    from callrec.access import sha256_hex
-
     session_id = request.cookies.get(COOKIE)
     if p.via == "session" and session_id:
         async with pool.acquire() as conn, conn.transaction():

@@ -1,7 +1,9 @@
 """Calls: search, count, detail, audio (Range), export (streamed), tags, confidential, delete audio.
 
-Every route finds calls through callquery / access.visible_calls_sql: a call the principal may
-not see is a 404, the same as a call that does not exist.
+Every route finds calls through callquery or ``common.visible_call`` (access.visible_calls_sql): a
+call the principal may not see is a 404, the same as a call that does not exist.  Tags and the
+confidential mark are changed through store/marks.py, audio deleted through the deletion gate
+(dataops/deletion.py), like every other deletion.
 """
 
 from __future__ import annotations
@@ -12,76 +14,41 @@ import io
 import json
 import logging
 import os
-import re
-import uuid
 from collections.abc import Callable
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from callrec.access import Params, Principal, visible_calls_sql
-from callrec.store import audit, callquery
-from callrec.store.callquery import FilterError
+from callrec.dataops import deletion
+from callrec.recording.files import OutsideFolder, recording_path
+from callrec.store import audit, callquery, marks
+from callrec.store.callquery import csv_cell
+from callrec.store.db import Db
 from callrec.web import openapi
 from callrec.web.auth import need, remote
+from callrec.web.common import (
+    CALL_ID_PARAM,
+    EXPORT_SLOTS,
+    FILTER_PARAMS,
+    NOT_FOUND_RESPONSE,
+    call_id_of,
+    filter_of,
+    json_default,
+    read_json,
+    respond,
+    visible_call,
+)
 from callrec.web.errors import bad_request, json_error, not_found
 from callrec.web.keys import POOL, SETTINGS
 from callrec.web.ranges import Unsatisfiable, parse_range
-from callrec.web.routes_auth import read_json
 
 log = logging.getLogger("callrec.http")
 
-EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
 CHUNK = 256 * 1024
 EXPORT_BATCH = 500
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    raise TypeError(type(value).__name__)
-
-
-def respond(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=json_default))
-
-
-def call_id_of(request: web.Request) -> str:
-    raw = request.match_info["id"]
-    if not _UUID_RE.match(raw):
-        raise not_found()  # not a call id: the same answer as an unknown one
-    return raw.lower()
-
-
-async def visible_call(conn: asyncpg.Connection | asyncpg.Pool, p: Principal, call_id: str,
-                       lock: bool = False) -> asyncpg.Record:
-    """The call row if ``p`` may see it; 404 otherwise (unknown and hidden look the same)."""
-    params = Params()
-    ph = params.add(call_id)
-    sql = f"SELECT * FROM calls c WHERE c.id = {ph}::uuid AND {visible_calls_sql(p, params, 'c')}"
-    if lock:
-        sql += " FOR UPDATE OF c"
-    row = await conn.fetchrow(sql, *params.values)
-    if row is None:
-        raise not_found()
-    return row
-
-
-def filter_of(request: web.Request, **kw: Any) -> callquery.CallFilter:
-    unknown = set(request.query) - set(callquery.FILTER_KEYS) - set(kw.pop("extra_keys", ()))
-    if unknown:
-        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
-    try:
-        return callquery.parse_filter(lambda key: request.query.getall(key, []), **kw)
-    except FilterError as exc:
-        raise bad_request(str(exc)) from None
 
 
 # --- search / count -------------------------------------------------------------------------------
@@ -108,10 +75,10 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-async def call_detail(conn: asyncpg.Connection | asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any]:
+async def call_detail(conn: Db, row: asyncpg.Record) -> dict[str, Any]:
     r = dict(row)
     call_id = r["id"]
-    tags = [t["tag"] for t in await conn.fetch("SELECT tag FROM call_tags WHERE call_id = $1 ORDER BY tag", call_id)]
+    tags = await marks.call_tags(conn, str(call_id))
     parties = [dict(x) for x in await conn.fetch(
         "SELECT seq, number, name, role, joined_at, left_at FROM call_parties WHERE call_id = $1 ORDER BY seq",
         call_id)]
@@ -162,15 +129,13 @@ async def detail(request: web.Request) -> web.Response:
 
 # --- audio ----------------------------------------------------------------------------------------
 
-def recording_file(recordings_dir: Path, relative: str | None) -> Path | None:
-    """The recording's file from the DB row's relative path, only if it stays under the folder."""
-    if not relative or "\x00" in relative or relative.startswith("/"):
+def audio_file(local_dir: Path, rel: str | None) -> Path | None:
+    """The call's recording file, if its path is inside the recordings folder and it is there.  Blocking."""
+    try:
+        path = recording_path(local_dir, rel)
+    except OutsideFolder:
         return None
-    base = recordings_dir.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base) or not path.is_file():
-        return None
-    return path
+    return path if path.is_file() else None
 
 
 async def audio(request: web.Request) -> web.StreamResponse:
@@ -190,7 +155,7 @@ async def audio(request: web.Request) -> web.StreamResponse:
     if row["recording_status"] != "ready":
         raise json_error(404, "this call has no recording")
     base = request.app[SETTINGS].recordings.local_path
-    path = await asyncio.to_thread(recording_file, base, row["recording_path"])
+    path = await asyncio.to_thread(audio_file, base, row["recording_path"])
     if path is None:
         log.warning("call %s: recording file missing under %s", call_id, base)
         raise json_error(404, "the recording file is missing")
@@ -237,26 +202,6 @@ async def audio(request: web.Request) -> web.StreamResponse:
 
 
 # --- export ---------------------------------------------------------------------------------------
-
-_FORMULA_START = frozenset("=+-@\t\r")
-_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9 ().-]*$")
-
-
-def csv_cell(value: Any) -> Any:
-    """Caller-supplied text must not run as a spreadsheet formula; phone numbers like +49... stay."""
-    kind = type(value)
-    if kind is str:
-        if value and value[0] in _FORMULA_START and not _PLAIN_NUMBER.match(value):
-            return "'" + value
-        return value
-    if value is None:
-        return ""
-    if kind is datetime:
-        return value.isoformat()
-    if kind is list:
-        return csv_cell(";".join(value))
-    return value
-
 
 async def export(request: web.Request) -> web.StreamResponse:
     p = need(request, "calls.search")
@@ -339,17 +284,10 @@ async def add_tag(request: web.Request) -> web.Response:
     call_id = call_id_of(request)
     body = await read_json(request)
     tag = _tag_value(body.get("tag"))
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         await visible_call(conn, p, call_id, lock=True)
-        added = await conn.fetchval(
-            "INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1::uuid, $2, $3) "
-            "ON CONFLICT DO NOTHING RETURNING true", call_id, tag, p.name)
-        if added:
-            await audit.append(conn, actor=p.name, role=p.role, action="tag_add", call_id=call_id,
-                               details={"tag": tag}, remote=remote(request))
-        tags = [r["tag"] for r in await conn.fetch(
-            "SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag", call_id)]
+        added = await marks.add_tag(conn, call_id, tag, actor=p, remote=remote(request))
+        tags = await marks.call_tags(conn, call_id)
     return respond({"tags": tags}, status=201 if added else 200)
 
 
@@ -357,17 +295,11 @@ async def remove_tag(request: web.Request) -> web.Response:
     p = need(request, "calls.tag")
     call_id = call_id_of(request)
     tag = _tag_value(request.match_info["tag"])
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         await visible_call(conn, p, call_id, lock=True)
-        removed = await conn.fetchval("DELETE FROM call_tags WHERE call_id = $1::uuid AND tag = $2 RETURNING true",
-                                      call_id, tag)
-        if not removed:
+        if not await marks.remove_tag(conn, call_id, tag, actor=p, remote=remote(request)):
             raise not_found("the call has no such tag")
-        await audit.append(conn, actor=p.name, role=p.role, action="tag_remove", call_id=call_id,
-                           details={"tag": tag}, remote=remote(request))
-        tags = [r["tag"] for r in await conn.fetch(
-            "SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag", call_id)]
+        tags = await marks.call_tags(conn, call_id)
     return respond({"tags": tags})
 
 
@@ -378,15 +310,19 @@ async def set_confidential(request: web.Request) -> web.Response:
     value = body.get("confidential")
     if not isinstance(value, bool):
         raise bad_request("confidential: expected true or false")
-    pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         row = await visible_call(conn, p, call_id, lock=True)
-        if row["confidential"] != value:
-            await conn.execute("UPDATE calls SET confidential = $2, confidential_at = now(), confidential_by = $3 "
-                               "WHERE id = $1::uuid", call_id, value, p.name)
-            await audit.append(conn, actor=p.name, role=p.role, action="confidential", call_id=call_id,
-                               details={"from": row["confidential"], "to": value}, remote=remote(request))
+        await marks.set_confidential(conn, row, value, actor=p, remote=remote(request))
     return respond({"confidential": value})
+
+
+# Why the deletion gate refused, as the API says it (all 409).
+_REFUSALS = {
+    "already": "the recording was already deleted",
+    "held": "the call is under legal hold",
+    "open": "the call is still going on",
+    "no_audio": "this call has no recording to delete",
+}
 
 
 async def delete_audio(request: web.Request) -> web.Response:
@@ -396,23 +332,15 @@ async def delete_audio(request: web.Request) -> web.Response:
     base = request.app[SETTINGS].recordings.local_path
     async with pool.acquire() as conn, conn.transaction():
         row = await visible_call(conn, p, call_id, lock=True)
-        if row["audio_deleted_at"] is not None:
-            raise json_error(409, "the recording was already deleted")
-        if row["recording_status"] != "ready":
-            raise json_error(409, "this call has no recording to delete")
-        if row.get("legal_hold"):
-            raise json_error(409, "the call is under legal hold")
-        path = await asyncio.to_thread(recording_file, base, row["recording_path"])
-        deleted_at = await conn.fetchval(
-            "UPDATE calls SET audio_deleted_at = now(), audio_deleted_by = $2 WHERE id = $1::uuid "
-            "RETURNING audio_deleted_at", call_id, p.name)
-        await audit.append(conn, actor=p.name, role=p.role, action="delete_audio", call_id=call_id,
-                           details={"sha256": row["recording_sha256"], "bytes": row["recording_bytes"],
-                                    "file_missing": path is None}, remote=remote(request))
-        if path is not None:
-            # Inside the transaction: if the file cannot go, the row does not claim it went.
-            await asyncio.to_thread(path.unlink, True)
-    return respond({"deleted_at": deleted_at, "deleted_by": p.name, "file_missing": path is None})
+        # Only a finished recording is deleted from the API (a failed or unclosed one stays for ops).
+        if row["audio_deleted_at"] is None and row["recording_status"] != "ready":
+            out = deletion.Outcome(call_id, "no_audio")
+        else:
+            out = await deletion.delete_audio(conn, call_id, base, actor=p, reason="manual", remote=remote(request))
+    # Answered after the transaction: a refusal's audit entry is kept.
+    if out.result != "deleted":
+        raise json_error(409, _REFUSALS.get(out.result, f"not deleted: {out.result}"))
+    return respond({"deleted_at": out.deleted_at, "deleted_by": p.name, "file_missing": not out.file_existed})
 
 
 # --- routes and their description -----------------------------------------------------------------
@@ -446,26 +374,8 @@ openapi.SCHEMAS["CallDetail"] = {"type": "object", "properties": {
     "legal_hold": {"type": "boolean"}, "parties": {"type": "array", "items": {"type": "object"}}},
     "additionalProperties": True}
 
-_ISO = {"type": "string", "description": "ISO 8601 time; without an offset it is UTC"}
-FILTER_PARAMS = [
-    openapi.query_param("from", _ISO, "calls that started at or after"),
-    openapi.query_param("to", _ISO, "calls that started before"),
-    openapi.query_param("number", {"type": "string", "maxLength": 64}, "caller or called number; * is a wildcard"),
-    openapi.query_param("direction", {"type": "string", "enum": list(callquery.DIRECTIONS)}),
-    openapi.query_param("agent", {"type": "string", "maxLength": 64}, "the agent's extension"),
-    openapi.query_param("consent", {"type": "string", "enum": list(callquery.CONSENTS)}),
-    openapi.query_param("recorded", {"type": "boolean"}, "a recording was made (status ready)"),
-    openapi.query_param("min_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
-    openapi.query_param("max_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
-    openapi.query_param("tag", {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}},
-                        "every given tag (repeatable)", style="form", explode=True),
-    openapi.query_param("q", {"type": "string", "maxLength": 100}, "free text in caller, party and agent names"),
-    openapi.query_param("order", {"type": "string", "enum": ["desc", "asc"]}, "by start time"),
-]
 _PAGE = [openapi.query_param("limit", {"type": "integer", "minimum": 1, "maximum": callquery.MAX_LIMIT}),
-         openapi.query_param("cursor", {"type": "string"}, "next_cursor of the previous page")]
-_ID = openapi.path_param("id", {"type": "string", "format": "uuid"})
-_404 = {"404": {"description": "no such call, or not visible to this principal", "content": openapi.ERR}}
+         openapi.query_param("cursor", {"type": "string"})]
 
 openapi.operation("get", "/api/v1/calls", summary="Search calls (keyset pagination, newest first)", tags=["calls"],
                   parameters=FILTER_PARAMS + _PAGE, responses={"200": openapi.json_response("a page", {
@@ -485,12 +395,12 @@ openapi.operation("get", "/api/v1/calls/export", summary="Export the filtered ca
                                                       "items": {"$ref": "#/components/schemas/CallSummary"}}}}},
                       "409": {"description": "too many exports running", "content": openapi.ERR}})
 openapi.operation("get", "/api/v1/calls/{id}", summary="One call: consent evidence, recording facts (audited)",
-                  tags=["calls"], parameters=[_ID],
+                  tags=["calls"], parameters=[CALL_ID_PARAM],
                   responses={"200": openapi.json_response("the call", {"$ref": "#/components/schemas/CallDetail"}),
-                             **_404})
+                             **NOT_FOUND_RESPONSE})
 openapi.operation(
     "get", "/api/v1/calls/{id}/audio", summary="The recording (WAV) with Range support; listen/download audited",
-    tags=["calls"], parameters=[_ID, openapi.query_param("download", {"type": "string", "enum": ["0", "1"]},
+    tags=["calls"], parameters=[CALL_ID_PARAM, openapi.query_param("download", {"type": "string", "enum": ["0", "1"]},
                                                           "1: as an attachment"),
                                 {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
                                  "description": "one byte range (bytes=a-b, a-, -n); several are ignored"}],
@@ -498,24 +408,24 @@ openapi.operation(
                                                                                               "format": "binary"}}}},
                "206": {"description": "the requested range", "content": {"audio/wav": {"schema": {
                    "type": "string", "format": "binary"}}}},
-               "416": {"description": "range outside the file", "content": openapi.ERR}, **_404})
+               "416": {"description": "range outside the file", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation("delete", "/api/v1/calls/{id}/audio", summary="Delete the recording; the row keeps who and when",
-                  tags=["calls"], parameters=[_ID],
+                  tags=["calls"], parameters=[CALL_ID_PARAM],
                   responses={"200": openapi.json_response("deleted", {"type": "object"}),
                              "409": {"description": "already deleted, no recording, or legal hold",
-                                     "content": openapi.ERR}, **_404})
+                                     "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 _TAGS = openapi.json_response("the call's tags", {"type": "object", "properties": {
     "tags": {"type": "array", "items": {"type": "string"}}}})
-openapi.operation("post", "/api/v1/calls/{id}/tags", summary="Tag a call", tags=["calls"], parameters=[_ID],
+openapi.operation("post", "/api/v1/calls/{id}/tags", summary="Tag a call", tags=["calls"], parameters=[CALL_ID_PARAM],
                   request_body=openapi.json_body({"type": "object", "required": ["tag"], "properties": {
                       "tag": {"type": "string", "minLength": 1, "maxLength": 64}}}),
                   responses={"200": _TAGS, "201": _TAGS,
-                             "415": {"description": "not JSON", "content": openapi.ERR}, **_404})
+                             "415": {"description": "not JSON", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation("delete", "/api/v1/calls/{id}/tags/{tag}", summary="Remove a tag", tags=["calls"],
-                  parameters=[_ID, openapi.path_param("tag")], responses={"200": _TAGS, **_404})
+                  parameters=[CALL_ID_PARAM, openapi.path_param("tag")], responses={"200": _TAGS, **NOT_FOUND_RESPONSE})
 openapi.operation("put", "/api/v1/calls/{id}/confidential", summary="Mark or unmark a call confidential",
-                  tags=["calls"], parameters=[_ID],
+                  tags=["calls"], parameters=[CALL_ID_PARAM],
                   request_body=openapi.json_body({"type": "object", "required": ["confidential"], "properties": {
                       "confidential": {"type": "boolean"}}}),
                   responses={"200": openapi.json_response("done", {"type": "object"}),
-                             "415": {"description": "not JSON", "content": openapi.ERR}, **_404})
+                             "415": {"description": "not JSON", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})

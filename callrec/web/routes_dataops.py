@@ -17,14 +17,23 @@ from aiohttp import web
 
 from callrec.access import Params, visible_calls_sql
 from callrec.dataops import evidence
-from callrec.dataops.retention import count_due, set_legal_hold
+from callrec.dataops.deletion import set_legal_hold
+from callrec.dataops.retention import count_due
 from callrec.store import audit, callquery
 from callrec.web import openapi
 from callrec.web.auth import need, principal, remote
+from callrec.web.common import (
+    CALL_ID_PARAM,
+    EXPORT_SLOTS,
+    FILTER_PARAMS,
+    NOT_FOUND_RESPONSE,
+    call_id_of,
+    filter_of,
+    read_json,
+    respond,
+)
 from callrec.web.errors import bad_request, forbidden, json_error, not_found
 from callrec.web.keys import POOL, SETTINGS
-from callrec.web.routes_auth import read_json
-from callrec.web.routes_calls import _ID, EXPORT_SLOTS, FILTER_PARAMS, _404, call_id_of, filter_of, respond
 
 # Who may read the retention status (config and counts, no call data).
 RETENTION_ROLES = frozenset({"admin", "security", "auditor"})
@@ -147,13 +156,13 @@ _HOLD: dict[str, Any] = {"type": "object", "properties": {
     "audio_deleted_at": {"type": ["string", "null"]}, "anonymized_at": {"type": ["string", "null"]}}}
 openapi.operation(
     "put", "/api/v1/calls/{id}/legal-hold", summary="Set or release a legal hold (stops every deletion)",
-    tags=["retention"], parameters=[_ID],
+    tags=["retention"], parameters=[CALL_ID_PARAM],
     request_body=openapi.json_body({"type": "object", "required": ["legal_hold"], "properties": {
         "legal_hold": {"type": "boolean"},
         "reason": {"type": ["string", "null"], "maxLength": 500,
                    "description": "required when setting: the case or request reference"}}}),
     responses={"200": openapi.json_response("the hold as it now stands", _HOLD),
-               "415": {"description": "not JSON", "content": openapi.ERR}, **_404})
+               "415": {"description": "not JSON", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation(
     "get", "/api/v1/retention", summary="Retention settings, what is due, what legal holds keep, the last run",
     tags=["retention"], responses={"200": openapi.json_response("status", {"type": "object"})})

@@ -14,9 +14,9 @@ from callrec.recording.control import RecordingControlError
 from callrec.store import audit
 from callrec.web import openapi
 from callrec.web.auth import need, remote
+from callrec.web.common import CALL_ID_PARAM, NOT_FOUND_RESPONSE, call_id_of, respond, visible_call
 from callrec.web.errors import json_error
 from callrec.web.keys import POOL, RECORDING_CONTROL
-from callrec.web.routes_calls import _ID, _404, call_id_of, respond, visible_call
 
 
 async def _act(request: web.Request, what: str) -> web.Response:
@@ -58,11 +58,11 @@ _CONFLICT = {"description": "not being recorded now, already paused / not paused
 _UNAVAILABLE = {"description": "AMI unreachable, or the API runs without the daemon", "content": openapi.ERR}
 openapi.operation(
     "post", "/api/v1/calls/{id}/pause", summary="Pause the call's recording: silence from now on (audited)",
-    tags=["calls"], parameters=[_ID],
+    tags=["calls"], parameters=[CALL_ID_PARAM],
     responses={"200": openapi.json_response("the pause interval, open", _PAUSE), "409": _CONFLICT,
-               "503": _UNAVAILABLE, **_404})
+               "503": _UNAVAILABLE, **NOT_FOUND_RESPONSE})
 openapi.operation(
     "post", "/api/v1/calls/{id}/resume", summary="End the pause: record again, in the same file (audited)",
-    tags=["calls"], parameters=[_ID],
+    tags=["calls"], parameters=[CALL_ID_PARAM],
     responses={"200": openapi.json_response("the pause interval, closed", _PAUSE), "409": _CONFLICT,
-               "503": _UNAVAILABLE, **_404})
+               "503": _UNAVAILABLE, **NOT_FOUND_RESPONSE})

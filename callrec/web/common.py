@@ -1,0 +1,124 @@
+"""What every route module shares: JSON responses, the request body, call ids, the visible-call
+lookup and the call filter (with their OpenAPI descriptions).
+
+A route parses the request with these, calls the service (store, dataops, recording), and
+answers with ``respond``.  A call the principal may not see is a 404, the same as a call that
+does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from callrec.access import Params, Principal, visible_calls_sql
+from callrec.store import callquery
+from callrec.store.callquery import FilterError
+from callrec.store.db import Db
+from callrec.web import openapi
+from callrec.web.errors import bad_request, json_error, not_found
+
+# Exports running at once (CSV/JSON and evidence share the slots): each holds a connection and disk.
+EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
+
+_CALL_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def respond(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=json_default))
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or 400/415."""
+    if request.content_type != "application/json":
+        raise json_error(415, "expected Content-Type: application/json")
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise bad_request("body: not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("body: expected a JSON object")
+    return body
+
+
+def is_call_id(text: str) -> bool:
+    """A call id as callrec writes them (a UUID)."""
+    return bool(_CALL_ID_RE.match(text))
+
+
+def call_id_of(request: web.Request) -> str:
+    """The ``{id}`` of the path; 404 when it is not a call id (the same answer as an unknown one)."""
+    raw = request.match_info["id"]
+    if not is_call_id(raw):
+        raise not_found()
+    return raw.lower()
+
+
+def filter_of(request: web.Request, **kw: Any) -> callquery.CallFilter:
+    """The call filter from the query string (``FILTER_PARAMS``); 400 on an unknown or bad parameter."""
+    unknown = set(request.query) - set(callquery.FILTER_KEYS) - set(kw.pop("extra_keys", ()))
+    if unknown:
+        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
+    try:
+        return callquery.parse_filter(lambda key: request.query.getall(key, []), **kw)
+    except FilterError as exc:
+        raise bad_request(str(exc)) from None
+
+
+# --- the visible-call lookup ---------------------------------------------------------------------
+
+async def visible_call(conn: Db, p: Principal, call_id: str, lock: bool = False) -> asyncpg.Record:
+    """The call row if ``p`` may see it; 404 otherwise (unknown and hidden look the same)."""
+    params = Params()
+    ph = params.add(call_id)
+    sql = f"SELECT * FROM calls c WHERE c.id = {ph}::uuid AND {visible_calls_sql(p, params, 'c')}"
+    if lock:
+        sql += " FOR UPDATE OF c"
+    row = await conn.fetchrow(sql, *params.values)
+    if row is None:
+        raise not_found()
+    return row
+
+
+# --- their OpenAPI descriptions ------------------------------------------------------------------
+
+CALL_ID_PARAM = openapi.path_param("id", {"type": "string", "format": "uuid"})
+NOT_FOUND_RESPONSE = {"404": {"description": "no such call, or not visible to this principal",
+                              "content": openapi.ERR}}
+
+_ISO = {"type": "string", "description": "ISO 8601 time; without an offset it is UTC"}
+FILTER_PARAMS = [
+    openapi.query_param("from", _ISO, "calls that started at or after"),
+    openapi.query_param("to", _ISO, "calls that started before"),
+    openapi.query_param("number", {"type": "string", "maxLength": 64}, "caller or called number; * is a wildcard"),
+    openapi.query_param("direction", {"type": "string", "enum": list(callquery.DIRECTIONS)}),
+    openapi.query_param("agent", {"type": "string", "maxLength": 64}, "the agent's extension"),
+    openapi.query_param("consent", {"type": "string", "enum": list(callquery.CONSENTS)}),
+    openapi.query_param("recorded", {"type": "boolean"}, "a recording was made (status ready)"),
+    openapi.query_param("min_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
+    openapi.query_param("max_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
+    openapi.query_param("tag", {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+                        "every given tag (repeatable)", style="form", explode=True),
+    openapi.query_param("q", {"type": "string", "maxLength": 100}, "free text in caller, party and agent names"),
+    openapi.query_param("order", {"type": "string", "enum": ["desc", "asc"]}, "by start time"),
+]
