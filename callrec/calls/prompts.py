@@ -6,7 +6,6 @@ each call's evidence costs nothing on the caller's path.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,6 +14,7 @@ from pathlib import Path
 import soundfile
 
 from callrec.calls.session import Prompt
+from callrec.recording.files import sha256_file
 
 log = logging.getLogger("callrec.calls.prompts")
 
@@ -41,7 +41,7 @@ class PromptCatalog:
             except (RuntimeError, soundfile.LibsndfileError) as exc:
                 log.warning("prompt %s ignored: not a readable WAV (%s)", wav, exc)
                 continue
-            digest = hashlib.sha256(wav.read_bytes()).hexdigest()
+            digest = sha256_file(wav)[0]
             prompts[(lang, name)] = Prompt(
                 name=name,
                 language=lang,

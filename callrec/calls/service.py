@@ -16,6 +16,7 @@ from callrec.calls.policy import NOT_RECORDED_PROMPT, CallFacts, decide
 from callrec.calls.prompts import PromptCatalog
 from callrec.calls.session import Action, CallRecord, CallSession, RecordingStatus
 from callrec.config.settings import Settings
+from callrec.recording.files import OutsideFolder, in_files, recording_path
 from callrec.recording.finalize import finalize_call_recording
 from callrec.recording.stereo import mixmonitor_args as stereo_mixmonitor_args
 from callrec.recording.stereo import part_names as stereo_part_names
@@ -103,7 +104,6 @@ class CallService:
         task.add_done_callback(self._background.discard)
 
     async def _finalize(self, session: CallSession, file: str) -> None:
-        path = self.settings.recordings.local_path / file
         try:
             r = session.record
             result = await finalize_call_recording(
@@ -111,7 +111,7 @@ class CallService:
                 why_empty=lambda: (r.bridged_at, session.decision.mixmonitor_options, session.dial_status))
             session.recording_finalized(utcnow(), result.status, result.facts)
         except Exception as exc:  # never leave a row in "finalizing"
-            log.exception("call %s: finalizing %s failed", session.record.id, path)
+            log.exception("call %s: finalizing %s failed", session.record.id, file)
             session.recording_finalized(utcnow(), RecordingStatus.FAILED, {"recording_error": str(exc)[:500]})
         self.save(session)
         self.call_finalized(session)
@@ -131,23 +131,25 @@ class CallService:
         """When Asterisk last wrote the call's recording (its end, for a call that ended unseen)."""
         if not record.recording_path:
             return None
-        path = self.local_recording_path(record.recording_path)
-        try:
-            stat = await asyncio.to_thread(path.stat)
-        except OSError:
-            # A stereo call's per-direction files (not merged yet): the later of the two.
-            times = []
-            for part in stereo_part_names(record.recording_path):
-                try:
-                    times.append((await asyncio.to_thread(self.local_recording_path(part).stat)).st_mtime)
-                except OSError:
-                    pass
-            return datetime.fromtimestamp(max(times), UTC) if times else None
-        return datetime.fromtimestamp(stat.st_mtime, UTC)
-
-    def local_recording_path(self, file: str) -> Path:
-        return self.settings.recordings.local_path / file
+        # A stereo call's per-direction files (not merged yet): the later of the two.
+        names = (record.recording_path, *stereo_part_names(record.recording_path))
+        times = await in_files(_mtimes, self.settings.recordings.local_path, names)
+        if times is None:
+            return None
+        mixed = times[0]
+        return datetime.fromtimestamp(mixed if mixed is not None else max(t for t in times if t is not None), UTC)
 
     async def close(self, timeout: float = 10.0) -> None:
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
+
+
+def _mtimes(local_dir: Path, names: tuple[str, ...]) -> list[float | None] | None:
+    """Last-write times of recording files (None: absent); None if no file is there."""
+    times: list[float | None] = []
+    for name in names:
+        try:
+            times.append(recording_path(local_dir, name).stat().st_mtime)
+        except (OSError, OutsideFolder):
+            times.append(None)
+    return times if any(t is not None for t in times) else None

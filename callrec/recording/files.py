@@ -20,7 +20,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 import soundfile
 
-from callrec.calls.session import RecordingStatus
+from callrec.recording.status import RecordingStatus
 
 BLOCK_FRAMES = 8000 * 10
 HASH_BLOCK = 1 << 20  # bytes read at a time when hashing: memory stays flat for any file size

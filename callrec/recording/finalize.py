@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from callrec.config.settings import Settings
-from callrec.recording.files import RecordingFacts, _in_files, finalize
+from callrec.recording.files import OutsideFolder, RecordingFacts, finalize, in_files, recording_path
 from callrec.recording.status import RecordingStatus
 from callrec.recording.stereo import finalize_stereo, has_parts
 
@@ -37,11 +37,15 @@ async def finalize_call_recording(settings: Settings, file: str, *, channels: in
     explain a missing or empty recording.  ``why_empty`` gives (bridged_at, MixMonitor options,
     dial status) and is asked after the wait: AMI's DialEnd may arrive after the hang-up."""
     local = settings.recordings.local_path
-    stereo = channels == 2 or await _in_files(has_parts, local, file)
+    stereo = channels == 2 or await in_files(has_parts, local, file)
     if stereo:
         result = await finalize_stereo(local, file, settings.recordings.finalize_timeout)
     else:
-        result = await finalize(local / file, settings.recordings.finalize_timeout)
+        try:
+            path = await in_files(recording_path, local, file)
+        except OutsideFolder as exc:
+            return RecordingFacts(RecordingStatus.FAILED, {"recording_error": str(exc)[:500]})
+        result = await finalize(path, settings.recordings.finalize_timeout)
         if result.status is RecordingStatus.READY:
             result = RecordingFacts(result.status, {**result.facts, "recording_channels": 1})
     return explain(result, *why_empty())

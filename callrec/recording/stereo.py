@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from callrec.calls.session import RecordingStatus
 from callrec.recording.files import (
     OutsideFolder,
     RecordingFacts,
@@ -33,6 +32,7 @@ from callrec.recording.files import (
     sha256_file,
     wav_is_closed,
 )
+from callrec.recording.status import RecordingStatus
 
 BLOCK_FRAMES = 8000 * 10
 FULL_SCALE = 32768.0
