@@ -70,20 +70,21 @@ def open_database(settings: Settings, *, pool: bool = False, current_schema: boo
 
 @asynccontextmanager
 async def _opened(dsn: str, pool: bool, current_schema: bool, timeout: float) -> AsyncIterator[Any]:
-    try:
-        conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": "callrec"})
-    except CONNECT_ERRORS as exc:
-        raise unreachable(dsn, exc) from None
-    try:
-        if current_schema and (missing := await pending(conn)):
-            raise CommandError(f"database: schema not up to date ({', '.join(missing)} pending); "
-                               "run `callrec migrate`", 1)
-        if not pool:
-            yield conn
-            return
-    finally:
-        await conn.close()
-    # The schema was read on a plain connection (migrate.pending takes one); the jobs get the pool.
+    if current_schema or not pool:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": "callrec"})
+        except CONNECT_ERRORS as exc:
+            raise unreachable(dsn, exc) from None
+        try:
+            if current_schema and (missing := await pending(conn)):
+                raise CommandError(f"database: schema not up to date ({', '.join(missing)} pending); "
+                                   "run `callrec migrate`", 1)
+            if not pool:
+                yield conn
+                return
+        finally:
+            await conn.close()
+    # A pool only for the jobs that take one (migrate.pending above takes a plain connection).
     try:
         jobs = await connect_pool(dsn, 1, 2, timeout=timeout)
     except CONNECT_ERRORS as exc:
