@@ -4,12 +4,15 @@ every command group's errors as one line on stderr, no traceback, exit 2."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from callrec.cli.database import where
@@ -173,3 +176,19 @@ def test_where_names_host_and_database_never_the_user_or_password() -> None:
     assert where("postgresql:///callrec?host=/run/postgresql") == "/run/postgresql/callrec"
     assert where("postgres://app@10.0.0.5/") == "10.0.0.5/(the user's database)"
     assert "secret" not in json.dumps(where("postgresql://a:secret@[::1/x"))
+
+
+async def test_database_refusal_mid_command_is_one_line(tmp_path: Path, database: str) -> None:
+    """A role without privileges: PostgreSQL refuses the query; one line, exit 1 (not a traceback)."""
+    role = f"callrec_cli_noperm_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        parts = urlsplit(database)
+        cfg = config(tmp_path, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}")))
+        line = one_line(await asyncio.to_thread(run, "users", "list", "-c", str(cfg)), 1)
+        assert line == "callrec: database: permission denied for table users", line
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
