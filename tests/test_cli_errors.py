@@ -25,9 +25,9 @@ UNREACHABLE = "postgresql://callrec:pw-never-shown@127.0.0.1:1/callrec_nowhere"
 CALL = str(uuid.uuid4())
 
 
-def config(tmp_path: Path, dsn: str, name: str = "c.toml") -> Path:
+def config(tmp_path: Path, dsn: str, name: str = "c.toml", asterisk: str = "") -> Path:
     path = tmp_path / name
-    path.write_text(f'[asterisk]\nari_password = "a"\nami_password = "b"\n[database]\ndsn = "{dsn}"\n'
+    path.write_text(f'[asterisk]\nari_password = "a"\nami_password = "b"\n{asterisk}[database]\ndsn = "{dsn}"\n'
                     f'[recordings]\ndir = "/var/spool/asterisk/callrec"\nlocal_dir = "{tmp_path}"\n'
                     f'[notice]\nprompts_dir = "{REPO}/sounds"\n')
     return path
@@ -192,3 +192,12 @@ async def test_database_refusal_mid_command_is_one_line(tmp_path: Path, database
         await admin.execute(f'DROP OWNED BY "{role}"')
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
+
+
+def test_check_with_failures_still_explains_the_call(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNREACHABLE, asterisk='ari_url = "http://127.0.0.1:1"\nami_port = 1\nrequest_timeout = 1\n')
+    result = run("check", "--did", "100", "-c", str(cfg))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL postgresql: database.dsn: cannot connect to PostgreSQL at 127.0.0.1:1/callrec_nowhere" \
+        in result.stdout and "pw-never-shown" not in result.stdout
+    assert "outcome: " in result.stdout  # the explanation of the call, after the failed checks

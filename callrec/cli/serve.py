@@ -56,7 +56,8 @@ async def run_check(args: argparse.Namespace, settings: Settings) -> int:
     code = await _check(settings)
     if policy.call_given(args):
         print()
-        code = code or policy.explain_call(args, settings)
+        explained = policy.explain_call(args, settings)  # printed even when a check failed
+        code = code or explained
     return code
 
 
