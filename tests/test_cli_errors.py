@@ -185,9 +185,15 @@ async def test_database_refusal_mid_command_is_one_line(tmp_path: Path, database
     try:
         await admin.execute(f'CREATE ROLE "{role}" LOGIN')
         parts = urlsplit(database)
-        cfg = config(tmp_path, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}")))
+        cfg = config(tmp_path, urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}")),
+                     asterisk='ari_url = "http://127.0.0.1:1"\nami_port = 1\nrequest_timeout = 1\n')
         line = one_line(await asyncio.to_thread(run, "users", "list", "-c", str(cfg)), 1)
         assert line == "callrec: database: permission denied for table users", line
+        # `check` reports it as its postgresql line and goes on with the other checks.
+        check = await asyncio.to_thread(run, "check", "-c", str(cfg))
+        assert check.returncode == 1 and not check.stderr, check.stderr
+        assert "FAIL postgresql: database.dsn: permission denied for table schema_migrations" in check.stdout
+        assert "FAIL ami: asterisk.ami_host" in check.stdout, check.stdout
     finally:
         await admin.execute(f'DROP OWNED BY "{role}"')
         await admin.execute(f'DROP ROLE "{role}"')

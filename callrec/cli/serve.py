@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 
+import asyncpg
+
 from callrec.cli import evidence, hooks, policy, retention
 from callrec.cli.common import CommandError, command
 from callrec.cli.database import open_database
@@ -94,6 +96,9 @@ async def _check(settings: Settings) -> int:
             report("postgresql", True, f"server {version}, schema up to date")
     except CommandError as exc:
         report("postgresql", False, str(exc))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Reached, but the schema could not be read (a missing privilege, a server going down).
+        report("postgresql", False, f"database.dsn: {exc}")
     a = settings.asterisk
     ari = Ari(a.ari_url, a.ari_user, a.ari_password, a.app, timeout=a.request_timeout)
     try:
