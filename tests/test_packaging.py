@@ -26,11 +26,11 @@ def test_wheel_carries_prompts_dialplan_and_migrations(tmp_path: Path) -> None:
 
 
 def test_sounds_install_finds_the_installed_prompts(tmp_path: Path, monkeypatch) -> None:
-    from callrec.cli import main as cli
+    from callrec.cli import sounds as cli
 
     share = tmp_path / "prefix" / "share" / "callrec" / "sounds" / "en"
     share.mkdir(parents=True)
     (share / "notice.wav").write_bytes(b"RIFF")
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "callrec" / "cli.py"))
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "callrec" / "cli" / "sounds.py"))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     assert cli.shipped_sounds() == share.parent

@@ -167,8 +167,8 @@ async def test_cli_hold_set_list_release(database: str, conn: asyncpg.Connection
     assert c["id"] in listing.stdout and "case 99" in listing.stdout
     missing = run_cli(cfg, "hold", "set", "00000000-0000-0000-0000-000000000000", "--reason", "x")
     assert missing.returncode == 1 and "no such call" in missing.stderr
-    garbage = run_cli(cfg, "hold", "set", "not-a-uuid", "--reason", "x")
-    assert garbage.returncode == 1 and "no such call" in garbage.stderr
+    garbage = run_cli(cfg, "hold", "set", "not-a-uuid", "--reason", "x")  # a typo, not an unknown call
+    assert garbage.returncode == 2 and "expected a call id (UUID), got 'not-a-uuid'" in garbage.stderr
     assert run_cli(cfg, "hold", "release", c["id"]).returncode == 0
     await delete_audio(conn, c["id"], rec, actor="x")
     late = run_cli(cfg, "hold", "set", c["id"], "--reason", "too late")

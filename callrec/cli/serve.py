@@ -1,0 +1,139 @@
+"""``callrec serve | migrate | check``: run the daemon, set up the schema, check an installation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import asyncpg
+
+from callrec.cli import evidence, hooks, policy, retention
+from callrec.cli.common import CommandError, command
+from callrec.cli.database import open_database
+from callrec.config.settings import Settings
+
+log = logging.getLogger("callrec")
+
+
+def add_commands(sub: object) -> None:
+    serve = command(sub, "serve", "run the daemon (ARI app + call log)", run_serve)
+    serve.add_argument("--migrate", action="store_true", help="apply pending database migrations first")
+    command(sub, "migrate", "create or update the database schema", run_migrate)
+    check = command(sub, "check", "validate the config and reach ARI, AMI and PostgreSQL; with --caller, "
+                                  "--did ...: also explain the policy for such a call", run_check)
+    policy.add_call_options(check)
+
+
+async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from callrec.app import Daemon, FatalError
+    from callrec.calls.prompts import PromptError
+
+    daemon = Daemon(settings)
+    try:
+        await daemon.start(args.migrate)
+        await daemon.run_until_stopped()
+    except (FatalError, PromptError) as exc:
+        # Exit 1, not 2: systemd restarts it (RestartPreventExitStatus=2 is for config errors).
+        raise CommandError(str(exc), 1) from None
+    finally:
+        await daemon.stop()
+    log.info("callrec stopped")
+    return 0
+
+
+async def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from callrec.store import migrate
+
+    async with open_database(settings) as conn:
+        try:
+            applied = await migrate(conn)
+        except Exception as exc:  # an edited migration, a missing privilege, a failing statement
+            raise CommandError(f"migrate failed: {exc}", 1) from None
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+async def run_check(args: argparse.Namespace, settings: Settings) -> int:
+    code = await _check(settings)
+    if policy.call_given(args):
+        print()
+        explained = policy.explain_call(args, settings)  # printed even when a check failed
+        code = code or explained
+    return code
+
+
+async def _check(settings: Settings) -> int:
+    from callrec.asterisk.ami import Ami, AmiError
+    from callrec.asterisk.ari import Ari, AriError
+    from callrec.calls.policy import DEFAULT_PROMPTS, NOT_RECORDED_PROMPT
+    from callrec.calls.prompts import PromptCatalog, PromptError
+    from callrec.store.migrate import pending
+
+    failures = 0
+
+    def report(what: str, ok: bool, detail: str) -> None:
+        nonlocal failures
+        failures += 0 if ok else 1
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+
+    report("config", True, settings.source)
+    try:
+        catalog = PromptCatalog.load(settings.notice.prompts_dir, settings.notice.local_prompts_path)
+        needed = [*sorted(set(DEFAULT_PROMPTS.values())), NOT_RECORDED_PROMPT]
+        catalog.require(settings.notice.default_language, needed)
+        langs = catalog.available()
+        report("prompts", True, ", ".join(f"{lang} ({len(names)})" for lang, names in sorted(langs.items())))
+    except PromptError as exc:
+        report("prompts", False, str(exc))
+    try:
+        async with open_database(settings, timeout=5) as conn:
+            missing = await pending(conn)
+            version = await conn.fetchval("SHOW server_version")
+        if missing:
+            report("postgresql", False, f"schema not up to date ({', '.join(missing)} pending): run `callrec migrate`")
+        else:
+            report("postgresql", True, f"server {version}, schema up to date")
+    except CommandError as exc:
+        report("postgresql", False, str(exc))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Reached, but the schema could not be read (a missing privilege, a server going down).
+        report("postgresql", False, f"database.dsn: {exc}")
+    a = settings.asterisk
+    ari = Ari(a.ari_url, a.ari_user, a.ari_password, a.app, timeout=a.request_timeout)
+    try:
+        if not a.ari_enabled:
+            report("ari", True, "off (asterisk.ari_enabled = false): calls come in through FastAGI only")
+        else:
+            info = await ari.info()
+            version = (info.get("system") or {}).get("version", "?")
+            report("ari", True, f"{ari.base} as {a.ari_user}: Asterisk {version}")
+    except AriError as exc:
+        key = "asterisk.ari_password" if exc.status == 401 else "asterisk.ari_url"
+        report("ari", False, f"{key}: {ari.base}: {exc.message}")
+    finally:
+        await ari.close()
+    report("agi", True, f"FastAGI door on {settings.agi.listen}" if settings.agi.active else "FastAGI door off")
+    ami = Ami(a.ami_host, a.ami_port, a.ami_user, a.ami_password)
+    try:
+        await ami.start()
+        await ami.wait_logged_in(timeout=min(5.0, a.request_timeout))
+        report("ami", True, f"{a.ami_host}:{a.ami_port} as {a.ami_user}")
+    except AmiError as exc:
+        key = "asterisk.ami_password" if ami.auth_failed else "asterisk.ami_host"
+        report("ami", False, f"{key}: {exc}")
+    finally:
+        await ami.close()
+    for level, what, detail in [*policy.check_lines(settings), *hooks.check_lines(settings)]:
+        if level == "warn":
+            print(f"warn {what}: {detail}")
+        else:
+            report(what, level == "ok", detail)
+    local = settings.recordings.local_path
+    if local.is_dir() and os.access(local, os.R_OK | os.W_OK):
+        report("recordings", True, f"{local} readable and writable")
+    else:
+        report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
+    for what, ok, detail in [*retention.check_lines(settings), *evidence.check_lines(settings)]:
+        report(what, ok, detail)
+    return 1 if failures else 0
