@@ -135,7 +135,7 @@ class NoticeSettings:
 
 @dataclass(frozen=True)
 class PolicyRule:
-    """One ``[[policy.rules]]`` entry: the first rule whose matchers all fit a call wins."""
+    """One ``[[policy.rules]]`` entry: it matches a call when every pattern it gives fits."""
 
     name: str = setting(REQUIRED, "unique; `rule=NAME` in the dialplan picks it; shown as `policy_rule`, in "
                                   "`CALLREC_REASON` and by `explain`", shown_default="`rule-N` (N: its place)")
