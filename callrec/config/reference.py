@@ -31,8 +31,8 @@ _HEADER = """\
      `python -m callrec.config.reference > docs/configuration.md`. A unit test fails when they differ. -->
 
 One TOML file, by default `/etc/callrec/callrec.toml` (`$CALLREC_CONFIG` or `callrec -c FILE` point
-elsewhere), read and validated once at start: **config changes need a restart** (SIGHUP only re-reads the
-prompts). An unknown section or key, a wrong type or a value outside the range below stops every command
+elsewhere), read and validated once at start (a change needs a restart; see the
+[limits](../README.md#limits)). An unknown section or key, a wrong type or a value outside the range below stops every command
 with one line that names the key, and exit status 2, e.g.
 `callrec: config error: asterisk.ami_port: expected a whole number, got 'fifty'`.
 
@@ -50,8 +50,7 @@ Columns: *allowed* is what the validation accepts (a range includes its ends unl
 # What a section needs said beyond its rows: cross-key rules and where the topic is explained.
 _NOTES: dict[str, str] = {
     "[asterisk]": "At least one door must be on: `ari_enabled = false` with the FastAGI door off too (`[agi]`) "
-                  "is a config error. The Stasis application name in `dialplan/callrec.conf` "
-                  "(`Stasis(callrec,...)`) must equal `app`: change both together.",
+                  "is a config error.",
     "[notice]": "The prompts say the keys out loud: if you change a key, change the prompts too "
                 "([sounds/README.md](../sounds/README.md)). How prompts are found and installed: "
                 "[call-flow.md](call-flow.md#prompts).",
