@@ -32,8 +32,8 @@ _HEADER = """\
 
 One TOML file, by default `/etc/callrec/callrec.toml` (`$CALLREC_CONFIG` or `callrec -c FILE` point
 elsewhere), read and validated once at start (a change needs a restart; see the
-[limits](../README.md#limits)). An unknown section or key, a wrong type or a value outside the range below stops every command
-with one line that names the key, and exit status 2, e.g.
+[limits](../README.md#limits)). An unknown section or key, a wrong type or a value outside the
+range below stops every command with one line that names the key, and exit status 2, e.g.
 `callrec: config error: asterisk.ami_port: expected a whole number, got 'fifty'`.
 
 **Environment overrides: `CALLREC_<SECTION>_<KEY>`** overrides a key of the file, e.g.
