@@ -16,11 +16,18 @@ from callrec.config.settings import SECTIONS, PolicyRule
 
 __all__ = ["TABLES", "render"]
 
-# (heading, class, keys not shown as rows, environment note).  A rule table has no environment overrides.
-TABLES: tuple[tuple[str, type, tuple[str, ...], str], ...] = (
-    *((f"[{name}]", cls, (), name) for name, cls in SECTIONS.items()),
-    ("[[policy.rules]]", PolicyRule, (), ""),
-    ('[retention.rules."NAME"]', RetentionRule, ("rule",), ""),
+Table = tuple[str, type, tuple[str, ...], str]
+# A section's rules table follows the section itself.
+_RULE_TABLES: dict[str, Table] = {
+    "policy": ("[[policy.rules]]", PolicyRule, (), ""),
+    "retention": ('[retention.rules."NAME"]', RetentionRule, ("rule",), ""),
+}
+# (heading, class, keys not shown as rows, section name for the environment note; "" for rules,
+# which have no environment overrides), in the order of the page.
+TABLES: tuple[Table, ...] = tuple(
+    table
+    for name, cls in SECTIONS.items()
+    for table in ((f"[{name}]", cls, (), name), *((_RULE_TABLES[name],) if name in _RULE_TABLES else ()))
 )
 
 _HEADER = """\
@@ -55,10 +62,10 @@ _NOTES: dict[str, str] = {
                 "([sounds/README.md](../sounds/README.md)). How prompts are found and installed: "
                 "[call-flow.md](call-flow.md#prompts).",
     "[policy]": "How the words combine, sampling and `callrec policy explain`: [policy.md](policy.md).",
-    "[[policy.rules]]": "Each `[[policy.rules]]` entry needs at least one of `did`, `caller`, `context`, "
+    "[[policy.rules]]": "Each entry needs at least one of `did`, `caller`, `context`, "
                         "`extension`, `queue`; all it gives must match, and the first matching rule of each "
                         "side gives that side's word ([policy.md](policy.md#rules)).",
-    "[hooks]": "Run once per finished recording (status `ready` or `unclosed`): "
+    "[hooks]": "Hooks run once per finished recording (status `ready` or `unclosed`): "
                "[policy.md](policy.md#the-post-recording-hook).",
     "[agi]": "The FastAGI door: [agi.md](agi.md). FastAGI has no authentication: keep `listen` on loopback.",
     "[http]": "The ops API and the web console: [ops-api.md](ops-api.md), [console.md](console.md).",
@@ -120,10 +127,7 @@ def _cell(text: str) -> str:
 
 
 def _table(heading: str, cls: type, skip: tuple[str, ...], section: str) -> str:
-    lines = [f"## `{heading}`", ""]
-    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
-        lines += [" ".join(cls.__doc__.replace("``", "`").split()), ""]
-    lines += [_env(section, cls), "",
+    lines = [f"## `{heading}`", "", _env(section, cls), "",
               "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         if f.name in skip:
