@@ -132,20 +132,14 @@ def coerce(key: str, type_name: Any, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if t == "int":
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    if t in ("int", "float"):
+        what = "a whole number" if t == "int" else "a number"
+        if isinstance(value, bool):  # TOML true is not 1
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
         try:
-            return int(value)
+            return int(value) if t == "int" else float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
-    if t == "float":
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{key}: expected {what}, got {value!r}") from None
     if t in ("str", "str | None"):
         if value is None and t == "str | None":
             return None
