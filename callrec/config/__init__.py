@@ -1,1 +1,29 @@
-"""config"""
+"""Configuration: settings from TOML + environment (settings.py, dataops.py), shared field helpers
+(fields.py) and the generated reference page (reference.py).
+
+``callrec.config.settings`` stays the home of every name re-exported here.
+"""
+
+from callrec.config.dataops import IntegritySettings, RetentionRule, RetentionSettings
+from callrec.config.fields import ConfigError
+from callrec.config.settings import (
+    AgiSettings,
+    AsteriskSettings,
+    DatabaseSettings,
+    HookSettings,
+    HttpSettings,
+    LogSettings,
+    NoticeSettings,
+    PolicyRule,
+    PolicySettings,
+    RecordingSettings,
+    Settings,
+    load_settings,
+    parse_settings,
+)
+
+__all__ = [
+    "AgiSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings", "HookSettings", "HttpSettings",
+    "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule", "PolicySettings", "RecordingSettings",
+    "RetentionRule", "RetentionSettings", "Settings", "load_settings", "parse_settings",
+]

@@ -1,37 +1,50 @@
 """``[retention]`` and ``[integrity]``: retention days (default and per policy rule), the signing key.
 
-Kept apart from config.py so the data-ops settings stay in one place; config.py only hooks them in.
+Kept apart from settings.py so the data-ops settings stay in one place; settings.py only hooks them in.
+Both modules take their shared helpers from fields.py, so neither imports the other's insides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_MAX_DAYS = 365 * 100
+from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
+
+__all__ = ["MAX_DAYS", "IntegritySettings", "RetentionRule", "RetentionSettings", "check_integrity",
+           "parse_retention"]
+
+MAX_DAYS = 365 * 100
+_DAYS = Range(0, MAX_DAYS, unit="days", zero="keep forever")
 
 
 @dataclass(frozen=True)
 class RetentionRule:
     """Retention for calls whose ``policy_rule`` is ``rule``.  ``None``: inherit the default."""
 
-    rule: str
-    audio_days: int | None = None
-    metadata_days: int | None = None
+    rule: str = setting(REQUIRED, "the `[[policy.rules]]` name; a name no policy rule has is a config error",
+                        shown_default="—")
+    audio_days: int | None = setting(None, "`audio_days` for this rule's calls", range=_DAYS,
+                                     shown_default="`[retention]`'s")
+    metadata_days: int | None = setting(None, "`metadata_days` for this rule's calls", range=_DAYS,
+                                        shown_default="`[retention]`'s")
 
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    # Days after a call's start before its audio is deleted / its row anonymized.  0 = keep forever.
-    audio_days: int = 0
-    metadata_days: int = 0
-    # The daemon runs the job every `interval` seconds (when any days are set and enabled).
-    enabled: bool = True
-    interval: float = 3600.0
+    audio_days: int = setting(0, "days after a call's start until its recording is deleted", range=_DAYS)
+    metadata_days: int = setting(
+        0, "days after a call's start until the call is anonymized (its audio too). "
+           "When set, `audio_days` must be 1…`metadata_days`: audio cannot outlive its row", range=_DAYS)
+    enabled: bool = setting(True, "run the job in `callrec serve` (when any days are set); "
+                                  "`false`: only `callrec retention run` deletes")
+    interval: float = setting(3600.0, "seconds between the daemon's passes; the first pass runs at start",
+                              range=Range(1, 7 * 86400, unit="seconds"))
     # Calls per transaction; the job yields between batches so calls never wait on it.
-    batch_size: int = 200
-    rules: tuple[RetentionRule, ...] = ()
+    batch_size: int = setting(200, "calls per transaction", range=Range(1, 10000))
+    rules: tuple[RetentionRule, ...] = setting((), 'per policy rule: `[retention.rules."NAME"]` tables, below')
 
     def for_rule(self, rule: str | None) -> tuple[int, int]:
         """(audio_days, metadata_days) for a call that matched policy rule ``rule``."""
@@ -51,19 +64,21 @@ class RetentionSettings:
 
 @dataclass(frozen=True)
 class IntegritySettings:
-    # Ed25519 private key (PEM, PKCS#8) that signs export manifests; `callrec keys generate` makes it.
-    signing_key: str = ""
+    signing_key: str = setting(
+        "", "the Ed25519 private key (PKCS#8 PEM, mode 600) that signs evidence-export manifests; "
+            "`callrec keys generate` makes it", allowed="an absolute path, or empty")
 
 
-_RETENTION_SCALARS = ("audio_days", "metadata_days", "enabled", "interval", "batch_size")
+# Every scalar key has its CALLREC_RETENTION_<KEY>; rules live only in the file.
+RETENTION_ENV_KEYS = tuple(f.name for f in dataclasses.fields(RetentionSettings) if f.name != "rules")
+_RULE_DAYS = ("audio_days", "metadata_days")
 
 
 def parse_retention(table: Mapping[str, Any], environ: Mapping[str, str],
                     policy_rule_names: set[str]) -> RetentionSettings:
-    from callrec.config.settings import ConfigError, _build, _coerce  # late: config imports this module
-
+    """``[retention]`` and its ``[retention.rules."NAME"]`` tables, checked against the policy rule names."""
     values = {k: v for k, v in table.items() if k != "rules"}
-    for key in _RETENTION_SCALARS:
+    for key in RETENTION_ENV_KEYS:
         env_key = f"CALLREC_RETENTION_{key.upper()}"
         if env_key in environ:
             values[key] = environ[env_key]
@@ -79,20 +94,14 @@ def parse_retention(table: Mapping[str, Any], environ: Mapping[str, str],
             # A typo here would silently fall back to the default and could delete too early.
             known = ", ".join(sorted(policy_rule_names)) or "none"
             raise ConfigError(f"{prefix}: no policy rule named {name!r} (policy rules: {known})")
-        days: dict[str, int] = {}
-        for key, value in entry.items():
-            if key not in ("audio_days", "metadata_days"):
-                raise ConfigError(f"{prefix}.{key}: unknown key (known: audio_days, metadata_days)")
-            days[key] = _coerce(f"{prefix}.{key}", "int", value)
-            _check_days(f"{prefix}.{key}", days[key])
-        rules.append(RetentionRule(rule=name, **days))
-    s = _build(RetentionSettings, "retention", {**values, "rules": tuple(rules)})
-    _check_days("retention.audio_days", s.audio_days)
-    _check_days("retention.metadata_days", s.metadata_days)
-    if not 1 <= s.interval <= 7 * 86400:
-        raise ConfigError(f"retention.interval: expected 1-604800 seconds, got {s.interval:g}")
-    if not 1 <= s.batch_size <= 10000:
-        raise ConfigError(f"retention.batch_size: expected 1-10000, got {s.batch_size}")
+        for key in entry:
+            if key not in _RULE_DAYS:
+                raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(_RULE_DAYS)})")
+        rule = build(RetentionRule, prefix, {**entry, "rule": name})
+        check_ranges(rule, prefix)
+        rules.append(rule)
+    s = build(RetentionSettings, "retention", {**values, "rules": tuple(rules)})
+    check_ranges(s, "retention")
     _check_order("retention", s.audio_days, s.metadata_days)
     for r in rules:
         audio, meta = s.for_rule(r.rule)
@@ -100,25 +109,14 @@ def parse_retention(table: Mapping[str, Any], environ: Mapping[str, str],
     return s
 
 
-def _check_days(key: str, value: int | None) -> None:
-    from callrec.config.settings import ConfigError
-
-    if value is not None and not 0 <= value <= _MAX_DAYS:
-        raise ConfigError(f"{key}: expected 0 (keep forever) to {_MAX_DAYS} days, got {value}")
-
-
 def _check_order(prefix: str, audio: int, meta: int) -> None:
     # Anonymizing a row also deletes its audio, so audio kept longer than the row is a contradiction.
-    from callrec.config.settings import ConfigError
-
     if meta and (audio == 0 or audio > meta):
         raise ConfigError(f"{prefix}.audio_days: must be 1..metadata_days ({meta}) when metadata_days is set, "
                           f"got {audio}")
 
 
 def check_integrity(s: IntegritySettings) -> None:
-    from callrec.config.settings import ConfigError
-
+    """The signing key, when set, is an absolute path (the daemon's working folder is not the admin's)."""
     if s.signing_key and not s.signing_key.startswith("/"):
         raise ConfigError(f"integrity.signing_key: expected an absolute path, got {s.signing_key!r}")
-

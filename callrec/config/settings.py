@@ -4,10 +4,13 @@ Every problem is reported as one line that names the key, e.g.
 ``asterisk.ari_url: expected an http:// or https:// URL, got 'localhost'``.
 Secrets can stay out of the file: ``CALLREC_<SECTION>_<KEY>`` overrides any key
 (``CALLREC_ASTERISK_ARI_PASSWORD``, ``CALLREC_ASTERISK_AMI_PASSWORD``, ``CALLREC_DATABASE_DSN``).
+Each key's meaning and range sit in its field (``setting(...)``); docs/configuration.md is generated
+from them (``python -m callrec.config.reference``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -18,11 +21,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
+from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
+
+__all__ = [
+    "CONSENT_MODES", "DEFAULT_RECORD_WORDS", "DTMF_KEYS", "HOOK_PLACEHOLDERS", "LOG_LEVELS", "POLICY_ENV_KEYS",
+    "RECORD_WORDS", "RULE_SIDES", "SECTIONS", "AgiSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings",
+    "HookSettings", "HttpSettings", "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule",
+    "PolicySettings", "RecordingSettings", "RetentionSettings", "Settings", "load_settings", "parse_settings",
+]
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
 # Recording words, FreePBX style (see docs/policy.md for the precedence table).
 RECORD_WORDS = ("force", "yes", "dontcare", "no", "never")
+# [policy] record is the word when no side decides, so "dontcare" makes no sense there.
+DEFAULT_RECORD_WORDS = tuple(w for w in RECORD_WORDS if w != "dontcare")
 RULE_SIDES = ("caller", "callee")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 # Placeholders a hook command's arguments may carry: only values callrec made, no caller data.
 HOOK_PLACEHOLDERS = ("call_id", "path", "file", "status", "duration", "sha256")
 DTMF_KEYS = set("0123456789*#ABCD")
@@ -32,47 +46,59 @@ _PROMPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # (B), volume (v/V/W).  Options that write extra files, append, or run commands are refused.
 _MIXMONITOR_OPTION_RE = re.compile(r"^(?:b|B(?:\(\d{1,3}\))?|[vVW]\(-?[0-4]\))*$")
 
-
-class ConfigError(Exception):
-    """A configuration problem, worded as ``key: problem``."""
+# Shared wording and ranges, so two keys that mean the same kind of thing are checked alike.
+_TIMEOUT_60 = Range(0, 60, above=True, unit="seconds")
+_PERCENT = Range(0, 100)
+_MIXMONITOR = "`b` (record only while bridged), `B(secs)` (periodic beep), `v(n)`, `V(n)`, `W(n)` (volume, n in -4..4)"
+_PATTERN = "a case-sensitive shell pattern (`*`, `?`, `[...]`)"
+_LANGUAGE = "a language code like `en`, `ru` or `pt_BR`"
+_DTMF = "one DTMF key: `0-9`, `*`, `#`, `A-D`"
 
 
 @dataclass(frozen=True)
 class AsteriskSettings:
-    # false: no ARI door (no http.conf / ari.conf needed); calls come in through FastAGI only
-    ari_enabled: bool = True
-    ari_url: str = "http://127.0.0.1:8088"
-    ari_user: str = "callrec"
-    ari_password: str = ""
-    app: str = "callrec"
-    ami_host: str = "127.0.0.1"
-    ami_port: int = 5038
-    ami_user: str = "callrec"
-    ami_password: str = ""
-    request_timeout: float = 5.0
+    ari_enabled: bool = setting(
+        True, "the ARI door. `false`: no ARI at all (no `http.conf` / `ari.conf` needed), `ari_password` is not "
+              "required, and calls come in through FastAGI only, which must then be on")
+    ari_url: str = setting("http://127.0.0.1:8088", "ARI base URL (a trailing `/ari` is fine)",
+                           allowed="an `http://` or `https://` URL without credentials")
+    ari_user: str = setting("callrec", "ARI user (`ari.conf`)", allowed="not empty")
+    ari_password: str = setting("", "its password", secret=True, shown_default="— (required with ARI)")
+    app: str = setting("callrec", "Stasis application name; must equal the name in `Stasis()` in `callrec.conf`",
+                       allowed="letters, digits, `_ . -`")
+    ami_host: str = setting("127.0.0.1", "AMI host (keep it on loopback: AMI logs in in clear text)",
+                            allowed="not empty")
+    ami_port: int = setting(5038, "AMI port", range=Range(1, 65535, what="a TCP port"))
+    ami_user: str = setting("callrec", "AMI user (`manager.conf`)", allowed="not empty")
+    ami_password: str = setting("", "its secret", secret=True, shown_default="— (required)")
+    request_timeout: float = setting(5.0, "seconds per ARI request. AMI actions time out after `min(3, this)`",
+                                     range=_TIMEOUT_60)
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    dsn: str = "postgresql://callrec@127.0.0.1:5432/callrec"
-    pool_min: int = 1
-    pool_max: int = 5
+    dsn: str = setting("postgresql://callrec@127.0.0.1:5432/callrec", "the call log's database",
+                       allowed="a `postgresql://` or `postgres://` URL", secret=True)
+    pool_min: int = setting(1, "connections kept open", range=Range(1))
+    pool_max: int = setting(5, "most connections. The HTTP API has its own pool of 4", allowed="at least `pool_min`")
 
 
 @dataclass(frozen=True)
 class RecordingSettings:
-    # Where Asterisk writes recordings (MixMonitor's view) ...
-    dir: str = "/var/spool/asterisk/callrec"
-    # ... and the same folder as this daemon sees it (differs when Asterisk runs in a
-    # chroot/container or the spool is mounted elsewhere).  Empty: same as ``dir``.
-    local_dir: str = ""
-    mixmonitor_options: str = ""
-    # How long to wait for Asterisk to close a finished recording before reading it.
-    finalize_timeout: float = 30.0
-    # Caller and agent on separate channels: MixMonitor r()/t() files merged into one stereo WAV.
-    stereo: bool = False
-    # Act on the agents' pause key (the CallrecRecording user event, dialplan/callrec-recording.conf).
-    pause_dtmf: bool = True
+    dir: str = setting("/var/spool/asterisk/callrec",
+                       "where Asterisk writes recordings: the path given to MixMonitor",
+                       allowed="an absolute path of letters, digits, `_ . - /` (it becomes part of "
+                               "MixMonitor's argument, where a comma would start options)")
+    local_dir: str = setting("", "the same folder as this daemon sees it, when that differs (Asterisk in a "
+                                 "chroot or container, the spool mounted elsewhere)",
+                             allowed="an absolute path, or empty", shown_default='`""` (= `dir`)')
+    mixmonitor_options: str = setting("", "MixMonitor options for every call", allowed=_MIXMONITOR)
+    finalize_timeout: float = setting(30.0, "seconds to wait for Asterisk to close a finished recording "
+                                            "before reading it", range=Range(0, above=True, unit="seconds"))
+    stereo: bool = setting(False, "caller on the left, agent on the right: MixMonitor's per-direction files "
+                                  "merged into one stereo WAV (also per rule)")
+    pause_dtmf: bool = setting(True, "act on the agents' pause key (the `CallrecRecording` user event, "
+                                     "`dialplan/callrec-recording.conf`)")
 
     @property
     def local_path(self) -> Path:
@@ -81,17 +107,26 @@ class RecordingSettings:
 
 @dataclass(frozen=True)
 class NoticeSettings:
-    prompts_dir: str = "/usr/share/asterisk/sounds/callrec"
-    local_prompts_dir: str = ""
-    default_language: str = "en"
-    # Seconds after the notice in which the opt-in / opt-out key still counts.
-    decision_window: float = 5.0
-    opt_out_key: str = "9"
-    opt_in_key: str = "1"
-    # Play "this call will not be recorded" after a caller declines or does not opt in.
-    confirm_not_recorded: bool = True
-    # Longest a notice may take before callrec gives up on it and hands the call back.
-    max_notice_seconds: float = 60.0
+    prompts_dir: str = setting("/usr/share/asterisk/sounds/callrec",
+                               "prompts as Asterisk sees them: `<dir>/<lang>/<name>.wav`", allowed="an absolute path")
+    local_prompts_dir: str = setting("", "the same folder as the daemon sees it, if that differs",
+                                     shown_default='`""` (= `prompts_dir`)')
+    default_language: str = setting(
+        "en", "language used when the wanted one has no prompt (its `notice`, `notice-opt-out` and "
+              "`notice-opt-in` must exist)", allowed=_LANGUAGE)
+    decision_window: float = setting(
+        5.0, "seconds after the notice in which the opt-in / opt-out key still counts (0: decide when the notice "
+             "ends)", range=Range(0, 60, unit="seconds"))
+    opt_out_key: str = setting("9", "the key that declines in `opt-out` mode. The prompts say it out loud: change "
+                                    "them too", allowed=_DTMF)
+    opt_in_key: str = setting("1", "the key that agrees in `opt-in` mode; must differ from `opt_out_key`",
+                              allowed=_DTMF)
+    confirm_not_recorded: bool = setting(True, "play `not-recorded` (\"this call will not be recorded\") after a "
+                                               "decline or when no opt-in was given")
+    max_notice_seconds: float = setting(
+        60.0, "upper bound on a prompt's time limit. Each prompt may take `max(2 × its length + 5, 10)` seconds, "
+              "capped by this; a notice that overruns counts as `notice_failed` and the call is handed back",
+        range=Range(1, 600, unit="seconds"))
 
     @property
     def local_prompts_path(self) -> Path:
@@ -100,27 +135,38 @@ class NoticeSettings:
 
 @dataclass(frozen=True)
 class PolicyRule:
-    """One ``[[policy.rules]]`` entry: the first rule whose matchers all fit a call wins."""
+    """One ``[[policy.rules]]`` entry: it matches a call when every pattern it gives fits."""
 
-    name: str
-    did: str | None = None  # fnmatch pattern on the called number (DID / extension)
-    caller: str | None = None  # fnmatch pattern on the caller number
-    context: str | None = None  # fnmatch pattern on the dialplan context the call came from
-    extension: str | None = None  # fnmatch pattern on the agent's extension (extension= argument)
-    queue: str | None = None  # fnmatch pattern on the queue name (queue= argument)
-    # Which side of the call the rule speaks for.  Default: "caller" when it matches on the
-    # caller number and not on did / extension / queue; "callee" otherwise.
-    side: str | None = None
-    record: str = "dontcare"  # force | yes | dontcare | no | never
-    sample_percent: float | None = None  # QA sampling: keep this % of the calls "yes" would record
-    mode: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    mixmonitor_options: str | None = None
-    confidential: bool = False  # the call is confidential from its first row (admin, security only)
+    name: str = setting(REQUIRED, "unique; `rule=NAME` in the dialplan picks it; shown as `policy_rule`, in "
+                                  "`CALLREC_REASON` and by `explain`", shown_default="`rule-N` (N: its place)")
+    did: str | None = setting(None, "pattern on the called number (the `Gosub` line's `${EXTEN}`, or `did=`)",
+                              allowed=_PATTERN)
+    caller: str | None = setting(None, "pattern on the caller number", allowed=_PATTERN)
+    context: str | None = setting(None, "pattern on the dialplan context the `Gosub` came from (or `context=`)",
+                                  allowed=_PATTERN)
+    extension: str | None = setting(None, "pattern on the agent's extension (the `extension=` argument)",
+                                    allowed=_PATTERN)
+    queue: str | None = setting(None, "pattern on the queue name (the `queue=` argument)", allowed=_PATTERN)
+    side: str | None = setting(
+        None, "which side of the call the rule speaks for. Default: `caller` when the rule matches on `caller` and "
+              "not on `did`, `extension` or `queue`; `callee` otherwise", choices=RULE_SIDES,
+        shown_default="derived")
+    record: str = setting("dontcare", "the rule's word", choices=RECORD_WORDS)
+    sample_percent: float | None = setting(None, "QA sampling: keep this % of the calls `yes` would record",
+                                           range=_PERCENT, shown_default="`[policy]`'s")
+    mode: str | None = setting(None, "consent mode for this rule's calls", choices=CONSENT_MODES,
+                               shown_default="`[policy]`'s")
+    language: str | None = setting(None, "notice language", allowed=_LANGUAGE, shown_default="`[policy]`'s")
+    prompt: str | None = setting(None, "prompt file name without extension, in `<prompts_dir>/<lang>/`",
+                                 allowed="letters, digits, `_ . -`, at most 64", shown_default="the mode's")
+    mixmonitor_options: str | None = setting(None, "MixMonitor options for this rule's calls", allowed=_MIXMONITOR,
+                                             shown_default="`recordings.mixmonitor_options`")
+    confidential: bool = setting(False, "the rule's calls are confidential from their first row: only `admin` "
+                                        "and `security` see them")
     # Passed through on the decision for the recording code; None = the global setting.
-    stereo: bool | None = None
-    bridged_only: bool | None = None
+    stereo: bool | None = setting(None, "`true`: caller left, agent right, for this rule's calls",
+                                  shown_default="`recordings.stereo`")
+    bridged_only: bool | None = setting(None, "`true` adds MixMonitor option `b`: record only while bridged")
 
     @property
     def effective_side(self) -> str:
@@ -133,42 +179,68 @@ class PolicyRule:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    mode: str = "notice"
-    language: str | None = None  # force one language; default: the channel's language
-    prompt: str | None = None  # prompt name instead of the mode's default
-    rules: tuple[PolicyRule, ...] = ()
-    # What happens when no rule's word decides (both sides "dontcare"): force | yes | no | never.
-    record: str = "yes"
-    sample_percent: float = 100.0  # QA sampling of "yes" calls; 100 = every call
-    sample_seed: int | None = None  # fixed seed: the same sequence of sampling draws every start
+    mode: str = setting("notice", "consent mode when no rule sets one", choices=CONSENT_MODES)
+    language: str | None = setting(None, "force one language; default: the channel's `CHANNEL(language)`",
+                                   allowed=_LANGUAGE)
+    prompt: str | None = setting(None, "prompt name instead of the mode's default (`notice`, `notice-opt-out`, "
+                                       "`notice-opt-in`)", allowed="letters, digits, `_ . -`, at most 64")
+    rules: tuple[PolicyRule, ...] = setting((), "`[[policy.rules]]` tables, below")
+    record: str = setting("yes", "the word when no rule's word decides (both sides `dontcare`)",
+                          choices=DEFAULT_RECORD_WORDS)
+    sample_percent: float = setting(100.0, "QA sampling of `yes` calls no rule gives a rate to; 100 = every call",
+                                    range=_PERCENT)
+    sample_seed: int | None = setting(None, "a whole number: the sampling draws repeat from start to start "
+                                            "(tests, audits). Unset: seeded by the OS")
 
 
 @dataclass(frozen=True)
 class HookSettings:
     """``[hooks]``: run once a recording is finalized (Asterisk closed the file and it was measured)."""
 
-    command: tuple[str, ...] = ()  # argv, no shell; placeholders {call_id} {path} {file} ...
-    command_timeout: float = 60.0
-    webhook_url: str = ""  # POST JSON here
-    webhook_auth: str = ""  # secret: the Authorization header value, e.g. "Bearer ..."
-    webhook_hmac_key: str = ""  # secret: signs the body (X-Callrec-Signature: sha256=<hex>)
-    webhook_timeout: float = 10.0
-    max_attempts: int = 10
-    retry_initial: float = 5.0  # seconds before the 2nd attempt; doubles each time ...
-    retry_max: float = 900.0  # ... up to this
-    concurrency: int = 4  # hook runs at once, all hooks together
+    command: tuple[str, ...] = setting(
+        (), "argv list, no shell; the program must be an absolute path. Placeholders in any argument: `{call_id}`, "
+            "`{path}` (the file as callrec sees it), `{file}` (relative to `recordings.dir`), `{status}`, "
+            "`{duration}`, `{sha256}`. Caller data is never put in argv: the call's JSON comes on stdin")
+    command_timeout: float = setting(60.0, "seconds; then the command's process group is killed and the attempt "
+                                           "counts as failed", range=Range(0, 86400, above=True, unit="seconds"))
+    webhook_url: str = setting("", "POST the call's JSON here; only `scheme://host:port/path` is ever logged",
+                               allowed="an `http://` or `https://` URL without credentials, or empty")
+    webhook_auth: str = setting("", "the `Authorization` header value, e.g. `Bearer ...`", secret=True,
+                                allowed="one line; needs `webhook_url`")
+    webhook_hmac_key: str = setting(
+        "", "adds `X-Callrec-Timestamp: <unix seconds>` and `X-Callrec-Signature: sha256=<hex HMAC-SHA256 of "
+            "\"<timestamp>.<body>\">`", secret=True, allowed="needs `webhook_url`")
+    webhook_timeout: float = setting(10.0, "seconds for the whole request",
+                                     range=Range(0, 86400, above=True, unit="seconds"))
+    max_attempts: int = setting(10, "attempts per hook and recording; then the job is `failed` (logged at ERROR)",
+                                range=Range(1, 1000))
+    retry_initial: float = setting(5.0, "seconds before the 2nd attempt; doubled after each failure ...",
+                                   range=Range(0, 86400, above=True, unit="seconds"))
+    retry_max: float = setting(900.0, "... up to this; not below `retry_initial`",
+                               range=Range(0, 86400, above=True, unit="seconds"))
+    concurrency: int = setting(4, "hook runs at once, all hooks together", range=Range(1, 64))
 
 
 @dataclass(frozen=True)
 class AgiSettings:
     """The FastAGI door (``AGI(agi://127.0.0.1:4573/notice?...)``)."""
 
-    enabled: bool = True
-    listen: str = "127.0.0.1:4573"  # host:port; "" turns the door off like enabled = false
-    max_sessions: int = 500  # connections at once; more are closed (the dialplan fail-safe goes on)
-    handshake_timeout: float = 5.0  # seconds for Asterisk's AGI variables to arrive in full
-    command_timeout: float = 5.0  # seconds for the reply to a quick command (SET VARIABLE ...)
-    max_line: int = 8192  # bytes in one line from the peer; a longer line ends the session
+    enabled: bool = setting(True, "`false` turns the FastAGI door off")
+    listen: str = setting(
+        "127.0.0.1:4573", "where the FastAGI server listens. `\"\"` also turns the door off; port `0` takes a free "
+                          "port, named in the start-up log line `FastAGI listening on ...`. No authentication: "
+                          "keep it on loopback", allowed="`host:port` (`[::1]:4573` for IPv6), or empty")
+    max_sessions: int = setting(
+        500, "AGI connections at once. Past that, a new connection is closed at once, logged as an error, and the "
+             "dialplan's fail-safe goes on unrecorded", range=Range(1, 100000))
+    handshake_timeout: float = setting(5.0, "seconds for Asterisk's AGI variables to arrive in full",
+                                       range=_TIMEOUT_60)
+    command_timeout: float = setting(
+        5.0, "seconds for the reply to a quick command (`SET VARIABLE`, `CHANNEL STATUS`, `GET VARIABLE`), and the "
+             "slack on top of a prompt's watchdog or the decision window before the session counts as broken",
+        range=_TIMEOUT_60)
+    max_line: int = setting(8192, "longest line accepted from the peer; a longer one ends the session",
+                            range=Range(1024, 1048576, unit="bytes"))
 
     @property
     def active(self) -> bool:
@@ -177,16 +249,20 @@ class AgiSettings:
 
 @dataclass(frozen=True)
 class LogSettings:
-    level: str = "info"
+    level: str = setting("info", "log level, to stderr (the journal under systemd); any case", choices=LOG_LEVELS)
 
 
 @dataclass(frozen=True)
 class HttpSettings:
-    # The ops API / console.  Not 8088: that is Asterisk's own HTTP (ARI) port on the same host.
-    enabled: bool = True
-    listen: str = "127.0.0.1:8090"  # "" turns it off too
-    session_hours: float = 12.0  # console session lifetime
-    cookie_secure: bool = False  # set true behind an HTTPS reverse proxy
+    enabled: bool = setting(True, "serve the ops API and the web console")
+    # Not 8088: that is Asterisk's own HTTP (ARI) port on the same host.
+    listen: str = setting(
+        "127.0.0.1:8090", "where the ops API and console listen; `\"\"` turns them off. Not 8088: that is "
+                          "Asterisk's own HTTP (ARI) port on the same host. Port 0 takes any free port (tests)",
+        allowed="`host:port` (`[::1]:8090` for IPv6), or empty")
+    session_hours: float = setting(12.0, "console session lifetime", range=Range(0.01, 720, unit="hours"))
+    cookie_secure: bool = setting(False, "the `Secure` flag on the session cookie; turn it on behind an HTTPS "
+                                         "reverse proxy")
 
     @property
     def active(self) -> bool:
@@ -213,18 +289,24 @@ class Settings:
     source: str = "<defaults>"
 
 
-_SECTIONS: dict[str, type] = {
+# The sections of the file, in the order the reference page shows them, with the class that holds each.
+# "policy" and "retention" carry rules and are parsed by their own functions.
+SECTIONS: dict[str, type] = {
     "asterisk": AsteriskSettings,
     "database": DatabaseSettings,
     "recordings": RecordingSettings,
     "notice": NoticeSettings,
+    "policy": PolicySettings,
     "hooks": HookSettings,
-    "log": LogSettings,
-    "integrity": IntegritySettings,
-    "http": HttpSettings,
     "agi": AgiSettings,
+    "http": HttpSettings,
+    "retention": RetentionSettings,
+    "integrity": IntegritySettings,
+    "log": LogSettings,
 }
-_RULE_KEYS = {f for f in PolicyRule.__dataclass_fields__}
+_PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention")}
+# Every [policy] key but the rules has its CALLREC_POLICY_<KEY>; rules live only in the file.
+POLICY_ENV_KEYS = tuple(f.name for f in dataclasses.fields(PolicySettings) if f.name != "rules")
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -247,19 +329,19 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
 
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<dict>") -> Settings:
-    known = set(_SECTIONS) | {"policy", "retention"}
+    known = set(SECTIONS)
     for section in raw:
         if section not in known:
             raise ConfigError(f"{section}: unknown section (known: {', '.join(sorted(known))})")
     built: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    for name, cls in _PLAIN_SECTIONS.items():
         table = _table(raw, name)
         values = dict(table)
-        for key in cls.__dataclass_fields__:
+        for key in (f.name for f in dataclasses.fields(cls)):
             env_key = f"CALLREC_{name.upper()}_{key.upper()}"
             if env_key in environ:
                 values[key] = environ[env_key]
-        built[name] = _build(cls, name, values)
+        built[name] = build(cls, name, values)
     built["policy"] = _parse_policy(_table(raw, "policy"), environ)
     built["retention"] = parse_retention(_table(raw, "retention"), environ, {r.name for r in built["policy"].rules})
     settings = Settings(**built, source=source)
@@ -274,59 +356,9 @@ def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return table
 
 
-def _build(cls: type, prefix: str, values: Mapping[str, Any]) -> Any:
-    fields = cls.__dataclass_fields__
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(fields)})")
-        kwargs[key] = _coerce(f"{prefix}.{key}", fields[key].type, value)
-    return cls(**kwargs)
-
-
-def _coerce(key: str, type_name: Any, value: Any) -> Any:
-    """Coerce TOML / environment values to the field type; strings from the environment too."""
-    t = str(type_name)
-    if t.startswith("tuple[str"):
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if t in ("bool | None", "int | None", "float | None"):
-        if value is None:
-            return None
-        t = t[: -len(" | None")]
-    if t == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if t == "int":
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
-    if t == "float":
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if t in ("str", "str | None"):
-        if value is None and t == "str | None":
-            return None
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 def _parse_policy(table: Mapping[str, Any], environ: Mapping[str, str]) -> PolicySettings:
     values = {k: v for k, v in table.items() if k != "rules"}
-    for key in ("mode", "language", "prompt", "record", "sample_percent", "sample_seed"):
+    for key in POLICY_ENV_KEYS:
         env_key = f"CALLREC_POLICY_{key.upper()}"
         if env_key in environ:
             values[key] = environ[env_key]
@@ -341,14 +373,14 @@ def _parse_policy(table: Mapping[str, Any], environ: Mapping[str, str]) -> Polic
             raise ConfigError(f"{prefix}: expected a table")
         if "name" not in entry:
             entry = {**entry, "name": f"rule-{i + 1}"}
-        rule = _build(PolicyRule, prefix, entry)
+        rule = build(PolicyRule, prefix, entry)
         if rule.name in names:
             raise ConfigError(f"{prefix}.name: duplicate rule name {rule.name!r}")
         names.add(rule.name)
         if all(getattr(rule, k) is None for k in ("did", "caller", "context", "extension", "queue")):
             raise ConfigError(f"{prefix}: a rule needs at least one of did, caller, context, extension, queue")
         rules.append(rule)
-    return _build(PolicySettings, "policy", {**values, "rules": tuple(rules)})
+    return build(PolicySettings, "policy", {**values, "rules": tuple(rules)})
 
 
 def _validate(s: Settings) -> None:
@@ -364,15 +396,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError("asterisk.ari_password: not set (put it in the file or CALLREC_ASTERISK_ARI_PASSWORD)")
     if not s.asterisk.ami_password:
         raise ConfigError("asterisk.ami_password: not set (put it in the file or CALLREC_ASTERISK_AMI_PASSWORD)")
-    if not 0 < s.asterisk.ami_port < 65536:
-        raise ConfigError(f"asterisk.ami_port: expected a TCP port 1-65535, got {s.asterisk.ami_port}")
-    if not 0 < s.asterisk.request_timeout <= 60:
-        raise ConfigError(f"asterisk.request_timeout: expected 0-60 seconds, got {s.asterisk.request_timeout}")
+    check_ranges(s.asterisk, "asterisk")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.asterisk.app):
         raise ConfigError(f"asterisk.app: letters, digits, '_', '.', '-' only, got {s.asterisk.app!r}")
     if urlsplit(s.database.dsn).scheme not in ("postgres", "postgresql"):
         raise ConfigError("database.dsn: expected a postgresql:// URL")
-    if not 1 <= s.database.pool_min <= s.database.pool_max:
+    check_ranges(s.database, "database")
+    if s.database.pool_min > s.database.pool_max:
         raise ConfigError("database.pool_min: must be at least 1 and not above database.pool_max")
     if not re.fullmatch(r"/[A-Za-z0-9_./-]*", s.recordings.dir) or "/../" in s.recordings.dir + "/":
         # It becomes part of MixMonitor's argument string, where a comma would start options.
@@ -381,24 +411,20 @@ def _validate(s: Settings) -> None:
     if s.recordings.local_dir and not s.recordings.local_dir.startswith("/"):
         raise ConfigError(f"recordings.local_dir: expected an absolute path, got {s.recordings.local_dir!r}")
     _check_mixmonitor("recordings.mixmonitor_options", s.recordings.mixmonitor_options)
-    if s.recordings.finalize_timeout <= 0:
-        raise ConfigError("recordings.finalize_timeout: must be above 0")
+    check_ranges(s.recordings, "recordings")
     n = s.notice
     if not n.prompts_dir.startswith("/"):
         raise ConfigError(f"notice.prompts_dir: expected an absolute path, got {n.prompts_dir!r}")
     if not _LANG_RE.match(n.default_language):
         raise ConfigError(f"notice.default_language: expected a language code like 'en', got {n.default_language!r}")
-    if not 0 <= n.decision_window <= 60:
-        raise ConfigError(f"notice.decision_window: expected 0-60 seconds, got {n.decision_window}")
-    if not 1 <= n.max_notice_seconds <= 600:
-        raise ConfigError(f"notice.max_notice_seconds: expected 1-600 seconds, got {n.max_notice_seconds}")
+    check_ranges(n, "notice")
     for key in ("opt_out_key", "opt_in_key"):
         value = getattr(n, key)
         if value not in DTMF_KEYS:
             raise ConfigError(f"notice.{key}: expected one DTMF key (0-9, *, #, A-D), got {value!r}")
     if n.opt_out_key == n.opt_in_key:
         raise ConfigError("notice.opt_in_key: must differ from notice.opt_out_key")
-    if s.log.level.lower() not in ("debug", "info", "warning", "error"):
+    if s.log.level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
     check_integrity(s.integrity)
     _check_http(s.http)
@@ -420,8 +446,7 @@ def _check_http(h: HttpSettings) -> None:
         m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
         if not m or int(m.group(2)) > 65535:
             raise ConfigError(f"http.listen: expected host:port like 127.0.0.1:8090, got {h.listen!r}")
-    if not 0.01 <= h.session_hours <= 24 * 30:
-        raise ConfigError(f"http.session_hours: expected 0.01-720 hours, got {h.session_hours}")
+    check_ranges(h, "http")
 
 
 def _check_policy(prefix: str, mode: str | None, language: str | None, prompt: str | None) -> None:
@@ -441,18 +466,16 @@ def _check_mixmonitor(key: str, options: str) -> None:
 
 
 def _check_words(p: PolicySettings) -> None:
-    if p.record not in RECORD_WORDS or p.record == "dontcare":
-        raise ConfigError(f"policy.record: expected one of force, yes, no, never, got {p.record!r}")
-    if not 0 <= p.sample_percent <= 100:
-        raise ConfigError(f"policy.sample_percent: expected 0-100, got {p.sample_percent:g}")
+    if p.record not in DEFAULT_RECORD_WORDS:
+        raise ConfigError(f"policy.record: expected one of {', '.join(DEFAULT_RECORD_WORDS)}, got {p.record!r}")
+    check_ranges(p, "policy")
     for i, rule in enumerate(p.rules):
         prefix = f"policy.rules[{i}]"
         if rule.record not in RECORD_WORDS:
             raise ConfigError(f"{prefix}.record: expected one of {', '.join(RECORD_WORDS)}, got {rule.record!r}")
         if rule.side is not None and rule.side not in RULE_SIDES:
             raise ConfigError(f"{prefix}.side: expected caller or callee, got {rule.side!r}")
-        if rule.sample_percent is not None and not 0 <= rule.sample_percent <= 100:
-            raise ConfigError(f"{prefix}.sample_percent: expected 0-100, got {rule.sample_percent:g}")
+        check_ranges(rule, prefix)
 
 
 def _check_hooks(h: HookSettings) -> None:
@@ -476,15 +499,9 @@ def _check_hooks(h: HookSettings) -> None:
             raise ConfigError(f"hooks.{key}: set, but hooks.webhook_url is empty")
     if any(c in h.webhook_auth for c in "\r\n"):
         raise ConfigError("hooks.webhook_auth: must be one line")
-    for key in ("command_timeout", "webhook_timeout", "retry_initial", "retry_max"):
-        if not 0 < getattr(h, key) <= 86400:
-            raise ConfigError(f"hooks.{key}: expected a number of seconds above 0, got {getattr(h, key):g}")
+    check_ranges(h, "hooks")
     if h.retry_max < h.retry_initial:
         raise ConfigError("hooks.retry_max: must not be below hooks.retry_initial")
-    if not 1 <= h.max_attempts <= 1000:
-        raise ConfigError(f"hooks.max_attempts: expected 1-1000, got {h.max_attempts}")
-    if not 1 <= h.concurrency <= 64:
-        raise ConfigError(f"hooks.concurrency: expected 1-64, got {h.concurrency}")
 
 
 def _check_agi(a: AgiSettings) -> None:
@@ -495,11 +512,4 @@ def _check_agi(a: AgiSettings) -> None:
                 or not re.fullmatch(r"[A-Za-z0-9_.:-]+", bare):
             raise ConfigError(f"agi.listen: expected host:port like 127.0.0.1:4573 (or \"\" to turn FastAGI off), "
                               f"got {a.listen!r}")
-    if not 1 <= a.max_sessions <= 100000:
-        raise ConfigError(f"agi.max_sessions: expected 1-100000, got {a.max_sessions}")
-    if not 0 < a.handshake_timeout <= 60:
-        raise ConfigError(f"agi.handshake_timeout: expected 0-60 seconds, got {a.handshake_timeout}")
-    if not 0 < a.command_timeout <= 60:
-        raise ConfigError(f"agi.command_timeout: expected 0-60 seconds, got {a.command_timeout}")
-    if not 1024 <= a.max_line <= 1048576:
-        raise ConfigError(f"agi.max_line: expected 1024-1048576 bytes, got {a.max_line}")
+    check_ranges(a, "agi")
