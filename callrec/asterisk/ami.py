@@ -193,10 +193,10 @@ class Ami:
     async def close(self) -> None:
         if self.manager is not None:
             # No reconnect after this, whatever panoramisk has already scheduled.
-            self.manager.connect = lambda *args, **kwargs: None  # type: ignore[method-assign]
+            self.manager.connect = lambda *args, **kwargs: None
             self.manager.close()
             # panoramisk schedules its own reconnect on connection_lost; stop that.
-            self.manager.connection_lost = lambda exc: None  # type: ignore[method-assign]
+            self.manager.connection_lost = lambda exc: None
             if self.manager.protocol is not None:
                 self.manager.protocol.factory = None
             self.logged_in.clear()

@@ -74,7 +74,7 @@ def _opt(value: bool | None) -> str:
 class _AnyPrompt(dict[str, set[str]]):
     """Every prompt exists in every language (explain without a readable prompts folder)."""
 
-    def get(self, key: str, default: object = None) -> set[str]:  # type: ignore[override]
+    def get(self, key: str, default: object = None) -> set[str]:
         return _Everything()
 
 

@@ -36,11 +36,13 @@ from callrec.config.settings import (
     RecordingSettings,
 )
 
-ARGUMENT_KEYS = ("did", "context", "mode", "lang", "language", "prompt", "rule", "extension", "queue", "record")
+ARGUMENT_KEYS: tuple[str, ...] = (
+    "did", "context", "mode", "lang", "language", "prompt", "rule", "extension", "queue", "record",
+    # Set by dialplan/callrec-outbound.conf on the called party's channel (callrec.doors.ari_parties).
+    "direction", "agent", "agent_channel",
+)
 MATCHERS = ("did", "caller", "context", "extension", "queue")
 OVERRIDES = ("force", "never")
-# Set by dialplan/callrec-outbound.conf on the called party's channel (callrec.doors.ari_parties).
-ARGUMENT_KEYS += ("direction", "agent", "agent_channel")
 DEFAULT_PROMPTS = {"notice": "notice", "opt-out": "notice-opt-out", "opt-in": "notice-opt-in"}
 NOT_RECORDED_PROMPT = "not-recorded"
 
@@ -230,22 +232,22 @@ def decide(
             sides[side] = rule
             first = first or rule
         else:
-            trail.append(f"{describe_rule(rule)}: matches, but rule {sides[side].name} already speaks "
-                         f"for the {side} side")
+            speaking = sides[side]
+            trail.append(f"{describe_rule(rule)}: matches, but rule {speaking.name if speaking else '?'} already "
+                         f"speaks for the {side} side")
     if picked is not None:
         sides[picked.effective_side] = picked
     rec = _recording(policy, sides, args, trail, warnings)
     trail = list(rec.trail)
     source_rule = rec.rule or first
 
-    def pick(attr: str) -> str | None:
-        return getattr(source_rule, attr) if source_rule is not None else None
+    chosen = source_rule  # the rule whose notice and recording settings apply (None: the [policy] ones)
 
     settings_from = None
     if source_rule is not None:
         settings_from = (f"notice settings from rule {source_rule.name}"
                          + (" (the rule that decided)" if rec.rule is not None else " (first matching rule)"))
-    mode = _first(pick("mode"), policy.mode)
+    mode = _first(chosen.mode if chosen else None, policy.mode)
     if "mode" in args:
         if args["mode"] in CONSENT_MODES:
             mode = args["mode"]
@@ -256,11 +258,11 @@ def decide(
     if forced and mode != "notice":
         force_note = f"force: consent mode {mode} becomes notice (the caller is told; no key can stop it)"
         mode = "notice"
-    explicit_prompt = _first(args.get("prompt"), pick("prompt"), policy.prompt)
+    explicit_prompt = _first(args.get("prompt"), chosen.prompt if chosen else None, policy.prompt)
     prompt = _first(explicit_prompt, DEFAULT_PROMPTS[mode])
     wanted_language = _first(
         args.get("lang") or args.get("language"),
-        pick("language"),
+        chosen.language if chosen else None,
         policy.language,
         facts.channel_language,
         notice.default_language,
@@ -270,14 +272,14 @@ def decide(
         warnings.append(f"prompt {prompt!r} is not installed; using {DEFAULT_PROMPTS[mode]!r}")
         prompt = DEFAULT_PROMPTS[mode]
         language = resolve_language(wanted_language, prompt, notice.default_language, prompts)
-    options = _first(pick("mixmonitor_options"), recordings.mixmonitor_options)
+    options = _first(chosen.mixmonitor_options if chosen else None, recordings.mixmonitor_options)
 
     record = rec.word in ("force", "yes")
     sampled: bool | None = None
     reason = rec.reason
     if rec.word == "yes":
-        rate = pick("sample_percent")
-        rate_from = f"rule {source_rule.name}" if rate is not None and source_rule is not None else "policy"
+        rate = chosen.sample_percent if chosen else None
+        rate_from = f"rule {chosen.name}" if rate is not None and chosen is not None else "policy"
         if rate is None:
             rate = policy.sample_percent
         if rate < 100:
@@ -296,10 +298,10 @@ def decide(
     else:
         trail.append("outcome: NOT RECORDED; no notice is played; CALLREC_CONSENT=not_asked")
     # Per-rule recording switches; None = the [recordings] setting.
-    stereo = pick("stereo")
+    stereo = chosen.stereo if chosen else None
     if stereo is None:
         stereo = recordings.stereo
-    bridged_only = pick("bridged_only")
+    bridged_only = chosen.bridged_only if chosen else None
     if bridged_only and "b" not in options.replace("B", ""):
         options += "b"  # MixMonitor: record only while bridged
     return Decision(
@@ -316,7 +318,7 @@ def decide(
         sampled=sampled,
         reason=reason.replace(",", ";"),
         trail=tuple(trail),
-        bridged_only=bridged_only,  # type: ignore[arg-type]
+        bridged_only=bridged_only,
     )
 
 
