@@ -1,7 +1,7 @@
 """The configuration reference (docs/configuration.md), generated from the settings classes.
 
 Every row comes from a field's ``setting(...)`` metadata (fields.py): the same ranges the validation
-enforces.  Regenerate the page with ``python -m callrec.config.reference > docs/configuration.md``;
+enforces.  Regenerate the page with ``callrec config reference > docs/configuration.md``;
 tests/unit fail when the page and the code disagree.
 """
 
@@ -35,7 +35,7 @@ _HEADER = """\
 
 <!-- Generated from the settings classes (callrec/config/settings.py, callrec/config/dataops.py):
      do not edit by hand. Change the field's setting(...) and regenerate with
-     `python -m callrec.config.reference > docs/configuration.md`. A unit test fails when they differ. -->
+     `callrec config reference > docs/configuration.md`. A unit test fails when they differ. -->
 
 One TOML file, by default `/etc/callrec/callrec.toml` (`$CALLREC_CONFIG` or `callrec -c FILE` point
 elsewhere), read and validated once at start (a change needs a restart; see the

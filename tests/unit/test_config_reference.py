@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,13 @@ SECRETS = {"asterisk": {"ari_password": "ari-secret", "ami_password": "ami-secre
 def test_the_page_is_what_the_code_generates() -> None:
     assert PAGE.read_text() == reference.render(), (
         "docs/configuration.md differs from the settings classes: "
-        "run `python -m callrec.config.reference > docs/configuration.md`")
+        "run `callrec config reference > docs/configuration.md`")
+
+
+def test_the_cli_prints_the_page_without_a_config_file() -> None:
+    out = subprocess.run([sys.executable, "-m", "callrec", "config", "reference"], capture_output=True, text=True,
+                         timeout=60, cwd="/", check=True)
+    assert out.stdout == PAGE.read_text()
 
 
 def _page_rows() -> dict[str, dict[str, list[str]]]:
