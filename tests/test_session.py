@@ -244,3 +244,65 @@ def test_unconfirmed_mixmonitor_is_looked_for_at_hangup() -> None:
     assert back[0].variables["CALLREC_RECORDING"] == ""  # the dialplan is told: not recorded
     assert s.hangup(at(20), 16) == [FinalizeRecording(s.record.recording_path)]
     assert s.record.hangup_cause_text == "Normal Clearing"  # named even when ARI gave only the number
+
+
+# -- what the doors used to decide themselves: now session inputs ------------------------------
+
+
+def test_a_prompt_past_its_time_limit_fails_the_notice_or_ends_the_confirmation() -> None:
+    s = make("opt-out")
+    s.start()
+    actions = s.prompt_timed_out(at(20))
+    assert actions[0] == StopPrompt() and isinstance(actions[-1], HandBack)
+    assert s.record.consent == "notice_failed" and s.record.notice_completed is False
+    assert "notice failed: the notice did not finish in time" in s.record.warnings
+    c = make("opt-out")
+    c.start()
+    c.dtmf("9", at(1))  # declined: the "not recorded" confirmation plays
+    assert c.state is State.CONFIRMING
+    actions = c.prompt_timed_out(at(20))
+    assert actions[0] == StopPrompt() and isinstance(actions[-1], HandBack) and c.record.consent == "declined"
+    assert c.prompt_timed_out(at(21)) == []  # over: a late watchdog changes nothing
+
+
+def test_an_internal_error_hands_the_call_back_unrecorded_and_says_so() -> None:
+    s = make("opt-in")
+    s.start()
+    actions = s.internal_error(at(2), "internal error during the notice (boom); the call went on unrecorded")
+    assert actions[0] == StopPrompt() and isinstance(actions[-1], HandBack)
+    assert actions[-1].variables["CALLREC_CONSENT"] == "unavailable" == s.record.consent
+    assert s.state is State.IN_DIALPLAN and s.record.warnings[-1].startswith("internal error")
+    # Once handed back, a failure changes nothing the dialplan already has.
+    assert s.internal_error(at(3), "again") == []
+
+
+def test_an_internal_error_while_mixmonitor_starts_keeps_the_consent_and_marks_the_recording() -> None:
+    s = make("notice")
+    s.start()
+    s.notice_finished(at(4))
+    assert s.state is State.STARTING_RECORDING
+    actions = s.internal_error(at(4.1), "internal error")
+    assert isinstance(actions[-1], HandBack) and actions[-1].variables["CALLREC_RECORDING"] == ""
+    assert s.record.consent == "implied" and "MixMonitor not confirmed" in (s.record.recording_error or "")
+
+
+def test_leaving_the_app_without_the_hand_back_is_a_hang_up() -> None:
+    s = make("notice")
+    s.start()
+    assert s.left_app(at(1)) == [] and s.state is State.ENDED and s.record.consent == "abandoned"
+    t = make("notice")
+    t.start()
+    t.notice_finished(at(4))
+    t.recording_started(at(4.1))
+    assert t.left_app(at(5)) == [] and t.state is State.IN_DIALPLAN  # our own hand-back
+
+
+def test_linkedid_bridged_and_dial_status_are_facts_the_session_keeps() -> None:
+    s = make("notice")
+    s.take_changes()
+    assert s.linkedid_known("1700000000.7") == [] and s.linkedid_known("other") == []
+    assert s.bridged(at(3)) == [] and s.bridged(at(9)) == []
+    assert s.dial_ended("NOANSWER") == [] and s.dial_ended("") == []
+    changes = s.take_changes()
+    assert changes == {"linkedid": "1700000000.7", "bridged_at": at(3)}
+    assert s.dial_status == "NOANSWER"

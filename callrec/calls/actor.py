@@ -113,22 +113,30 @@ class CallActor:
     # -- the flow --
 
     async def run(self, first: list[Action]) -> None:
+        actions = first
         try:
-            await self.execute(first)
-            while not self.session.ended and not (self.closing and self.session.state is State.IN_DIALPLAN):
-                item = await self.queue.get()
-                actions = await self.handle(item)
-                self.service.save(self.session)
-                await self.execute(actions)
+            while True:
+                try:
+                    await self.execute(actions)
+                    if self.session.ended or (self.closing and self.session.state is State.IN_DIALPLAN):
+                        return
+                    item = await self.queue.get()
+                    actions = await self.handle(item)
+                    self.service.save(self.session)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # A bug must not cost the caller: hand the call back, then keep following it to
+                    # its hang-up so the row is finished like any other.
+                    log.exception("call %s: flow failed; handing the call back to the dialplan", self.id)
+                    await self.fail(f"internal error during the notice ({type(exc).__name__}: {str(exc)[:160]}); "
+                                    "the call went on unrecorded")
+                    actions = []
         except asyncio.CancelledError:
             if self.session.state not in (State.IN_DIALPLAN, State.ENDED):
                 # Stopped mid-flow: never leave the caller waiting in an app nobody serves.
                 await asyncio.shield(self.fail(STOPPED))
             raise
-        except Exception as exc:
-            log.exception("call %s: flow failed; handing the call back to the dialplan", self.id)
-            await self.fail(f"internal error during the notice ({type(exc).__name__}: {str(exc)[:160]}); "
-                            "the call went on unrecorded")
         finally:
             for kind in list(self._timers):
                 self.cancel_timer(kind)
