@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import asyncpg
 import pytest
 import soundfile
 from caller import Finished, PlacedCall, Tester
-from daemon_proc import CALLREC, wait_finalized
 from sandbox import SandboxInfo, callrec_config
+from support.daemon_proc import CALLREC, wait_finalized
+from support.waiting import wait_for
 
 from callrec.app import Daemon
 from callrec.calls.session import State
@@ -49,15 +49,6 @@ async def place(tester: Tester, port: int, *, exten: str = "100", args: str = ""
                                    variables={"_CALLREC_AGI_SERVER": f"127.0.0.1:{port}", **variables})
 
 
-async def wait_until(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll a condition on the daemon's state (it changes on AGI replies, which emit no events)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def in_notice(daemon: Daemon, call: PlacedCall) -> None:
     assert daemon.agi is not None
 
@@ -66,7 +57,7 @@ async def in_notice(daemon: Daemon, call: PlacedCall) -> None:
         return agi_call is not None and agi_call.session.state is State.NOTIFYING \
             and agi_call.session.record.notice_started_at is not None and agi_call.conn.busy
 
-    await wait_until(playing, "the notice to play over AGI")
+    await wait_for(playing, 15, what="the notice to play over AGI")
 
 
 async def finish(daemon: Daemon, finished: Finished, call: PlacedCall, dsn: str) -> asyncpg.Record:
@@ -155,7 +146,7 @@ async def test_opt_in_key_in_the_window_grants(daemon: Daemon, tester: Tester, f
         c = daemon.agi.calls.get(call.callee_id)  # type: ignore[union-attr]
         return c is not None and c.session.state is State.AWAITING_KEY and c.conn.busy
 
-    await wait_until(waiting, "the decision window (WAIT FOR DIGIT)")
+    await wait_for(waiting, 15, what="the decision window (WAIT FOR DIGIT)")
     await call.press("1")
     back = await call.handed_back()
     assert back["consent"] == "granted" and back["recording"]
@@ -276,18 +267,18 @@ async def test_daemon_down_fail_safe(asterisk: SandboxInfo, tester: Tester) -> N
     back = await call.handed_back(timeout=10)
     assert back == {**back, "consent": "unavailable", "call_id": "", "recording": "", "agistatus": "FAILURE"}
     log = asterisk.root / "var/log/asterisk/messages"
-    deadline = time.monotonic() + 5
-    text = ""
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        if "callrec unavailable (AGISTATUS=FAILURE)" in text:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: "callrec unavailable (AGISTATUS=FAILURE)" in log.read_text(errors="replace"), 5,
+                   what="the dialplan's warning in Asterisk's log")
+    text = log.read_text(errors="replace")
     assert "WARNING" in text and "callrec unavailable (AGISTATUS=FAILURE)" in text
     assert set(asterisk.local_recordings_dir.rglob("*.wav")) == before
 
 
 # -- the daemon as a process: a hang-up in the handshake, garbage, CPU --------------------------
+
+
+async def state_is(conn: asyncpg.Connection, uniqueid: str, state: str) -> bool:
+    return await conn.fetchval("SELECT state FROM calls WHERE uniqueid = $1", uniqueid) == state
 
 
 class ServeProcess:
@@ -300,15 +291,14 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
     async def wait_log(self, needle: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def logged() -> str:
             text = self.log()
-            if needle in text:
-                return text
-            if self.proc.poll() is not None:
+            if needle not in text and self.proc.poll() is not None:
                 raise AssertionError(f"callrec serve exited ({self.proc.returncode}):\n{text[-2000:]}")
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{needle!r} not in the daemon's log within {timeout}s:\n{self.log()[-2000:]}")
+            return text if needle in text else ""
+
+        return await wait_for(logged, timeout, what=f"{needle!r} in the daemon's log",
+                              details=lambda: self.log()[-2000:])
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far (from /proc)."""
@@ -567,10 +557,8 @@ async def stop_during_window(serve: ServeProcess, tester: Tester, database: str)
     call = await place(tester, serve.port, args="mode=opt-in")
     conn = await asyncpg.connect(database)
     try:
-        deadline = time.monotonic() + 20
-        while await conn.fetchval("SELECT state FROM calls WHERE uniqueid = $1", call.callee_id) != "awaiting_key":
-            assert time.monotonic() < deadline, "the call never reached the decision window"
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: state_is(conn, call.callee_id, "awaiting_key"), 20,
+                       what="the call to reach the decision window")
         serve.proc.send_signal(signal.SIGTERM)
         back = await call.handed_back(timeout=15)
         assert back["consent"] == "unavailable" and back["recording"] == ""
@@ -591,10 +579,8 @@ async def test_stop_during_the_notice_hands_the_caller_back(
     call = await place(tester, serve.port, args="mode=opt-out")
     conn = await asyncpg.connect(database)
     try:
-        deadline = time.monotonic() + 20
-        while await conn.fetchval("SELECT state FROM calls WHERE uniqueid = $1", call.callee_id) != "notifying":
-            assert time.monotonic() < deadline, "the call never reached the notice"
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: state_is(conn, call.callee_id, "notifying"), 20,
+                       what="the call to reach the notice")
         serve.proc.send_signal(signal.SIGTERM)
         back = await call.handed_back(timeout=30)
         assert serve.proc.wait(timeout=20) == 0
@@ -616,10 +602,8 @@ async def test_daemon_killed_mid_notice_caller_goes_on_and_the_row_is_closed_lat
         call = await place(tester, first.port, args="mode=opt-out")
         conn = await asyncpg.connect(database)
         try:
-            deadline = time.monotonic() + 20
-            while await conn.fetchval("SELECT state FROM calls WHERE uniqueid = $1", call.callee_id) != "notifying":
-                assert time.monotonic() < deadline, "the call never reached the notice"
-                await asyncio.sleep(0.05)
+            await wait_for(lambda: state_is(conn, call.callee_id, "notifying"), 20,
+                           what="the call to reach the notice")
         finally:
             await conn.close()
         first.proc.send_signal(signal.SIGKILL)

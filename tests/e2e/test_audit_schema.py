@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 import pytest
+from support import REPO
 
 from callrec.store import audit
 
@@ -49,11 +50,10 @@ async def test_access_tables_constraints(database: str) -> None:
 async def test_documented_app_role_cannot_rewrite_the_trail(database: str) -> None:
     """docs/sql/app_role.sql: the daemon's role can write calls and append audit entries, and can
     neither alter audit rows nor switch the triggers off."""
-    from pathlib import Path
     from urllib.parse import urlsplit, urlunsplit
 
     role = f"callrec_app_{uuid.uuid4().hex[:8]}"
-    sql = (Path(__file__).resolve().parent.parent / "docs/sql/app_role.sql").read_text()
+    sql = (REPO / "docs/sql/app_role.sql").read_text()
     statements = [line.replace(':"app"', f'"{role}"') for line in sql.splitlines()
                   if line.strip() and not line.startswith("--")]
     owner = await asyncpg.connect(database)

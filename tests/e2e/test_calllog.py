@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import asyncpg
 
 from callrec.store import CallLogWriter, connect_pool
-from callrec.store.calllog import is_transient
 
 
 def new_call(**extra: object) -> tuple[str, dict]:
@@ -62,11 +61,3 @@ async def test_a_server_side_disconnect_is_retried_and_loses_nothing(database: s
         await admin.close()
         await writer.close()
         await pool.close()
-
-
-def test_error_classes() -> None:
-    assert is_transient(asyncpg.exceptions.AdminShutdownError("x"))
-    assert is_transient(asyncpg.exceptions.DeadlockDetectedError("x"))
-    assert is_transient(ConnectionRefusedError())
-    assert not is_transient(asyncpg.exceptions.CheckViolationError("x"))
-    assert not is_transient(asyncpg.exceptions._base.DataError("cannot encode"))

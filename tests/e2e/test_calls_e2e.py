@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import soundfile
 from caller import Finished, PlacedCall, Tester
+from support.waiting import wait_for
 
 from callrec.app import Daemon
 
@@ -274,10 +275,8 @@ async def test_stop_mix_monitor_closes_the_file_while_the_call_goes_on(daemon: D
     path = daemon.settings.recordings.local_path / back["recording"].removeprefix(daemon.settings.recordings.dir + "/")
     assert not wav_is_closed(path)  # MixMonitor is still writing
     await daemon.ami.stop_mix_monitor(channel)
-    deadline = asyncio.get_running_loop().time() + 5
-    while not wav_is_closed(path):  # Asterisk closes the file on its own thread
-        assert asyncio.get_running_loop().time() < deadline, "StopMixMonitor did not close the file"
-        await asyncio.sleep(0.05)
+    # Asterisk closes the file on its own thread
+    await wait_for(lambda: wav_is_closed(path), 5, what="StopMixMonitor to close the file")
     assert (await tester.ari.get_channel(call.callee_id))["state"] == "Up"  # the call goes on
     r = await finish(daemon, finished, call, database)
     assert r["recording_status"] == "ready" and r["recording_rms_dbfs"] > SPEECH_RMS_FLOOR

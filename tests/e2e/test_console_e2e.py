@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from caller import Finished, Tester
-from conftest import make_settings
-from console_browser import chromium, log_in, open_tab, play
 from playwright.async_api import expect
 from sandbox import SandboxInfo
+from support.console_browser import chromium, log_in, open_tab, play
+from support.settings import make_settings
 
 from callrec.app import Daemon
 from callrec.config.settings import Settings

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from dataops_helpers import add_call, audit_rows
-from opsapi import PASSWORD, api_settings
+from support.dataops_helpers import add_call, audit_rows
+from support.opsapi import PASSWORD, api_settings
 
 from callrec.access import ROLES
 from callrec.config.dataops import IntegritySettings, RetentionSettings

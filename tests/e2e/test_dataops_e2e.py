@@ -11,9 +11,9 @@ from pathlib import Path
 
 import asyncpg
 from caller import Finished, Tester
-from conftest import make_settings
-from dataops_helpers import CALLREC, add_call, audit_rows
 from sandbox import SandboxInfo, callrec_config
+from support.dataops_helpers import CALLREC, add_call, audit_rows
+from support.settings import make_settings
 
 from callrec.app import Daemon
 

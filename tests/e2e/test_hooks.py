@@ -15,21 +15,21 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hookprobe import PROBE, Attempts, Receiver
+from support.hookprobe import PROBE, Attempts, Receiver
+from support.settings import local_recordings, make_settings
 
 from callrec.calls.session import CallRecord
-from callrec.config.settings import Settings, parse_settings
+from callrec.config.settings import Settings
 from callrec.hooks import HookRunner, backoff, command_argv, redacted_url
 
-SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}
 AUTH = "Bearer s3cret-token-value"
 HMAC_KEY = "hmac-key-never-logged"
 
 
 def settings_for(dsn: str, **hooks: Any) -> Settings:
-    raw = {"database": {"dsn": dsn}, "recordings": {"dir": "/var/spool/asterisk/callrec", "local_dir": "/srv/rec"},
-           "hooks": {"retry_initial": 0.2, "retry_max": 1.0, **hooks}}
-    return parse_settings(raw, SECRETS)
+    """Hooks retried quickly; ``hooks`` adds or overrides keys."""
+    return make_settings(None, dsn, recordings=local_recordings(Path("/srv/rec")),
+                         hooks={"retry_initial": 0.2, "retry_max": 1.0, **hooks})
 
 
 async def add_call(pool: asyncpg.Pool, status: str = "ready") -> CallRecord:

@@ -14,9 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 from caller import Finished, Tester
-from conftest import make_settings
-from daemon_proc import CALLREC, wait_registered
 from sandbox import SandboxInfo, callrec_config
+from support.daemon_proc import CALLREC, wait_registered
+from support.settings import make_settings
 
 from callrec.app import Daemon
 from callrec.store import users

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from opsapi import Bench, start_bench
+from support.opsapi import Bench, start_bench
 
 HOOKS = """
 import itertools

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from opsapi import AGENT_EXT, T0, insert_call
+from support.opsapi import AGENT_EXT, T0, insert_call
 
 from callrec.access import sha256_hex, verify_password
 

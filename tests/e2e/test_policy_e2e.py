@@ -13,9 +13,10 @@ from typing import Any
 
 import asyncpg
 from caller import Finished, PlacedCall, Tester
-from conftest import make_settings, running_daemon
-from hookprobe import PROBE, Attempts, Receiver
 from sandbox import SandboxInfo
+from support.daemon_proc import running_daemon
+from support.hookprobe import PROBE, Attempts, Receiver
+from support.settings import make_settings
 
 from callrec.app import Daemon
 from callrec.config.settings import Settings

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -25,9 +24,10 @@ import numpy as np
 import pytest
 import soundfile
 from caller import Finished, PlacedCall, Tester
-from conftest import make_settings, running_daemon
-from daemon_proc import CALLREC, wait_finalized, wait_registered, write_config
 from sandbox import SandboxInfo, callrec_config
+from support.daemon_proc import CALLREC, running_daemon, wait_finalized, wait_registered, write_config
+from support.settings import make_settings
+from support.waiting import wait_for
 
 from callrec.app import Daemon
 from callrec.recording.control import (
@@ -77,11 +77,8 @@ async def wait_grown(path: Path, seconds: float, timeout: float = 20.0) -> None:
             return 0
 
     target = size() + int(seconds * BYTES_PER_SECOND)
-    deadline = time.monotonic() + timeout
-    while size() < target:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path.name} did not grow by {seconds}s of audio within {timeout}s")
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: size() >= target, timeout, what=f"{path.name} to grow by {seconds}s of audio",
+                   details=lambda: f"{size()} of {target} bytes")
 
 
 async def row(dsn: str, call_id: str) -> asyncpg.Record:
@@ -452,11 +449,12 @@ async def test_stereo_call_paused_when_the_daemon_died_is_merged_and_closed_at_t
         await tone_start(tester, await call.speak(TONE))
         conn = await asyncpg.connect(database)
         try:
-            deadline = time.monotonic() + 10
-            while (r := await conn.fetchrow("SELECT recording_status, recording_path FROM calls WHERE id = $1",
-                                            uuid.UUID(call_id)))["recording_status"] != "recording":
-                assert time.monotonic() < deadline, "the row never showed the recording"
-                await asyncio.sleep(0.05)
+            async def recording() -> asyncpg.Record | None:
+                r = await conn.fetchrow("SELECT recording_status, recording_path FROM calls WHERE id = $1",
+                                        uuid.UUID(call_id))
+                return r if r["recording_status"] == "recording" else None
+
+            r = await wait_for(recording, 10, what="the row to show the recording")
         finally:
             await conn.close()
         path = Path(asterisk.local_recordings_dir) / r["recording_path"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import soundfile
 from caller import Tester
-from daemon_proc import CALLREC, wait_finalized, wait_registered, wait_row, write_config
 from sandbox import SandboxInfo
+from support.daemon_proc import CALLREC, wait_finalized, wait_registered, wait_row, write_config
 
 
 async def test_crash_mid_call_is_followed_up_at_the_next_start(tmp_path: Path, asterisk: SandboxInfo,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from dataops_helpers import add_call, audit_rows, run_cli, settings_for, write_config
+from support import REPO
+from support.dataops_helpers import add_call, audit_rows, run_cli, settings_for, write_config
 
-from callrec.config.settings import ConfigError, parse_settings
 from callrec.dataops.retention import RetentionJob, anonymize, delete_audio, run_retention, set_legal_hold
 from callrec.store import connect_pool
 
@@ -87,12 +87,9 @@ async def test_per_rule_retention(database: str, conn: asyncpg.Connection, tmp_p
     default = await add_call(conn, rec, age_days=10)
     forever = await add_call(conn, rec, age_days=100, rule="forever")
     default_old = await add_call(conn, rec, age_days=100)
-    settings = parse_settings({
-        "asterisk": {"ari_password": "x", "ami_password": "y"}, "database": {"dsn": database},
-        "recordings": {"local_dir": str(rec)},
-        "policy": {"rules": [{"name": "short", "did": "1*"}, {"name": "forever", "did": "2*"}]},
-        "retention": {"audio_days": 30, "rules": {"short": {"audio_days": 7}, "forever": {"audio_days": 0}}},
-    }, {})
+    settings = settings_for(
+        database, rec, policy={"rules": [{"name": "short", "did": "1*"}, {"name": "forever", "did": "2*"}]},
+        retention={"audio_days": 30, "rules": {"short": {"audio_days": 7}, "forever": {"audio_days": 0}}})
     pool = await connect_pool(database, 1, 2)
     try:
         report = await run_retention(pool, settings.retention, rec)
@@ -176,23 +173,6 @@ async def test_cli_hold_set_list_release(database: str, conn: asyncpg.Connection
     assert "(no calls under legal hold)" in run_cli(cfg, "hold", "list").stdout
 
 
-@pytest.mark.parametrize(("retention", "message"), [
-    ({"audio_days": -1}, "retention.audio_days: expected 0 (keep forever) to 36500 days, got -1"),
-    ({"audio_days": 60, "metadata_days": 30}, "retention.audio_days: must be 1..metadata_days (30)"),
-    ({"rules": {"typo": {"audio_days": 3}}}, "retention.rules.typo: no policy rule named 'typo'"),
-    ({"batch_size": 0}, "retention.batch_size: expected 1-10000, got 0"),
-    ({"audio_days": "ten"}, "retention.audio_days: expected a whole number, got 'ten'"),
-])
-def test_bad_retention_config_is_one_line(tmp_path: Path, retention: dict, message: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"}, "retention": retention}, {})
-    assert str(err.value).startswith(message)
-    cfg = write_config(tmp_path / "c.toml", "postgresql://x@127.0.0.1/x", tmp_path, retention=retention)
-    result = run_cli(cfg, "retention", "run")
-    assert result.returncode == 2 and result.stderr.startswith(f"callrec: config error: {message}")
-    assert result.stderr.count("\n") == 1
-
-
 async def test_least_privilege_app_role_runs_retention_and_erase(database: str, conn: asyncpg.Connection,
                                                                 tmp_path: Path) -> None:
     """docs/sql/app_role.sql is enough for every deletion path, and the
@@ -203,7 +183,7 @@ async def test_least_privilege_app_role_runs_retention_and_erase(database: str, 
     from callrec.dataops.retention import cli_principal, erase_subject
 
     role = f"callrec_app_{uuid.uuid4().hex[:8]}"
-    docs = Path(__file__).resolve().parent.parent / "docs" / "sql"
+    docs = REPO / "docs" / "sql"
     statements = [line.replace(':"app"', f'"{role}"') for name in ("app_role.sql",)
                   for line in (docs / name).read_text().splitlines() if line.strip() and not line.startswith("--")]
     await conn.execute(f'CREATE ROLE "{role}" LOGIN')
@@ -276,12 +256,3 @@ async def test_deletion_never_leaves_the_recordings_folder(database: str, conn: 
     assert victim["path"].exists() and not linked["path"].is_symlink()
     [entry] = await audit_rows(conn, climbing["id"], "delete_audio")
     assert entry["details"]["file_existed"] is False
-
-
-def test_retention_settings_from_the_environment() -> None:
-    s = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"}, "retention": {"audio_days": 90}},
-                       {"CALLREC_RETENTION_AUDIO_DAYS": "7", "CALLREC_RETENTION_ENABLED": "no",
-                        "CALLREC_INTEGRITY_SIGNING_KEY": "/etc/callrec/k.pem"})
-    assert (s.retention.audio_days, s.retention.enabled, s.integrity.signing_key) == (7, False, "/etc/callrec/k.pem")
-    assert s.retention.active and s.retention.for_rule("anything") == (7, 0)
-    assert not parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"}}, {}).retention.active

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from dataops_helpers import CALLREC, add_call, audit_rows, make_wav, run_cli, write_config
+from support.dataops_helpers import CALLREC, add_call, audit_rows, make_wav, run_cli, write_config
 
 from callrec.dataops.retention import set_legal_hold
 

@@ -1,17 +1,36 @@
-"""Running `callrec` as a real process in tests: its config file and waiting on its effects."""
+"""The daemon in tests: in this process (``running_daemon``) or as a real `callrec serve` process (its
+config file), and waiting on its effects."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-from caller import Tester
+from caller import Finished, Tester
 from sandbox import SandboxInfo, callrec_config
 
-CALLREC = [sys.executable, "-m", "callrec"]
+from callrec.app import Daemon
+from callrec.config.settings import Settings
+from support.cli import CALLREC
+from support.waiting import wait_for
+
+__all__ = ["CALLREC", "running_daemon", "wait_finalized", "wait_registered", "wait_row", "write_config"]
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
+    """The daemon in this process, connected to ARI and AMI; finalized calls reach ``finished``."""
+    d = Daemon(settings)
+    try:
+        await d.start()
+        assert d.service is not None
+        d.service.on_call_finalized.append(finished)
+        await d.wait_ready(15)
+        yield d
+    finally:
+        await d.stop()
 
 
 def write_config(path: Path, info: SandboxInfo, database: str, **asterisk: object) -> Path:
@@ -23,37 +42,28 @@ def write_config(path: Path, info: SandboxInfo, database: str, **asterisk: objec
 
 
 async def wait_registered(tester: Tester, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def registered() -> bool:
         apps = await tester.ari.request("GET", "/applications")
-        if any(a.get("name") == "callrec" for a in apps):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the callrec ARI application did not register")
+        return any(a.get("name") == "callrec" for a in apps)
+
+    await wait_for(registered, timeout, what="the callrec ARI application to register", interval=0.1)
 
 
 async def wait_finalized(dsn: str, uniqueid: str, timeout: float = 30) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await conn.fetchval("SELECT finalized_at IS NOT NULL FROM calls WHERE uniqueid = $1", uniqueid):
-                return
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: conn.fetchval("SELECT finalized_at IS NOT NULL FROM calls WHERE uniqueid = $1",
+                                             uniqueid),
+                       timeout, what=f"call {uniqueid} to be finalized in the call log", interval=0.1)
     finally:
         await conn.close()
-    raise AssertionError(f"call {uniqueid} not finalized in the call log")
 
 
 async def wait_row(dsn: str, uniqueid: str, timeout: float = 10) -> None:
     """Until the daemon has written the call's row (it writes in the background)."""
     conn = await asyncpg.connect(dsn)
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await conn.fetchval("SELECT count(*) FROM calls WHERE uniqueid = $1", uniqueid):
-                return
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: conn.fetchval("SELECT count(*) FROM calls WHERE uniqueid = $1", uniqueid),
+                       timeout, what=f"a call-log row for {uniqueid}")
     finally:
         await conn.close()
-    raise AssertionError(f"no call-log row for {uniqueid}")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,21 +12,17 @@ import asyncpg
 import numpy as np
 import soundfile
 
-from callrec.config.settings import Settings, parse_settings
+from callrec.config.settings import Settings
 from callrec.recording.files import measure
+from support.cli import CALLREC, run_cli
+from support.settings import local_recordings, make_settings, raw_settings
 
-CALLREC = [sys.executable, "-m", "callrec"]
+__all__ = ["CALLREC", "add_call", "audit_rows", "make_wav", "run_cli", "settings_for", "write_config"]
 
 
 def settings_for(dsn: str, recordings: Path, **sections: dict[str, Any]) -> Settings:
-    raw: dict[str, Any] = {
-        "asterisk": {"ari_password": "unused", "ami_password": "unused"},
-        "database": {"dsn": dsn},
-        "recordings": {"dir": "/var/spool/asterisk/callrec", "local_dir": str(recordings)},
-    }
-    for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
-    return parse_settings(raw, {})
+    """Settings of the data operations (no Asterisk): the database and the recordings folder."""
+    return make_settings(None, dsn, recordings=local_recordings(recordings), **sections)
 
 
 def toml_value(value: Any) -> str:
@@ -43,24 +36,13 @@ def toml_value(value: Any) -> str:
 
 
 def write_config(path: Path, dsn: str, recordings: Path, extra: str = "", **sections: dict[str, Any]) -> Path:
-    base: dict[str, dict[str, Any]] = {
-        "asterisk": {"ari_password": "unused", "ami_password": "unused"},
-        "database": {"dsn": dsn},
-        "recordings": {"dir": "/var/spool/asterisk/callrec", "local_dir": str(recordings)},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
+    base = raw_settings(None, dsn, recordings=local_recordings(recordings), **sections)
     lines = []
     for name, values in base.items():
         lines.append(f"[{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
-
-
-def run_cli(config: Path, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*CALLREC, "-c", str(config), *args], capture_output=True, text=True, timeout=timeout,
-                          input=input, env={**os.environ})
 
 
 def make_wav(path: Path, seconds: float = 1.0, freq: float = 440.0) -> None:

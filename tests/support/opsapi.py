@@ -15,10 +15,12 @@ import soundfile
 
 from callrec.access import ROLES
 from callrec.asterisk.ami import Ami
-from callrec.config.settings import Settings, parse_settings
+from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
 from callrec.store import users
 from callrec.web.server import HttpServer
+from support.settings import local_recordings as local_recordings_keys
+from support.settings import make_settings
 
 PASSWORD = "correct horse battery"
 AGENT_EXT = "201"
@@ -26,12 +28,9 @@ T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
 def api_settings(dsn: str, local_recordings: Path, **http: Any) -> Settings:
-    return parse_settings({
-        "asterisk": {"ari_password": "unused-ari", "ami_password": "unused-ami"},
-        "database": {"dsn": dsn},
-        "recordings": {"dir": "/var/spool/asterisk/callrec", "local_dir": str(local_recordings)},
-        "http": {"listen": "127.0.0.1:0", **http},
-    }, {})
+    """The ops API's settings: on a free port, recordings in ``local_recordings`` (no Asterisk)."""
+    return make_settings(None, dsn, recordings=local_recordings_keys(local_recordings),
+                         http={"listen": "127.0.0.1:0", **http})
 
 
 def write_wav(path: Path, seconds: float = 1.0, rate: int = 8000) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
+from support.settings import SECRETS, make_settings
+from support.waiting import wait_for
 
 from callrec.asterisk.agi import (
     AgiClosed,
@@ -29,9 +31,7 @@ from callrec.calls.service import CallService
 from callrec.config.settings import ConfigError, Settings, parse_settings
 from callrec.doors.agi import ESCAPE_DIGITS, AgiDoor
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPTS = "/usr/share/asterisk/sounds/callrec"
-SECRETS = {"asterisk": {"ari_password": "x", "ami_password": "y"}}
 # What a hand-back sets: CALLREC_CALL_ID, _CONSENT, _RECORDING, _POLICY, _REASON.
 HANDBACK_VARIABLES = 5
 
@@ -198,12 +198,10 @@ class FakeAmi:
 
 
 def settings(notice: dict[str, Any] | None = None, **agi: Any) -> Settings:
-    return parse_settings({
-        **SECRETS,
-        "notice": {"prompts_dir": PROMPTS, "local_prompts_dir": str(REPO / "sounds"), "decision_window": 0.5,
-                   **(notice or {})},
-        "agi": {"listen": "127.0.0.1:0", **agi},
-    }, {})
+    return make_settings(
+        notice={"prompts_dir": PROMPTS, "local_prompts_dir": str(REPO / "sounds"), "decision_window": 0.5,
+                **(notice or {})},
+        agi={"listen": "127.0.0.1:0", **agi})
 
 
 @pytest.fixture
@@ -244,15 +242,6 @@ def row(door: AgiDoor, uniqueid: str) -> dict[str, Any]:
     rows = door.service.writer.rows  # type: ignore[attr-defined]
     (r,) = [r for r in rows.values() if r.get("uniqueid") == uniqueid]
     return r
-
-
-async def wait_for(check: Any, timeout: float = 5) -> None:
-    """Poll the door's state (fed by socket replies, which have no event to wait on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_keys_are_logged_and_the_notice_resumes_where_it_stopped(door: AgiDoor) -> None:
@@ -445,15 +434,15 @@ async def test_stopping_hands_a_caller_in_the_window_back(door: AgiDoor) -> None
 ])
 def test_bad_agi_config_names_the_key(agi: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        parse_settings({**SECRETS, "agi": agi}, {})
+        parse_settings({"agi": agi}, SECRETS)
 
 
 def test_agi_config_defaults_and_switches() -> None:
-    s = parse_settings(SECRETS, {})
+    s = parse_settings({}, SECRETS)
     assert (s.agi.listen, s.agi.enabled, s.agi.active) == ("127.0.0.1:4573", True, True)
-    assert not parse_settings({**SECRETS, "agi": {"enabled": False}}, {}).agi.active
-    assert not parse_settings({**SECRETS, "agi": {"listen": ""}}, {}).agi.active
-    env = parse_settings(SECRETS, {"CALLREC_AGI_LISTEN": "[::1]:4600", "CALLREC_AGI_ENABLED": "yes"})
+    assert not parse_settings({"agi": {"enabled": False}}, SECRETS).agi.active
+    assert not parse_settings({"agi": {"listen": ""}}, SECRETS).agi.active
+    env = parse_settings({}, {**SECRETS, "CALLREC_AGI_LISTEN": "[::1]:4600", "CALLREC_AGI_ENABLED": "yes"})
     assert env.agi.listen == "[::1]:4600" and env.agi.active
 
 
@@ -471,7 +460,7 @@ async def test_a_port_in_use_is_an_error_at_start() -> None:
     busy = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = busy.sockets[0].getsockname()[1]
     try:
-        door = AgiDoor(parse_settings({**SECRETS, "agi": {"listen": f"127.0.0.1:{port}"}}, {}).agi,
+        door = AgiDoor(make_settings(agi={"listen": f"127.0.0.1:{port}"}).agi,
                        CallService(s, PromptCatalog({}), FakeWriter(), FakeAmi()))  # type: ignore[arg-type]
         with pytest.raises(OSError):
             await door.start()

@@ -1,17 +1,11 @@
-"""[http] settings: validation one line per key, and a taken port is a clear start-up error."""
+"""[http] settings: validation one line per key (a taken port: tests/e2e/test_ops_config_e2e.py)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-from conftest import make_settings
-from sandbox import SandboxInfo
+from support.settings import SECRETS
 
-from callrec.app import Daemon, FatalError
 from callrec.config.settings import ConfigError, parse_settings
-
-BASE = {"asterisk": {"ari_password": "a", "ami_password": "b"}}
 
 
 @pytest.mark.parametrize(("http", "message"), [
@@ -24,27 +18,14 @@ BASE = {"asterisk": {"ari_password": "a", "ami_password": "b"}}
 ])
 def test_bad_http_settings(http: dict, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
-        parse_settings({**BASE, "http": http}, {})
+        parse_settings({"http": http}, SECRETS)
     assert str(exc.value).startswith(message)
 
 
 def test_http_defaults_and_environment() -> None:
-    s = parse_settings(BASE, {})
+    s = parse_settings({}, SECRETS)
     assert s.http.active and s.http.listen == "127.0.0.1:8090"  # not 8088: Asterisk's HTTP port
-    s = parse_settings(BASE, {"CALLREC_HTTP_LISTEN": "[::1]:9000"})
+    s = parse_settings({}, {**SECRETS, "CALLREC_HTTP_LISTEN": "[::1]:9000"})
     assert s.http.host_port() == ("::1", 9000)
-    assert not parse_settings(BASE, {"CALLREC_HTTP_LISTEN": ""}).http.active
-    assert not parse_settings(BASE, {"CALLREC_HTTP_ENABLED": "false"}).http.active
-
-
-async def test_taken_port_is_a_fatal_start_error(asterisk: SandboxInfo, database: str) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        d = Daemon(make_settings(asterisk, database, http={"enabled": True, "listen": f"127.0.0.1:{port}"}))
-        try:
-            with pytest.raises(FatalError, match=f"http.listen: cannot listen on 127.0.0.1:{port}"):
-                await d.start()
-        finally:
-            await d.stop()
+    assert not parse_settings({}, {**SECRETS, "CALLREC_HTTP_LISTEN": ""}).http.active
+    assert not parse_settings({}, {**SECRETS, "CALLREC_HTTP_ENABLED": "false"}).http.active

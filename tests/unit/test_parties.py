@@ -1,30 +1,23 @@
-"""The party log (pure), ARI party events (shapes as Asterisk 22 sends them), and call_parties in PostgreSQL.
+"""The party log (pure) and ARI party events (shapes as Asterisk 22 sends them).
 
-The end-to-end proof with real transfers is tests/test_calls_parties_e2e.py; here are the edges:
+The end-to-end proof with real transfers is tests/e2e/test_calls_parties_e2e.py, call_parties in
+PostgreSQL is tests/e2e/test_parties_store.py; here are the edges:
 malformed events, repeated events, loops, hostile text, parties-only writes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support.sessions import at, new_session
 
 from callrec.calls.parties import MAX_PARTIES, PartyLog, extension_of
-from callrec.calls.policy import CallFacts, Decision, parse_args
-from callrec.calls.session import CallRecord, CallSession, Prompt
+from callrec.calls.policy import CallFacts, parse_args
+from callrec.calls.session import CallSession
 from callrec.doors import ari_parties
-from callrec.store import CallLogWriter, connect_pool
-
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize(("name", "exten"), [
@@ -106,20 +99,6 @@ class FakeCall:
     session: CallSession
 
 
-def new_session(channel_id: str = "anchor", args: dict[str, str] | None = None,
-                connected: dict[str, str] | None = None) -> tuple[CallSession, dict[str, Any]]:
-    channel = {"id": channel_id, "name": "PJSIP/trunk-00000001", "caller": {"number": "5557001", "name": ""},
-               "connected": connected or {"number": "", "name": ""}}
-    record = CallRecord(id=str(uuid.uuid4()), door="ari", uniqueid=channel_id, started_at=at(0),
-                        channel=channel["name"], caller_number="5551000", caller_name="Cust", called_number="100")
-    prompt = Prompt("notice", "en", "sound:x", "/x.wav", "0" * 64, 7.0)
-    session = CallSession(record, Decision("notice", "en", "notice", "", None), prompt, opt_out_key="9",
-                          opt_in_key="1", decision_window=1, confirm=None, recordings_dir="/r")
-    session.take_changes()
-    ari_parties.start(session, channel, args or {}, at(0))
-    return session, channel
-
-
 def snapshot(channel_id: str, name: str) -> dict[str, Any]:
     return {"id": channel_id, "name": name, "caller": {"number": "100"}, "connected": {}}
 
@@ -189,36 +168,6 @@ def test_events_for_other_channels_are_not_ours() -> None:
     assert ari_parties.on_event(calls, event, at(1), lambda s: None)
     assert session.parties is not None and len(session.parties.parties) == 1
     assert not ari_parties.on_event(calls, {"type": "ChannelDtmfReceived"}, at(1), lambda s: None)
-
-
-# -- call_parties in PostgreSQL ----------------------------------------------------------------------
-
-
-async def test_parties_are_upserted_with_the_row_and_alone(database: str) -> None:
-    pool = await connect_pool(database)
-    writer = CallLogWriter(pool, retry_delay=0.05)
-    writer.start()
-    try:
-        session, _ = new_session()
-        assert session.parties is not None
-        session.parties.join(role=None, number="201", name="Агент \x00", channel="PJSIP/201-1", channel_id="b",
-                             at=at(2))
-        fields = {"door": "ari", "uniqueid": "anchor", "channel": "x", "started_at": at(0),
-                  "consent_mode": "notice", "state": "new"}
-        writer.update(session.record.id, {**fields, "parties": session.parties.take_rows()})
-        assert await writer.flush(5)
-        session.parties.transferred(transferer_id="b", transferer="PJSIP/201-1", at=at(9))
-        session.parties.ended(at(30))
-        writer.update(session.record.id, {"parties": session.parties.take_rows()})  # parties only
-        assert await writer.flush(5)
-        rows = await pool.fetch("SELECT seq, role, number, name, left_at FROM call_parties WHERE call_id = $1 "
-                                "ORDER BY seq", uuid.UUID(session.record.id))
-        assert [tuple(r) for r in rows] == [(1, "caller", "5551000", "Cust", at(30)),
-                                            (2, "transferer", "201", "Агент \\x00", at(9))]
-        assert writer.failures == 0
-    finally:
-        await writer.close()
-        await pool.close()
 
 
 async def test_attended_transfer_without_its_target_in_the_event_looks_it_up() -> None:

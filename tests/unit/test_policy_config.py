@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.settings import SECRETS
 
 from callrec.calls.policy import CallFacts, decide, parse_args
 from callrec.config.settings import (
@@ -22,7 +23,6 @@ PROMPTS = {
     "en": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded", "vip"},
     "ru": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded"},
 }
-SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}
 
 
 def policy(**kw: object) -> PolicySettings:

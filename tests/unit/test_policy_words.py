@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from support.settings import SECRETS
 
 from callrec.calls.explain import explain, facts_from
 from callrec.calls.policy import CallFacts, Decision, decide, resolve_words
@@ -23,7 +24,6 @@ PROMPTS = {
     "en": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded", "trading"},
     "ru": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded"},
 }
-SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}
 WORDS = ("force", "yes", "dontcare", "no", "never")
 
 # The documented precedence table (docs/policy.md): rows = caller side, columns = callee side.

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
+from support.waiting import wait_for
 
 from callrec.asterisk.ami import Ami, AmiError
 from callrec.asterisk.ari import Ari, AriAuthError, AriNotFound, EventStream
@@ -139,10 +140,8 @@ async def test_wrong_password_is_reported_not_retried_silently(fake_ari: FakeAri
     stream = EventStream(ari, lambda e: None, _noop, min_backoff=0.01, max_backoff=0.02)
     task = asyncio.create_task(stream.run())
     try:
-        for _ in range(200):
-            if stream.auth_failed:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: stream.auth_failed, 2, what="the event stream to report the refused password",
+                       interval=0.01)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

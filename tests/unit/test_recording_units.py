@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from support.settings import SECRETS
 
 from callrec.calls.policy import CallFacts, Decision, decide
 from callrec.calls.session import CallRecord, CallSession, Prompt, RecordingStatus, StartRecording
@@ -28,7 +29,6 @@ from callrec.recording.finalize import explain
 from callrec.recording.stereo import finalize_stereo, measure_stereo, merge, mixmonitor_args, part_names
 
 RATE = 8000
-SECRETS = {"CALLREC_ASTERISK_ARI_PASSWORD": "a", "CALLREC_ASTERISK_AMI_PASSWORD": "b"}
 
 
 def asterisk_wav(path: Path, samples: np.ndarray, closed: bool = True) -> None:

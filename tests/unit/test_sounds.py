@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from support import REPO
 
-SOUNDS = Path(__file__).resolve().parent.parent / "sounds"
+SOUNDS = REPO / "sounds"
 PROMPTS = ("notice", "notice-opt-out", "notice-opt-in", "not-recorded")
 LANGUAGES = sorted(p.name for p in SOUNDS.iterdir() if p.is_dir() and not p.name.startswith("."))
 WAVS = sorted(p.relative_to(SOUNDS).as_posix() for p in SOUNDS.glob("*/*.wav"))
+
 
 
 def _read_sums() -> dict[str, str]:
