@@ -132,6 +132,16 @@ async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database (closed afterwards)."""
+    c = await asyncpg.connect(database)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
 def settings(asterisk: sandbox_mod.SandboxInfo, database: str) -> Settings:
     return make_settings(asterisk, database)
 

@@ -24,6 +24,7 @@ import soundfile
 from caller import Finished, PlacedCall, Tester
 from sandbox import SandboxInfo, callrec_config
 from support.daemon_proc import CALLREC, wait_finalized
+from support.daemon_proc import call_row as row
 from support.waiting import wait_for
 
 from callrec.app import Daemon
@@ -31,16 +32,6 @@ from callrec.calls.session import State
 
 SPEECH_RMS_FLOOR = -45.0
 CONTEXT = "callrec-test-agi"
-
-
-async def row(dsn: str, uniqueid: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(dsn)
-    try:
-        r = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", uniqueid)
-    finally:
-        await conn.close()
-    assert r is not None, f"no call-log row for {uniqueid}"
-    return r
 
 
 async def place(tester: Tester, port: int, *, exten: str = "100", args: str = "", lang: str = "en",

@@ -9,21 +9,12 @@ from pathlib import Path
 import asyncpg
 import soundfile
 from caller import Finished, PlacedCall, Tester
+from support.daemon_proc import call_row as row
 from support.waiting import wait_for
 
 from callrec.app import Daemon
 
 SPEECH_RMS_FLOOR = -45.0  # dBFS: the caller's real speech is well above this; silence is -120
-
-
-async def row(dsn: str, uniqueid: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(dsn)
-    try:
-        r = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", uniqueid)
-    finally:
-        await conn.close()
-    assert r is not None, f"no call-log row for {uniqueid}"
-    return r
 
 
 async def finish(daemon: Daemon, finished: Finished, call: PlacedCall, dsn: str) -> asyncpg.Record:

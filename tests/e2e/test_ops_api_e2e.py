@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from caller import Finished, Tester
 from sandbox import SandboxInfo, callrec_config
-from support.daemon_proc import CALLREC, wait_registered
+from support.daemon_proc import CALLREC, running_daemon, wait_registered
 from support.settings import make_settings
 
 from callrec.app import Daemon
@@ -96,12 +96,7 @@ async def test_policy_rule_makes_calls_confidential(asterisk: SandboxInfo, datab
         _, sec_token = await users.create_token(conn, "sec-t", user="sec")
     finally:
         await conn.close()
-    d = Daemon(settings)
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
+    async with running_daemon(settings, finished) as d:
         call = await tester.place_call()
         await call.answered()
         assert (await call.handed_back())["consent"] == "implied"
@@ -122,8 +117,6 @@ async def test_policy_rule_makes_calls_confidential(asterisk: SandboxInfo, datab
             async with http.get(one, headers={"Authorization": f"Bearer {sec_token}"}) as r:
                 detail = await r.json()
             assert detail["policy_rule"] == "board" and detail["confidential_by"] == "policy:board"
-    finally:
-        await d.stop()
     conn = await asyncpg.connect(database)
     try:
         assert [r["rule"] for r in await conn.fetch("SELECT rule FROM confidential_policy_rules")] == ["board"]

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from caller import Finished, PlacedCall, Tester
 from sandbox import SandboxInfo
+from support.daemon_proc import call_row as row
 from support.daemon_proc import running_daemon
 from support.hookprobe import PROBE, Attempts, Receiver
 from support.settings import make_settings
@@ -47,16 +48,6 @@ async def place(tester: Tester, exten: str, caller: str, args: str = "") -> Plac
 def notices_played(tester: Tester, call: PlacedCall) -> int:
     return sum(1 for e in tester.log.events if e.get("type") == "PlaybackStarted"
                and e["playback"].get("target_uri") == f"channel:{call.callee_id}")
-
-
-async def row(dsn: str, uniqueid: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(dsn)
-    try:
-        r = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", uniqueid)
-    finally:
-        await conn.close()
-    assert r is not None, f"no call-log row for {uniqueid}"
-    return r
 
 
 running = running_daemon

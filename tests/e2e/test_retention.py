@@ -14,15 +14,6 @@ from callrec.dataops.retention import RetentionJob, anonymize, delete_audio, run
 from callrec.store import connect_pool
 
 
-@pytest.fixture
-async def conn(database: str):
-    c = await asyncpg.connect(database)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def test_retention_job_keeps_the_held_call_and_audits_the_rest(database: str, conn: asyncpg.Connection,
                                                                      tmp_path: Path) -> None:
     rec = tmp_path / "rec"

@@ -12,19 +12,9 @@ import zipfile
 from pathlib import Path
 
 import asyncpg
-import pytest
 from support.dataops_helpers import CALLREC, add_call, audit_rows, make_wav, run_cli, write_config
 
 from callrec.dataops.retention import set_legal_hold
-
-
-@pytest.fixture
-async def conn(database: str):
-    c = await asyncpg.connect(database)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def test_subject_export_finds_caller_called_and_party(database: str, conn: asyncpg.Connection,

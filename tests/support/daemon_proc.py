@@ -16,7 +16,7 @@ from callrec.config.settings import Settings
 from support.cli import CALLREC
 from support.waiting import wait_for
 
-__all__ = ["CALLREC", "running_daemon", "wait_finalized", "wait_registered", "wait_row", "write_config"]
+__all__ = ["CALLREC", "call_row", "running_daemon", "wait_finalized", "wait_registered", "wait_row", "write_config"]
 
 
 @contextlib.asynccontextmanager
@@ -31,6 +31,17 @@ async def running_daemon(settings: Settings, finished: Finished) -> AsyncIterato
         yield d
     finally:
         await d.stop()
+
+
+async def call_row(dsn: str, uniqueid: str) -> asyncpg.Record:
+    """The call's row in the call log (it must be there)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        r = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", uniqueid)
+    finally:
+        await conn.close()
+    assert r is not None, f"no call-log row for {uniqueid}"
+    return r
 
 
 def write_config(path: Path, info: SandboxInfo, database: str, **asterisk: object) -> Path:
