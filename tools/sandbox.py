@@ -306,7 +306,7 @@ def _port_owners(proto: str, port: int) -> list[str]:
                     inodes.add(f"socket:[{inode}]")
         except OSError:
             continue
-    owners = []
+    owners: list[str] = []
     if not inodes:
         return owners
     for entry in os.listdir("/proc"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def make_wav(path: Path, seconds: float = 1.0, freq: float = 440.0) -> None:
 
 async def add_call(conn: asyncpg.Connection, recordings: Path, *, age_days: float = 0.0, caller: str = "+15550001",
                    called: str = "100", rule: str | None = None, recorded: bool = True, finalized: bool = True,
-                   parties: list[tuple[str, str]] = (), tags: list[str] = (), name: str = "Caller Name",
+                   parties: Sequence[tuple[str, str]] = (), tags: Sequence[str] = (), name: str = "Caller Name",
                    seconds: float = 1.0) -> dict[str, Any]:
     """One finalized call row (as the daemon writes it) and, when recorded, its real WAV measured."""
     call_id = str(uuid.uuid4())

@@ -19,8 +19,9 @@ def at(seconds: float) -> datetime:
 
 def new_session(channel_id: str = "anchor", args: dict[str, str] | None = None,
                 connected: dict[str, str] | None = None) -> tuple[CallSession, dict[str, Any]]:
-    channel = {"id": channel_id, "name": "PJSIP/trunk-00000001", "caller": {"number": "5557001", "name": ""},
-               "connected": connected or {"number": "", "name": ""}}
+    channel: dict[str, Any] = {"id": channel_id, "name": "PJSIP/trunk-00000001",
+                               "caller": {"number": "5557001", "name": ""},
+                               "connected": connected or {"number": "", "name": ""}}
     record = CallRecord(id=str(uuid.uuid4()), door="ari", uniqueid=channel_id, started_at=at(0),
                         channel=channel["name"], caller_number="5551000", caller_name="Cust", called_number="100")
     prompt = Prompt("notice", "en", "sound:x", "/x.wav", "0" * 64, 7.0)

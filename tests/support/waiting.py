@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
-async def wait_for(predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0, *, what: str | None = None,
-                   interval: float = 0.05, details: Callable[[], str] | None = None) -> T:
+@overload
+async def wait_for(predicate: Callable[[], Awaitable[T]], timeout: float = ..., *, what: str | None = ...,
+                   interval: float = ..., details: Callable[[], str] | None = ...) -> T: ...
+@overload
+async def wait_for(predicate: Callable[[], T], timeout: float = ..., *, what: str | None = ...,
+                   interval: float = ..., details: Callable[[], str] | None = ...) -> T: ...
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, *, what: str | None = None,
+                   interval: float = 0.05, details: Callable[[], str] | None = None) -> Any:
     """Call ``predicate`` (plain or async) until it returns something truthy, and return that.
 
     Only for state nothing announces: a row the daemon writes in the background, a file Asterisk
@@ -27,7 +33,7 @@ async def wait_for(predicate: Callable[[], T | Awaitable[T]], timeout: float = 1
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]  # (an awaited T)
+            return value
         if loop.time() >= deadline:
             seen = details() if details is not None else f"last value: {value!r}"
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or describe(predicate)} ({seen})")

@@ -17,11 +17,11 @@ async def test_returns_the_first_truthy_value_of_a_plain_or_async_predicate() ->
 
     assert await wait_for(plain, 5, what="three calls", interval=0.001) == 3
 
-    state = {"row": None}
-    asyncio.get_running_loop().call_later(0.05, state.update, {"row": {"id": 7}})
+    written: list[dict[str, int]] = []
+    asyncio.get_running_loop().call_later(0.05, written.append, {"id": 7})  # the "daemon" writes later
 
     async def row() -> dict[str, int] | None:
-        return state["row"]
+        return written[0] if written else None
 
     assert await wait_for(row, 5, what="the row") == {"id": 7}
 
