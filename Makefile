@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-export bench-dataops lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-export bench-dataops lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml is newer than the stamp.
 venv: $(STAMP)
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
+# The whole suite: tests/unit, then tests/e2e (sandbox Asterisk 22, PostgreSQL, Chromium).
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# tests/unit only: no Asterisk, no PostgreSQL, no browser; well under two minutes.
+test-fast: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/notice_latency.py $(BENCH_ARGS)
@@ -33,8 +38,10 @@ bench-export: venv
 bench-dataops: venv
 	$(PY) benchmarks/dataops_bench.py $(BENCH_ARGS)
 
+# ruff on everything, mypy on what pyproject.toml's [tool.mypy] names (callrec/).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 sandbox-up:
 	$(PYTHON) tools/sandbox.py up

@@ -141,7 +141,6 @@ class Bench:
         self.args = args
         self.box = sandbox_mod.Sandbox()
         self.started_sandbox = False
-        self.lock = sandbox_mod.SandboxHold(self.box)
         self.info: sandbox_mod.SandboxInfo | None = None
         self.admin_dsn = ""
         self.db_name = f"callrec_bench_{uuid.uuid4().hex[:10]}"
@@ -155,6 +154,7 @@ class Bench:
     # -- lifecycle --
 
     async def setup(self) -> None:
+        self.box.claim()  # SlotBusy names the run that has this slot: fail before touching it
         if self.box.is_running() and await asyncio.to_thread(self.box._ari_ok):
             progress("sandbox Asterisk already running: reusing it (it stays running)")
             self.info = self.box.info()
@@ -162,7 +162,6 @@ class Bench:
             progress("starting the sandbox Asterisk (built first if missing)")
             self.info = await asyncio.to_thread(self.box.start)
             self.started_sandbox = True
-        await self.lock.acquire()
         if not self.box.is_running():
             raise BenchError("the sandbox Asterisk stopped right after it started (another process stopped it?)")
         info = self.info
@@ -228,7 +227,6 @@ class Bench:
                     await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
                 finally:
                     await admin.close()
-        self.lock.release()
         proc = self.box._proc
         ours = proc is not None and proc.poll() is None and proc.pid in self.box._asterisk_pids()
         if self.started_sandbox and not self.args.keep and ours:

@@ -1,192 +1,23 @@
-"""Fixtures: the sandbox Asterisk 22, a PostgreSQL database per test, the daemon, the caller.
+"""Shared by tests/unit and tests/e2e: the markers every test gets from where it lives.
 
-Nothing here skips: a test that needs Asterisk or PostgreSQL and cannot get it fails with the
-reason.  The sandbox is started once per test session (built first if the cache lacks it) and
-stopped at the end unless CALLREC_KEEP_SANDBOX=1.
+Everything under tests/e2e is marked ``e2e`` (it needs a real component: the sandbox Asterisk,
+PostgreSQL or Chromium), and every test that uses the ``sandbox`` fixture also ``asterisk``, so
+``pytest -m "not e2e"`` runs exactly tests/unit (``make test-fast``).  The fixtures of real
+components are in tests/e2e/conftest.py, out of reach of tests/unit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import sys
-import uuid
-import warnings
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO / "tests"))
-
-import sandbox as sandbox_mod  # noqa: E402
-import testdb  # noqa: E402
-from caller import Finished, Tester  # noqa: E402
-
-from callrec.app import Daemon  # noqa: E402
-from callrec.asterisk.ari import Ari  # noqa: E402
-from callrec.config.settings import Settings, parse_settings  # noqa: E402
-from callrec.store import migrate  # noqa: E402
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[sandbox_mod.Sandbox]:
-    box = sandbox_mod.Sandbox()
-    try:
-        box.start()
-    except Exception as exc:
-        pytest.fail(f"the sandbox Asterisk 22 could not be started: {exc}", pytrace=False)
-    yield box
-    if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
-        box.stop()
-
-
-def _ari_answers(info: sandbox_mod.SandboxInfo, timeout: float = 4.0) -> bool:
-    """REST and an events-websocket handshake both complete (an app with no subscriptions)."""
-
-    async def probe() -> bool:
-        ari = Ari(info.ari_url, info.tester_ari_user, info.tester_ari_password, f"callrec-probe-{uuid.uuid4().hex[:6]}")
-        try:
-            async with asyncio.timeout(timeout):
-                await ari.info()
-                ws = await ari.session.ws_connect(ari.events_url())
-                await ws.close()
-            return True
-        except Exception:
-            return False
-        finally:
-            await ari.close()
-
-    return asyncio.run(probe())
-
-
-@pytest.fixture
-def asterisk(sandbox: sandbox_mod.Sandbox) -> sandbox_mod.SandboxInfo:
-    """The sandbox, checked before each test.
-
-    Asterisk 22.10.1 was seen to stop serving HTTP (websocket handshakes hang) after the test
-    caller's subscribe-all websocket was closed while a stopped daemon's channels were still
-    producing events.  That wedge is in the test bench's Asterisk, not in the code under test,
-    so the bench restarts Asterisk (loudly) instead of failing the next, unrelated test.
-    """
-    info = sandbox.info()
-    if not _ari_answers(info):
-        warnings.warn("sandbox Asterisk stopped answering ARI; restarting it", stacklevel=1)
-        print("\n[bench] sandbox Asterisk stopped answering ARI; restarting it", file=sys.stderr)
-        sandbox.stop()
-        sandbox.start()
-        if not _ari_answers(info):
-            pytest.fail("the sandbox Asterisk does not answer ARI even after a restart", pytrace=False)
-    return info
-
-
-@pytest.fixture(scope="session")
-def pg_admin_dsn() -> str:
-    try:
-        return testdb.ensure_postgres()
-    except Exception as exc:
-        pytest.fail(f"no PostgreSQL for the tests: {exc}", pytrace=False)
-
-
-def _with_db(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@pytest.fixture
-async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test; dropped afterwards."""
-    name = f"callrec_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_db(pg_admin_dsn, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield dsn
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-def make_settings(info: sandbox_mod.SandboxInfo, dsn: str, **overrides: dict) -> Settings:
-    raw: dict = {
-        "asterisk": {
-            "ari_url": info.ari_url, "ari_user": info.ari_user, "ari_password": info.ari_password,
-            "ami_host": info.ami_host, "ami_port": info.ami_port, "ami_user": info.ami_user,
-            "ami_password": info.ami_password,
-        },
-        "database": {"dsn": dsn},
-        "recordings": {"dir": info.recordings_dir, "local_dir": str(info.local_recordings_dir),
-                       "finalize_timeout": 10},
-        "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir),
-                   "decision_window": 1.5},
-        "log": {"level": "debug"},
-        # The ops API stays off unless a test turns it on (on a port of its own).
-        "http": {"enabled": False},
-        # A free port per daemon: tests run side by side (and two daemons in one test).
-        "agi": {"listen": "127.0.0.1:0"},
-    }
-    for section, values in overrides.items():
-        raw.setdefault(section, {}).update(values)
-    return parse_settings(raw, {})
-
-
-@pytest.fixture
-def settings(asterisk: sandbox_mod.SandboxInfo, database: str) -> Settings:
-    return make_settings(asterisk, database)
-
-
-@pytest.fixture
-def finished() -> Finished:
-    return Finished()
-
-
-@contextlib.asynccontextmanager
-async def running_daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
-    """The daemon in this process, connected to ARI and AMI; finalized calls reach ``finished``."""
-    d = Daemon(settings)
-    try:
-        await d.start()
-        assert d.service is not None
-        d.service.on_call_finalized.append(finished)
-        await d.wait_ready(15)
-        yield d
-    finally:
-        await d.stop()
-
-
-@pytest.fixture
-async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
-    async with running_daemon(settings, finished) as d:
-        yield d
-
-
-@pytest.fixture
-async def api_daemon(asterisk: sandbox_mod.SandboxInfo, database: str, finished: Finished) -> AsyncIterator[Daemon]:
-    """The daemon with its ops API (and console) on a free port: ``api_daemon.http.port``."""
-    settings = make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"})
-    async with running_daemon(settings, finished) as d:
-        yield d
-
-
-@pytest.fixture
-async def tester(asterisk: sandbox_mod.SandboxInfo) -> AsyncIterator[Tester]:
-    t = Tester(asterisk.ari_url, asterisk.tester_ari_user, asterisk.tester_ari_password)
-    try:
-        await t.start()
-        yield t
-    finally:
-        await t.close()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+        if "sandbox" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.asterisk)

@@ -6,8 +6,10 @@
 
 What it does, narrating every step:
 
-1. starts the sandbox Asterisk (tools/sandbox.py; built first if missing, about a minute) - or reuses
-   one that already runs, and then leaves it running;
+1. claims the sandbox slot (``CALLREC_SANDBOX_SLOT``, default 0) and fails at once, naming the other
+   run, when a test session, a benchmark or another demo holds it; then starts the sandbox Asterisk
+   (tools/sandbox.py; built first if missing, about a minute) - or reuses one that already runs (left
+   by ``sandbox.py up`` or ``--keep``), and then leaves it running;
 2. finds or starts a PostgreSQL (tools/testdb.py), creates database ``callrec_demo`` (or reuses it
    and clears its call log);
 3. writes ``var/demo/callrec.toml`` and runs ``callrec migrate`` and ``callrec check``;
@@ -20,12 +22,13 @@ What it does, narrating every step:
 6. prints ``callrec calls``, the recordings on disk, and one call's consent evidence;
 7. the ops side: adds a console user, logs in to the ops API, searches and starts a listen (a Range
    request), then shows the audit trail that left, ``callrec verify`` and ``callrec policy explain``;
-8. stops the daemon with SIGTERM (it must exit 0) and the sandbox it started (unless ``--keep``).
+8. stops the daemon with SIGTERM (it must exit 0) and the sandbox only if it started it (unless
+   ``--keep``): never an Asterisk it did not start.
 
-While the calls run it holds the sandbox's lock file, so a test session started meanwhile waits for the
-demo instead of restarting Asterisk under it.  The sandbox is a single Asterisk on fixed ports, and the
-dialplan sends every call to the one ARI app ``callrec``: the demo refuses to start while another
-client (a test run, another ``callrec serve``) holds that app.
+The slot stays claimed until the demo exits, so a test session started meanwhile on the same slot
+fails at once instead of restarting Asterisk under the demo.  The dialplan sends every call to the one
+ARI app ``callrec``: the demo also refuses to start while another client (a ``callrec serve`` started
+by hand) holds that app.
 
 Exit status 0 when every step and every call came out as expected; 1 with the reason otherwise (a
 call that comes out wrong is reported and the demo goes on, so all the evidence is still shown).
@@ -589,7 +592,6 @@ def evidence_report(info: sandbox_mod.SandboxInfo, r: asyncpg.Record) -> str:
 async def demo(args: argparse.Namespace) -> int:
     box = sandbox_mod.Sandbox()
     started_sandbox = False
-    lock = sandbox_mod.SandboxHold(box)
     daemon = Daemon()
     http: aiohttp.ClientSession | None = None
     tester: Tester | None = None
@@ -598,6 +600,7 @@ async def demo(args: argparse.Namespace) -> int:
     failed: str | None = None
     try:
         step = "sandbox Asterisk"
+        box.claim()  # SlotBusy (a SandboxError) names the run that has this slot: fail before touching it
         if box.is_running() and await asyncio.to_thread(box._ari_ok):
             info = box.info()
             say(f"sandbox Asterisk already running ({box.root}): reusing it, will leave it running")
@@ -607,7 +610,6 @@ async def demo(args: argparse.Namespace) -> int:
             say("starting the sandbox Asterisk 22")
             info = await asyncio.to_thread(box.start)
             started_sandbox = True
-        await lock.acquire()
         if not box.is_running():
             raise DemoError("the sandbox Asterisk stopped right after it started (another process stopped it?)")
         version = (await asyncio.to_thread(box.cli, "core show version")).split(" built ")[0].strip()
@@ -707,7 +709,6 @@ async def demo(args: argparse.Namespace) -> int:
             if problems:
                 say(f"note: {len(problems)} error line(s) in {DAEMON_LOG.relative_to(REPO)}:")
                 block("\n".join(safe_text(p, 200) for p in problems[:10]))
-        lock.release()
         if started_sandbox and not args.keep and not our_asterisk(box):
             say("the sandbox Asterisk was restarted by another process meanwhile: leaving it running")
         elif started_sandbox and not args.keep:

@@ -15,13 +15,18 @@ Standard library only. Must run as root (debootstrap, chroot, mount).
 
 Layout: the cache folder ``${CALLREC_SANDBOX_CACHE:-$HOME/.cache/callrec/sandbox}`` holds ``root/`` (the sid
 root; ready when ``root/.callrec-sandbox`` exists and lists the packages below), ``build/`` while debootstrap
-runs, ``asterisk.log`` (Asterisk's stdout/stderr) and ``debootstrap.log``. The config templates in
+runs, ``asterisk.log`` (Asterisk's stdout/stderr), ``debootstrap.log`` and ``slot.lock``.
+
+One run per slot: a run that starts, stops or reconfigures the sandbox (a test session, the demo, the
+benchmark, ``up``/``down``/``kill``/``configure``/``reload``) first claims the slot: an exclusive ``flock`` on
+``slot.lock``, held on an open file until the process exits (the kernel drops it even on SIGKILL), the file
+naming the holder (pid, checkout, command).  A second run on a busy slot fails at once with ``SlotBusy``,
+which names the holder and ``CALLREC_SANDBOX_SLOT``. The config templates in
 ``tools/sandbox/etc/`` are written into ``root/etc/asterisk`` by ``configure()``; Debian's stock
 configuration is moved aside once to ``root/etc/asterisk.dist``.
 """
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import fcntl
@@ -77,8 +82,8 @@ PIDFILE = "/var/run/asterisk/asterisk.pid"
 ASTERISK = "/usr/sbin/asterisk"
 
 # The dialplan files copied into <root>/etc/asterisk and #included from extensions.conf: every
-# dialplan/*.conf (what PBX admins install) and tests/asterisk/*.conf (the tests' contexts).
-DIALPLAN_DIRS = (Path("dialplan"), Path("tests/asterisk"))
+# dialplan/*.conf (what PBX admins install) and tests/e2e/asterisk/*.conf (the tests' contexts).
+DIALPLAN_DIRS = (Path("dialplan"), Path("tests/e2e/asterisk"))
 # Stock Debian files still worth having (read from <root>/etc/asterisk.dist).
 STOCK_FILES = ("indications.conf",)
 
@@ -110,34 +115,67 @@ class SandboxInfo:
     local_prompts_dir: Path
 
 
-class SandboxHold:
-    """Hold the lock file build/start/stop take (``Sandbox._lock``) while a run uses Asterisk, so a
-    test session or `sandbox.py up/down` started meanwhile waits instead of restarting Asterisk
-    under it.  Async: waits without blocking the caller's event loop.  Release before stopping the
-    sandbox yourself (flock is per open file)."""
+SLOT_LOCK = "slot.lock"
 
-    def __init__(self, box: "Sandbox") -> None:
-        self.path = box.cache_dir / ".lock"
-        self.file: Any = None
 
-    async def acquire(self, timeout: float = 120) -> None:
-        self.file = open(self.path, "w")  # held across awaits; closed in release()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SandboxError(f"{self.path} stays locked by another process (a test run starting "
-                                       "or stopping the sandbox?)") from None
-                await asyncio.sleep(0.2)
+class SlotBusy(SandboxError):
+    """Another run holds this sandbox slot (see ``claim_slot``)."""
 
-    def release(self) -> None:
-        if self.file is not None:
-            fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
-            self.file = None
+
+# Cache folder -> the open lock file this process holds.  Kept open on purpose: the lock lives as long
+# as the process (or until release_slot), and a second claim in the same process is a no-op.
+_CLAIMED: dict[str, Any] = {}
+
+
+def claim_slot(cache_dir: Path, checkout: Path = REPO) -> None:
+    """Take this slot for the calling process, or raise ``SlotBusy`` naming the run that has it.
+
+    Never waits: two runs on one slot would stop each other's Asterisk, so the second one is told
+    at once which run is in the way and how to pick another slot.
+    """
+    key = str(Path(cache_dir).resolve())
+    if key in _CLAIMED:
+        return
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(cache_dir) / SLOT_LOCK
+    # O_CREAT without O_TRUNC: the holder's description must survive a failed attempt.
+    f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = f.read()
+        f.close()
+        raise SlotBusy(busy_message(path, holder)) from None
+    f.seek(0)
+    f.truncate()
+    json.dump({"pid": os.getpid(), "checkout": str(checkout), "command": " ".join(_proc_cmdline(os.getpid())),
+               "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}, f)
+    f.write("\n")
+    f.flush()
+    _CLAIMED[key] = f
+
+
+def release_slot(cache_dir: Path) -> None:
+    """Give the slot back before the process exits (exiting does it too)."""
+    f = _CLAIMED.pop(str(Path(cache_dir).resolve()), None)
+    if f is not None:
+        f.close()  # closing the last descriptor drops the flock
+
+
+def busy_message(path: Path, holder: str) -> str:
+    """What a second run on a busy slot is told: who holds it, and how to run beside it."""
+    try:
+        info = json.loads(holder)
+        pid = int(info["pid"])
+        who = f"pid {pid} (checkout {info.get('checkout', '?')}; command: {info.get('command') or '?'}; " \
+              f"since {info.get('since', '?')})"
+        if not _alive(pid):
+            who += f"; pid {pid} has exited, a process it started still holds the lock"
+    except (ValueError, KeyError, TypeError):
+        who = "a run that is just starting (no details yet)"
+    return (f"sandbox slot {SLOT} is busy: another run holds {path}: {who}. Two runs on one slot stop each "
+            f"other's Asterisk. Wait for that run to end, or set CALLREC_SANDBOX_SLOT to another number "
+            f"(0-9, e.g. CALLREC_SANDBOX_SLOT={(SLOT + 1) % 10}) to run beside it.")
 
 
 def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
@@ -268,7 +306,7 @@ def _port_owners(proto: str, port: int) -> list[str]:
                     inodes.add(f"socket:[{inode}]")
         except OSError:
             continue
-    owners = []
+    owners: list[str] = []
     if not inodes:
         return owners
     for entry in os.listdir("/proc"):
@@ -351,6 +389,14 @@ class Sandbox:
             prompts_dir=PROMPTS_DIR,
             local_prompts_dir=self.root / PROMPTS_DIR.lstrip("/"),
         )
+
+    # ----------------------------------------------------------------- slot
+    def claim(self) -> None:
+        """Hold this slot for the process's lifetime; ``SlotBusy`` names the run that holds it."""
+        claim_slot(self.cache_dir, self.repo)
+
+    def release(self) -> None:
+        release_slot(self.cache_dir)
 
     # ----------------------------------------------------------------- build
     @contextlib.contextmanager
@@ -604,12 +650,14 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop Asterisk cleanly (`core stop now`, SIGKILL after 10 s) and unmount root/proc."""
+        self.claim()
         with self._lock():
             self._cleanup(graceful=True)
             self._proc = None
 
     def kill_hard(self, unmount: bool = True) -> None:
         """SIGKILL Asterisk as a crash would; unmount root/proc unless `unmount` is False (stale mount)."""
+        self.claim()
         pids = self._root_pids()
         self._kill_all(pids)
         if not self._wait_gone(pids, 10):
@@ -637,8 +685,11 @@ class Sandbox:
             raise SandboxError("cannot start the sandbox Asterisk, its ports are in use:\n  " + "\n  ".join(busy))
 
     def start(self, timeout: float = 60) -> SandboxInfo:
-        """Build and configure if needed, clean stale state, start Asterisk and wait until it serves."""
+        """Claim the slot, build and configure if needed, clean stale state, start Asterisk and wait until
+        it serves.  An Asterisk left running by an earlier run is restarted: holding the slot means no
+        other run uses it."""
         _require_root()
+        self.claim()
         self.build()
         with self._lock():
             self.configure()
@@ -778,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sb = Sandbox(args.cache)
     try:
+        if args.cmd in ("build", "configure", "up", "down", "kill", "reload"):
+            sb.claim()  # these change what a run on this slot relies on
         if args.cmd == "build":
             sb.build()
             print(sb.root)

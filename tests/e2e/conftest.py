@@ -1,0 +1,175 @@
+"""Fixtures of the real components: the sandbox Asterisk 22, a PostgreSQL database per test, the
+daemon, the caller.
+
+Nothing here skips: a test that needs Asterisk or PostgreSQL and cannot get it fails with the
+reason.  The sandbox is started once per test session (built first if the cache lacks it) and
+stopped at the end unless CALLREC_KEEP_SANDBOX=1.  The session holds its slot's lock
+(tools/sandbox.py) from collection on: a second run on the same slot stops at once, naming this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import sandbox as sandbox_mod
+import testdb
+from caller import Finished, Tester
+from support.daemon_proc import running_daemon
+from support.settings import make_settings
+
+from callrec.app import Daemon
+from callrec.asterisk.ari import Ari
+from callrec.config.settings import Settings
+from callrec.store import migrate
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Claim the sandbox slot before the first test runs when any selected test needs Asterisk, so a
+    run on a busy slot ends at once with the other run named (not with a stopped Asterisk later)."""
+    if config.option.collectonly or not any("sandbox" in getattr(i, "fixturenames", ()) for i in items):
+        return
+    try:
+        sandbox_mod.Sandbox().claim()
+    except sandbox_mod.SlotBusy as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[sandbox_mod.Sandbox]:
+    box = sandbox_mod.Sandbox()
+    try:
+        box.start()
+    except sandbox_mod.SlotBusy as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+    except Exception as exc:
+        pytest.fail(f"the sandbox Asterisk 22 could not be started: {exc}", pytrace=False)
+    yield box
+    if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
+        box.stop()
+
+
+def _ari_answers(info: sandbox_mod.SandboxInfo, timeout: float = 4.0) -> bool:
+    """REST and an events-websocket handshake both complete (an app with no subscriptions)."""
+
+    async def probe() -> bool:
+        ari = Ari(info.ari_url, info.tester_ari_user, info.tester_ari_password, f"callrec-probe-{uuid.uuid4().hex[:6]}")
+        try:
+            async with asyncio.timeout(timeout):
+                await ari.info()
+                ws = await ari.session.ws_connect(ari.events_url())
+                await ws.close()
+            return True
+        except Exception:
+            return False
+        finally:
+            await ari.close()
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture
+def asterisk(sandbox: sandbox_mod.Sandbox) -> sandbox_mod.SandboxInfo:
+    """The sandbox, checked before each test.
+
+    Asterisk 22.10.1 was seen to stop serving HTTP (websocket handshakes hang) after the test
+    caller's subscribe-all websocket was closed while a stopped daemon's channels were still
+    producing events.  That wedge is in the test bench's Asterisk, not in the code under test,
+    so the bench restarts Asterisk (loudly) instead of failing the next, unrelated test.
+    """
+    info = sandbox.info()
+    if not _ari_answers(info):
+        warnings.warn("sandbox Asterisk stopped answering ARI; restarting it", stacklevel=1)
+        print("\n[bench] sandbox Asterisk stopped answering ARI; restarting it", file=sys.stderr)
+        sandbox.stop()
+        sandbox.start()
+        if not _ari_answers(info):
+            pytest.fail("the sandbox Asterisk does not answer ARI even after a restart", pytrace=False)
+    return info
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    try:
+        return testdb.ensure_postgres()
+    except Exception as exc:
+        pytest.fail(f"no PostgreSQL for the tests: {exc}", pytrace=False)
+
+
+def _with_db(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def database(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test; dropped afterwards."""
+    name = f"callrec_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _with_db(pg_admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database (closed afterwards)."""
+    c = await asyncpg.connect(database)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def settings(asterisk: sandbox_mod.SandboxInfo, database: str) -> Settings:
+    return make_settings(asterisk, database)
+
+
+@pytest.fixture
+def finished() -> Finished:
+    return Finished()
+
+
+@pytest.fixture
+async def daemon(settings: Settings, finished: Finished) -> AsyncIterator[Daemon]:
+    async with running_daemon(settings, finished) as d:
+        yield d
+
+
+@pytest.fixture
+async def api_daemon(asterisk: sandbox_mod.SandboxInfo, database: str, finished: Finished) -> AsyncIterator[Daemon]:
+    """The daemon with its ops API (and console) on a free port: ``api_daemon.http.port``."""
+    settings = make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"})
+    async with running_daemon(settings, finished) as d:
+        yield d
+
+
+@pytest.fixture
+async def tester(asterisk: sandbox_mod.SandboxInfo) -> AsyncIterator[Tester]:
+    t = Tester(asterisk.ari_url, asterisk.tester_ari_user, asterisk.tester_ari_password)
+    try:
+        await t.start()
+        yield t
+    finally:
+        await t.close()
