@@ -36,10 +36,10 @@ import aiohttp
 import asyncpg
 
 from callrec import __version__
-from callrec.calls.session import CallRecord
 from callrec.config.settings import HOOK_PLACEHOLDERS, Settings
 from callrec.store.calllog import CallLogWriter, is_transient
 from callrec.store.db import Conn, record_from_row
+from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.hooks")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callrec.asterisk.ari import Ari, AriNotFound, EventStream
-from callrec.calls.session import CallRecord
+from callrec.store.record import CallRecord
 
 TESTER_APP = "callrec-tester"  # each Tester adds a unique suffix, so two runs never replace each other
 # Stock Asterisk prompts with real speech, used as the caller's voice.

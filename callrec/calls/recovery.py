@@ -17,7 +17,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from callrec.calls.service import CallService, utcnow
-from callrec.calls.session import Action, CallRecord, CallSession, FinalizeRecording
+from callrec.calls.session import Action, CallSession, FinalizeRecording
+from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.calls")
 

@@ -14,13 +14,14 @@ from typing import Any
 from callrec.asterisk.ami import Ami, AmiError, AmiTimeout
 from callrec.calls.policy import NOT_RECORDED_PROMPT, CallFacts, decide
 from callrec.calls.prompts import PromptCatalog
-from callrec.calls.session import Action, CallRecord, CallSession, RecordingStatus
+from callrec.calls.session import Action, CallSession, RecordingStatus
 from callrec.config.settings import Settings
 from callrec.recording.files import OutsideFolder, in_files, recording_path
 from callrec.recording.finalize import finalize_call_recording
 from callrec.recording.stereo import mixmonitor_args as stereo_mixmonitor_args
 from callrec.recording.stereo import part_names as stereo_part_names
 from callrec.store.calllog import CallLogWriter
+from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.calls")
 

@@ -40,7 +40,6 @@ from callrec.calls.recovery import Whereabouts, recover_lost
 from callrec.calls.service import CallService, utcnow
 from callrec.calls.session import (
     Action,
-    CallRecord,
     CallSession,
     CancelTimer,
     HandBack,
@@ -51,6 +50,7 @@ from callrec.calls.session import (
     prompt_time_limit,
 )
 from callrec.config.settings import AgiSettings
+from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.agi")
 

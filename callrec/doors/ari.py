@@ -20,7 +20,6 @@ from callrec.calls.recovery import Whereabouts, recover_lost
 from callrec.calls.service import CallService, utcnow
 from callrec.calls.session import (
     Action,
-    CallRecord,
     CallSession,
     CancelTimer,
     HandBack,
@@ -32,6 +31,7 @@ from callrec.calls.session import (
     prompt_time_limit,
 )
 from callrec.doors import ari_parties
+from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.ari")
 

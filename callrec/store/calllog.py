@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from callrec.calls.session import COLUMNS
 from callrec.store.db import Conn
+from callrec.store.record import COLUMNS
 
 log = logging.getLogger("callrec.calllog")
 

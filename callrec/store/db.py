@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from callrec.calls.session import COLUMNS, CallRecord
+from callrec.store.record import COLUMNS, CallRecord
 
 # A connection: a plain one (the CLI, tests) or one borrowed from the daemon's pool.
 Conn = asyncpg.Connection | PoolConnectionProxy

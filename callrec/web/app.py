@@ -15,10 +15,9 @@ import asyncpg
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from callrec import console
 from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
-from callrec.web import routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta, routes_recording
+from callrec.web import console, routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta, routes_recording
 from callrec.web.auth import auth_middleware
 from callrec.web.errors import json_error
 from callrec.web.keys import POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS

@@ -19,9 +19,9 @@ from support import REPO
 from support.console_browser import chromium, log_in, open_tab, play
 from support.opsapi import PASSWORD, Bench, start_bench
 
-from callrec.console import CSP, STATIC_FILES
+from callrec.web.console import CSP, STATIC_FILES
 
-STATIC = REPO / "callrec" / "console" / "static"
+STATIC = REPO / "callrec" / "web" / "console" / "static"
 
 
 @pytest.fixture

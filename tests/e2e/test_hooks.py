@@ -18,9 +18,9 @@ import pytest
 from support.hookprobe import PROBE, Attempts, Receiver
 from support.settings import local_recordings, make_settings
 
-from callrec.calls.session import CallRecord
 from callrec.config.settings import Settings
 from callrec.hooks import HookRunner, backoff, command_argv, redacted_url
+from callrec.store.record import CallRecord
 
 AUTH = "Bearer s3cret-token-value"
 HMAC_KEY = "hmac-key-never-logged"

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callrec.calls.policy import Decision
-from callrec.calls.session import CallRecord, CallSession, Prompt
+from callrec.calls.session import CallSession, Prompt
 from callrec.doors import ari_parties
+from callrec.store.record import CallRecord
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -14,9 +14,9 @@ import pytest
 from support import REPO
 from support.console_browser import chromium
 
-from callrec.console import STATIC_FILES, pick_language
+from callrec.web.console import STATIC_FILES, pick_language
 
-STATIC = REPO / "callrec" / "console" / "static"
+STATIC = REPO / "callrec" / "web" / "console" / "static"
 
 
 def test_every_string_exists_in_both_languages() -> None:
@@ -60,10 +60,10 @@ async def test_a_browser_that_cannot_start_fails_the_test_loudly(monkeypatch: py
 
 
 def test_the_wheel_carries_the_console(tmp_path: Path) -> None:
-    repo = STATIC.parent.parent.parent
+    repo = REPO
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("callrec-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (*STATIC_FILES, "index.html"):
-        assert f"callrec/console/static/{name}" in names, name
+        assert f"callrec/web/console/static/{name}" in names, name

@@ -10,7 +10,7 @@ from support.settings import SECRETS
 
 from callrec.calls.explain import explain, facts_from
 from callrec.calls.policy import CallFacts, Decision, decide, resolve_words
-from callrec.calls.session import CallRecord, CallSession, HandBack, PlayPrompt, Prompt
+from callrec.calls.session import CallSession, HandBack, PlayPrompt, Prompt
 from callrec.config.settings import (
     ConfigError,
     NoticeSettings,
@@ -19,6 +19,7 @@ from callrec.config.settings import (
     RecordingSettings,
     parse_settings,
 )
+from callrec.store.record import CallRecord
 
 PROMPTS = {
     "en": {"notice", "notice-opt-out", "notice-opt-in", "not-recorded", "trading"},

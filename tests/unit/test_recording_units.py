@@ -14,7 +14,7 @@ import soundfile
 from support.settings import SECRETS
 
 from callrec.calls.policy import CallFacts, Decision, decide
-from callrec.calls.session import CallRecord, CallSession, Prompt, RecordingStatus, StartRecording
+from callrec.calls.session import CallSession, Prompt, RecordingStatus, StartRecording
 from callrec.config.settings import (
     ConfigError,
     NoticeSettings,
@@ -27,6 +27,7 @@ from callrec.recording.control import PauseInterval, RecordingControl
 from callrec.recording.files import RecordingFacts, wav_is_closed
 from callrec.recording.finalize import explain
 from callrec.recording.stereo import finalize_stereo, measure_stereo, merge, mixmonitor_args, part_names
+from callrec.store.record import CallRecord
 
 RATE = 8000
 

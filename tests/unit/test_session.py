@@ -8,7 +8,6 @@ import pytest
 
 from callrec.calls.policy import Decision
 from callrec.calls.session import (
-    CallRecord,
     CallSession,
     CancelTimer,
     FinalizeRecording,
@@ -21,6 +20,7 @@ from callrec.calls.session import (
     State,
     StopPrompt,
 )
+from callrec.store.record import CallRecord
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 
