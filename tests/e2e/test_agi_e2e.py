@@ -601,7 +601,10 @@ async def test_daemon_killed_mid_notice_caller_goes_on_and_the_row_is_closed_lat
         first.proc.wait(timeout=10)
     back = await call.handed_back(timeout=30)
     assert back["consent"] == "unavailable" and back["call_id"] == "" and back["recording"] == ""
-    async with serving(tmp_path, asterisk, database, name="second"):
+    async with serving(tmp_path, asterisk, database, name="second") as second:
+        # The open row is taken up once ARI is connected (after AMI's log-in): hang up only then,
+        # or the call would end unseen and its hang-up time would be rightly unknown.
+        await second.wait_log("followed again after a restart")
         await call.hang_up()
         await wait_finalized(database, call.callee_id)
     conn = await asyncpg.connect(database)
