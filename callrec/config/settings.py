@@ -241,6 +241,10 @@ class AgiSettings:
         range=_TIMEOUT_60)
     max_line: int = setting(8192, "longest line accepted from the peer; a longer one ends the session",
                             range=Range(1024, 1048576, unit="bytes"))
+    max_handshake_bytes: int = setting(
+        65536, "the AGI variables in all (every line, continuation lines of a caller ID with line breaks "
+               "included; at most 200 lines); a longer handshake ends the session",
+        range=Range(4096, 4194304, unit="bytes"))
 
     @property
     def active(self) -> bool:
