@@ -17,3 +17,18 @@ def test_broken_config_is_one_clear_line(tmp_path: Path, command: str) -> None:
     assert result.stderr.strip() == "callrec: config error: asterisk.ami_port: expected a whole number, got 'fifty'"
     result = run(tmp_path / "missing.toml", command)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no such file" in result.stderr
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[asterisk]\nari_password = "x"\nami_password = "y"\nami_port = 15038.5\n',
+     "asterisk.ami_port: expected a whole number, got 15038.5"),
+    ('[asterisk]\nari_password = "x"\nami_password = "y"\n[retention]\naudio_days = 0.9\n',
+     "retention.audio_days: expected a whole number, got 0.9"),
+])
+def test_a_decimal_in_a_whole_number_key_fails_check(tmp_path: Path, toml: str, message: str) -> None:
+    """Before: ami_port 15038.5 passed `check` as 15038, and audio_days 0.9 became 0 (keep forever)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    result = run(cfg, "check")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"callrec: config error: {message}"
