@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from callrec.config import reference
-from callrec.config.fields import ConfigError, Range, doc_of, number
 from callrec.config.dataops import RetentionRule
+from callrec.config.fields import ConfigError, Range, doc_of, number
 from callrec.config.settings import SECTIONS, PolicyRule, Settings, parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
