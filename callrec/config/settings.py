@@ -329,6 +329,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"{path}: not readable (permission denied)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     return parse_settings(raw, environ, source)
 
 
