@@ -11,6 +11,7 @@ from them (``python -m callrec.config.reference``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -275,6 +276,17 @@ class HttpSettings:
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.x or ``::1`` (brackets allowed): reachable from this host only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

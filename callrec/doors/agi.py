@@ -49,7 +49,7 @@ from callrec.calls.session import (
     StopPrompt,
     prompt_time_limit,
 )
-from callrec.config.settings import AgiSettings
+from callrec.config.settings import AgiSettings, is_loopback
 from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.agi")
@@ -280,7 +280,7 @@ class AgiDoor:
         self.server = await asyncio.start_server(self._accept, host, port, limit=self.settings.max_line,
                                                  reuse_address=True)
         log.info("FastAGI listening on %s", self.address)
-        if not (host == "localhost" or host == "::1" or host.startswith("127.")):
+        if not is_loopback(host):
             log.warning("agi.listen %s is not a loopback address: FastAGI has no authentication, so anyone "
                         "who reaches it can have notices played and recordings started; firewall it", self.address)
         self._follower = asyncio.create_task(self._follow(), name="agi-follow")
