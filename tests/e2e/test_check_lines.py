@@ -1,7 +1,8 @@
-"""`callrec check` warns about what the config leaves exposed: a config file or signing key that
-others can read while it holds secrets, and an HTTP API listening beyond this host without TLS in
-front.  Through the real command, with a real PostgreSQL database; Asterisk is not needed (its
-lines fail, the warnings do not depend on it)."""
+"""`callrec check`'s lines beyond reaching things: a line for each feature even when it is off, and
+warnings about what the config leaves exposed (a config file or signing key that others can read
+while it holds secrets, an HTTP API beyond this host without TLS in front).  Through the real
+command, with a real PostgreSQL database; Asterisk is not needed (its lines fail, these lines do
+not depend on it)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,24 @@ def test_a_fastagi_door_beyond_loopback(tmp_path: Path, database: str) -> None:
     (line,) = warnings(config(tmp_path, database, '[agi]\nlisten = "0.0.0.0:4573"\n'))
     assert line.startswith("warn agi: agi.listen 0.0.0.0:4573 is not a loopback address: FastAGI has no "
                            "authentication"), line
+
+
+def test_features_that_are_off_still_have_their_line(tmp_path: Path, database: str) -> None:
+    """Before, hooks, retention and the signing key printed nothing when off: an admin could not
+    tell "off" from "not checked"."""
+    cfg = config(tmp_path, database, '[http]\nenabled = false\n')
+    lines = run_cli(cfg, "check").stdout.splitlines()
+    for line in ("ok   hooks: off (no hooks.command, no hooks.webhook_url)",
+                 "ok   retention: off (no audio_days or metadata_days set: recordings and rows are kept forever)",
+                 "ok   signing key: off (integrity.signing_key not set: evidence exports cannot be signed)",
+                 "ok   http: off (the ops API and console are not served)"):
+        assert line in lines, (line, lines)
+    key = tmp_path / "signing-key.pem"
+    cfg = config(tmp_path, database, '[hooks]\ncommand = ["/bin/true"]\n[retention]\naudio_days = 30\n'
+                                     f'[integrity]\nsigning_key = "{key}"\n')
+    assert run_cli(cfg, "keys", "generate").returncode == 0
+    lines = run_cli(cfg, "check").stdout.splitlines()
+    assert "ok   hooks: command /bin/true" in lines
+    assert any(line.startswith("ok   retention: audio 30 day(s), metadata kept forever") for line in lines), lines
+    assert any(line.startswith("ok   signing key: Ed25519, fingerprint ") for line in lines), lines
+    assert "ok   http: ops API and console on 127.0.0.1:8090" in lines
