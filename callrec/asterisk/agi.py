@@ -229,7 +229,7 @@ class AgiConnection:
                 raise AgiClosed(f"connection lost: {exc}") from None
             loop = asyncio.get_running_loop()
             try:
-                reply = await self._reply(text, loop, loop.time() + timeout)
+                reply = await self._reply(text, loop.time() + timeout)
             except (AgiHangup, AgiCommandError):
                 self.busy = False
                 await self._drain_interrupts(loop)
@@ -248,13 +248,13 @@ class AgiConnection:
         while self._interrupts and not self.closed:
             self._interrupts -= 1
             try:
-                await self._reply(INTERRUPT_COMMAND, loop, loop.time() + 5.0)
+                await self._reply(INTERRUPT_COMMAND, loop.time() + 5.0)
             except (AgiHangup, AgiCommandError):
                 pass
             except AgiError:
                 return
 
-    async def _reply(self, text: str, loop: asyncio.AbstractEventLoop, deadline: float) -> AgiReply:
+    async def _reply(self, text: str, deadline: float) -> AgiReply:
         """The reply to ``text``: HANGUP lines noted on the way, a 520 usage block read to its end."""
         for _ in range(MAX_REPLY_LINES):
             line = await self._line_before(deadline, f"reply to {text[:40]!r}")
