@@ -32,7 +32,9 @@ KNOWN_KEYS = {"agi_network", "agi_network_script", "agi_request", "agi_channel",
               "agi_extension", "agi_priority", "agi_enhanced", "agi_accountcode", "agi_threadid"}
 EARLY_KEYS = ("agi_network", "agi_network_script", "agi_request", "agi_channel", "agi_language", "agi_type",
               "agi_uniqueid", "agi_version")
-MAX_ENV_LINES = 200
+MAX_ENV_LINES = 200  # every line of the handshake counts, continuation lines included
+MAX_ENV_BYTES = 65536  # the handshake in all (agi.max_handshake_bytes); Asterisk's own is ~1 KB
+MAX_REPLY_LINES = 200  # lines read for one reply (HANGUP notes, a 520 usage block)
 # Sent to cut a running command short; its reply ("200 result=1 (callrec-interrupt)") is told
 # apart from every other by its data.
 INTERRUPT_MARK = "callrec-interrupt"
@@ -104,6 +106,7 @@ class AgiConnection:
         self.closed = False
         self.busy = False  # a command is out and its reply not in yet
         self._interrupts = 0  # NOOPs sent to cut a command short, whose replies are still to come
+        self.received = 0  # bytes read so far (line ends included)
 
     @property
     def peer(self) -> str:
@@ -125,22 +128,42 @@ class AgiConnection:
             raise AgiTimeout(f"no complete line within {timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
             raise AgiClosed(f"connection lost: {exc}") from None
+        self.received += len(raw)
         text = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
         return text
 
-    async def read_env(self, timeout: float) -> AgiEnv:
-        """The variables Asterisk sends first, up to the blank line, within ``timeout`` in all."""
+    async def _line_before(self, deadline: float, what: str) -> str:
+        """One line, if ``deadline`` has not passed.  Lines already buffered are returned without
+        waiting, so a fast peer would never meet the read's own timeout: the deadline is checked
+        before every line."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise AgiTimeout(f"{what} not complete in time")
+        return await self.readline(remaining)
+
+    async def read_env(self, timeout: float, max_bytes: int = MAX_ENV_BYTES) -> AgiEnv:
+        """The variables Asterisk sends first, up to the blank line: within ``timeout``, at most
+        ``MAX_ENV_LINES`` lines (continuation lines too) and ``max_bytes`` bytes, all in all."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        lines: list[tuple[str, str]] = []
+        start = self.received
+        # (key, parts of the value): a value continued over several lines is joined once, at the end.
+        pieces: list[tuple[str, list[str]]] = []
+        count = 0
         tainted = False
         notes: list[str] = []
         while True:
-            line = await self.readline(max(deadline - loop.time(), 0.001))
+            try:
+                line = await self._line_before(deadline, "AGI handshake")
+            except AgiTimeout:
+                raise AgiTimeout(f"AGI handshake not complete within {timeout:g}s") from None
             if line == "":
                 break
-            if len(lines) >= MAX_ENV_LINES:
+            count += 1
+            if count > MAX_ENV_LINES:
                 raise AgiProtocolError(f"more than {MAX_ENV_LINES} lines before the blank line")
+            if self.received - start > max_bytes:
+                raise AgiProtocolError(f"AGI handshake longer than {max_bytes} bytes")
             if line == "HANGUP":
                 self.hung_up = True
                 raise AgiHangup("the channel hung up during the AGI handshake")
@@ -148,15 +171,15 @@ class AgiConnection:
             if not sep and line.endswith(":"):
                 key, sep, value = line[:-1], ":", ""
             if sep and _KEY_RE.match(key):
-                lines.append((key, value))
+                pieces.append((key, [value]))
                 continue
-            if not lines:
+            if not pieces:
                 raise AgiProtocolError(f"not an AGI variable: {line[:60]!r}")
             # A value with a line break (Asterisk sends caller ID verbatim): keep it with the
             # previous value, and trust nothing that a forged line could have set.
-            prev_key, prev_value = lines[-1]
-            lines[-1] = (prev_key, prev_value + "\n" + line)
+            pieces[-1][1].append(line)
             tainted = True
+        lines = [(key, "\n".join(parts)) for key, parts in pieces]
         if not lines:
             raise AgiProtocolError("empty AGI handshake")
         values: dict[str, str] = {}
@@ -206,7 +229,7 @@ class AgiConnection:
                 raise AgiClosed(f"connection lost: {exc}") from None
             loop = asyncio.get_running_loop()
             try:
-                reply = await self._reply(text, loop, loop.time() + timeout)
+                reply = await self._reply(text, loop.time() + timeout)
             except (AgiHangup, AgiCommandError):
                 self.busy = False
                 await self._drain_interrupts(loop)
@@ -225,17 +248,17 @@ class AgiConnection:
         while self._interrupts and not self.closed:
             self._interrupts -= 1
             try:
-                await self._reply(INTERRUPT_COMMAND, loop, loop.time() + 5.0)
+                await self._reply(INTERRUPT_COMMAND, loop.time() + 5.0)
             except (AgiHangup, AgiCommandError):
                 pass
             except AgiError:
                 return
 
-    async def _reply(self, text: str, loop: asyncio.AbstractEventLoop, deadline: float) -> AgiReply:
+    async def _reply(self, text: str, deadline: float) -> AgiReply:
         """The reply to ``text``: HANGUP lines noted on the way, a 520 usage block read to its end."""
-        while True:
-            line = await self.readline(max(deadline - loop.time(), 0.001))
-            log.debug("%s: %s -> %s", self.peer, text[:80], line[:120])
+        for _ in range(MAX_REPLY_LINES):
+            line = await self._line_before(deadline, f"reply to {text[:40]!r}")
+            log.debug("%s: %s -> %r", self.peer, text[:80], line[:120])
             if line == "HANGUP":
                 # The channel is gone; the reply to the command follows (result=-1 or 511).
                 self.hung_up = True
@@ -251,19 +274,20 @@ class AgiConnection:
                 return AgiReply(200, int(m.group(1)), "", None, line)
             if line.startswith("511"):
                 self.hung_up = True
-                raise AgiHangup(line[:120])
+                raise AgiHangup(repr(line[:120]))
             if line.startswith("510"):
-                raise AgiCommandError(f"{text.split(' ')[0:2]}: {line[:120]}")
+                raise AgiCommandError(f"{text.split(' ')[0:2]}: {line[:120]!r}")
             if line.startswith("520-"):
                 # Multi-line usage text up to "520 End of proper usage."
-                for _ in range(200):
-                    more = await self.readline(max(deadline - loop.time(), 0.001))
+                for _ in range(MAX_REPLY_LINES):
+                    more = await self._line_before(deadline, f"reply to {text[:40]!r}")
                     if more.startswith("520 "):
                         break
                 raise AgiCommandError(f"{text[:40]!r}: invalid command syntax")
             if line.startswith("520"):
-                raise AgiCommandError(f"{text[:40]!r}: {line[:120]}")
+                raise AgiCommandError(f"{text[:40]!r}: {line[:120]!r}")
             raise AgiProtocolError(f"unexpected reply {line[:80]!r}")
+        raise AgiProtocolError(f"more than {MAX_REPLY_LINES} lines in the reply to {text[:40]!r}")
 
     async def close(self, timeout: float = 2.0) -> None:
         if self.closed:

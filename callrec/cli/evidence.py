@@ -77,9 +77,9 @@ def add_out_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
-    """The ``check`` line for the signing key, when one is set."""
+    """The ``check`` line for the signing key: the key, or ``off``."""
     if not settings.integrity.signing_key:
-        return []
+        return [("signing key", True, "off (integrity.signing_key not set: evidence exports cannot be signed)")]
     try:
         key = load_private_key(settings.integrity.signing_key)
     except KeyError_ as exc:

@@ -46,7 +46,8 @@ async def run_hooks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check_lines(settings: Settings) -> list[tuple[str, str, str]]:
-    """``check`` lines for the hook command and webhook: ("ok" | "fail", "hooks", detail)."""
+    """``check`` lines for the hook command and webhook: ("ok" | "fail", "hooks", detail); one
+    ``off`` line when neither is set."""
     from callrec.hooks import redacted_url
 
     h = settings.hooks
@@ -60,4 +61,6 @@ def check_lines(settings: Settings) -> list[tuple[str, str, str]]:
         out.append(("ok", "hooks", f"webhook {redacted_url(h.webhook_url)}"
                                    + (" (with Authorization)" if h.webhook_auth else "")
                                    + (" (HMAC-signed)" if h.webhook_hmac_key else "")))
+    if not out:
+        out.append(("ok", "hooks", "off (no hooks.command, no hooks.webhook_url)"))
     return out

@@ -39,10 +39,10 @@ def days(n: int) -> str:
 
 
 def check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
-    """The ``check`` line for retention, when any days are set."""
+    """The ``check`` line for retention: its days and job, or ``off``."""
     r = settings.retention
     if not r.active:
-        return []
+        return [("retention", True, "off (no audio_days or metadata_days set: recordings and rows are kept forever)")]
     job = f"daemon job every {r.interval:g}s" if r.enabled else "daemon job off (retention.enabled = false)"
     return [("retention", True, f"audio {days(r.audio_days)}, metadata {days(r.metadata_days)}, "
                                 f"{len(r.rules)} rule(s); {job}")]

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import grp
 import logging
 import os
+import pwd
+import stat
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from callrec.cli import evidence, hooks, policy, retention
 from callrec.cli.common import CommandError, command
 from callrec.cli.database import open_database
-from callrec.config.settings import Settings
+from callrec.config.fields import doc_of
+from callrec.config.settings import SECTIONS, Settings, is_loopback
 
 log = logging.getLogger("callrec")
 
@@ -78,6 +87,8 @@ async def _check(settings: Settings) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
 
     report("config", True, settings.source)
+    for what, detail in exposure_warnings(settings):
+        print(f"warn {what}: {detail}")
     try:
         catalog = PromptCatalog.load(settings.notice.prompts_dir, settings.notice.local_prompts_path)
         needed = [*sorted(set(DEFAULT_PROMPTS.values())), NOT_RECORDED_PROMPT]
@@ -114,6 +125,10 @@ async def _check(settings: Settings) -> int:
     finally:
         await ari.close()
     report("agi", True, f"FastAGI door on {settings.agi.listen}" if settings.agi.active else "FastAGI door off")
+    report("http", True, f"ops API and console on {settings.http.listen}" if settings.http.active
+           else "off (the ops API and console are not served)")
+    for what, detail in listen_warnings(settings):
+        print(f"warn {what}: {detail}")
     ami = Ami(a.ami_host, a.ami_port, a.ami_user, a.ami_password)
     try:
         await ami.start()
@@ -137,3 +152,96 @@ async def _check(settings: Settings) -> int:
     for what, ok, detail in [*retention.check_lines(settings), *evidence.check_lines(settings)]:
         report(what, ok, detail)
     return 1 if failures else 0
+
+
+# -- what `check` warns about: secrets others can read, listens beyond this host ---------------
+
+
+def group_members(gid: int) -> set[str]:
+    """The accounts in group ``gid``: listed members and those whose primary group it is."""
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return {f"gid {gid}"}  # a group this host does not know: count it as someone else
+    return members | {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid}
+
+
+def readable_by_others(path: str | Path, members: Callable[[int], set[str]] = group_members) -> str | None:
+    """Why a file holding a secret is exposed, or None.  Readable by every account: always.
+    Readable by its group: when the group holds more than one account besides the owner (the
+    documented ``root:callrec`` mode 640 gives the daemon's own group alone)."""
+    st = os.stat(path)
+    mode = f"mode {stat.S_IMODE(st.st_mode):o}"
+    if st.st_mode & stat.S_IROTH:
+        return f"readable by every account on this host ({mode})"
+    if st.st_mode & stat.S_IRGRP:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = ""
+        others = sorted(members(st.st_gid) - {owner})
+        if len(others) > 1:
+            try:
+                group = grp.getgrgid(st.st_gid).gr_name
+            except KeyError:
+                group = str(st.st_gid)
+            return (f"readable by group {group} ({mode}; {len(others)} accounts: {', '.join(others[:5])}"
+                    f"{', ...' if len(others) > 5 else ''})")
+    return None
+
+
+def secrets_in_file(path: str | Path) -> list[str]:
+    """The secret keys (``setting(..., secret=True)``) the TOML file itself sets."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    found = []
+    for section, cls in SECTIONS.items():
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for f in dataclasses.fields(cls):
+            doc, value = doc_of(f), table.get(f.name)
+            if doc is None or not doc.secret or not value:
+                continue
+            if f.name == "dsn" and not urlsplit(str(value)).password:
+                continue  # a DSN without a password holds no secret
+            found.append(f"{section}.{f.name}")
+    return found
+
+
+def exposure_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """(what, detail): the config file or the signing key readable by others while holding secrets."""
+    out = []
+    source = settings.source
+    if source not in ("<defaults>", "<dict>") and os.path.isfile(source):
+        secrets = secrets_in_file(source)
+        why = readable_by_others(source) if secrets else None
+        if why:
+            out.append(("config", f"{source} holds {', '.join(secrets)} and is {why}: chmod 640 with the "
+                                  "daemon's own group (or 600), or move the secrets to the environment file"))
+    key = settings.integrity.signing_key
+    if key and os.path.isfile(key):
+        why = readable_by_others(key)
+        if why:
+            out.append(("signing key", f"integrity.signing_key: {key} (the private key) is {why}: chmod 600"))
+    return out
+
+
+def listen_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """(what, detail): a door or the API listening beyond this host."""
+    out = []
+    if settings.http.active:
+        host, _ = settings.http.host_port()
+        if not is_loopback(host) and not settings.http.cookie_secure:
+            out.append(("http", f"http.listen {settings.http.listen} is not a loopback address and the API speaks "
+                                "plain HTTP (passwords, session cookies, tokens, recordings): put TLS in front (a "
+                                "reverse proxy on this host, http.listen on 127.0.0.1, http.cookie_secure = true)"))
+    if settings.agi.active:
+        host = settings.agi.listen.rpartition(":")[0]
+        if not is_loopback(host):
+            out.append(("agi", f"agi.listen {settings.agi.listen} is not a loopback address: FastAGI has no "
+                               "authentication, so anyone who reaches it can have notices played and recordings "
+                               "started; firewall it"))
+    return out

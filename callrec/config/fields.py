@@ -8,6 +8,7 @@ read it, so the page and the code cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,10 +137,16 @@ def coerce(key: str, type_name: Any, value: Any) -> Any:
         what = "a whole number" if t == "int" else "a number"
         if isinstance(value, bool):  # TOML true is not 1
             raise ConfigError(f"{key}: expected {what}, got {value!r}")
+        if t == "int" and isinstance(value, float) and not value.is_integer():
+            # int() would cut 0.9 days to 0 (keep forever) or port 15038.5 to 15038.
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
         try:
-            return int(value) if t == "int" else float(value)
+            result = int(value) if t == "int" else float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected {what}, got {value!r}") from None
+        if isinstance(result, float) and not math.isfinite(result):  # nan passes every range check
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
+        return result
     if t in ("str", "str | None"):
         if value is None and t == "str | None":
             return None

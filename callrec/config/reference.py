@@ -41,7 +41,9 @@ One TOML file, by default `/etc/callrec/callrec.toml` (`$CALLREC_CONFIG` or `cal
 elsewhere), read and validated once at start (a change needs a restart; see the
 [limits](../README.md#limits)). An unknown section or key, a wrong type or a value outside the
 range below stops every command with one line that names the key, and exit status 2, e.g.
-`callrec: config error: asterisk.ami_port: expected a whole number, got 'fifty'`.
+`callrec: config error: asterisk.ami_port: expected a whole number, got 'fifty'`. A "whole number"
+key refuses a decimal (`retention.audio_days = 0.9` is an error, not 0), and no number key takes
+`nan` or `inf`.
 
 **Environment overrides: `CALLREC_<SECTION>_<KEY>`** overrides a key of the file, e.g.
 `CALLREC_ASTERISK_ARI_PASSWORD`, `CALLREC_DATABASE_DSN`, `CALLREC_HOOKS_WEBHOOK_AUTH`,

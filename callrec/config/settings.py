@@ -11,6 +11,7 @@ from them (``python -m callrec.config.reference``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -241,6 +242,10 @@ class AgiSettings:
         range=_TIMEOUT_60)
     max_line: int = setting(8192, "longest line accepted from the peer; a longer one ends the session",
                             range=Range(1024, 1048576, unit="bytes"))
+    max_handshake_bytes: int = setting(
+        65536, "the AGI variables in all (every line, continuation lines of a caller ID with line breaks "
+               "included; at most 200 lines); a longer handshake ends the session",
+        range=Range(4096, 4194304, unit="bytes"))
 
     @property
     def active(self) -> bool:
@@ -271,6 +276,17 @@ class HttpSettings:
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.x or ``::1`` (brackets allowed): reachable from this host only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -325,6 +341,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"{path}: not readable (permission denied)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     return parse_settings(raw, environ, source)
 
 

@@ -49,7 +49,7 @@ from callrec.calls.session import (
     StopPrompt,
     prompt_time_limit,
 )
-from callrec.config.settings import AgiSettings
+from callrec.config.settings import AgiSettings, is_loopback
 from callrec.store.record import CallRecord
 
 log = logging.getLogger("callrec.agi")
@@ -137,7 +137,9 @@ class AgiLink:
         CALLREC_CONSENT=unavailable; the row says the same.  A channel that is gone is ended by
         AMI's Hangup, or found gone here."""
         assert self.actor is not None
-        log.warning("call %s: AGI session with %s ended: %s", self.actor.id, self.channel, exc)
+        # The peer's text is escaped where it enters the error (callrec.asterisk.agi); the channel
+        # name came from the peer too.
+        log.warning("call %s: AGI session with %r ended: %s", self.actor.id, self.channel, exc)
         await self._end_session()
         s = self.session
         if s.state in (State.IN_DIALPLAN, State.ENDED, State.STARTING_RECORDING):
@@ -278,7 +280,7 @@ class AgiDoor:
         self.server = await asyncio.start_server(self._accept, host, port, limit=self.settings.max_line,
                                                  reuse_address=True)
         log.info("FastAGI listening on %s", self.address)
-        if not (host == "localhost" or host == "::1" or host.startswith("127.")):
+        if not is_loopback(host):
             log.warning("agi.listen %s is not a loopback address: FastAGI has no authentication, so anyone "
                         "who reaches it can have notices played and recordings started; firewall it", self.address)
         self._follower = asyncio.create_task(self._follow(), name="agi-follow")
@@ -299,7 +301,7 @@ class AgiDoor:
                           "fail-safe goes on unrecorded)", conn.peer, self.settings.max_sessions)
                 return
             try:
-                env = await conn.read_env(self.settings.handshake_timeout)
+                env = await conn.read_env(self.settings.handshake_timeout, self.settings.max_handshake_bytes)
             except AgiHangup as exc:
                 self.rejected += 1
                 log.info("FastAGI %s: %s; connection closed", conn.peer, exc)
@@ -325,19 +327,19 @@ class AgiDoor:
             await self._pass_through(conn, channel, "callrec is stopping")
             return
         if script not in SCRIPTS:
-            log.error("FastAGI %s: unknown script %r in %s (expected agi://host:port/notice); %s goes on "
+            log.error("FastAGI %s: unknown script %r in %s (expected agi://host:port/notice); %r goes on "
                       "unrecorded", conn.peer, script[:60], "AGI()", channel)
             await self._pass_through(conn, channel, "unknown AGI script")
             return
         known = self.calls.get(uniqueid)
         if known is not None:
             # A second AGI() on a call already handled: the same answer, no second notice.
-            log.info("call %s: AGI again on %s; same answer", known.session.record.id, channel)
+            log.info("call %s: AGI again on %r; same answer", known.session.record.id, channel)
             try:
                 for name, value in known.session.variables().items():
                     await conn.command(f"SET VARIABLE {name} {quote(value)}", self.settings.command_timeout)
             except AgiError as exc:
-                log.warning("call %s: second pass on %s: %s", known.session.record.id, channel, exc)
+                log.warning("call %s: second pass on %r: %s", known.session.record.id, channel, exc)
             return
         raw_args = [f"{k}={v}" for k, v in parse_qsl(request.query, keep_blank_values=True)] + env.args
         args, arg_warnings = parse_args(raw_args)
@@ -354,7 +356,7 @@ class AgiDoor:
             try:
                 again = await reread_caller(conn, self.settings.command_timeout)
             except AgiHangup:
-                log.info("FastAGI %s: %s hung up before the notice", conn.peer, channel)
+                log.info("FastAGI %s: %r hung up before the notice", conn.peer, channel)
                 return
             if again is not None:
                 caller, caller_name = again
@@ -376,7 +378,7 @@ class AgiDoor:
         try:
             await conn.command(f"SET VARIABLE CALLREC_CONSENT {quote('unavailable')}", self.settings.command_timeout)
         except AgiError as exc:
-            log.warning("FastAGI %s: could not pass %s through (%s): %s", conn.peer, channel, why, exc)
+            log.warning("FastAGI %s: could not pass %r through (%s): %s", conn.peer, channel, why, exc)
 
     async def channel_gone(self, channel: str) -> bool:
         """AMI's Status: False while it exists or AMI cannot tell."""

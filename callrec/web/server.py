@@ -7,7 +7,7 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from callrec.config.settings import Settings
+from callrec.config.settings import Settings, is_loopback
 from callrec.recording.control import RecordingControl
 from callrec.store.db import connect_pool
 from callrec.web.app import AccessLogger, make_app
@@ -45,6 +45,10 @@ class HttpServer:
         addresses = self.runner.addresses
         self.port = int(addresses[0][1]) if addresses else port
         log.info("ops API listening on http://%s:%d/api/v1/", host, self.port)
+        if not is_loopback(host) and not self.settings.http.cookie_secure:
+            log.warning("http.listen %s is not a loopback address and the API speaks plain HTTP (passwords, "
+                        "session cookies, tokens, recordings): put TLS in front (a reverse proxy on this host)",
+                        self.settings.http.listen)
 
     async def stop(self) -> None:
         if self.runner is not None:

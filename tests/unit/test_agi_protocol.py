@@ -8,6 +8,8 @@ Everything here is also proven against the real Asterisk in test_agi_e2e.py.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -163,6 +165,23 @@ async def test_replies(pair: Any) -> None:
         await run("SET VARIABLE A \"1\"", "511 Command Not Permitted on a dead channel or intercept routine")
     with pytest.raises(AgiProtocolError):
         await run("CHANNEL STATUS", "\x00\xff garbage")
+
+
+async def test_a_flood_of_hangup_lines_in_a_reply_is_cut_off(pair: Any) -> None:
+    """Every line of a reply counts: a peer cannot keep one reply going with HANGUP lines
+    (before, the loop read all of them and then waited out the command's time limit)."""
+    conn, reader, client = pair
+
+    async def flood() -> None:
+        await reader.readline()
+        client.write(b"HANGUP\n" * 100_000)
+
+    task = asyncio.create_task(flood())
+    started = time.process_time()
+    with pytest.raises(AgiProtocolError, match="more than 200 lines in the reply to 'CHANNEL STATUS'"):
+        await conn.command("CHANNEL STATUS", 10)
+    assert time.process_time() - started < 2.0
+    await task
 
 
 def test_quote() -> None:
@@ -398,6 +417,84 @@ async def test_a_silent_client_is_closed_after_the_handshake_timeout(door: AgiDo
     writer.close()
 
 
+async def closed_by_the_daemon(reader: asyncio.StreamReader) -> None:
+    """Until the daemon closes the connection (EOF, or a reset while data was still unread)."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionError:
+        pass
+
+
+@pytest.mark.parametrize("line_bytes, error", [
+    (8000, "AGI handshake longer than 65536 bytes"),  # long continuation lines: the byte cap
+    (1, "more than 200 lines before the blank line"),  # short ones: every line counts
+])
+async def test_megabytes_of_continuation_lines_are_cut_off_quickly(
+        door: AgiDoor, caplog: pytest.LogCaptureFixture, line_bytes: int, error: str) -> None:
+    """Lines that continue a value (a caller ID with line breaks) count against the handshake's
+    limits, and are joined once: 16 MB of them cost the daemon next to no CPU, and the session
+    ends long before its 5 s handshake limit (before: quadratic joining, seconds of CPU)."""
+    caplog.set_level(logging.INFO, logger="callrec")
+    loop = asyncio.get_running_loop()
+    cpu, wall = time.process_time(), loop.time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    line = b"x" * line_bytes + b"\n"
+    chunk = line * (1048576 // len(line))
+
+    async def send() -> None:
+        writer.write(b"agi_calleridname: Mallory\n")
+        try:
+            for _ in range(16):  # 16 MB, never a blank line
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass  # the daemon hung up on us: that is the point
+
+    sender = asyncio.create_task(send())
+    await asyncio.wait_for(closed_by_the_daemon(reader), 20)
+    writer.close()
+    await sender
+    assert loop.time() - wall < door.settings.handshake_timeout
+    assert time.process_time() - cpu < 2.0  # client and daemon together; generous
+    assert door.rejected == 1 and not door.calls
+    assert any(error in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("door", [{"handshake_timeout": 0.5}], indirect=True)
+async def test_the_handshake_time_limit_holds_over_the_whole_handshake(
+        door: AgiDoor, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer that keeps sending lines, each in time, is still closed when the handshake as a
+    whole runs past agi.handshake_timeout."""
+    caplog.set_level(logging.INFO, logger="callrec")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    writer.write(b"agi_network: yes\n")
+    closed = asyncio.create_task(closed_by_the_daemon(reader))
+    while not closed.done() and loop.time() - started < 5:
+        writer.write(b"agi_x: 1\n")
+        await asyncio.wait([closed], timeout=0.05)  # the peer's pace: one line every 50 ms
+    assert closed.done()
+    assert 0.5 <= loop.time() - started < 2.0
+    assert any("AGI handshake not complete within 0.5s" in r.getMessage() for r in caplog.records)
+    writer.close()
+
+
+async def test_a_peer_reply_reaches_the_log_escaped(door: AgiDoor, caplog: pytest.LogCaptureFixture) -> None:
+    """ESC, CR and NUL in a reply would rewrite a terminal showing the log, or forge log lines."""
+    caplog.set_level(logging.INFO, logger="callrec")
+    ast = await FakeAsterisk.call(door, env_lines("1.10"))
+    await ast.expect("STREAM FILE ", "510 bad\x1b[2J\x1b[31m\rWARNING forged line\x00 end")
+    await ast.ended()
+    await wait_for(lambda: "1.10" not in door.calls)
+    (ended,) = [r.getMessage() for r in caplog.records if "AGI session with" in r.getMessage()]
+    assert not any(c in ended for c in "\x1b\r\x00"), ended
+    assert "510 bad\\x1b[2J\\x1b[31m\\rWARNING forged line\\x00 end" in ended
+    warnings = row(door, "1.10")["warnings"]
+    assert not any(c in w for w in warnings for c in "\x1b\r\x00"), warnings
+
+
 async def test_stopping_hands_a_caller_in_the_window_back(door: AgiDoor) -> None:
     ast = await FakeAsterisk.call(door, env_lines("1.8", args=("mode=opt-out",)))
     await ast.expect("STREAM FILE ", "200 result=0 endpos=60000")
@@ -429,6 +526,7 @@ async def test_stopping_hands_a_caller_in_the_window_back(door: AgiDoor) -> None
     ({"handshake_timeout": 0}, "agi.handshake_timeout: expected above 0 and at most 60 seconds"),
     ({"command_timeout": 600}, "agi.command_timeout: expected above 0 and at most 60 seconds"),
     ({"max_line": 10}, "agi.max_line: expected 1024-1048576 bytes"),
+    ({"max_handshake_bytes": 100}, "agi.max_handshake_bytes: expected 4096-4194304 bytes"),
     ({"enabled": "maybe"}, "agi.enabled: expected true or false"),
     ({"port": 4573}, "agi.port: unknown key"),
 ])

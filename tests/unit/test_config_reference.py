@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from callrec.config import reference
+from callrec.config.dataops import RetentionRule
 from callrec.config.fields import ConfigError, Range, doc_of, number
-from callrec.config.settings import SECTIONS, PolicyRule, parse_settings
+from callrec.config.settings import SECTIONS, PolicyRule, Settings, parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "configuration.md"
@@ -141,6 +142,43 @@ def test_validation_enforces_the_documented_range_at_its_edges(heading: str, key
             message = str(err.value)
             assert "\n" not in message
             assert f".{key}: expected {rng.describe()}, got " in message, message
+
+
+def _whole_number_keys() -> list[tuple[str, str]]:
+    """(section heading, key) for every int field of every settings class."""
+    return [(heading, f.name) for heading, cls, _, _ in reference.TABLES for f in dataclasses.fields(cls)
+            if str(f.type) in ("int", "int | None")]
+
+
+def test_the_tables_hold_every_settings_class() -> None:
+    """So that _whole_number_keys() misses no class: every section of Settings and both rule classes."""
+    sections = {f.default_factory for f in dataclasses.fields(Settings)  # type: ignore[misc]
+                if f.default_factory is not dataclasses.MISSING}
+    assert {cls for _, cls, _, _ in reference.TABLES} == sections | {PolicyRule, RetentionRule}
+    assert len(_whole_number_keys()) >= 10
+
+
+@pytest.mark.parametrize(("heading", "key"), _whole_number_keys(), ids=[f"{h}{k}" for h, k in _whole_number_keys()])
+@pytest.mark.parametrize("value", [1.5, 0.9, float("nan"), float("inf")])
+def test_a_decimal_in_a_whole_number_key_is_refused(heading: str, key: str, value: float) -> None:
+    """int() would cut it silently (retention 0.9 days -> 0 -> keep forever)."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings(_raw(heading, key, value), {})
+    message = str(err.value)
+    assert "\n" not in message and message.endswith(f".{key}: expected a whole number, got {value!r}"), message
+
+
+@pytest.mark.parametrize("environ", [{"CALLREC_ASTERISK_AMI_PORT": "15038.5"}, {"CALLREC_RETENTION_AUDIO_DAYS": "0.9"},
+                                     {"CALLREC_AGI_HANDSHAKE_TIMEOUT": "nan"}])
+def test_decimals_and_nan_from_the_environment_are_refused(environ: dict[str, str]) -> None:
+    ((name, value),) = environ.items()
+    key = name.removeprefix("CALLREC_").lower().replace("_", ".", 1)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: expected a (whole )?number, got '{value}'$"):
+        parse_settings(SECRETS, environ)
+
+
+def test_a_whole_number_written_as_a_decimal_is_taken() -> None:
+    assert parse_settings({**SECRETS, "retention": {"audio_days": 30.0}}, {}).retention.audio_days == 30
 
 
 def test_agi_handshake_timeout_zero_is_refused_as_documented() -> None:
