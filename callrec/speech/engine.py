@@ -59,7 +59,7 @@ class EngineOptions:
     @classmethod
     def from_settings(cls, s: SpeechSettings) -> EngineOptions:
         return cls(beam_size=s.beam_size, vad_threshold=s.vad_threshold, min_silence_ms=s.min_silence_ms,
-                   threads=s.threads)
+                   threads=s.threads, compute_type=s.compute_type)
 
 
 @dataclass
