@@ -25,7 +25,7 @@ from callrec.speech.engine import Engine, EngineOptions, load_engine, transcribe
 from callrec.speech.model import ModelError, ModelInfo, prepare_model
 from callrec.speech.transcript import Transcript
 
-__all__ = ["SpeechPool", "WorkerInfo"]
+__all__ = ["SpeechPool", "WorkerInfo", "peak_rss_mb"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class WorkerInfo:
     nice: int  # the worker's niceness
     model: str  # the model id it loaded
     load_s: float  # seconds the model took to load
+    peak_rss_mb: float  # the worker's peak resident memory so far (Linux; 0 elsewhere)
 
 
 # One per worker process, set by the initializer.
@@ -62,9 +63,20 @@ def _transcribe(path: str, language: str | None) -> Transcript:
     return transcribe_file(_ready(), path, language)
 
 
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM), in MB; 0 when unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _probe() -> WorkerInfo:
     engine = _ready()
-    return WorkerInfo(os.getpid(), os.nice(0), engine.info.model_id, round(engine.load_s, 3))
+    return WorkerInfo(os.getpid(), os.nice(0), engine.info.model_id, round(engine.load_s, 3), peak_rss_mb())
 
 
 class SpeechPool:
@@ -94,6 +106,10 @@ class SpeechPool:
     def probe(self) -> Future[WorkerInfo]:
         """Which process would take a job, and its niceness (starts a worker if none runs yet)."""
         return self._executor.submit(_probe)
+
+    def pids(self) -> list[int]:
+        """The worker processes running now (they start with the first jobs)."""
+        return sorted(self._executor._processes or {})
 
     def close(self, cancel: bool = True) -> None:
         """Stop the workers: queued jobs are dropped (``cancel``), running ones finish first."""
