@@ -28,7 +28,7 @@ import numpy as np
 import soundfile
 
 from callrec.config.speech import SpeechSettings
-from callrec.speech.model import ModelError, ModelInfo
+from callrec.speech.model import ModelError, ModelInfo, check_model_dir
 from callrec.speech.transcript import Interval, Segment, Speaker, Track, Transcript, Word
 
 __all__ = ["WHISPER_RATE", "AudioError", "Engine", "EngineOptions", "load_engine", "read_audio", "resample",
@@ -88,6 +88,7 @@ def _faster_whisper() -> Any:
 def load_engine(info: ModelInfo, options: EngineOptions | None = None) -> Engine:
     """The model in ``info.path`` loaded for decoding on this process's CPU.  Takes about a second."""
     options = options or EngineOptions()
+    check_model_dir(info.path)  # a folder without tokenizer.json would make faster-whisper fetch one
     fw = _faster_whisper()
     started = time.monotonic()
     try:

@@ -149,6 +149,7 @@ def join_shipped(cache_dir: Path, parts: ShippedParts | None = None) -> ModelInf
         try:
             _join(parts, tmp)
             digest = _check_shipped(tmp, joining=True)
+            tmp.chmod(0o755)  # mkdtemp made it private; other local users (a CLI, a worker) read it too
             os.rename(tmp, final)
             _fsync_dir(cache_dir)
         except OSError as exc:

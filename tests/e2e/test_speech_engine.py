@@ -296,7 +296,8 @@ async def test_a_worker_process_transcribes_while_the_parent_loop_stays_responsi
 
 
 def test_a_model_a_worker_cannot_load_is_one_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "model.bin").write_bytes(b"not a model")
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+        (tmp_path / name).write_bytes(b"not a model")
     broken = ModelInfo(tmp_path, "0" * 64, "model_dir")
     with SpeechPool(SpeechSettings(workers=1), broken) as pool, \
             pytest.raises(ModelError, match=rf"^speech.model_dir: cannot load the model in {tmp_path}: "):
