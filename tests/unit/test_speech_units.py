@@ -4,8 +4,12 @@ tests/e2e/test_speech_engine.py."""
 
 from __future__ import annotations
 
+import re
+import tomllib
+
 import numpy as np
 import pytest
+from support import REPO
 from support.settings import SECRETS
 
 from callrec.config.settings import ConfigError, parse_settings
@@ -202,3 +206,21 @@ def test_bad_speech_config_is_one_line(speech: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_settings({"speech": speech}, SECRETS)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+# --- packaging ------------------------------------------------------------------------------------------------
+
+
+def test_the_speech_pins_and_their_hashes_agree() -> None:
+    """Every pin of the speech extra (and the base pins the engine uses) is in requirements/speech.txt with
+    one sha256, and that file pins nothing else twice: `make venv` installs from it with --require-hashes."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = [*project["optional-dependencies"]["speech"],
+            *(d for d in project["dependencies"] if d.startswith(("numpy==", "soundfile==")))]
+    text = (REPO / "requirements" / "speech.txt").read_text()
+    locked = dict(re.findall(r"^([a-z0-9][a-z0-9.-]*==[^\s\\]+) \\\n\s+--hash=sha256:([0-9a-f]{64})$", text, re.M))
+    assert len(locked) == len(re.findall(r"^[a-z0-9]", text, re.M)) >= len(pins)
+    for pin in pins:
+        assert pin.lower().replace("_", "-") in locked, f"{pin} is not in requirements/speech.txt"
+    assert locked["faster-whisper==1.2.1"] == "79a66ad50688c0b794dd501dc340a736992a6342f7f95e5811be60b5224a26a7"
+    assert "--require-hashes -r requirements/speech.txt" in (REPO / "Makefile").read_text()
