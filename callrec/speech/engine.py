@@ -16,11 +16,12 @@ number of processes may run them at once.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from callrec.speech.model import ModelError, ModelInfo, check_model_dir
 from callrec.speech.transcript import Interval, Segment, Speaker, Track, Transcript, Word
 
 __all__ = ["WHISPER_RATE", "AudioError", "Engine", "EngineOptions", "load_engine", "read_audio", "resample",
-           "transcribe_file", "voice_activity", "whisper_language"]
+           "snap_to_voice", "transcribe_file", "voice_activity", "whisper_language"]
 
 WHISPER_RATE = 16000
 # The stretch of silence kept around each voiced stretch when decoding (faster-whisper's default), so
@@ -177,6 +178,41 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def snap_to_voice(segments: list[Segment], voice: tuple[Interval, ...]) -> list[Segment]:
+    """Word times moved out of the silence around voiced stretches.
+
+    The decoder sees each voiced stretch with 400 ms of padding, and the first word after a pause tends
+    to start at the padding's edge, up to half a second early.  A word that starts where the VAD heard
+    no voice starts instead where the next voiced stretch begins (and one that ends in silence ends
+    where the last stretch ended), as long as the word keeps some length; segments follow their words."""
+    if not voice:
+        return segments
+    starts = [iv.start_ms for iv in voice]
+
+    def voiced(ms: int) -> Interval | None:
+        i = bisect.bisect_right(starts, ms) - 1
+        return voice[i] if i >= 0 and ms < voice[i].end_ms else None
+
+    out = []
+    for seg in segments:
+        words = []
+        for w in seg.words:
+            start, end = w.start_ms, w.end_ms
+            if voiced(start) is None:
+                nxt = bisect.bisect_right(starts, start)
+                if nxt < len(voice) and voice[nxt].start_ms < end:
+                    start = voice[nxt].start_ms
+            if voiced(max(start, end - 1)) is None:
+                prev = bisect.bisect_right(starts, end - 1) - 1
+                if prev >= 0 and voice[prev].end_ms > start:
+                    end = voice[prev].end_ms
+            words.append(w if (start, end) == (w.start_ms, w.end_ms) else replace(w, start_ms=start, end_ms=end))
+        if words:
+            seg = Segment(words[0].start_ms, max(w.end_ms for w in words), seg.text, tuple(words))
+        out.append(seg)
+    return out
+
+
 def transcribe_file(engine: Engine, path: str | Path, language: str | None = None,
                     progress: Progress | None = None) -> Transcript:
     """Transcribe a mono or stereo WAV.  ``language``: ``ru``, ``en``, ... or None to detect it.
@@ -200,8 +236,9 @@ def transcribe_file(engine: Engine, path: str | Path, language: str | None = Non
     for done, c in enumerate(order):
         if not voice[c]:
             continue
-        segments[c], lang, prob = _decode(engine, channels[c], language, duration_ms, done * duration_ms, total_ms,
-                                          progress)
+        decoded, lang, prob = _decode(engine, channels[c], language, duration_ms, done * duration_ms, total_ms,
+                                      progress)
+        segments[c] = snap_to_voice(decoded, voice[c])
         if language is None:
             language, probability = lang, prob
     if progress is not None:

