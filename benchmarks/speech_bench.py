@@ -3,10 +3,13 @@
 what busy workers do to the event loop of the process that feeds them.  Not a timed test: it prints
 figures for docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/speech_bench.py [--repeat 4] [--configs 1x1,2x1,1x2] [--json]
+    .venv/bin/python benchmarks/speech_bench.py [--repeat 2] [--configs 1x1,2x1,1x2] [--clips] [--json]
 
-The test set is the engine's test audio (tests/data/speech: English and Russian mono, a stereo call;
-Festival speech, 8 kHz), ``--repeat`` times over.  For each configuration WORKERSxTHREADS a fresh
+The test set: three calls of about 1.5 minutes made with Debian's Festival at the start of the run
+(24 distinct sentences each: English mono, Russian mono, an English stereo call with caller and agent
+taking turns; 8 kHz, phone band; needs festival, festvox-us-slt-hts, festvox-ru and sox), ``--repeat``
+times over.  ``--clips`` uses the committed test clips (tests/data/speech, a few seconds each, where
+Whisper's fixed 30 s window dominates) and needs no Festival.  For each configuration WORKERSxTHREADS a fresh
 ``SpeechPool`` loads the model in every worker (not timed: one short job per worker first), then all
 jobs are submitted at once and timed to the last result.  Real-time factor = wall time / call time
 (a stereo call counts its length once, though both channels are decoded); "x real time" is its
@@ -19,13 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +70,86 @@ class Ticker:
                 "p99_ms": round(1000 * lags[int(0.99 * (len(lags) - 1))], 2), "max_ms": round(1000 * lags[-1], 2)}
 
 
+EN = [
+    "Good morning, thank you for calling customer support.", "I am calling about the invoice I received last week.",
+    "Could you tell me your account number, please?", "The amount on the bill is higher than I expected.",
+    "Let me check the details of your contract.", "I would like a refund for the damaged parcel.",
+    "When was the order delivered to your address?", "It arrived on Tuesday, but the box was broken.",
+    "I can see two payments for the same month.", "That looks like a mistake on our side, I am sorry.",
+    "We will return the money within five working days.", "Do I need to send the broken item back to you?",
+    "No, please keep it, a courier is not needed.", "Can you also change the delivery address for next time?",
+    "Of course, what is the new street and house number?", "It is twelve Garden Street, apartment four.",
+    "Thank you, the address has been updated.", "Is there anything else I can help you with today?",
+    "Yes, my internet connection drops every evening.", "Please restart the router and wait two minutes.",
+    "I already tried that several times yesterday.", "Then I will book a visit from our technician.",
+    "Would Thursday afternoon be convenient for you?", "Thursday is fine, thank you very much for your help.",
+]
+RU = [
+    "Добрый день, служба поддержки, чем могу помочь?", "Я звоню по поводу договора на обслуживание.",
+    "Назовите, пожалуйста, номер вашего договора.", "Мне пришёл счёт на слишком большую сумму.",
+    "Сейчас я проверю начисления за прошлый месяц.", "Я хочу расторгнуть договор и вернуть деньги.",
+    "Когда вы подписали этот договор?", "Мы подписали его в начале сентября.",
+    "Я вижу двойное списание за один и тот же период.", "Это наша ошибка, приношу свои извинения.",
+    "Деньги вернутся на карту в течение пяти дней.", "Нужно ли мне приходить в офис с паспортом?",
+    "Нет, всё можно оформить по телефону.", "Тогда запишите, пожалуйста, мой новый адрес.",
+    "Конечно, назовите улицу и номер дома.", "Улица Садовая, дом двенадцать, квартира четыре.",
+    "Спасибо, адрес изменён в нашей системе.", "Могу ли я ещё чем-нибудь вам помочь?",
+    "Да, у меня каждый вечер пропадает интернет.", "Попробуйте перезагрузить роутер и подождать.",
+    "Я уже делал это несколько раз вчера.", "Тогда я запишу вас на визит мастера.",
+    "Вам удобно в четверг после обеда?", "Четверг подходит, большое спасибо за помощь.",
+]
+VOICES = {"en": "voice_cmu_us_slt_arctic_hts", "ru": "voice_msu_ru_nsh_clunits"}
+
+
+def synthesize(into: Path, lang: str, i: int, text: str) -> np.ndarray:
+    """One sentence in Festival's voice, at 8 kHz in the phone band (as tests/data/speech/make.sh does)."""
+    txt, raw, wav = into / f"{lang}{i}.txt", into / f"{lang}{i}.raw.wav", into / f"{lang}{i}.wav"
+    txt.write_text(text + "\n", encoding="utf-8")
+    subprocess.run(["text2wave", "-eval", f"({VOICES[lang]})", "-o", str(raw), str(txt)], check=True,
+                   capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(wav), "sinc", "300-3400",
+                    "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse"],
+                   check=True, capture_output=True)
+    data, _ = soundfile.read(str(wav), dtype="int16")
+    return np.asarray(data)
+
+
+def festival_calls(into: Path) -> dict[Path, str]:
+    """Three calls of distinct sentences (no repeats: repeated text trips Whisper's fallback decoding and
+    would measure that instead): English mono, Russian mono, and an English stereo call whose caller and
+    agent take turns (odd and even sentences), 0.6-1.4 s apart."""
+    missing = [tool for tool in ("text2wave", "sox") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"speech_bench: {', '.join(missing)} missing: apt-get install festival festvox-us-slt-hts "
+                 f"festvox-ru sox, or use --clips (the committed test clips)")
+    rate = 8000
+    clips = {lang: [synthesize(into, lang, i, t) for i, t in enumerate(texts)] for lang, texts in
+             (("en", EN), ("ru", RU))}
+    gaps = [int(rate * (0.6 + 0.2 * (i % 5))) for i in range(len(EN))]
+    calls = {}
+    for lang in ("en", "ru"):
+        parts = [np.concatenate([c, np.zeros(g, np.int16)]) for c, g in zip(clips[lang], gaps, strict=True)]
+        path = into / f"call-{lang}.wav"
+        soundfile.write(str(path), np.concatenate(parts), rate, subtype="PCM_16")
+        calls[path] = lang
+    turns = []
+    for i, (clip, gap) in enumerate(zip(clips["en"], gaps, strict=True)):
+        stereo = np.zeros((len(clip) + gap, 2), np.int16)
+        stereo[: len(clip), i % 2] = clip
+        turns.append(stereo)
+    path = into / "call-stereo.wav"
+    soundfile.write(str(path), np.concatenate(turns), rate, subtype="PCM_16")
+    calls[path] = "en"
+    return calls
+
+
+def make_calls(into: Path, clips: bool) -> dict[Path, str]:
+    """The test calls: Festival speech made now, or the committed test clips (a few seconds each)."""
+    if clips:
+        return {DATA / name: lang for name, lang in FILES.items()}
+    return festival_calls(into)
+
+
 async def run_config(workers: int, threads: int, cache: str, jobs: list[tuple[Path, str]],
                      call_seconds: float) -> dict[str, Any]:
     settings = SpeechSettings(workers=workers, threads=threads, cache_dir=cache, nice=10)
@@ -89,13 +175,15 @@ async def run_config(workers: int, threads: int, cache: str, jobs: list[tuple[Pa
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    jobs = [(DATA / name, lang) for _ in range(args.repeat) for name, lang in FILES.items()]
-    call_seconds = sum(soundfile.info(str(path)).duration for path, _ in jobs)
     ticker = Ticker()
     ticker.start()
     await asyncio.sleep(args.idle)
     idle = ticker.stop()
     with tempfile.TemporaryDirectory(prefix="speech-bench-") as cache:
+        calls = make_calls(Path(cache), args.clips)
+        jobs = [(path, lang) for _ in range(args.repeat) for path, lang in calls.items()]
+        call_seconds = sum(soundfile.info(str(path)).duration for path, _ in jobs)
+        lengths = {p.name: round(soundfile.info(str(p)).duration, 1) for p in calls}
         started = time.perf_counter()
         first = prepare_model(SpeechSettings(cache_dir=cache))
         join_s = time.perf_counter() - started
@@ -114,12 +202,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                       f" max {c['loop_lag_busy']['max_ms']} ms; worker peak RSS {c['worker_peak_rss_mb']} MB",
                       flush=True)
     return {"model": first.model_id, "join_seconds": round(join_s, 2), "check_seconds": round(check_s, 2),
-            "files": list(FILES), "repeat": args.repeat, "loop_lag_idle": idle, "configs": configs}
+            "source": "clips" if args.clips else "festival", "call_seconds": lengths,
+            "repeat": args.repeat, "loop_lag_idle": idle, "configs": configs}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=4, help="how many times the test set is transcribed per config")
+    ap.add_argument("--clips", action="store_true", help="the committed test clips instead of Festival calls")
+    ap.add_argument("--repeat", type=int, default=2, help="how many times the calls are transcribed per config")
     ap.add_argument("--configs", default="1x1,2x1,1x2", help="WORKERSxTHREADS, comma-separated")
     ap.add_argument("--idle", type=float, default=3.0, help="seconds the idle loop is measured")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
