@@ -40,7 +40,8 @@ bench-export: venv
 bench-dataops: venv
 	$(PY) benchmarks/dataops_bench.py $(BENCH_ARGS)
 
-# Offline transcription: real-time factor with 1 and 2 worker processes, and a parent's event-loop latency.
+# Offline transcription: real-time factor with 1 and 2 worker processes, and a parent's event-loop latency
+# (makes its test calls with Debian's festival + sox; BENCH_ARGS=--clips uses the committed clips instead).
 bench-speech: venv
 	$(PY) benchmarks/speech_bench.py $(BENCH_ARGS)
 
