@@ -289,7 +289,7 @@ async def test_a_worker_process_transcribes_while_the_parent_loop_stays_responsi
         busy = time.monotonic() - started
         ticking.cancel()
     assert busy > 0.5 and len(lags) > busy / 0.05  # the loop kept ticking all along
-    assert max(lags) < 0.25, f"the event loop stalled for {max(lags):.3f} s while a worker transcribed"
+    assert max(lags) < 0.5, f"the event loop stalled for {max(lags):.3f} s while a worker transcribed"
     expected = transcripts["stereo.wav"]
     assert [[norm(w) for w in tr.words] for tr in result.tracks] == \
            [[norm(w) for w in tr.words] for tr in expected.tracks]
