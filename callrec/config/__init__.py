@@ -18,6 +18,7 @@ from callrec.config.settings import (
     PolicySettings,
     RecordingSettings,
     Settings,
+    SpeechSettings,
     load_settings,
     parse_settings,
 )
@@ -25,5 +26,5 @@ from callrec.config.settings import (
 __all__ = [
     "AgiSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings", "HookSettings", "HttpSettings",
     "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule", "PolicySettings", "RecordingSettings",
-    "RetentionRule", "RetentionSettings", "Settings", "load_settings", "parse_settings",
+    "RetentionRule", "RetentionSettings", "Settings", "SpeechSettings", "load_settings", "parse_settings",
 ]

@@ -33,7 +33,7 @@ TABLES: tuple[Table, ...] = tuple(
 _HEADER = """\
 # Configuration reference
 
-<!-- Generated from the settings classes (callrec/config/settings.py, callrec/config/dataops.py):
+<!-- Generated from the settings classes (callrec/config/settings.py, dataops.py, speech.py):
      do not edit by hand. Change the field's setting(...) and regenerate with
      `callrec config reference > docs/configuration.md`. A unit test fails when they differ. -->
 
@@ -84,6 +84,8 @@ _NOTES: dict[str, str] = {
                                 "metadata_days = 0        # refused, because audio cannot outlive its row; so both "
                                 "are 0\n```",
     "[integrity]": "Signed evidence exports: [ops-data.md](ops-data.md#signed-evidence-exports).",
+    "[speech]": "The offline speech engine, its model and its workers: [speech.md](speech.md). `cache_dir` must "
+                "not be inside the recordings folder.",
 }
 
 _TYPES = {"bool": "boolean", "int": "whole number", "float": "number", "str": "string",

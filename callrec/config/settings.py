@@ -23,12 +23,14 @@ from urllib.parse import urlsplit
 
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
+from callrec.config.speech import SpeechSettings, check_speech
 
 __all__ = [
     "CONSENT_MODES", "DEFAULT_RECORD_WORDS", "DTMF_KEYS", "HOOK_PLACEHOLDERS", "LOG_LEVELS", "POLICY_ENV_KEYS",
     "RECORD_WORDS", "RULE_SIDES", "SECTIONS", "AgiSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings",
     "HookSettings", "HttpSettings", "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule",
-    "PolicySettings", "RecordingSettings", "RetentionSettings", "Settings", "load_settings", "parse_settings",
+    "PolicySettings", "RecordingSettings", "RetentionSettings", "Settings", "SpeechSettings", "load_settings",
+    "parse_settings",
 ]
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
@@ -302,6 +304,7 @@ class Settings:
     integrity: IntegritySettings = field(default_factory=IntegritySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     source: str = "<defaults>"
 
 
@@ -318,6 +321,7 @@ SECTIONS: dict[str, type] = {
     "http": HttpSettings,
     "retention": RetentionSettings,
     "integrity": IntegritySettings,
+    "speech": SpeechSettings,
     "log": LogSettings,
 }
 _PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention")}
@@ -457,6 +461,11 @@ def _validate(s: Settings) -> None:
             _check_mixmonitor(f"policy.rules[{i}].mixmonitor_options", rule.mixmonitor_options)
     _check_words(s.policy)
     _check_hooks(s.hooks)
+    check_speech(s.speech)
+    for folder in {s.recordings.dir, str(s.recordings.local_path)}:
+        if s.speech.cache_dir == folder or s.speech.cache_dir.startswith(folder.rstrip("/") + "/"):
+            # verify would report the joined model as orphan recordings, and retention walks that tree.
+            raise ConfigError(f"speech.cache_dir: must not be inside the recordings folder ({folder})")
 
 
 def _check_http(h: HttpSettings) -> None:
