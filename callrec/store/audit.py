@@ -10,6 +10,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from callrec.store.db import Db
 
 # Actions written by this codebase; free text is allowed too, but keep to these where they fit.
@@ -29,6 +31,27 @@ async def append(conn: Db, *, actor: str, action: str, role: str | None = None,
         "VALUES ($1, $2, $3, $4::uuid, $5::jsonb, $6) RETURNING id",
         actor, role, action, call_id, json.dumps(details or {}, default=_json_default, ensure_ascii=False), remote,
     )
+
+
+async def append_once_per_window(pool: asyncpg.Pool, *, window_s: int, actor: str, action: str,
+                                 call_id: str, role: str | None = None, details: dict[str, Any] | None = None,
+                                 remote: str | None = None) -> int | None:
+    """Append one entry unless the same (actor, action, call) has one newer than ``window_s``
+    seconds; returns the new id, or None when the window already holds one.
+
+    Race-safe across connections and processes: a transaction-scoped advisory lock on the key
+    serialises the check and the insert, so concurrent requests write exactly one row."""
+    key = json.dumps(["audit-window", actor, action, call_id])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        recent = await conn.fetchval(
+            "SELECT 1 FROM audit_log WHERE call_id = $1::uuid AND actor = $2 AND action = $3 "
+            "AND at > clock_timestamp() - make_interval(secs => $4) LIMIT 1",
+            call_id, actor, action, float(window_s))
+        if recent:
+            return None
+        return await append(conn, actor=actor, role=role, action=action, call_id=call_id, details=details,
+                            remote=remote)
 
 
 def _json_default(value: Any) -> Any:

@@ -48,6 +48,9 @@ from callrec.web.ranges import Unsatisfiable, parse_range
 log = logging.getLogger("callrec.http")
 
 CHUNK = 256 * 1024
+# A listen or download is audited at its first request, whatever its Range, then at most once per
+# this many seconds for the same principal, call and action (a player's seeks write no more rows).
+AUDIO_AUDIT_WINDOW_S = 30 * 60
 EXPORT_BATCH = 500
 
 
@@ -169,11 +172,12 @@ async def audio(request: web.Request) -> web.StreamResponse:
         if request.headers.get("If-Range") and span is not None:
             span = None  # no validators to compare against reliably: send it whole
         start, end = span if span is not None else (0, size - 1)
-        if start == 0:
-            # The first request of a listen or download (players then fetch further ranges).
-            await audit.append(pool, actor=p.name, role=p.role, action="download" if download else "listen",
-                               call_id=call_id, details={"range": request.headers.get("Range")},
-                               remote=remote(request))
+        # Every request is audited, whatever its range, but a player's many range requests write
+        # one row per (principal, call, action) and AUDIO_AUDIT_WINDOW_S, not one per request.
+        await audit.append_once_per_window(
+            pool, window_s=AUDIO_AUDIT_WINDOW_S, actor=p.name, role=p.role,
+            action="download" if download else "listen", call_id=call_id,
+            details={"range": request.headers.get("Range")}, remote=remote(request))
         resp = web.StreamResponse(status=206 if span is not None else 200)
         resp.content_type = "audio/wav"
         resp.headers["Accept-Ranges"] = "bytes"

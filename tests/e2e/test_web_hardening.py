@@ -1,0 +1,115 @@
+"""Hardening of the ops API (issue 10): every listen audited whatever its Range, symlinked
+recordings refused, auditors' view of the trail, throttled log-ins aggregated, no secrets through
+oversized headers, and the small ones (nested cursor, export headers, pause/resume 503)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from support.opsapi import AGENT_EXT, T0, Bench, insert_call, start_bench
+
+from callrec.web import routes_calls
+
+
+@pytest.fixture
+async def bench(database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Bench]:
+    caplog.set_level(logging.DEBUG)
+    b = await start_bench(database, tmp_path)
+    try:
+        yield b
+    finally:
+        await b.server.stop()
+        await b.pool.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        yield s
+
+
+async def call(http: aiohttp.ClientSession, bench: Bench, method: str, path: str, role: str | None = None,
+               **kw: object) -> tuple[int, bytes, aiohttp.ClientResponse]:
+    headers = dict(kw.pop("headers", {}) or {})  # type: ignore[arg-type]
+    if role is not None:
+        headers.update(bench.auth(role))
+    async with http.request(method, bench.base + path, headers=headers, **kw) as resp:  # type: ignore[arg-type]
+        return resp.status, await resp.read(), resp
+
+
+async def audit_rows(bench: Bench, **where: object) -> list[asyncpg.Record]:
+    sql = "SELECT * FROM audit_log"
+    if where:
+        sql += " WHERE " + " AND ".join(f"{k} = ${i + 1}" for i, k in enumerate(where))
+    return await bench.pool.fetch(sql + " ORDER BY id", *where.values())
+
+
+async def new_call(bench: Bench, minutes: int, **kw: object) -> str:
+    async with bench.pool.acquire() as conn:
+        return await insert_call(conn, bench.rec_dir, started=T0 + timedelta(days=1, minutes=minutes),
+                                 agent=AGENT_EXT, **kw)  # type: ignore[arg-type]
+
+
+# --- 1. every listen/download audited whatever its Range -----------------------------------------
+
+# Sequences a reader could use to get the audio without ever asking for byte 0.
+RANGE_SEQUENCES = {
+    "from byte 1": ["bytes=1-"],
+    "after the header": ["bytes=44-"],
+    "suffix": ["bytes=-100000"],
+    "small pieces": [f"bytes={a}-{a + 999}" for a in range(1000, 16000, 1000)],
+    "backwards suffixes": ["bytes=-500", "bytes=-1000", "bytes=-16000"],
+}
+
+
+async def test_every_range_sequence_is_audited_once_per_window(bench: Bench, http: aiohttp.ClientSession) -> None:
+    for n, (label, headers) in enumerate(RANGE_SEQUENCES.items()):
+        cid = await new_call(bench, n)
+        for header in headers:
+            st, _, _ = await call(http, bench, "GET", f"/api/v1/calls/{cid}/audio", "agent",
+                                  headers={"Range": header})
+            assert st == 206, (label, header)
+        rows = await audit_rows(bench, call_id=uuid.UUID(cid))
+        assert [(r["actor"], r["action"]) for r in rows] == [("agent1(token:agent-token)", "listen")], label
+        assert json.loads(rows[0]["details"])["range"] == headers[0], label
+        # A download of the same call is its own entry, also from the middle of the file.
+        st, _, _ = await call(http, bench, "GET", f"/api/v1/calls/{cid}/audio?download=1", "agent",
+                              headers={"Range": "bytes=2-"})
+        assert st == 206
+        assert [r["action"] for r in await audit_rows(bench, call_id=uuid.UUID(cid))] == ["listen", "download"]
+    # Another principal reading the same call gets its own entry.
+    cid = await new_call(bench, 50)
+    for role in ("agent", "supervisor"):
+        assert (await call(http, bench, "GET", f"/api/v1/calls/{cid}/audio", role,
+                           headers={"Range": "bytes=44-"}))[0] == 206
+    assert sorted(r["role"] for r in await audit_rows(bench, call_id=uuid.UUID(cid))) == ["agent", "supervisor"]
+
+
+async def test_concurrent_ranges_write_one_row(bench: Bench, http: aiohttp.ClientSession) -> None:
+    cid = await new_call(bench, 60)
+    results = await asyncio.gather(*(
+        call(http, bench, "GET", f"/api/v1/calls/{cid}/audio", "supervisor",
+             headers={"Range": f"bytes={44 + 100 * i}-{143 + 100 * i}"}) for i in range(30)))
+    assert [r[0] for r in results] == [206] * 30
+    rows = await audit_rows(bench, call_id=uuid.UUID(cid))
+    assert [(r["role"], r["action"]) for r in rows] == [("supervisor", "listen")]
+
+
+async def test_a_new_window_audits_again(bench: Bench, http: aiohttp.ClientSession,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = await new_call(bench, 70)
+    monkeypatch.setattr(routes_calls, "AUDIO_AUDIT_WINDOW_S", 0)  # every request opens a new window
+    for header in ("bytes=1-", "bytes=44-99", "bytes=-10"):
+        assert (await call(http, bench, "GET", f"/api/v1/calls/{cid}/audio", "agent",
+                           headers={"Range": header}))[0] == 206
+    rows = await audit_rows(bench, call_id=uuid.UUID(cid))
+    assert [json.loads(r["details"])["range"] for r in rows] == ["bytes=1-", "bytes=44-99", "bytes=-10"]
