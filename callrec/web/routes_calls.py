@@ -16,14 +16,13 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from callrec.dataops import deletion
-from callrec.recording.files import OutsideFolder, recording_path
+from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
 from callrec.store import audit, callquery, marks
 from callrec.store.callquery import csv_cell
 from callrec.store.db import Db
@@ -132,15 +131,6 @@ async def detail(request: web.Request) -> web.Response:
 
 # --- audio ----------------------------------------------------------------------------------------
 
-def audio_file(local_dir: Path, rel: str | None) -> Path | None:
-    """The call's recording file, if its path is inside the recordings folder and it is there.  Blocking."""
-    try:
-        path = recording_path(local_dir, rel)
-    except OutsideFolder:
-        return None
-    return path if path.is_file() else None
-
-
 async def audio(request: web.Request) -> web.StreamResponse:
     p = need(request, "calls.audio")
     call_id = call_id_of(request)
@@ -158,11 +148,14 @@ async def audio(request: web.Request) -> web.StreamResponse:
     if row["recording_status"] != "ready":
         raise json_error(404, "this call has no recording")
     base = request.app[SETTINGS].recordings.local_path
-    path = await asyncio.to_thread(audio_file, base, row["recording_path"])
-    if path is None:
+    try:
+        fh = await asyncio.to_thread(open_recording, base, row["recording_path"])
+    except SymlinkedRecording:
+        log.warning("call %s: the recording path is a symbolic link; refused (callrec verify lists it)", call_id)
+        raise json_error(409, "the recording file is a symbolic link; refused") from None
+    except (OutsideFolder, OSError):
         log.warning("call %s: recording file missing under %s", call_id, base)
-        raise json_error(404, "the recording file is missing")
-    fh = await asyncio.to_thread(open, path, "rb")
+        raise json_error(404, "the recording file is missing") from None
     try:
         size = os.fstat(fh.fileno()).st_size
         try:
@@ -412,6 +405,8 @@ openapi.operation(
                                                                                               "format": "binary"}}}},
                "206": {"description": "the requested range", "content": {"audio/wav": {"schema": {
                    "type": "string", "format": "binary"}}}},
+               "409": {"description": "the recording path is a symbolic link: refused, nothing served",
+                       "content": openapi.ERR},
                "416": {"description": "range outside the file", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation("delete", "/api/v1/calls/{id}/audio", summary="Delete the recording; the row keeps who and when",
                   tags=["calls"], parameters=[CALL_ID_PARAM],

@@ -5,6 +5,7 @@ oversized headers, and the small ones (nested cursor, export headers, pause/resu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+from support.dataops_helpers import run_cli, write_config
 from support.opsapi import AGENT_EXT, T0, Bench, insert_call, start_bench
 
 from callrec.web import routes_calls
@@ -113,3 +115,36 @@ async def test_a_new_window_audits_again(bench: Bench, http: aiohttp.ClientSessi
                            headers={"Range": header}))[0] == 206
     rows = await audit_rows(bench, call_id=uuid.UUID(cid))
     assert [json.loads(r["details"])["range"] for r in rows] == ["bytes=1-", "bytes=44-99", "bytes=-10"]
+
+
+# --- 2. a recording path that is a symlink is refused for reading ---------------------------------
+
+async def test_a_symlinked_recording_is_refused_and_verify_reports_it(bench: Bench, http: aiohttp.ClientSession,
+                                                                      tmp_path: Path) -> None:
+    held = await new_call(bench, 80)  # another agent's call, on legal hold
+    await bench.pool.execute("UPDATE calls SET agent = '299', legal_hold = true, legal_hold_reason = 'case 7' "
+                             "WHERE id = $1", uuid.UUID(held))
+    mine = await new_call(bench, 81)  # the agent's own call, whose file is a link to the held one
+    rel_held, rel_mine = [await bench.pool.fetchval("SELECT recording_path FROM calls WHERE id = $1", uuid.UUID(c))
+                          for c in (held, mine)]
+    held_bytes = (bench.rec_dir / rel_held).read_bytes()
+    (bench.rec_dir / rel_mine).unlink()
+    (bench.rec_dir / rel_mine).symlink_to(bench.rec_dir / rel_held)
+    await bench.pool.execute("UPDATE calls SET recording_sha256 = $2, recording_bytes = $3 WHERE id = $1",
+                             uuid.UUID(mine), hashlib.sha256(held_bytes).hexdigest(), len(held_bytes))
+    for headers in ({}, {"Range": "bytes=0-"}, {"Range": "bytes=44-"}):
+        st, body, _ = await call(http, bench, "GET", f"/api/v1/calls/{mine}/audio", "agent", headers=headers)
+        assert st == 409 and json.loads(body) == {"error": "the recording file is a symbolic link; refused"}
+        assert held_bytes[44:100] not in body
+    assert (await call(http, bench, "GET", f"/api/v1/calls/{held}/audio", "agent"))[0] == 404  # not the agent's
+    # Nothing was read, so nothing was audited as a listen.
+    assert not [r for r in await audit_rows(bench, action="listen")]
+    cfg = write_config(tmp_path / "c.toml", bench.dsn, bench.rec_dir)
+    res = run_cli(cfg, "verify", "--json")
+    assert res.returncode == 3, res.stderr
+    report = json.loads(res.stdout)
+    assert [item["id"] for item in report["symlinked"]] == [mine]
+    assert mine not in {item["id"] for kind in ("missing", "changed", "unreadable") for item in report[kind]}
+    res = run_cli(cfg, "verify")
+    assert res.returncode == 3 and f"SYMLINK   {mine}" in res.stdout and "1 symlinked" in res.stdout
+    assert (bench.rec_dir / rel_held).read_bytes() == held_bytes
