@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from callrec.access import Params, Principal, visible_calls_sql
 from callrec.store.db import Db
 
 # Actions written by this codebase; free text is allowed too, but keep to these where they fit.
@@ -60,16 +61,19 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-async def search(conn: Db, *, call_id: str | None = None, actor: str | None = None,
+async def search(conn: Db, principal: Principal, *, call_id: str | None = None, actor: str | None = None,
                  action: str | None = None, since: datetime | None = None, until: datetime | None = None,
                  before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first; keyset on id (``before_id``: the last id of the previous page)."""
-    where: list[str] = []
-    args: list[Any] = []
+    """Newest first; keyset on id (``before_id``: the last id of the previous page).
 
-    def add(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
+    An entry that names a call the principal may not see (``access.visible_calls_sql``: e.g. a
+    confidential call for an auditor) is left out, as the call itself is: its details may hold a
+    legal-hold reason or a tag.  Entries of calls whose row is gone (erased) stay visible."""
+    params = Params()
+    args = params.values
+    add = params.add
+    where: list[str] = [f"NOT EXISTS (SELECT 1 FROM calls WHERE calls.id = audit_log.call_id "
+                        f"AND NOT {visible_calls_sql(principal, params)})"]
 
     if call_id is not None:
         where.append(f"call_id = {add(call_id)}::uuid")
@@ -84,8 +88,7 @@ async def search(conn: Db, *, call_id: str | None = None, actor: str | None = No
     if before_id is not None:
         where.append(f"id < {add(before_id)}")
     sql = "SELECT id, at, actor, role, action, call_id, details, remote FROM audit_log"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY id DESC LIMIT {add(limit)}"
     rows = await conn.fetch(sql, *args)
     out = []

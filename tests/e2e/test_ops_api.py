@@ -331,12 +331,15 @@ async def test_mutations_and_their_audit(bench: Bench, http: aiohttp.ClientSessi
     export = (await audit_rows(bench, action="export"))[-1]
     assert json.loads(export["details"])["filter"]["direction"] == "inbound"
     assert export["role"] == "admin" and export["remote"] == "127.0.0.1"
-    # The audit API shows them to an auditor, filtered and paged.
-    st, body, _ = await call(http, bench, "GET", f"/api/v1/audit?call_id={other}&limit=4", "auditor")
+    # The audit API shows them to an admin, filtered and paged; not to an auditor, from whom the
+    # call is now hidden (its entries with it).
+    st, body, _ = await call(http, bench, "GET", f"/api/v1/audit?call_id={other}", "auditor")
+    assert st == 200 and json.loads(body) == {"items": [], "next_cursor": None}
+    st, body, _ = await call(http, bench, "GET", f"/api/v1/audit?call_id={other}&limit=4", "admin")
     page = json.loads(body)
     assert st == 200 and [i["action"] for i in page["items"]] == ["tag_remove", "view", "delete_audio", "view"]
     st, body, _ = await call(http, bench, "GET", f"/api/v1/audit?call_id={other}&cursor={page['next_cursor']}",
-                             "auditor")
+                             "admin")
     assert [i["action"] for i in json.loads(body)["items"]] == ["confidential", "tag_add"]
     assert json.loads(body)["next_cursor"] is None
     # The application's own connection cannot rewrite the trail.

@@ -148,3 +148,38 @@ async def test_a_symlinked_recording_is_refused_and_verify_reports_it(bench: Ben
     res = run_cli(cfg, "verify")
     assert res.returncode == 3 and f"SYMLINK   {mine}" in res.stdout and "1 symlinked" in res.stdout
     assert (bench.rec_dir / rel_held).read_bytes() == held_bytes
+
+
+# --- 3. auditors see no audit entries of calls hidden from them -----------------------------------
+
+async def test_auditor_sees_no_entries_of_a_confidential_call(bench: Bench, http: aiohttp.ClientSession,
+                                                              tmp_path: Path) -> None:
+    secret, plain = bench.calls["confidential"], bench.calls["other"]
+    for cid in (secret, plain):
+        st, _, _ = await call(http, bench, "POST", f"/api/v1/calls/{cid}/tags", "admin",
+                              json={"tag": f"tag-text-{cid[:8]}"})
+        assert st == 201
+        st, body, _ = await call(http, bench, "PUT", f"/api/v1/calls/{cid}/legal-hold", "admin",
+                                 json={"legal_hold": True, "reason": f"hold-reason-{cid[:8]}"})
+        assert st == 200, body
+    assert (await call(http, bench, "GET", f"/api/v1/calls/{secret}", "auditor"))[0] == 404  # hidden
+
+    async def trail(role: str, query: str = "") -> tuple[set[str | None], bytes]:
+        st, body, _ = await call(http, bench, "GET", f"/api/v1/audit?limit=500{query}", role)
+        assert st == 200
+        return {item["call_id"] for item in json.loads(body)["items"]}, body
+
+    ids, body = await trail("auditor")
+    assert plain in ids and secret not in ids
+    assert f"hold-reason-{plain[:8]}".encode() in body and f"tag-text-{plain[:8]}".encode() in body
+    assert f"hold-reason-{secret[:8]}".encode() not in body and f"tag-text-{secret[:8]}".encode() not in body
+    assert None in ids  # entries without a call (log-ins, users) stay
+    for query in (f"&call_id={secret}", "&action=legal_hold", "&action=tag_add", "&actor=admin1(token:admin-token)"):
+        ids, body = await trail("auditor", query)
+        assert secret not in ids and secret[:8].encode() not in body, query
+    assert (await trail("auditor", f"&call_id={plain}"))[0] == {plain}
+    # An admin sees both, as does the operator at the CLI (who has the database anyway).
+    assert {secret, plain} <= (await trail("admin"))[0]
+    cfg = write_config(tmp_path / "c.toml", bench.dsn, bench.rec_dir)
+    res = run_cli(cfg, "audit", "--call-id", secret, "--format", "json")
+    assert res.returncode == 0 and f"hold-reason-{secret[:8]}" in res.stdout
