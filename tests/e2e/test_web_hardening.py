@@ -183,3 +183,30 @@ async def test_auditor_sees_no_entries_of_a_confidential_call(bench: Bench, http
     cfg = write_config(tmp_path / "c.toml", bench.dsn, bench.rec_dir)
     res = run_cli(cfg, "audit", "--call-id", secret, "--format", "json")
     assert res.returncode == 0 and f"hold-reason-{secret[:8]}" in res.stdout
+
+
+# --- 4. throttled log-ins are audited aggregated ---------------------------------------------------
+
+async def test_throttled_logins_write_a_handful_of_rows_with_the_right_count(bench: Bench,
+                                                                           http: aiohttp.ClientSession) -> None:
+    for _ in range(10):
+        st, _, _ = await call(http, bench, "POST", "/api/v1/login", json={"username": "admin1", "password": "guess"})
+        assert st == 401
+    results = await asyncio.gather(*(
+        call(http, bench, "POST", "/api/v1/login", json={"username": "admin1", "password": f"guess{i}"})
+        for i in range(200)))
+    assert [r[0] for r in results] == [429] * 200
+
+    def throttled(rows: list[asyncpg.Record]) -> list[dict[str, object]]:
+        return [d for d in (json.loads(r["details"]) for r in rows) if d["reason"] == "throttled"]
+
+    # While the window is open: one entry, at the first throttled attempt.
+    live = throttled(await audit_rows(bench, action="login_failed"))
+    assert [(d["key"], d["count"]) for d in live] == [("user:admin1", 1)]
+    # The window closes (here: at shutdown, which writes every open window): one entry with the rest.
+    await bench.server.stop()
+    rows = await audit_rows(bench, action="login_failed")
+    done = throttled(rows)
+    assert len(done) == 2 and sum(int(d["count"]) for d in done) == 200  # type: ignore[call-overload]
+    assert done[1]["users"] == ["admin1"] and done[1]["users_distinct"] == 1
+    assert len(rows) == 12  # 10 wrong passwords + 2 for 200 throttled attempts
