@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 from support.dataops_helpers import run_cli, write_config
-from support.opsapi import AGENT_EXT, T0, Bench, insert_call, start_bench
+from support.opsapi import AGENT_EXT, PASSWORD, T0, Bench, insert_call, start_bench
 
 from callrec.web import routes_calls
 
@@ -210,3 +210,53 @@ async def test_throttled_logins_write_a_handful_of_rows_with_the_right_count(ben
     assert len(done) == 2 and sum(int(d["count"]) for d in done) == 200  # type: ignore[call-overload]
     assert done[1]["users"] == ["admin1"] and done[1]["users_distinct"] == 1
     assert len(rows) == 12  # 10 wrong passwords + 2 for 200 throttled attempts
+
+
+# --- 5. no secret reaches the log through an oversized header --------------------------------------
+
+async def _raw_request(bench: Bench, head: bytes) -> bytes:
+    """One request over a plain socket (a client library would refuse to send these headers)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bench.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        return await reader.read(65536)
+    finally:
+        writer.close()
+
+
+async def test_oversized_headers_put_no_secret_in_the_log(bench: Bench, http: aiohttp.ClientSession,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    st, _, resp = await call(http, bench, "POST", "/api/v1/login", json={"username": "admin1", "password": PASSWORD})
+    assert st == 200
+    session = resp.cookies["callrec_session"].value
+    token = bench.tokens["admin"]
+    secrets = [session, token]
+    pad = "x" * 20000
+    heads = [
+        f"Cookie: callrec_session={session}; pad={pad}",
+        f"Authorization: Bearer {token}{pad}",
+        f"Authorization: Bearer {token} {pad}",
+        f"X-Other: {pad}\r\nAuthorization: Bearer {token}",
+        f"Cookie: a=b\r\n {pad}callrec_session={session}",  # an obsolete folded line
+        f"X-Api-Token: {token}{pad}",
+        f"X-Forwarded-For: {session}{pad}",  # anything shaped like one of our secrets
+    ]
+    for line in heads:
+        raw = f"GET /api/v1/me HTTP/1.1\r\nHost: 127.0.0.1\r\n{line}\r\n\r\n".encode()
+        answer = await _raw_request(bench, raw)
+        assert answer.split(b" ", 2)[1] == b"400", answer[:100]
+    # A long request line (the path), and a secret in a path of normal length (the access log).
+    answer = await _raw_request(bench, f"GET /api/v1/{token}{pad} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.split(b" ", 2)[1] == b"400"
+    for path in (f"/api/v1/{token}", f"/api/v1/calls/{session}", f"/console/x{token}y"):
+        assert (await call(http, bench, "GET", path, "agent"))[0] in (401, 404)
+    caplog.handler.flush()
+    text = caplog.text + "\n".join(f"{r.getMessage()} {r.exc_text} {r.exc_info}" for r in caplog.records)
+    for secret in secrets:
+        for i in range(0, len(secret) - 8, 4):
+            assert secret[i:i + 8] not in text, f"a part of a secret reached the log: {secret[i:i + 8]!r}"
+    errors = [r for r in caplog.records if r.name == "aiohttp.server" and r.levelno >= logging.ERROR]
+    assert len(errors) >= len(heads) + 1  # aiohttp did log each of them, without the bytes
+    assert all("the request's bytes are not logged" in r.getMessage() for r in errors)
+    assert "[redacted]" in text
