@@ -67,6 +67,16 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
 def _security_headers(response: web.StreamResponse) -> None:
     if response.prepared:
         return
+    _set_security_headers(response)
+
+
+async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Streamed responses (audio, exports, the evidence zip) are prepared inside their handler,
+    before the middleware sees them: they get the same headers here, just before headers go out."""
+    _set_security_headers(response)
+
+
+def _set_security_headers(response: web.StreamResponse) -> None:
     h = response.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "no-referrer")
@@ -89,6 +99,7 @@ def make_app(settings: Settings, pool: asyncpg.Pool,
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[POOL] = pool
+    app.on_response_prepare.append(_on_response_prepare)
     if recording_control is not None:
         app[RECORDING_CONTROL] = recording_control
     for module in ROUTE_MODULES:

@@ -5,6 +5,8 @@ oversized headers, and the small ones (nested cursor, export headers, pause/resu
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,7 +21,10 @@ import pytest
 from support.dataops_helpers import run_cli, write_config
 from support.opsapi import AGENT_EXT, PASSWORD, T0, Bench, insert_call, start_bench
 
+from callrec.config.dataops import IntegritySettings
+from callrec.dataops.evidence import generate_key
 from callrec.web import routes_calls
+from callrec.web.server import HttpServer
 
 
 @pytest.fixture
@@ -260,3 +265,54 @@ async def test_oversized_headers_put_no_secret_in_the_log(bench: Bench, http: ai
     assert len(errors) >= len(heads) + 1  # aiohttp did log each of them, without the bytes
     assert all("the request's bytes are not logged" in r.getMessage() for r in errors)
     assert "[redacted]" in text
+
+
+# --- 6. the small ones -----------------------------------------------------------------------------
+
+async def test_a_deeply_nested_cursor_is_a_400(bench: Bench, http: aiohttp.ClientSession) -> None:
+    for depth in (3000, 5000):
+        cursor = base64.urlsafe_b64encode(b"[" * depth).decode().rstrip("=")
+        if len(cursor) > 6000:
+            continue  # longer than aiohttp's request line (its own 400)
+        st, body, _ = await call(http, bench, "GET", f"/api/v1/calls?cursor={cursor}", "admin")
+        assert st == 400 and json.loads(body) == {"error": "cursor: not a cursor this API returned"}
+    cursor = base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).decode().rstrip("=")
+    st, body, _ = await call(http, bench, "GET", f"/api/v1/calls?cursor={cursor}", "admin")
+    assert st == 400
+
+
+async def test_export_and_evidence_are_no_store_and_nosniff(bench: Bench, http: aiohttp.ClientSession,
+                                                             tmp_path: Path) -> None:
+    key = tmp_path / "signing.pem"
+    generate_key(key)
+    signing = HttpServer(dataclasses.replace(bench.settings, integrity=IntegritySettings(signing_key=str(key))),
+                         bench.pool)
+    await signing.start()
+    try:
+        for base, path in ((bench.base, "/api/v1/calls/export?format=csv"),
+                           (bench.base, "/api/v1/calls/export?format=json"),
+                           (f"http://127.0.0.1:{signing.port}", "/api/v1/calls/export/evidence?number=%2B4930111")):
+            async with http.get(base + path, headers=bench.auth("admin")) as resp:
+                body = await resp.read()
+                assert resp.status == 200, (path, body[:200])
+                assert resp.headers.get("Cache-Control") == "no-store", path
+                assert resp.headers.get("X-Content-Type-Options") == "nosniff", path
+                assert resp.headers["Content-Disposition"].startswith("attachment"), path
+    finally:
+        await signing.stop()
+
+
+async def test_pause_503_shows_no_ami_details(bench: Bench, http: aiohttp.ClientSession,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    live = await new_call(bench, 90)
+    await bench.pool.execute("UPDATE calls SET recording_status = 'recording', finalized_at = NULL, ended_at = NULL, "
+                             "state = 'recording' WHERE id = $1", uuid.UUID(live))
+    for what in ("pause", "resume"):
+        st, body, _ = await call(http, bench, "POST", f"/api/v1/calls/{live}/{what}", "supervisor")
+        if what == "resume":
+            assert st == 409  # not paused: answered before AMI is asked
+            continue
+        assert st == 503 and json.loads(body) == {"error": "recording control unavailable"}
+        assert b"127.0.0.1" not in body and b":9" not in body and b"AMI" not in body
+    # The operator finds the reason in the log.
+    assert any("pause through the API failed" in r.getMessage() for r in caplog.records)
