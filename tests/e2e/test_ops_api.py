@@ -6,16 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
-from support.opsapi import PASSWORD, T0, Bench, insert_call, start_bench, visible
+from support.opsapi import PASSWORD, T0, Bench, audit_rows, call, insert_call, visible
 
 from callrec.access import ROLES
 from callrec.web.app import make_app
@@ -28,41 +26,8 @@ SEARCH_ROLES = {"admin", "supervisor", "agent", "security"}
 T_LATE = T0 + timedelta(hours=5)
 
 
-@pytest.fixture
-async def bench(database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Bench]:
-    caplog.set_level(logging.DEBUG)
-    b = await start_bench(database, tmp_path)
-    try:
-        yield b
-    finally:
-        await b.server.stop()
-        await b.pool.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        yield s
-
-
-async def call(http: aiohttp.ClientSession, bench: Bench, method: str, path: str, role: str | None = None,
-               **kw: object) -> tuple[int, bytes, aiohttp.ClientResponse]:
-    headers = dict(kw.pop("headers", {}) or {})  # type: ignore[arg-type]
-    if role is not None:
-        headers.update(bench.auth(role))
-    async with http.request(method, bench.base + path, headers=headers, **kw) as resp:  # type: ignore[arg-type]
-        return resp.status, await resp.read(), resp
-
-
 def ids_of(body: bytes) -> set[str]:
     return {item["id"] for item in json.loads(body)["items"]}
-
-
-async def audit_rows(bench: Bench, **where: str) -> list[asyncpg.Record]:
-    sql = "SELECT * FROM audit_log"
-    if where:
-        sql += " WHERE " + " AND ".join(f"{k} = ${i + 1}" for i, k in enumerate(where))
-    return await bench.pool.fetch(sql + " ORDER BY id", *where.values())
 
 
 async def test_authorization_matrix(bench: Bench, http: aiohttp.ClientSession,

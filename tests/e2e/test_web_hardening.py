@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,45 +18,12 @@ import aiohttp
 import asyncpg
 import pytest
 from support.dataops_helpers import run_cli, write_config
-from support.opsapi import AGENT_EXT, PASSWORD, T0, Bench, insert_call, start_bench
+from support.opsapi import AGENT_EXT, PASSWORD, T0, Bench, audit_rows, call, insert_call
 
 from callrec.config.dataops import IntegritySettings
 from callrec.dataops.evidence import generate_key
 from callrec.web import routes_calls
 from callrec.web.server import HttpServer
-
-
-@pytest.fixture
-async def bench(database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Bench]:
-    caplog.set_level(logging.DEBUG)
-    b = await start_bench(database, tmp_path)
-    try:
-        yield b
-    finally:
-        await b.server.stop()
-        await b.pool.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        yield s
-
-
-async def call(http: aiohttp.ClientSession, bench: Bench, method: str, path: str, role: str | None = None,
-               **kw: object) -> tuple[int, bytes, aiohttp.ClientResponse]:
-    headers = dict(kw.pop("headers", {}) or {})  # type: ignore[arg-type]
-    if role is not None:
-        headers.update(bench.auth(role))
-    async with http.request(method, bench.base + path, headers=headers, **kw) as resp:  # type: ignore[arg-type]
-        return resp.status, await resp.read(), resp
-
-
-async def audit_rows(bench: Bench, **where: object) -> list[asyncpg.Record]:
-    sql = "SELECT * FROM audit_log"
-    if where:
-        sql += " WHERE " + " AND ".join(f"{k} = ${i + 1}" for i, k in enumerate(where))
-    return await bench.pool.fetch(sql + " ORDER BY id", *where.values())
 
 
 async def new_call(bench: Bench, minutes: int, **kw: object) -> str:
