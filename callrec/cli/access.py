@@ -122,8 +122,8 @@ async def run_audit(args: argparse.Namespace, settings: Settings) -> int:
     except FilterError as exc:
         raise CommandError(str(exc)) from None
     async with open_database(settings) as conn:
-        rows = await audit.search(conn, call_id=args.call_id, actor=args.actor, action=args.action, since=since,
-                                  until=until, limit=max(1, min(args.limit, 10000)))
+        rows = await audit.search(conn, cli_principal(), call_id=args.call_id, actor=args.actor, action=args.action,
+                                  since=since, until=until, limit=max(1, min(args.limit, 10000)))
     if args.format == "json":
         for r in rows:
             print(json.dumps(r, default=json_default, ensure_ascii=True))

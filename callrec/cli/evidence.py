@@ -102,7 +102,7 @@ async def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         await audit.append(conn, actor=who.name, role=who.role, action="verify",
                            details={"checked": report.checked, "ok": report.ok, "missing": len(report.missing),
                                     "changed": len(report.changed), "orphans": len(report.orphans),
-                                    "unreadable": len(report.unreadable)})
+                                    "unreadable": len(report.unreadable), "symlinked": len(report.symlinked)})
     if args.json:
         print(dump(report.as_dict()))
         return PROBLEMS if report.problems else 0
@@ -113,10 +113,13 @@ async def run_verify(args: argparse.Namespace, settings: Settings) -> int:
               f"(expected {item['expected_sha256']})")
     for item in report.unreadable:
         print(f"UNREADABLE {item['id']}  {item['path']}: {item['error']}")
+    for item in report.symlinked:
+        print(f"SYMLINK   {item['id']}  {item['path']}: a symbolic link, refused for reading")
     for item in report.orphans:
         print(f"ORPHAN    {item['path']}: {item['why']}")
     print(f"{report.checked} recording(s) checked: {report.ok} ok, {len(report.missing)} missing, "
-          f"{len(report.changed)} changed, {len(report.unreadable)} unreadable; {len(report.orphans)} orphan "
+          f"{len(report.changed)} changed, {len(report.unreadable)} unreadable, {len(report.symlinked)} symlinked; "
+          f"{len(report.orphans)} orphan "
           f"file(s) among {report.files_seen}" + (f" ({report.too_young} too new to judge)"
                                                  if report.too_young else ""))
     return PROBLEMS if report.problems else 0

@@ -35,7 +35,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from callrec import __version__
-from callrec.recording.files import OutsideFolder, hash_stream, recording_path
+from callrec.recording.files import (
+    OutsideFolder,
+    SymlinkedRecording,
+    hash_stream,
+    open_recording,
+    readable_recording,
+    recording_path,
+)
 from callrec.store.db import Db
 
 FORMAT = "callrec-evidence/1"
@@ -246,13 +253,21 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
             doc["file_note"] = "no recording"
             continue
         try:
-            src = recording_path(local_dir, cols["recording_path"])
+            src = readable_recording(local_dir, cols["recording_path"])
+        except SymlinkedRecording:  # never read through a link, even one that stays inside
+            doc["file_note"] = "the recording path is a symbolic link; not exported"
+            continue
         except OutsideFolder:  # e.g. a symlink planted in the folder: never follow it out
             doc["file_note"] = "the recording path leads outside the recordings folder; not exported"
             continue
         rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
         try:
-            digest, size = _copy_hashing(src, out_dir / rel)
+            with open_recording(local_dir, cols["recording_path"]) as fin, open(out_dir / rel, "wb") as fout:
+                digest, size = hash_stream(fin, copy_to=fout)
+        except SymlinkedRecording:  # planted between the check and the open
+            (out_dir / rel).unlink(missing_ok=True)
+            doc["file_note"] = "the recording path is a symbolic link; not exported"
+            continue
         except FileNotFoundError:
             result.missing.append(doc["id"])
             doc["file_note"] = "the recording file is missing from the recordings folder"

@@ -1,6 +1,7 @@
 """``callrec verify``: re-hash every recording against the sha256 stored at finalization.
 
-Reports files that are missing, changed (hash or size), unreadable, and orphans (files in the
+Reports files that are missing, changed (hash or size), unreadable, symbolic links (refused for
+reading, never followed), and orphans (files in the
 recordings folder that no row claims, or whose row says the audio was deleted).  Rows are read in
 keyset batches (no long transaction), files hashed in a thread, orphans looked up by path in batches,
 so memory stays bounded for any number of calls.
@@ -16,19 +17,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from callrec.recording.files import OutsideFolder, recording_path, sha256_file
+from callrec.recording.files import OutsideFolder, SymlinkedRecording, sha256_recording
 from callrec.store.db import Db
 
 BATCH = 500
 
 
 def hash_recording(base: Path, rel: str) -> tuple[str, int]:
-    """sha256 and size of a row's recording; PermissionError when its path is not inside the folder."""
+    """sha256 and size of a row's recording; SymlinkedRecording when its path is a symbolic link,
+    PermissionError when it is not inside the folder."""
     try:
-        path = recording_path(base, rel)
+        return sha256_recording(base, rel)
+    except SymlinkedRecording:
+        raise
     except OutsideFolder:
         raise PermissionError("path outside the recordings folder") from None
-    return sha256_file(path)
 
 
 @dataclass
@@ -38,18 +41,20 @@ class VerifyReport:
     missing: list[dict[str, Any]] = field(default_factory=list)
     changed: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[dict[str, Any]] = field(default_factory=list)
+    symlinked: list[dict[str, Any]] = field(default_factory=list)  # refused for reading: never followed
     orphans: list[dict[str, Any]] = field(default_factory=list)
     files_seen: int = 0
     too_young: int = 0  # files newer than the orphan age limit (their row may not be written yet)
 
     @property
     def problems(self) -> int:
-        return len(self.missing) + len(self.changed) + len(self.unreadable) + len(self.orphans)
+        return (len(self.missing) + len(self.changed) + len(self.unreadable) + len(self.symlinked)
+                + len(self.orphans))
 
     def as_dict(self) -> dict[str, Any]:
         return {"checked": self.checked, "ok": self.ok, "problems": self.problems, "missing": self.missing,
-                "changed": self.changed, "unreadable": self.unreadable, "orphans": self.orphans,
-                "files_seen": self.files_seen, "too_young": self.too_young}
+                "changed": self.changed, "unreadable": self.unreadable, "symlinked": self.symlinked,
+                "orphans": self.orphans, "files_seen": self.files_seen, "too_young": self.too_young}
 
 
 async def verify(conn: Db, local_dir: Path, *, since: datetime | None = None,
@@ -75,6 +80,9 @@ async def _check_rows(conn: Any, base: Path, since: datetime | None, report: Ver
             item = {"id": str(row["id"]), "path": row["recording_path"]}
             try:
                 digest, size = await asyncio.to_thread(hash_recording, base, row["recording_path"])
+            except SymlinkedRecording as exc:
+                report.symlinked.append({**item, "error": str(exc)})
+                continue
             except PermissionError as exc:
                 report.unreadable.append({**item, "error": str(exc)})
                 continue

@@ -8,8 +8,11 @@ sizes agree with the file length means "closed".  All file work runs in a thread
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import math
+import os
+import stat
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +68,41 @@ def recording_path(local_dir: Path, rel: str | None) -> Path:
     return path
 
 
+class SymlinkedRecording(OutsideFolder):
+    """A recording path that is (or runs through) a symbolic link: never read through it, even
+    when the link stays inside the folder (it could serve another call's audio under this row)."""
+
+
+def readable_recording(local_dir: Path, rel: str | None) -> Path:
+    """``recording_path`` for reading: also raises SymlinkedRecording when the file or any folder
+    between ``local_dir`` and it is a symbolic link.  Blocking."""
+    path = recording_path(local_dir, rel)
+    current = local_dir
+    for part in PurePosixPath(rel or "").parts:
+        current = current / part
+        if current.is_symlink():
+            raise SymlinkedRecording(f"{(rel or '')[:200]!r}: is a symbolic link; refused")
+    return path
+
+
+def open_recording(local_dir: Path, rel: str | None) -> IO[bytes]:
+    """Open a row's recording for reading (the one way to read one): ``readable_recording``, then
+    opened with O_NOFOLLOW so a link planted between the check and the open is refused too
+    (SymlinkedRecording).  FileNotFoundError when it is not there.  Blocking."""
+    path = readable_recording(local_dir, rel)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkedRecording(f"{(rel or '')[:200]!r}: is a symbolic link; refused") from None
+        raise
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+    return fh
+
+
 def hash_stream(src: IO[bytes], copy_to: IO[bytes] | None = None) -> tuple[str, int]:
     """sha256 (hex) and size of everything left in ``src``, read in blocks; each block also
     written to ``copy_to`` when given (copy and hash in one read)."""
@@ -76,6 +114,12 @@ def hash_stream(src: IO[bytes], copy_to: IO[bytes] | None = None) -> tuple[str, 
         if copy_to is not None:
             copy_to.write(block)
     return sha.hexdigest(), size
+
+
+def sha256_recording(local_dir: Path, rel: str | None) -> tuple[str, int]:
+    """sha256 and size of a row's recording, read through ``open_recording``.  Blocking."""
+    with open_recording(local_dir, rel) as fh:
+        return hash_stream(fh)
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

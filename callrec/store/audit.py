@@ -10,6 +10,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
+from callrec.access import Params, Principal, visible_calls_sql
 from callrec.store.db import Db
 
 # Actions written by this codebase; free text is allowed too, but keep to these where they fit.
@@ -31,22 +34,46 @@ async def append(conn: Db, *, actor: str, action: str, role: str | None = None,
     )
 
 
+async def append_once_per_window(pool: asyncpg.Pool, *, window_s: int, actor: str, action: str,
+                                 call_id: str, role: str | None = None, details: dict[str, Any] | None = None,
+                                 remote: str | None = None) -> int | None:
+    """Append one entry unless the same (actor, action, call) has one newer than ``window_s``
+    seconds; returns the new id, or None when the window already holds one.
+
+    Race-safe across connections and processes: a transaction-scoped advisory lock on the key
+    serialises the check and the insert, so concurrent requests write exactly one row."""
+    key = json.dumps(["audit-window", actor, action, call_id])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        recent = await conn.fetchval(
+            "SELECT 1 FROM audit_log WHERE call_id = $1::uuid AND actor = $2 AND action = $3 "
+            "AND at > clock_timestamp() - make_interval(secs => $4) LIMIT 1",
+            call_id, actor, action, float(window_s))
+        if recent:
+            return None
+        return await append(conn, actor=actor, role=role, action=action, call_id=call_id, details=details,
+                            remote=remote)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
 
 
-async def search(conn: Db, *, call_id: str | None = None, actor: str | None = None,
+async def search(conn: Db, principal: Principal, *, call_id: str | None = None, actor: str | None = None,
                  action: str | None = None, since: datetime | None = None, until: datetime | None = None,
                  before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first; keyset on id (``before_id``: the last id of the previous page)."""
-    where: list[str] = []
-    args: list[Any] = []
+    """Newest first; keyset on id (``before_id``: the last id of the previous page).
 
-    def add(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
+    An entry that names a call the principal may not see (``access.visible_calls_sql``: e.g. a
+    confidential call for an auditor) is left out, as the call itself is: its details may hold a
+    legal-hold reason or a tag.  Entries of calls whose row is gone (erased) stay visible."""
+    params = Params()
+    args = params.values
+    add = params.add
+    where: list[str] = [f"NOT EXISTS (SELECT 1 FROM calls WHERE calls.id = audit_log.call_id "
+                        f"AND NOT {visible_calls_sql(principal, params)})"]
 
     if call_id is not None:
         where.append(f"call_id = {add(call_id)}::uuid")
@@ -61,8 +88,7 @@ async def search(conn: Db, *, call_id: str | None = None, actor: str | None = No
     if before_id is not None:
         where.append(f"id < {add(before_id)}")
     sql = "SELECT id, at, actor, role, action, call_id, details, remote FROM audit_log"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY id DESC LIMIT {add(limit)}"
     rows = await conn.fetch(sql, *args)
     out = []

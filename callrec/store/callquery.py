@@ -184,7 +184,8 @@ def decode_cursor(value: str, order: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(started)
         if when.tzinfo is None or not re.fullmatch(r"[0-9a-f-]{36}", call_id):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: a deeply nested JSON array (json.loads recurses per level).
         raise FilterError("cursor: not a cursor this API returned") from None
     if cursor_order != order:
         raise FilterError("cursor: made for the other sort order")

@@ -17,7 +17,16 @@ from aiohttp.abc import AbstractAccessLogger
 
 from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
-from callrec.web import console, routes_audit, routes_auth, routes_calls, routes_dataops, routes_meta, routes_recording
+from callrec.web import (
+    console,
+    logsafe,
+    routes_audit,
+    routes_auth,
+    routes_calls,
+    routes_dataops,
+    routes_meta,
+    routes_recording,
+)
 from callrec.web.auth import auth_middleware
 from callrec.web.errors import json_error
 from callrec.web.keys import POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
@@ -58,6 +67,16 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
 def _security_headers(response: web.StreamResponse) -> None:
     if response.prepared:
         return
+    _set_security_headers(response)
+
+
+async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Streamed responses (audio, exports, the evidence zip) are prepared inside their handler,
+    before the middleware sees them: they get the same headers here, just before headers go out."""
+    _set_security_headers(response)
+
+
+def _set_security_headers(response: web.StreamResponse) -> None:
     h = response.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "no-referrer")
@@ -66,19 +85,21 @@ def _security_headers(response: web.StreamResponse) -> None:
     h.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 class AccessLogger(AbstractAccessLogger):
-    """Method, path (never the query string: phone numbers, and no secrets in logs), status, time."""
+    """Method, path (never the query string: phone numbers, and no secrets in logs; anything in it
+    shaped like a credential redacted, at most 300 characters), status, time."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         p = request.get(PRINCIPAL) if hasattr(request, "get") else None
         who = p.name if p is not None else "-"
-        self.logger.info("%s %s %s %d %.3fs %s", request.remote, request.method, request.path, response.status,
-                         time, who)
+        self.logger.info("%s %s %s %d %.3fs %s", request.remote, request.method, logsafe.redact(request.path)[:300],
+                         response.status, time, who)
 
 def make_app(settings: Settings, pool: asyncpg.Pool,
              recording_control: RecordingControl | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[POOL] = pool
+    app.on_response_prepare.append(_on_response_prepare)
     if recording_control is not None:
         app[RECORDING_CONTROL] = recording_control
     for module in ROUTE_MODULES:

@@ -32,7 +32,7 @@ def _cursor(value: str) -> int:
 
 
 async def search(request: web.Request) -> web.Response:
-    need(request, "audit.search")
+    p = need(request, "audit.search")
     q = request.query
     unknown = set(q) - set(_KEYS)
     if unknown:
@@ -60,7 +60,7 @@ async def search(request: web.Request) -> web.Response:
         if key in q and not 1 <= len(q[key]) <= 200:
             raise bad_request(f"{key}: expected 1-200 characters")
     before = _cursor(q["cursor"]) if "cursor" in q else None
-    rows = await audit.search(request.app[POOL], call_id=call_id, actor=q.get("actor"), action=q.get("action"),
+    rows = await audit.search(request.app[POOL], p, call_id=call_id, actor=q.get("actor"), action=q.get("action"),
                               since=since, until=until, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]

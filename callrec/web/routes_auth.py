@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from callrec.access import sha256_hex, verify_password
@@ -15,6 +21,8 @@ from callrec.web.auth import COOKIE, create_session, principal, public, remote
 from callrec.web.common import read_json
 from callrec.web.errors import bad_request, json_error
 from callrec.web.keys import POOL, SETTINGS
+
+log = logging.getLogger("callrec.http")
 
 
 class LoginThrottle:
@@ -35,10 +43,13 @@ class LoginThrottle:
             times.popleft()
         return times
 
-    def blocked(self, *keys: str) -> bool:
+    def blocked(self, *keys: str) -> str | None:
+        """The first of ``keys`` past its limit, or None."""
         now = time.monotonic()
-        return any(len(self._recent(k, now)) >= (self.remote_limit if k.startswith("remote:") else self.limit)
-                   for k in keys)
+        for k in keys:
+            if len(self._recent(k, now)) >= (self.remote_limit if k.startswith("remote:") else self.limit):
+                return k
+        return None
 
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
@@ -51,7 +62,116 @@ class LoginThrottle:
             self._failures.popitem(last=False)
 
 
+# Throttled log-in attempts are audited aggregated: per throttle key (``user:<name>`` or
+# ``remote:<address>``, the one that blocked) and window of this many seconds, one entry at the
+# first attempt (count 1) and one when the window closes with the count of the others.
+THROTTLED_AUDIT_WINDOW_S = 300.0
+_MAX_NAMES = 20  # distinct user names kept per window (a guesser may try many)
+
+
+@dataclass
+class _Window:
+    opened: float  # monotonic
+    opened_at: datetime
+    actor: str
+    remote: str | None
+    count: int = 0  # attempts after the first
+    names: set[str] = field(default_factory=set)
+    names_seen: int = 0
+
+
+class ThrottledAudit:
+    """Aggregates throttled log-in attempts into few audit entries (each throttled attempt used to
+    write a row: an unauthenticated flood of the trail).  Pure bookkeeping: the methods return the
+    entries (keyword arguments of ``audit.append``) for the caller to write; the sum of their
+    ``count`` is the number of throttled attempts.  Bounded: at most ``max_keys`` open windows
+    (the oldest is closed, and its entry written, to make room)."""
+
+    def __init__(self, window: float = THROTTLED_AUDIT_WINDOW_S, max_keys: int = 10000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.max_keys, self.clock = window, max_keys, clock
+        self._open: OrderedDict[str, _Window] = OrderedDict()
+
+    def note(self, key: str, username: str, remote_addr: str | None) -> list[dict[str, Any]]:
+        now = self.clock()
+        out: list[dict[str, Any]] = []
+        win = self._open.get(key)
+        if win is not None and now - win.opened >= self.window:
+            out += self._close(key)
+            win = None
+        if win is None:
+            while len(self._open) >= self.max_keys:
+                out += self._close(next(iter(self._open)))
+            win = self._open[key] = _Window(now, datetime.now(UTC), username, remote_addr, names={username},
+                                            names_seen=1)
+            out.append(self._entry(key, win, 1, first=True))
+            return out
+        win.count += 1
+        if username not in win.names:
+            win.names_seen += 1
+            if len(win.names) < _MAX_NAMES:
+                win.names.add(username)
+        return out
+
+    def due(self) -> list[dict[str, Any]]:
+        """Close the windows that have ended."""
+        now = self.clock()
+        out: list[dict[str, Any]] = []
+        for key in [k for k, w in self._open.items() if now - w.opened >= self.window]:
+            out += self._close(key)
+        return out
+
+    def close_all(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for key in list(self._open):
+            out += self._close(key)
+        return out
+
+    def _close(self, key: str) -> list[dict[str, Any]]:
+        win = self._open.pop(key)
+        return [self._entry(key, win, win.count, first=False)] if win.count else []
+
+    def _entry(self, key: str, win: _Window, count: int, *, first: bool) -> dict[str, Any]:
+        details: dict[str, Any] = {"reason": "throttled", "key": key, "count": count,
+                                   "window_s": self.window, "window_from": win.opened_at}
+        if first:
+            details["note"] = "the first throttled attempt; the others of this window follow in one entry"
+        else:
+            details["window_to"] = datetime.now(UTC)
+            details["users"] = sorted(win.names)
+            details["users_distinct"] = win.names_seen
+        return {"actor": win.actor, "action": "login_failed", "details": details, "remote": win.remote}
+
+
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+THROTTLED_AUDIT = web.AppKey("login_throttled_audit", ThrottledAudit)
+
+
+async def _write(pool: asyncpg.Pool, entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        await audit.append(pool, **entry)
+
+
+async def _throttled_audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Close ended windows now and then, and every open one at shutdown (so no count is lost)."""
+    agg = app[THROTTLED_AUDIT]
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(agg.window / 4)
+            try:
+                await _write(app[POOL], agg.due())
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("throttled log-ins: audit entry not written: %s", type(exc).__name__)
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    try:
+        await _write(app[POOL], agg.close_all())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("throttled log-ins: the last counts were not written to the audit trail: %s",
+                    type(exc).__name__)
 
 
 @public
@@ -64,9 +184,9 @@ async def login(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     throttle = request.app[THROTTLE]
     keys = (f"user:{username}", f"remote:{remote(request)}")
-    if throttle.blocked(*keys):
-        await audit.append(pool, actor=username, action="login_failed", details={"reason": "throttled"},
-                           remote=remote(request))
+    blocked = throttle.blocked(*keys)
+    if blocked is not None:
+        await _write(pool, request.app[THROTTLED_AUDIT].note(blocked, username, remote(request)))
         raise json_error(429, "too many failed log-ins; try again later")
     row = await pool.fetchrow("SELECT id, name, role, extension, password_hash, disabled FROM users WHERE name = $1",
                               username)
@@ -109,6 +229,8 @@ async def me(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[THROTTLE] = LoginThrottle()
+    app[THROTTLED_AUDIT] = ThrottledAudit()
+    app.cleanup_ctx.append(_throttled_audit_ctx)
     app.router.add_post("/api/v1/login", login)
     app.router.add_post("/api/v1/logout", logout)
     app.router.add_get("/api/v1/me", me, allow_head=False)

@@ -16,14 +16,13 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from callrec.dataops import deletion
-from callrec.recording.files import OutsideFolder, recording_path
+from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
 from callrec.store import audit, callquery, marks
 from callrec.store.callquery import csv_cell
 from callrec.store.db import Db
@@ -48,6 +47,9 @@ from callrec.web.ranges import Unsatisfiable, parse_range
 log = logging.getLogger("callrec.http")
 
 CHUNK = 256 * 1024
+# A listen or download is audited at its first request, whatever its Range, then at most once per
+# this many seconds for the same principal, call and action (a player's seeks write no more rows).
+AUDIO_AUDIT_WINDOW_S = 30 * 60
 EXPORT_BATCH = 500
 
 
@@ -129,15 +131,6 @@ async def detail(request: web.Request) -> web.Response:
 
 # --- audio ----------------------------------------------------------------------------------------
 
-def audio_file(local_dir: Path, rel: str | None) -> Path | None:
-    """The call's recording file, if its path is inside the recordings folder and it is there.  Blocking."""
-    try:
-        path = recording_path(local_dir, rel)
-    except OutsideFolder:
-        return None
-    return path if path.is_file() else None
-
-
 async def audio(request: web.Request) -> web.StreamResponse:
     p = need(request, "calls.audio")
     call_id = call_id_of(request)
@@ -155,11 +148,14 @@ async def audio(request: web.Request) -> web.StreamResponse:
     if row["recording_status"] != "ready":
         raise json_error(404, "this call has no recording")
     base = request.app[SETTINGS].recordings.local_path
-    path = await asyncio.to_thread(audio_file, base, row["recording_path"])
-    if path is None:
+    try:
+        fh = await asyncio.to_thread(open_recording, base, row["recording_path"])
+    except SymlinkedRecording:
+        log.warning("call %s: the recording path is a symbolic link; refused (callrec verify lists it)", call_id)
+        raise json_error(409, "the recording file is a symbolic link; refused") from None
+    except (OutsideFolder, OSError):
         log.warning("call %s: recording file missing under %s", call_id, base)
-        raise json_error(404, "the recording file is missing")
-    fh = await asyncio.to_thread(open, path, "rb")
+        raise json_error(404, "the recording file is missing") from None
     try:
         size = os.fstat(fh.fileno()).st_size
         try:
@@ -169,11 +165,12 @@ async def audio(request: web.Request) -> web.StreamResponse:
         if request.headers.get("If-Range") and span is not None:
             span = None  # no validators to compare against reliably: send it whole
         start, end = span if span is not None else (0, size - 1)
-        if start == 0:
-            # The first request of a listen or download (players then fetch further ranges).
-            await audit.append(pool, actor=p.name, role=p.role, action="download" if download else "listen",
-                               call_id=call_id, details={"range": request.headers.get("Range")},
-                               remote=remote(request))
+        # Every request is audited, whatever its range, but a player's many range requests write
+        # one row per (principal, call, action) and AUDIO_AUDIT_WINDOW_S, not one per request.
+        await audit.append_once_per_window(
+            pool, window_s=AUDIO_AUDIT_WINDOW_S, actor=p.name, role=p.role,
+            action="download" if download else "listen", call_id=call_id,
+            details={"range": request.headers.get("Range")}, remote=remote(request))
         resp = web.StreamResponse(status=206 if span is not None else 200)
         resp.content_type = "audio/wav"
         resp.headers["Accept-Ranges"] = "bytes"
@@ -408,6 +405,8 @@ openapi.operation(
                                                                                               "format": "binary"}}}},
                "206": {"description": "the requested range", "content": {"audio/wav": {"schema": {
                    "type": "string", "format": "binary"}}}},
+               "409": {"description": "the recording path is a symbolic link: refused, nothing served",
+                       "content": openapi.ERR},
                "416": {"description": "range outside the file", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation("delete", "/api/v1/calls/{id}/audio", summary="Delete the recording; the row keeps who and when",
                   tags=["calls"], parameters=[CALL_ID_PARAM],

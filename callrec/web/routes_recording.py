@@ -8,15 +8,19 @@ the agents' DTMF key.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
-from callrec.recording.control import RecordingControlError
+from callrec.recording.control import ControlUnavailable, RecordingControlError
 from callrec.store import audit
 from callrec.web import openapi
 from callrec.web.auth import need, remote
 from callrec.web.common import CALL_ID_PARAM, NOT_FOUND_RESPONSE, call_id_of, respond, visible_call
 from callrec.web.errors import json_error
 from callrec.web.keys import POOL, RECORDING_CONTROL
+
+log = logging.getLogger("callrec.http")
 
 
 async def _act(request: web.Request, what: str) -> web.Response:
@@ -29,6 +33,10 @@ async def _act(request: web.Request, what: str) -> web.Response:
         raise json_error(503, "pause/resume needs the running daemon (its AMI connection)")
     try:
         interval = await (control.pause if what == "pause" else control.resume)(call_id, by=p.name, source="api")
+    except ControlUnavailable as exc:
+        # The reason names the AMI host, port and error: for the log, not for the client.
+        log.warning("call %s: %s through the API failed: %s", call_id, what, exc)
+        raise json_error(503, "recording control unavailable") from None
     except RecordingControlError as exc:
         raise json_error(exc.http_status, str(exc)) from None
     await audit.append(pool, actor=p.name, role=p.role, action=f"recording_{what}", call_id=call_id,

@@ -10,6 +10,7 @@ from aiohttp import web
 from callrec.config.settings import Settings, is_loopback
 from callrec.recording.control import RecordingControl
 from callrec.store.db import connect_pool
+from callrec.web import logsafe
 from callrec.web.app import AccessLogger, make_app
 
 log = logging.getLogger("callrec.http")
@@ -33,6 +34,7 @@ class HttpServer:
         if self.pool is None:
             self.pool = await connect_pool(self.settings.database.dsn, 1, 4)
         app = make_app(self.settings, self.pool, self.recording_control)
+        logsafe.install()  # before the first request: aiohttp's parse errors quote request bytes
         self.runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=log, handle_signals=False,
                                     shutdown_timeout=5.0)
         await self.runner.setup()

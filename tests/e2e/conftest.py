@@ -10,19 +10,23 @@ stopped at the end unless CALLREC_KEEP_SANDBOX=1.  The session holds its slot's 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 import sandbox as sandbox_mod
 import testdb
 from caller import Finished, Tester
 from support.daemon_proc import running_daemon
+from support.opsapi import Bench, running_bench
 from support.settings import make_settings
 
 from callrec.app import Daemon
@@ -163,6 +167,23 @@ async def api_daemon(asterisk: sandbox_mod.SandboxInfo, database: str, finished:
     settings = make_settings(asterisk, database, http={"enabled": True, "listen": "127.0.0.1:0"})
     async with running_daemon(settings, finished) as d:
         yield d
+
+
+@pytest.fixture
+async def bench(database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Bench]:
+    """The ops API over the test's database with users, tokens and calls of every kind
+    (support/opsapi.py), every log captured at DEBUG (tests look for secrets in it).  Modules with
+    a bench of their own define a fixture of this name."""
+    caplog.set_level(logging.DEBUG)
+    async with running_bench(database, tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client that keeps cookies for 127.0.0.1 (console sessions)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        yield s
 
 
 @pytest.fixture

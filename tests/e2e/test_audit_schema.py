@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from support import REPO
 
+from callrec.access import cli_principal
 from callrec.store import audit
 
 
@@ -23,7 +24,7 @@ async def test_audit_log_refuses_update_delete_truncate(database: str) -> None:
             await conn.execute("DELETE FROM audit_log WHERE id = $1", entry)
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only: TRUNCATE"):
             await conn.execute("TRUNCATE audit_log")
-        rows = await audit.search(conn, call_id=call_id)
+        rows = await audit.search(conn, cli_principal(), call_id=call_id)
         assert [(r["id"], r["actor"], r["action"], r["details"]) for r in rows] == [
             (entry, "alice", "listen", {"range": "0-"})]
     finally:

@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 from support import REPO
 from support.console_browser import chromium, log_in, open_tab, play
-from support.opsapi import PASSWORD, Bench, start_bench
+from support.opsapi import PASSWORD, Bench, running_bench
 
 from callrec.web.console import CSP, STATIC_FILES
 
@@ -26,12 +26,8 @@ STATIC = REPO / "callrec" / "web" / "console" / "static"
 
 @pytest.fixture
 async def bench(database: str, tmp_path: Path) -> AsyncIterator[Bench]:
-    b = await start_bench(database, tmp_path)
-    try:
+    async with running_bench(database, tmp_path) as b:
         yield b
-    finally:
-        await b.server.stop()
-        await b.pool.close()
 
 
 @pytest.fixture

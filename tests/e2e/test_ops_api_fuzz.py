@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from support.opsapi import Bench, start_bench
+from support.opsapi import Bench, running_bench
 
 HOOKS = """
 import itertools
@@ -35,12 +35,8 @@ def map_path_parameters(context, path_parameters):
 
 @pytest.fixture
 async def bench(database: str, tmp_path: Path) -> AsyncIterator[Bench]:
-    b = await start_bench(database, tmp_path)
-    try:
+    async with running_bench(database, tmp_path) as b:
         yield b
-    finally:
-        await b.server.stop()
-        await b.pool.close()
 
 
 async def test_schemathesis_finds_no_server_error(bench: Bench, tmp_path: Path,

@@ -3,12 +3,15 @@ every role, call rows written straight into the database, and real WAV files for
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import numpy as np
 import soundfile
@@ -110,6 +113,35 @@ async def start_bench(dsn: str, tmp_path: Path) -> Bench:
     await bench.server.start()
     bench.base = f"http://127.0.0.1:{bench.server.port}"
     return bench
+
+
+@contextlib.asynccontextmanager
+async def running_bench(dsn: str, tmp_path: Path) -> AsyncIterator[Bench]:
+    """``start_bench``, stopped (server, then pool) on the way out."""
+    b = await start_bench(dsn, tmp_path)
+    try:
+        yield b
+    finally:
+        await b.server.stop()
+        await b.pool.close()
+
+
+async def call(http: aiohttp.ClientSession, bench: Bench, method: str, path: str, role: str | None = None,
+               **kw: object) -> tuple[int, bytes, aiohttp.ClientResponse]:
+    """One request to the bench, as ``role`` (its bearer token) or with the session's cookies."""
+    headers = dict(kw.pop("headers", {}) or {})  # type: ignore[call-overload]
+    if role is not None:
+        headers.update(bench.auth(role))
+    async with http.request(method, bench.base + path, headers=headers, **kw) as resp:  # type: ignore[arg-type]
+        return resp.status, await resp.read(), resp
+
+
+async def audit_rows(bench: Bench, **where: object) -> list[asyncpg.Record]:
+    """The bench's audit entries (``column=value`` filters), oldest first."""
+    sql = "SELECT * FROM audit_log"
+    if where:
+        sql += " WHERE " + " AND ".join(f"{k} = ${i + 1}" for i, k in enumerate(where))
+    return await bench.pool.fetch(sql + " ORDER BY id", *where.values())
 
 
 def visible(role: str, bench: Bench) -> set[str]:

@@ -16,13 +16,14 @@ from callrec.dataops.integrity import hash_recording
 from callrec.recording.files import (
     HASH_BLOCK,
     OutsideFolder,
+    SymlinkedRecording,
     hash_stream,
     measure,
+    open_recording,
     recording_path,
     sha256_file,
 )
 from callrec.recording.stereo import measure_stereo, merge
-from callrec.web.routes_calls import audio_file
 
 
 @pytest.fixture
@@ -67,11 +68,14 @@ def test_the_rule_gives_the_path_inside_unresolved(folder: Path) -> None:
 def test_audio_verify_and_evidence_follow_the_rule(folder: Path, tmp_path: Path) -> None:
     (folder / "link.wav").symlink_to(folder.parent / "secret.wav")
     for rel in ("../secret.wav", "link.wav", str(folder.parent / "secret.wav")):
-        assert audio_file(folder, rel) is None  # served as "the recording file is missing"
+        with pytest.raises(OutsideFolder):  # served as "the recording file is missing"
+            open_recording(folder, rel)
         with pytest.raises(PermissionError, match="outside the recordings folder"):
             hash_recording(folder, rel)
-    assert audio_file(folder, "2026/11/28/call.wav") == folder / "2026/11/28/call.wav"
-    assert audio_file(folder, "2026/11/28/gone.wav") is None
+    with open_recording(folder, "2026/11/28/call.wav") as fh:
+        assert fh.read() == b"RIFF-mine"
+    with pytest.raises(FileNotFoundError):
+        open_recording(folder, "2026/11/28/gone.wav")
     docs = [{"id": f"c{i}", "columns": {"recording_path": rel, "recording_sha256": None},
              "consent_evidence": {}} for i, rel in enumerate(("../secret.wav", "link.wav"))]
     out = tmp_path / "export"
@@ -102,3 +106,22 @@ def test_measured_recordings_carry_the_hashers_digest(tmp_path: Path) -> None:
     make_wav(tx, 1.0, 500)
     merge(rx, tx, out)
     assert measure_stereo(out)["recording_sha256"] == sha256_file(out)[0]
+
+
+def test_a_symlink_inside_the_folder_is_never_read(folder: Path, tmp_path: Path) -> None:
+    """A row whose file is a link to another call's file (inside the folder) is refused for
+    reading everywhere: audio, verify, evidence; so is a path through a linked folder."""
+    (folder / "2026/11/28/other.wav").symlink_to(folder / "2026/11/28/call.wav")
+    (folder / "2026/11/linked").symlink_to(folder / "2026/11/28")
+    for rel in ("2026/11/28/other.wav", "2026/11/linked/call.wav"):
+        assert recording_path(folder, rel)  # inside: deletion may unlink the link itself
+        with pytest.raises(SymlinkedRecording, match="symbolic link"):
+            open_recording(folder, rel)
+        with pytest.raises(SymlinkedRecording):
+            hash_recording(folder, rel)
+    docs = [{"id": "c0", "columns": {"recording_path": "2026/11/28/other.wav", "recording_sha256": None},
+             "consent_evidence": {}}]
+    out = tmp_path / "export"
+    result = write_export(out, docs, folder, purpose="test", created_by="tester", selection={}, key=None)
+    assert result.files == 0 and not list((out / "audio").iterdir())
+    assert docs[0]["file_note"] == "the recording path is a symbolic link; not exported"
