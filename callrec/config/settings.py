@@ -270,6 +270,11 @@ class HttpSettings:
     session_hours: float = setting(12.0, "console session lifetime", range=Range(0.01, 720, unit="hours"))
     cookie_secure: bool = setting(False, "the `Secure` flag on the session cookie; turn it on behind an HTTPS "
                                          "reverse proxy")
+    write_timeout: float = setting(
+        30.0, "seconds a client may take no data of a streamed response (export, evidence zip) before it is "
+              "dropped, its export slot and database connection freed. The API's database connections end a "
+              "transaction left idle for this plus 10 s (`idle_in_transaction_session_timeout`)",
+        range=Range(0.1, 3600, unit="seconds"))
 
     @property
     def active(self) -> bool:

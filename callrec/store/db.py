@@ -16,9 +16,11 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 Db = Conn | asyncpg.Pool
 
 
-async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0) -> asyncpg.Pool:
+async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0,
+                       server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout,
-                                     command_timeout=30, server_settings={"application_name": "callrec"})
+                                     command_timeout=30,
+                                     server_settings={"application_name": "callrec", **(server_settings or {})})
 
 
 async def fetch_calls(conn: Db, *, limit: int = 50,

@@ -9,9 +9,12 @@ does not exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,9 +28,16 @@ from callrec.store.callquery import FilterError
 from callrec.store.db import Db
 from callrec.web import openapi
 from callrec.web.errors import bad_request, json_error, not_found
+from callrec.web.keys import SETTINGS
+
+log = logging.getLogger("callrec.http")
 
 # Exports running at once (CSV/JSON and evidence share the slots): each holds a connection and disk.
 EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
+# Exports running per principal (a user, or a token without a user): at most EXPORTS_PER_PRINCIPAL,
+# so no one principal, whatever its role, can hold every slot.
+EXPORTS_RUNNING = web.AppKey("exports_running", dict)
+EXPORTS_PER_PRINCIPAL = 1
 
 _CALL_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -44,6 +54,50 @@ def json_default(value: Any) -> Any:
 
 def respond(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=json_default))
+
+
+# --- exports: slots and slow readers -------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def export_slot(request: web.Request, p: Principal) -> AsyncIterator[None]:
+    """One of the global export slots and this principal's own; 429 when the principal already
+    runs EXPORTS_PER_PRINCIPAL exports, 409 when every slot is taken."""
+    running: dict[object, int] = request.app[EXPORTS_RUNNING]
+    key: object = ("user", p.user_id) if p.user_id is not None else ("name", p.name)
+    if running.get(key, 0) >= EXPORTS_PER_PRINCIPAL:
+        raise json_error(429, "you already have an export running; wait for it to finish")
+    slots = request.app[EXPORT_SLOTS]
+    if slots.locked():
+        raise json_error(409, "too many exports running; try again later")
+    running[key] = running.get(key, 0) + 1
+    try:
+        async with slots:
+            yield
+    finally:
+        running[key] -= 1
+        if not running[key]:
+            del running[key]
+
+
+class ReaderDropped(Exception):
+    """A streamed response's client was dropped for taking no data: return the response as it is
+    (aiohttp sees the closed connection and logs the request without an error)."""
+
+
+async def write_or_drop(request: web.Request, resp: web.StreamResponse, data: bytes) -> None:
+    """Write a piece of a streamed response; a client that takes none of it for
+    ``http.write_timeout`` seconds is dropped (its connection closed, ReaderDropped raised: the
+    handler unwinds, ending its transaction, and returns ``resp``), so a stalled reader holds no
+    export slot and no database connection."""
+    timeout = request.app[SETTINGS].http.write_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            await resp.write(data)
+    except TimeoutError:
+        log.info("%s %s: the client took no data for %g s; dropped", request.method, request.path, timeout)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ReaderDropped from None
 
 
 # --- parsing -------------------------------------------------------------------------------------

@@ -31,14 +31,18 @@ from callrec.web.auth import need, remote
 from callrec.web.common import (
     CALL_ID_PARAM,
     EXPORT_SLOTS,
+    EXPORTS_RUNNING,
     FILTER_PARAMS,
     NOT_FOUND_RESPONSE,
+    ReaderDropped,
     call_id_of,
+    export_slot,
     filter_of,
     json_default,
     read_json,
     respond,
     visible_call,
+    write_or_drop,
 )
 from callrec.web.errors import bad_request, json_error, not_found
 from callrec.web.keys import POOL, SETTINGS
@@ -208,10 +212,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     f = filter_of(request, extra_keys=("format",))
     if f.cursor is not None or "limit" in request.query:
         raise bad_request("export takes no limit or cursor: it streams every matching call")
-    slots = request.app[EXPORT_SLOTS]
-    if slots.locked():
-        raise json_error(409, "too many exports running; try again later")
-    async with slots:
+    async with export_slot(request, p):
         pool = request.app[POOL]
         await audit.append(pool, actor=p.name, role=p.role, action="export",
                            details={"format": fmt, "filter": f.describe()}, remote=remote(request))
@@ -225,22 +226,25 @@ async def export(request: web.Request) -> web.StreamResponse:
             resp.content_type = "application/json"
         resp.headers["Content-Disposition"] = f'attachment; filename="calls-{stamp}.{fmt}"'
         resp.enable_chunked_encoding()
-        async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-            # The first batch is read before the headers go out, so a query error is still a clean error.
-            cur = await conn.cursor(sql, *args)
-            batch = await cur.fetch(EXPORT_BATCH)
-            await resp.prepare(request)
-            encode = _csv_encoder() if fmt == "csv" else _json_encoder()
-            await resp.write(encode(None, False))
-            first = True
-            while batch:
-                # Encoding runs in a thread: this event loop also serves live calls (ARI, AMI).
-                await resp.write(await asyncio.to_thread(encode, batch, first))
-                first = False
-                if len(batch) < EXPORT_BATCH:
-                    break
+        try:
+            async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+                # The first batch is read before the headers go out, so a query error is still a clean error.
+                cur = await conn.cursor(sql, *args)
                 batch = await cur.fetch(EXPORT_BATCH)
-            await resp.write(encode(None, True))
+                await resp.prepare(request)
+                encode = _csv_encoder() if fmt == "csv" else _json_encoder()
+                await write_or_drop(request, resp, encode(None, False))
+                first = True
+                while batch:
+                    # Encoding runs in a thread: this event loop also serves live calls (ARI, AMI).
+                    await write_or_drop(request, resp, await asyncio.to_thread(encode, batch, first))
+                    first = False
+                    if len(batch) < EXPORT_BATCH:
+                        break
+                    batch = await cur.fetch(EXPORT_BATCH)
+                await write_or_drop(request, resp, encode(None, True))
+        except ReaderDropped:
+            return resp  # its transaction rolled back, its slot freed on the way out
         await resp.write_eof()
         return resp
 
@@ -344,6 +348,7 @@ async def delete_audio(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[EXPORT_SLOTS] = asyncio.Semaphore(2)
+    app[EXPORTS_RUNNING] = {}
     r = app.router
     r.add_get("/api/v1/calls", search, allow_head=False)
     r.add_get("/api/v1/calls/count", count, allow_head=False)
@@ -390,7 +395,8 @@ openapi.operation("get", "/api/v1/calls/export", summary="Export the filtered ca
                       "text/csv": {"schema": {"type": "string"}},
                       "application/json": {"schema": {"type": "array",
                                                       "items": {"$ref": "#/components/schemas/CallSummary"}}}}},
-                      "409": {"description": "too many exports running", "content": openapi.ERR}})
+                      "409": {"description": "too many exports running", "content": openapi.ERR},
+                      "429": {"description": "this principal already runs an export", "content": openapi.ERR}})
 openapi.operation("get", "/api/v1/calls/{id}", summary="One call: consent evidence, recording facts (audited)",
                   tags=["calls"], parameters=[CALL_ID_PARAM],
                   responses={"200": openapi.json_response("the call", {"$ref": "#/components/schemas/CallDetail"}),

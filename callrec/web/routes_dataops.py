@@ -24,13 +24,15 @@ from callrec.web import openapi
 from callrec.web.auth import need, principal, remote
 from callrec.web.common import (
     CALL_ID_PARAM,
-    EXPORT_SLOTS,
     FILTER_PARAMS,
     NOT_FOUND_RESPONSE,
+    ReaderDropped,
     call_id_of,
+    export_slot,
     filter_of,
     read_json,
     respond,
+    write_or_drop,
 )
 from callrec.web.errors import bad_request, forbidden, json_error, not_found
 from callrec.web.keys import POOL, SETTINGS
@@ -94,10 +96,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
         key = await asyncio.to_thread(evidence.load_private_key, settings.integrity.signing_key)
     except evidence.KeyError_:
         raise json_error(409, "no signing key configured on the server (integrity.signing_key)") from None
-    slots = request.app[EXPORT_SLOTS]
-    if slots.locked():
-        raise json_error(409, "too many exports running; try again later")
-    async with slots:
+    async with export_slot(request, p):
         pool = request.app[POOL]
         sql, args = callquery.search_sql(f, p, limit=f.limit)
         ids = [str(r["id"]) for r in await pool.fetch(sql, *args)]
@@ -134,7 +133,9 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
             fh = await asyncio.to_thread(open, target, "rb")
             try:
                 while chunk := await asyncio.to_thread(fh.read, CHUNK):
-                    await resp.write(chunk)
+                    await write_or_drop(request, resp, chunk)
+            except ReaderDropped:
+                return resp
             finally:
                 await asyncio.to_thread(fh.close)
             await resp.write_eof()

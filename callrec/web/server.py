@@ -16,6 +16,13 @@ from callrec.web.app import AccessLogger, make_app
 log = logging.getLogger("callrec.http")
 
 
+def api_pool_settings(settings: Settings) -> dict[str, str]:
+    """PostgreSQL settings of the API's own connections: a transaction left idle (a client that
+    stalled an export, a handler stuck) is ended by the server after ``http.write_timeout`` + 10 s."""
+    idle_ms = int((settings.http.write_timeout + 10) * 1000)
+    return {"application_name": "callrec-api", "idle_in_transaction_session_timeout": str(idle_ms)}
+
+
 class HttpServer:
     """``pool``: None opens a pool of its own, so API requests (long exports) never take the
     connections the call-log writer needs."""
@@ -32,7 +39,8 @@ class HttpServer:
     async def start(self) -> None:
         host, port = self.settings.http.host_port()
         if self.pool is None:
-            self.pool = await connect_pool(self.settings.database.dsn, 1, 4)
+            self.pool = await connect_pool(self.settings.database.dsn, 1, 4,
+                                           server_settings=api_pool_settings(self.settings))
         app = make_app(self.settings, self.pool, self.recording_control)
         logsafe.install()  # before the first request: aiohttp's parse errors quote request bytes
         self.runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=log, handle_signals=False,

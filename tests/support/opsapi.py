@@ -21,7 +21,7 @@ from callrec.asterisk.ami import Ami
 from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
 from callrec.store import users
-from callrec.web.server import HttpServer
+from callrec.web.server import HttpServer, api_pool_settings
 from support.settings import local_recordings as local_recordings_keys
 from support.settings import make_settings
 
@@ -85,11 +85,12 @@ class Bench:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-async def start_bench(dsn: str, tmp_path: Path) -> Bench:
+async def start_bench(dsn: str, tmp_path: Path, **http: Any) -> Bench:
     rec_dir = tmp_path / "recordings"
     rec_dir.mkdir()
-    settings = api_settings(dsn, rec_dir)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=6)
+    settings = api_settings(dsn, rec_dir, **http)
+    # The API's pool settings, as the daemon's HttpServer opens its own pool with them.
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=6, server_settings=api_pool_settings(settings))
     # Pause/resume as in the daemon; AMI is never reached: none of these calls is being recorded.
     control = RecordingControl(Ami("127.0.0.1", 9, "nobody", "x"), pool)
     bench = Bench("", dsn, rec_dir, settings, pool, HttpServer(settings, pool, recording_control=control))
@@ -116,9 +117,9 @@ async def start_bench(dsn: str, tmp_path: Path) -> Bench:
 
 
 @contextlib.asynccontextmanager
-async def running_bench(dsn: str, tmp_path: Path) -> AsyncIterator[Bench]:
-    """``start_bench``, stopped (server, then pool) on the way out."""
-    b = await start_bench(dsn, tmp_path)
+async def running_bench(dsn: str, tmp_path: Path, **http: Any) -> AsyncIterator[Bench]:
+    """``start_bench`` (``http``: keys of the ``[http]`` section), stopped (server, then pool) on the way out."""
+    b = await start_bench(dsn, tmp_path, **http)
     try:
         yield b
     finally:
