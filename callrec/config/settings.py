@@ -270,6 +270,11 @@ class HttpSettings:
     session_hours: float = setting(12.0, "console session lifetime", range=Range(0.01, 720, unit="hours"))
     cookie_secure: bool = setting(False, "the `Secure` flag on the session cookie; turn it on behind an HTTPS "
                                          "reverse proxy")
+    read_timeout: float = setting(
+        15.0, "seconds a client has to send a request's headers (from the connection's start or the end of its "
+              "previous request; an idle keep-alive connection is closed after this too), and again for its body "
+              "(408). A client sending its headers byte by byte is dropped",
+        range=Range(0.1, 3600, unit="seconds"))
     write_timeout: float = setting(
         30.0, "seconds a client may take no data of a streamed response (export, evidence zip) before it is "
               "dropped, its export slot and database connection freed. The API's database connections end a "

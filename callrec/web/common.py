@@ -106,8 +106,17 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or 400/415."""
     if request.content_type != "application/json":
         raise json_error(415, "expected Content-Type: application/json")
+    timeout = request.app[SETTINGS].http.read_timeout
     try:
-        body = json.loads(await request.read())
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        log.info("%s %s: the request body did not arrive within %g s; dropped", request.method, request.path, timeout)
+        exc = json_error(408, f"request body not received within {timeout:g} s")
+        exc.force_close()
+        raise exc from None
+    try:
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("body: not valid JSON") from None
     if not isinstance(body, dict):

@@ -9,7 +9,8 @@ from aiohttp import web
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-           405: web.HTTPMethodNotAllowed, 409: web.HTTPConflict, 413: web.HTTPRequestEntityTooLarge,
+           405: web.HTTPMethodNotAllowed, 408: web.HTTPRequestTimeout, 409: web.HTTPConflict,
+           413: web.HTTPRequestEntityTooLarge,
            415: web.HTTPUnsupportedMediaType, 416: web.HTTPRequestRangeNotSatisfiable, 429: web.HTTPTooManyRequests,
            500: web.HTTPInternalServerError, 503: web.HTTPServiceUnavailable}[status]
     body = json.dumps({"error": message})

@@ -44,7 +44,13 @@ class HttpServer:
         app = make_app(self.settings, self.pool, self.recording_control)
         logsafe.install()  # before the first request: aiohttp's parse errors quote request bytes
         self.runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=log, handle_signals=False,
-                                    shutdown_timeout=5.0)
+                                    shutdown_timeout=5.0,
+                                    # The header read timeout: aiohttp closes a connection whose next
+                                    # request's headers are not complete this long after the connection
+                                    # opened or the previous response (however slowly bytes trickle in).
+                                    keepalive_timeout=self.settings.http.read_timeout,
+                                    # A body left unread (a 408, a refused request) is not drained: close.
+                                    lingering_time=0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         try:

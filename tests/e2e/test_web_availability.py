@@ -17,13 +17,15 @@ from support.opsapi import AGENT_EXT, T0, Bench, call, running_bench
 from support.waiting import wait_for
 
 WRITE_TIMEOUT = 1.5
+READ_TIMEOUT = 1.0
 EXPORT_ROWS = 30_000  # JSON of these is far more than the kernel's socket buffers hold
 
 
 @pytest.fixture
 async def bench(database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Bench]:
     caplog.set_level(logging.DEBUG)
-    async with running_bench(database, tmp_path, write_timeout=WRITE_TIMEOUT) as b:
+    async with running_bench(database, tmp_path, write_timeout=WRITE_TIMEOUT,
+                             read_timeout=READ_TIMEOUT) as b:
         yield b
 
 
@@ -113,3 +115,45 @@ async def test_a_stalled_agent_holds_one_slot_and_is_dropped(bench: Bench, http:
 
 async def _no_idle(conn: asyncpg.Connection) -> bool:
     return await api_idle_in_transaction(conn) == 0
+
+
+# --- item 12: read timeouts for request headers and bodies ------------------------------------------
+
+async def test_slowloris_headers_are_dropped(bench: Bench) -> None:
+    """Headers sent one byte at a time never complete a request: the connection is closed
+    READ_TIMEOUT after it opened, however steadily the bytes come."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bench.server.port)
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    request = (b"GET /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               + b"".join(f"X-Slow-{i}: {'a' * 20}\r\n".encode() for i in range(1000)))
+
+    async def trickle() -> None:
+        for i in range(len(request)):
+            writer.write(request[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.02)  # the attacker's pace: a byte every 20 ms
+
+    sender = asyncio.create_task(trickle())
+    try:
+        got = await asyncio.wait_for(reader.read(), READ_TIMEOUT + 10)  # until the server closes
+        assert not sender.done()  # the client was still sending its headers
+    finally:
+        sender.cancel()
+        writer.close()
+    assert got == b""  # no response: the request never completed
+    assert READ_TIMEOUT * 0.9 <= loop.time() - opened < READ_TIMEOUT + 5
+
+
+async def test_a_stalled_body_is_a_408_and_closed(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", bench.server.port)
+    writer.write(b"POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"user\": \"adm")
+    await writer.drain()
+    try:
+        got = await asyncio.wait_for(reader.read(), READ_TIMEOUT + 10)  # the 408, then the server closes
+    finally:
+        writer.close()
+    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    assert b'{"error": "request body not received within 1 s"}' in got
+    assert any("did not arrive within 1 s; dropped" in r.getMessage() for r in caplog.records)
