@@ -6,6 +6,8 @@
 GRANT SELECT ON schema_migrations TO :"app";
 GRANT SELECT, INSERT, UPDATE ON calls, call_parties TO :"app";
 GRANT SELECT, INSERT, DELETE ON call_tags, web_sessions TO :"app";
+-- The console's /console/session replaces a session's CSRF token.
+GRANT UPDATE (csrf_sha256) ON web_sessions TO :"app";
 GRANT SELECT ON users TO :"app";
 GRANT SELECT, UPDATE (last_used_at) ON api_tokens TO :"app";
 GRANT SELECT, INSERT ON audit_log TO :"app";

@@ -1,0 +1,67 @@
+"""The ops API and the console under the documented least-privilege role (docs/sql/app_role.sql,
+issue 10 item 12): log-in, the console's session endpoint, a search, a CSRF-checked change and
+log-out all work with exactly those grants."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from support import REPO
+from support.opsapi import PASSWORD, Bench
+
+from callrec.web.server import HttpServer, api_pool_settings
+
+
+@pytest.fixture
+async def app_role_base(bench: Bench, conn: asyncpg.Connection) -> AsyncIterator[str]:
+    """A second API over the bench's database whose pool connects as a role with only the grants of
+    docs/sql/app_role.sql (the bench's own users and calls are there)."""
+    role = f"callrec_app_{uuid.uuid4().hex[:8]}"
+    statements = [line.replace(':"app"', f'"{role}"') for line in (REPO / "docs" / "sql" / "app_role.sql")
+                  .read_text().splitlines() if line.strip() and not line.startswith("--")]
+    await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+        parts = urlsplit(bench.dsn)
+        dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=api_pool_settings(bench.settings))
+        server = HttpServer(bench.settings, pool)
+        try:
+            await server.start()
+            assert await pool.fetchval("SELECT current_user") == role
+            yield f"http://127.0.0.1:{server.port}"
+        finally:
+            await server.stop()
+            await pool.close()
+    finally:
+        await conn.execute(f'DROP OWNED BY "{role}"')
+        await conn.execute(f'DROP ROLE "{role}"')
+
+
+async def test_console_session_and_login_under_the_app_role(app_role_base: str, bench: Bench,
+                                                             http: aiohttp.ClientSession) -> None:
+    base = app_role_base
+    async with http.post(f"{base}/api/v1/login", json={"username": "supervisor1", "password": PASSWORD}) as r:
+        assert r.status == 200, await r.text()
+    async with http.get(f"{base}/console/session") as r:
+        assert r.status == 200, await r.text()
+        session = await r.json()
+    assert (session["user"], session["role"]) == ("supervisor1", "supervisor")
+    csrf = {"X-CSRF-Token": session["csrf_token"]}
+    async with http.get(f"{base}/api/v1/calls") as r:
+        assert r.status == 200 and (await r.json())["items"]
+    async with http.post(f"{base}/api/v1/calls/{bench.calls['mine']}/tags", json={"tag": "qa"}, headers=csrf) as r:
+        assert r.status in (200, 201), await r.text()
+    async with http.post(f"{base}/api/v1/logout", headers=csrf) as r:
+        assert r.status == 200, await r.text()
+    async with http.get(f"{base}/console/session") as r:
+        assert r.status == 401
+    actions = [r["action"] for r in await bench.pool.fetch("SELECT action FROM audit_log WHERE actor = 'supervisor1' "
+                                                           "ORDER BY id")]
+    assert actions == ["login", "tag_add", "logout"]
