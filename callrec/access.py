@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,14 +85,31 @@ def visible_calls_sql(principal: Principal, params: Params, alias: str = "calls"
 
 # --- secrets: passwords (scrypt), tokens and session ids (sha256 of 256 random bits) ---------------
 
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# scrypt at current guidance (N=2^17, r=8, p=1: 128 MiB and a few hundred ms per hash).  A hash
+# stored with other parameters still verifies, and is replaced at the user's next log-in.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**17, 8, 1
+# hashlib's default memory cap (32 MiB) is below what N=2^17 needs; stored parameters beyond this
+# cap fail to verify instead of taking the memory.
+_SCRYPT_MAXMEM = 256 * 1024 * 1024
+# At most this many hashes at once (log-ins run in threads): bounds the memory at 2 x 128 MiB.
+_SCRYPT_SLOTS = threading.BoundedSemaphore(2)
 TOKEN_PREFIX = "crt_"
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    with _SCRYPT_SLOTS:
+        return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=_SCRYPT_MAXMEM)
 
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    digest = _scrypt(password.encode("utf-8"), salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, 32)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def password_needs_rehash(stored: str) -> bool:
+    """The stored hash was made with other parameters than today's (rehash it at log-in)."""
+    return not stored.startswith(f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}$")
 
 
 # A hash of a random password: checked against when the user does not exist, so a failed log-in
@@ -108,9 +126,9 @@ def verify_password(password: str, stored: str | None) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        got = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=bytes.fromhex(salt), n=int(n),
-                             r=int(r), p=int(p), dklen=len(digest) // 2)
-    except (ValueError, TypeError):
+        got = _scrypt(password.encode("utf-8", "surrogatepass"), bytes.fromhex(salt), int(n), int(r), int(p),
+                      len(digest) // 2)
+    except (ValueError, TypeError, MemoryError):
         return False
     return hmac.compare_digest(got.hex(), digest) and ok
 

@@ -9,6 +9,8 @@ GRANT SELECT, INSERT, DELETE ON call_tags, web_sessions TO :"app";
 -- The console's /console/session replaces a session's CSRF token.
 GRANT UPDATE (csrf_sha256) ON web_sessions TO :"app";
 GRANT SELECT ON users TO :"app";
+-- A password hash made with older scrypt parameters is replaced at the user's next log-in.
+GRANT UPDATE (password_hash) ON users TO :"app";
 GRANT SELECT, UPDATE (last_used_at) ON api_tokens TO :"app";
 GRANT SELECT, INSERT ON audit_log TO :"app";
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO :"app";

@@ -4,6 +4,8 @@ log-out all work with exactly those grants."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +16,7 @@ import pytest
 from support import REPO
 from support.opsapi import PASSWORD, Bench
 
+from callrec.access import verify_password
 from callrec.web.server import HttpServer, api_pool_settings
 
 
@@ -65,3 +68,33 @@ async def test_console_session_and_login_under_the_app_role(app_role_base: str, 
     actions = [r["action"] for r in await bench.pool.fetch("SELECT action FROM audit_log WHERE actor = 'supervisor1' "
                                                            "ORDER BY id")]
     assert actions == ["login", "tag_add", "logout"]
+
+
+def old_scrypt_hash(password: str) -> str:
+    """A hash as callrec stored them before (N=2^14, r=8, p=1)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt${2**14}$8$1${salt.hex()}${digest.hex()}"
+
+
+async def test_an_old_scrypt_hash_is_rehashed_at_log_in(app_role_base: str, bench: Bench,
+                                                        http: aiohttp.ClientSession) -> None:
+    old = old_scrypt_hash("old parameters pw")
+    await bench.pool.execute("INSERT INTO users (name, role, password_hash) VALUES ('olduser', 'auditor', $1)", old)
+    async with http.post(f"{app_role_base}/api/v1/login", json={"username": "olduser", "password": "wrong"}) as r:
+        assert r.status == 401
+    assert await bench.pool.fetchval("SELECT password_hash FROM users WHERE name = 'olduser'") == old
+    async with http.post(f"{app_role_base}/api/v1/login",
+                         json={"username": "olduser", "password": "old parameters pw"}) as r:
+        assert r.status == 200, await r.text()
+    stored = await bench.pool.fetchval("SELECT password_hash FROM users WHERE name = 'olduser'")
+    assert stored.startswith(f"scrypt${2**17}$8$1$") and stored != old
+    assert verify_password("old parameters pw", stored) and not verify_password("wrong", stored)
+    # The next log-in verifies against the new hash and leaves it as it is.
+    async with http.post(f"{app_role_base}/api/v1/login",
+                         json={"username": "olduser", "password": "old parameters pw"}) as r:
+        assert r.status == 200
+    assert await bench.pool.fetchval("SELECT password_hash FROM users WHERE name = 'olduser'") == stored
+    # New users get the new parameters.
+    assert (await bench.pool.fetchval("SELECT password_hash FROM users WHERE name = 'admin1'")).startswith(
+        f"scrypt${2**17}$8$1$")
