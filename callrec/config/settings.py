@@ -270,6 +270,10 @@ class HttpSettings:
     session_hours: float = setting(12.0, "console session lifetime", range=Range(0.01, 720, unit="hours"))
     cookie_secure: bool = setting(False, "the `Secure` flag on the session cookie; turn it on behind an HTTPS "
                                          "reverse proxy")
+    search_audit_window: float = setting(
+        300.0, "search pages are audited per principal and window of this many seconds: one `search` entry at "
+               "the window's first page, one with the other pages' and rows' counts when it ends",
+        range=Range(1, 86400, unit="seconds"))
     read_timeout: float = setting(
         15.0, "seconds a client has to send a request's headers (from the connection's start or the end of its "
               "previous request; an idle keep-alive connection is closed after this too), and again for its body "

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,11 @@ EXPORT_BATCH = 500
 async def search(request: web.Request) -> web.Response:
     p = need(request, "calls.search")
     f = filter_of(request)
-    rows, cursor = await callquery.search(request.app[POOL], f, p)
+    pool = request.app[POOL]
+    rows, cursor = await callquery.search(pool, f, p)
+    # Paging is a bulk read: every page counted, per principal and window (store/audit.py).
+    await audit.note_search_page(pool, window_s=request.app[SETTINGS].http.search_audit_window, actor=p.name,
+                                 role=p.role, rows=len(rows), remote=remote(request))
     return respond({"items": [callquery.summary(r) for r in rows], "next_cursor": cursor})
 
 
@@ -346,7 +350,30 @@ async def delete_audio(request: web.Request) -> web.Response:
 
 # --- routes and their description -----------------------------------------------------------------
 
+async def _search_audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Write the search-page entries of ended windows now and then, and of every open one at
+    shutdown (a window left open by a stop is closed by the next start's first sweep)."""
+    window = app[SETTINGS].http.search_audit_window
+
+    async def sweep() -> None:
+        while True:
+            try:
+                await audit.close_search_windows(app[POOL], window)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("search audit: window entries not written: %s", type(exc).__name__)
+            await asyncio.sleep(window / 4)
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    try:
+        await audit.close_search_windows(app[POOL], None)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("search audit: the open windows' entries were not written: %s", type(exc).__name__)
+
+
 def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(_search_audit_ctx)
     app[EXPORT_SLOTS] = asyncio.Semaphore(2)
     app[EXPORTS_RUNNING] = {}
     r = app.router

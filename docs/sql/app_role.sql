@@ -14,6 +14,8 @@ GRANT UPDATE (password_hash) ON users TO :"app";
 GRANT SELECT, UPDATE (last_used_at) ON api_tokens TO :"app";
 GRANT SELECT, INSERT ON audit_log TO :"app";
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO :"app";
+-- Search pages counted per principal and window until their audit entry is written.
+GRANT SELECT, INSERT, UPDATE, DELETE ON audit_search_windows TO :"app";
 GRANT SELECT, INSERT, DELETE ON confidential_policy_rules TO :"app";
 -- Recording controls (pause/resume), post-recording hooks (outbox), retention runs.
 GRANT SELECT, INSERT, UPDATE ON recording_pauses TO :"app";
