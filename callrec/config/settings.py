@@ -76,6 +76,10 @@ class AsteriskSettings:
     ami_password: str = setting("", "its secret", secret=True, shown_default="— (required)")
     request_timeout: float = setting(5.0, "seconds per ARI request. AMI actions time out after `min(3, this)`",
                                      range=_TIMEOUT_60)
+    sweep_interval: float = setting(
+        60.0, "seconds between the ARI door's hang-up sweeps: one `GET /channels` compared with the calls it "
+              "follows; a call whose channel is gone (its hang-up missed while ARI and AMI were both down) "
+              "ends as lost within about this long", range=Range(1, 3600, unit="seconds"))
 
 
 @dataclass(frozen=True)

@@ -179,3 +179,51 @@ async def test_stopping_the_daemon_hands_callers_in_the_notice_back(daemon: Daem
     (r,) = await fetch(database, "SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
     assert (r["consent"], r["notice_completed"], r["recording_status"]) == ("unavailable", False, "none")
     assert any("callrec stopped during the notice" in w for w in r["warnings"])
+
+
+async def test_hangup_nobody_reported_is_found_by_the_sweep(asterisk, database: str, tester: Tester,
+                                                            finished: Finished,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10 item 15: a call back in the dialplan whose hang-up neither ARI's websocket nor AMI
+    delivered (both were down at that moment) is ended by the periodic sweep, as lost."""
+    from support.daemon_proc import running_daemon
+    from support.settings import make_settings
+
+    settings = make_settings(asterisk, database, asterisk={"sweep_interval": 1.0})
+    async with running_daemon(settings, finished) as daemon:
+        assert daemon.door is not None and daemon.ami is not None
+        call = await tester.place_call()
+        back = await call.handed_back()
+        assert back["recording"]
+        await call.spoken(await call.speak())
+        # From here on, no event about this channel reaches the daemon, from ARI or from AMI.
+        deliver, ami_hangup = daemon.door.stream.on_event, daemon.ami.on_hangup
+        blocked: list[str] = []
+
+        def ari_events(event: dict) -> None:
+            if (event.get("channel") or {}).get("id") == call.callee_id:
+                blocked.append(event["type"])
+                return
+            deliver(event)
+
+        def ami_hangups(uniqueid: str, cause: int | None, cause_text: str | None) -> None:
+            if uniqueid == call.callee_id:
+                blocked.append("AMI Hangup")
+                return
+            assert ami_hangup is not None
+            ami_hangup(uniqueid, cause, cause_text)
+
+        daemon.door.stream.on_event, daemon.ami.on_hangup = ari_events, ami_hangups
+        await call.hang_up()
+        record = await finished.wait(call.callee_id, timeout=20)
+        assert caplog.text.count("hang-up sweep: 1 call(s)") == 1
+        assert "AMI Hangup" in blocked and "ChannelDestroyed" in blocked  # the hang-up really was not seen
+        assert record.state == "ended" and record.ended_at is not None  # from the recording's last write
+        assert any("hang-up not seen" in w for w in record.warnings), record.warnings
+        assert record.recording_status == "ready"
+        assert daemon.writer is not None and await daemon.writer.flush()
+        (row,) = await fetch(database, "SELECT state, ended_at, warnings FROM calls WHERE uniqueid = $1",
+                             call.callee_id)
+        assert row["state"] == "ended" and row["ended_at"] is not None
+        assert any("hang-up not seen" in w for w in row["warnings"])
+
