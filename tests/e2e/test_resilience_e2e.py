@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import asyncpg
 import pytest
 from caller import Finished, Tester
 from sandbox import Sandbox
+from support.daemon_proc import running_daemon
+from support.pgproxy import PgProxy
+from support.settings import make_settings
+from support.waiting import wait_for
 
 from callrec.app import Daemon
 from callrec.asterisk.ami import AmiUnavailable
@@ -186,8 +191,6 @@ async def test_hangup_nobody_reported_is_found_by_the_sweep(asterisk, database: 
                                                             caplog: pytest.LogCaptureFixture) -> None:
     """Issue 10 item 15: a call back in the dialplan whose hang-up neither ARI's websocket nor AMI
     delivered (both were down at that moment) is ended by the periodic sweep, as lost."""
-    from support.daemon_proc import running_daemon
-    from support.settings import make_settings
 
     settings = make_settings(asterisk, database, asterisk={"sweep_interval": 1.0})
     async with running_daemon(settings, finished) as daemon:
@@ -227,3 +230,43 @@ async def test_hangup_nobody_reported_is_found_by_the_sweep(asterisk, database: 
         assert row["state"] == "ended" and row["ended_at"] is not None
         assert any("hang-up not seen" in w for w in row["warnings"])
 
+
+async def test_database_outage_logs_one_warning_and_one_info(asterisk, database: str, tester: Tester,
+                                                             finished: Finished,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10 item 14: a real PostgreSQL outage (the daemon's connections cut, new ones refused)
+    during recorded calls gives one WARNING when it starts, one INFO with the count of changes
+    written when it ends, no traceback, and no pause-closing ERROR for calls never paused."""
+    proxy = PgProxy(database)
+    await proxy.up()
+    settings = make_settings(asterisk, proxy.dsn)
+    async with running_daemon(settings, finished) as daemon:
+        assert daemon.writer is not None
+        calls = [await tester.place_call() for _ in range(2)]
+        for call in calls:
+            assert (await call.handed_back())["recording"]
+        assert await daemon.writer.flush()
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        await proxy.down()
+        for call in calls:
+            await call.spoken(await call.speak())
+            await call.hang_up()
+        for call in calls:
+            assert (await finished.wait(call.callee_id)).recording_status == "ready"
+        failures = daemon.writer.failures
+        await wait_for(lambda: daemon.writer is not None and daemon.writer.failures >= failures + 5, 30,
+                       what="the writer kept retrying through the outage")
+        await proxy.up()
+        assert await daemon.writer.flush(timeout=30)
+        back = await wait_for(lambda: [r for r in caplog.records if "call log: the database is back" in r.message],
+                              10)
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.name for r in loud] == ["callrec.calllog"], [r.getMessage() for r in loud]
+        assert "database unreachable" in loud[0].getMessage()
+        assert not [r for r in caplog.records if r.exc_info], "no traceback for a connection error"
+        assert len(back) == 1 and back[0].levelno == logging.INFO
+        assert "changes of 2 call(s) written" in back[0].getMessage(), back[0].getMessage()
+    await proxy.down()
+    rows = await fetch(database, "SELECT state, finalized_at FROM calls")
+    assert len(rows) == 2 and all(r["state"] == "ended" and r["finalized_at"] for r in rows)
