@@ -274,6 +274,11 @@ class HttpSettings:
     session_hours: float = setting(12.0, "console session lifetime", range=Range(0.01, 720, unit="hours"))
     cookie_secure: bool = setting(False, "the `Secure` flag on the session cookie; turn it on behind an HTTPS "
                                          "reverse proxy")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "reverse proxies (addresses or networks, e.g. `[\"127.0.0.1\", \"10.0.0.0/8\"]`) whose "
+            "`X-Forwarded-For` names the client: the address log-in throttling, the audit trail and sessions use. "
+            "From any other peer the header is ignored and the peer's address is used",
+        allowed="IPv4/IPv6 addresses or networks")
 
     @property
     def active(self) -> bool:
@@ -473,6 +478,12 @@ def _validate(s: Settings) -> None:
 
 
 def _check_http(h: HttpSettings) -> None:
+    for proxy in h.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: expected an IP address or network like 10.0.0.0/8, "
+                              f"got {proxy!r}") from None
     if h.listen:
         m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
         if not m or int(m.group(2)) > 65535:
