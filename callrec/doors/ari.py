@@ -312,8 +312,9 @@ class AriDoor:
         except (AriError, AriUnavailable):
             return 0  # ARI cannot tell: the next sweep, or the reconnect's re-sync, will
         present = {str(ch.get("id")) for ch in channels}
+        # Still followed (an actor may have finished during the request) and not told already.
         gone = [actor for channel_id, actor in followed.items()
-                if channel_id not in present and actor not in self._swept]
+                if channel_id not in present and self.calls.get(channel_id) is actor and actor not in self._swept]
         self._swept.update(gone)
         for actor in gone:
             if self.stream.connected.is_set():
