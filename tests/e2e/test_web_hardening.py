@@ -202,7 +202,7 @@ async def _proxied(bench: Bench, *trusted: str) -> HttpServer:
 
 
 async def test_bad_passwords_from_one_address_do_not_lock_the_user_out_elsewhere(
-        bench: Bench, http: aiohttp.ClientSession) -> None:
+        bench: Bench, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 10 item 9: behind a trusted proxy (here 127.0.0.1), a guesser at X slows down admin1
     at X only; admin1 logs in from Y, and the delays grow (30 s, 60 s, ...) instead of a lock."""
     server = await _proxied(bench, "127.0.0.1")
@@ -214,6 +214,8 @@ async def test_bad_passwords_from_one_address_do_not_lock_the_user_out_elsewhere
         assert first.status == 429 and 25 <= int(first.headers["Retry-After"]) <= 30
         # The same user from another address is not held up.
         assert (await _login(http, base, "admin1", PASSWORD, "198.51.100.20")).status == 200
+        assert any(r.getMessage().startswith("198.51.100.20 POST /api/v1/login 200")
+                   for r in caplog.records if r.name == "callrec.http")  # the access log too
         # The audit names the client's address (the forwarded one), not the proxy's.
         rows = await audit_rows(bench, action="login")
         assert [r["remote"] for r in rows] == ["198.51.100.20"]
