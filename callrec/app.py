@@ -121,6 +121,7 @@ class Daemon:
                 raise FatalError(str(exc)) from None
         if self.door is not None:
             self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
+            self._tasks.append(asyncio.create_task(self.door.sweep(s.asterisk.sweep_interval), name="ari-sweep"))
         self._tasks.append(asyncio.create_task(self.ami.keepalive(), name="ami-keepalive"))
         if s.retention.enabled and s.retention.active:
             self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)

@@ -164,8 +164,8 @@ class CallActor:
             return s.hangup(at, item.data.get("cause"), item.data.get("cause_text"))
         if item.kind == "gone":
             ended_at = await self.service.recording_closed_at(s.record)
-            return s.lost(utcnow(), "the channel was gone, its hang-up not seen (AMI down, or a broken AGI "
-                                    "session)", ended_at)
+            return s.lost(utcnow(), "the channel was gone, its hang-up not seen (its events missed, or a "
+                                    "broken AGI session)", ended_at)
         if item.kind == "resync":
             return await self.link.resync()
         return self.link.translate(item) or []

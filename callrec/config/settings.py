@@ -76,6 +76,10 @@ class AsteriskSettings:
     ami_password: str = setting("", "its secret", secret=True, shown_default="— (required)")
     request_timeout: float = setting(5.0, "seconds per ARI request. AMI actions time out after `min(3, this)`",
                                      range=_TIMEOUT_60)
+    sweep_interval: float = setting(
+        60.0, "seconds between the ARI door's hang-up sweeps: one `GET /channels` compared with the calls it "
+              "follows; a call whose channel is gone (its hang-up missed while ARI and AMI were both down) "
+              "ends as lost within about this long", range=Range(1, 3600, unit="seconds"))
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,11 @@ class HttpSettings:
               "dropped, its export slot and database connection freed. The API's database connections end a "
               "transaction left idle for this plus 10 s (`idle_in_transaction_session_timeout`)",
         range=Range(0.1, 3600, unit="seconds"))
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "reverse proxies (addresses or networks, e.g. `[\"127.0.0.1\", \"10.0.0.0/8\"]`) whose "
+            "`X-Forwarded-For` names the client: the address log-in throttling, the audit trail and sessions use. "
+            "From any other peer the header is ignored and the peer's address is used",
+        allowed="IPv4/IPv6 addresses or networks")
 
     @property
     def active(self) -> bool:
@@ -483,6 +492,12 @@ def _validate(s: Settings) -> None:
 
 
 def _check_http(h: HttpSettings) -> None:
+    for proxy in h.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: expected an IP address or network like 10.0.0.0/8, "
+                              f"got {proxy!r}") from None
     if h.listen:
         m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
         if not m or int(m.group(2)) > 65535:

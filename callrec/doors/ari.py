@@ -191,6 +191,7 @@ class AriDoor:
         self.parties = ari_parties.PartyEvents(service.save, ari.get_channel)  # agents, transfers
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._to_recover: list[CallRecord] = []
+        self._swept: set[CallActor] = set()  # told "gone" by the sweep, not finished yet
         self.closing = False  # stopping: new calls are passed straight through
 
     # -- events in --
@@ -282,6 +283,48 @@ class AriDoor:
                 AMI_HANGUP_GRACE, lambda: actor.post("hangup", cause=cause, cause_text=cause_text))
         else:
             actor.post("hangup", cause=cause, cause_text=cause_text)
+
+    # -- the hang-up sweep: calls whose hang-up no event reported --
+
+    async def sweep(self, interval: float) -> None:
+        """Every ``interval`` seconds, one ``GET /channels`` against the calls this door follows.
+
+        A hang-up missed while both ARI's websocket and AMI were down would otherwise be noticed
+        only at the next reconnect or start.  Runs beside the calls, never on a caller's path.
+        """
+        while True:
+            await asyncio.sleep(interval)  # the period itself, not a wait for an event
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hang-up sweep failed; trying again in %.0f s", interval)
+
+    async def sweep_once(self) -> int:
+        """Post ``gone`` to every followed call whose channel Asterisk no longer has; how many."""
+        if not self.calls:
+            return 0
+        # Only calls followed before the request: a channel created meanwhile is in the answer.
+        followed = dict(self.calls)
+        try:
+            channels = await self.ari.list_channels()
+        except (AriError, AriUnavailable):
+            return 0  # ARI cannot tell: the next sweep, or the reconnect's re-sync, will
+        present = {str(ch.get("id")) for ch in channels}
+        # Still followed (an actor may have finished during the request) and not told already.
+        gone = [actor for channel_id, actor in followed.items()
+                if channel_id not in present and self.calls.get(channel_id) is actor and actor not in self._swept]
+        self._swept.update(gone)
+        for actor in gone:
+            if self.stream.connected.is_set():
+                # ARI's own hang-up event may be on its way: it wins (cause, exact time).
+                asyncio.get_running_loop().call_later(AMI_HANGUP_GRACE, actor.post, "gone")
+            else:
+                actor.post("gone")
+        if gone:
+            log.warning("hang-up sweep: %d call(s) whose channel is gone, hang-up not seen", len(gone))
+        return len(gone)
 
     async def on_connected(self) -> None:
         """After a (re)connect: catch up on what happened while the websocket was down."""
@@ -416,6 +459,7 @@ class AriDoor:
         task.add_done_callback(self._side_tasks.discard)
 
     def forget(self, actor: CallActor) -> None:
+        self._swept.discard(actor)
         for key, known in list(self.calls.items()):
             if known is actor:
                 del self.calls[key]

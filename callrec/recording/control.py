@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 
 from callrec.asterisk.ami import Ami, AmiError, AmiTimeout, AmiUnavailable
+from callrec.store.calllog import is_transient
 from callrec.store.db import Conn, Db
 
 log = logging.getLogger("callrec.recording")
@@ -235,6 +236,9 @@ async def _mute(ami: Ami, channel: tuple[str, str], on: bool) -> None:
             from None
 
 
+CLOSE_PAUSE_PATIENCE = 3600.0  # seconds of database outage after which closing a pause is given up (ERROR)
+
+
 class RecordingControl:
     """The daemon's handle: pause/resume for the HTTP API, the agents' DTMF key, and closing a
     pause that was still open when the call ended."""
@@ -302,11 +306,21 @@ class RecordingControl:
         self._spawn(self._close_open(record.id, record.ended_at or datetime.now(UTC)))
 
     async def _close_open(self, call_id: str, at: datetime) -> None:
-        try:
-            closed = await close_open_pause(self.db, call_id, at)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.error("call %s: could not close its open recording pause: %s", call_id, exc)
-            return
+        """Retried quietly while the database is unreachable (the writer logs the outage once):
+        most calls were never paused, and a pause left open is closed once it answers."""
+        delay, waited = 1.0, 0.0
+        while True:
+            try:
+                closed = await close_open_pause(self.db, call_id, at)
+                break
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if not is_transient(exc) or waited >= CLOSE_PAUSE_PATIENCE:
+                    log.error("call %s: could not close its open recording pause: %s", call_id, exc)
+                    return
+                log.debug("call %s: closing an open pause waits for the database: %s", call_id, exc)
+            await asyncio.sleep(delay)  # backoff while the database is down, not a wait for an event
+            waited += delay
+            delay = min(delay * 2, 30.0)
         if closed is not None:
             log.info("call %s: ended while the recording was paused (pause %d closed)", call_id, closed.seq)
 
@@ -317,4 +331,7 @@ class RecordingControl:
 
     async def close(self, timeout: float = 5.0) -> None:
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+            _, late = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in late:  # e.g. still waiting for the database: the row stays as it is
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)

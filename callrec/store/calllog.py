@@ -2,7 +2,9 @@
 
 Sessions hand it the fields that changed; it merges them per call and upserts in the
 background.  If PostgreSQL is down, changes keep merging in memory and are written, in full,
-once it is back: nothing is lost and no caller waits.
+once it is back: nothing is lost and no caller waits.  An outage is logged twice: one WARNING
+when the database goes away, one INFO when it is back with how many calls' changes were written
+(no traceback for a connection error; asyncpg's own pool messages are quieted, ``quiet_pool_log``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _brief(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+class _QuietPool(logging.Filter):
+    """asyncpg's pool logs each failed reconnect with a traceback; a connection error is no bug:
+    keep it at DEBUG, one line, and leave the outage to the writer's WARNING and INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_transient(exc):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {_brief(exc)}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_QUIET_POOL = _QuietPool()
+
+
+def quiet_pool_log() -> None:
+    """Install the filter on asyncpg's pool logger (idempotent)."""
+    logger = logging.getLogger("asyncpg.pool")
+    if _QUIET_POOL not in logger.filters:
+        logger.addFilter(_QUIET_POOL)
+
+
 def storable_text(value: str) -> str:
     """PostgreSQL text cannot hold NUL or lone surrogates: escape just those, keep the rest verbatim."""
     if "\x00" in value:
@@ -70,9 +101,10 @@ class CallLogWriter:
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
         self.failures = 0
-        self._last_warning = -1e9  # rate-limits the "will retry" warning during an outage
+        self.down_since: float | None = None  # loop time the current outage began (None: no outage)
 
     def start(self) -> None:
+        quiet_pool_log()
         self._task = asyncio.create_task(self._run(), name="calllog-writer")
 
     def update(self, call_id: str, changes: dict[str, Any]) -> None:
@@ -125,6 +157,7 @@ class CallLogWriter:
         try:
             await self._write(batch.items())
             self.writes += len(batch)
+            self._back(len(batch))
             return
         except Exception as exc:
             if is_transient(exc):
@@ -136,6 +169,7 @@ class CallLogWriter:
             try:
                 await self._write([item])
                 self.writes += 1
+                self._back(1)
             except Exception as exc:
                 if is_transient(exc):
                     self._requeue([item], exc)
@@ -147,14 +181,25 @@ class CallLogWriter:
     def _requeue(self, items: Iterable[tuple[str, dict[str, Any]]], exc: BaseException) -> None:
         """Put changes back under anything newer, to be written when the database answers."""
         self.failures += 1
-        now = asyncio.get_running_loop().time()
-        if now - self._last_warning > 30:
-            log.warning("call log write failed (%s: %s); %d call(s) waiting, will retry", type(exc).__name__, exc,
-                        len(self._pending) + len(list(items)))
-            self._last_warning = now
+        items = list(items)
+        if self.down_since is None:
+            self.down_since = asyncio.get_running_loop().time()
+            log.warning("call log: database unreachable (%s: %s); changes of %d call(s) are kept in memory and "
+                        "written when it is back", type(exc).__name__, _brief(exc), len(self._pending) + len(items))
+        else:
+            log.debug("call log: write failed again (%s: %s)", type(exc).__name__, _brief(exc))
         for call_id, fields in items:
             newer = self._pending.get(call_id, {})
             self._pending[call_id] = {**fields, **newer}
+
+    def _back(self, written: int) -> None:
+        """A write went through: if it ends an outage, say so once, with what was caught up."""
+        if self.down_since is None:
+            return
+        waited = asyncio.get_running_loop().time() - self.down_since
+        self.down_since = None
+        log.info("call log: the database is back after %.0f s; changes of %d call(s) written", waited,
+                 written)
 
     async def _write(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

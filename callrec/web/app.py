@@ -27,7 +27,7 @@ from callrec.web import (
     routes_meta,
     routes_recording,
 )
-from callrec.web.auth import auth_middleware
+from callrec.web.auth import auth_middleware, remote
 from callrec.web.errors import json_error
 from callrec.web.keys import POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
 
@@ -91,7 +91,8 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         p = request.get(PRINCIPAL) if hasattr(request, "get") else None
         who = p.name if p is not None else "-"
-        self.logger.info("%s %s %s %d %.3fs %s", request.remote, request.method, logsafe.redact(request.path)[:300],
+        client = remote(request) if isinstance(request, web.Request) else request.remote
+        self.logger.info("%s %s %s %d %.3fs %s", client, request.method, logsafe.redact(request.path)[:300],
                          response.status, time, who)
 
 def make_app(settings: Settings, pool: asyncpg.Pool,

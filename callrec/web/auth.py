@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -56,7 +58,43 @@ def need(request: web.Request, permission: str) -> Principal:
 
 
 def remote(request: web.Request) -> str | None:
-    return request.remote
+    """The client's address: the peer's, or, when the peer is one of ``http.trusted_proxies``, the
+    address ``X-Forwarded-For`` names (read from the right: the first hop that is not a trusted
+    proxy; a client can prepend anything it likes, so entries left of that are never believed)."""
+    peer = request.remote
+    settings = request.config_dict.get(SETTINGS)
+    if peer is None or settings is None or not settings.http.trusted_proxies:
+        return peer
+    return client_address(peer, request.headers.getall("X-Forwarded-For", []),
+                          _networks(settings.http.trusted_proxies))
+
+
+def client_address(peer: str, forwarded: list[str], trusted: tuple[Any, ...]) -> str:
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not is_trusted(peer):
+        return peer
+    hops = [h.strip() for value in forwarded for h in value.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage: believe no further
+        client = hop
+        if not is_trusted(hop):
+            break
+    return client
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(proxies: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in proxies)
 
 
 async def token_principal(pool: asyncpg.Pool, token: str) -> Principal | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
@@ -26,43 +27,67 @@ log = logging.getLogger("callrec.http")
 
 
 class LoginThrottle:
-    """Failed log-ins per user name (``limit``) and per remote address (``remote_limit``, higher:
-    behind a proxy many users share one): past the limit within ``window`` seconds, attempts get
-    429 until the oldest failure ages out.  In memory, bounded (least recently failing forgotten)."""
+    """Failed log-ins, in memory and bounded (the least recently failing keys are forgotten).
 
-    def __init__(self, limit: int = 10, remote_limit: int = 50, window: float = 900.0,
-                 max_keys: int = 10000) -> None:
-        self.limit, self.remote_limit, self.window, self.max_keys = limit, remote_limit, window, max_keys
+    - Per user name *and* address (``user:<name>@<address>``): the first ``free`` failures cost
+      nothing; after the n-th, the next attempt from that address for that user waits
+      ``delay * 2**(n - free)`` seconds after the last failure, at most ``max_delay`` (30 s, 60 s,
+      ... 15 min).  Failures are remembered for ``memory`` seconds; a log-in that succeeds clears
+      them.  The same user from another address is not slowed down.
+    - Per address (``remote:<address>``), a higher limit: ``remote_limit`` failures within
+      ``window`` seconds, whatever the user names, and that address gets 429 until the oldest ages out.
+
+    The address is the client's (``auth.remote``: ``X-Forwarded-For`` only from ``http.trusted_proxies``)."""
+
+    def __init__(self, free: int = 5, delay: float = 30.0, max_delay: float = 900.0, memory: float = 86400.0,
+                 remote_limit: int = 50, window: float = 900.0, max_keys: int = 10000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free, self.delay, self.max_delay, self.memory = free, delay, max_delay, memory
+        self.remote_limit, self.window, self.max_keys, self.clock = remote_limit, window, max_keys, clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
+    @staticmethod
+    def keys(username: str, address: str | None) -> tuple[str, str]:
+        return f"user:{username}@{address}", f"remote:{address}"
+
+    def _recent(self, key: str, now: float, span: float) -> deque[float]:
         times = self._failures.get(key)
         if times is None:
             return deque()
-        while times and now - times[0] > self.window:
+        while times and now - times[0] > span:
             times.popleft()
         return times
 
-    def blocked(self, *keys: str) -> str | None:
-        """The first of ``keys`` past its limit, or None."""
-        now = time.monotonic()
-        for k in keys:
-            if len(self._recent(k, now)) >= (self.remote_limit if k.startswith("remote:") else self.limit):
-                return k
+    def wait(self, username: str, address: str | None) -> tuple[str, float] | None:
+        """(the key that throttles, seconds until it lets an attempt through), or None."""
+        now = self.clock()
+        pair, addr = self.keys(username, address)
+        times = self._recent(pair, now, self.memory)
+        if len(times) >= self.free:
+            left = times[-1] + min(self.delay * 2 ** (len(times) - self.free), self.max_delay) - now
+            if left > 0:
+                return pair, left
+        times = self._recent(addr, now, self.window)
+        if len(times) >= self.remote_limit:
+            return addr, max(times[0] + self.window - now, 0.0)
         return None
 
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        for key in keys:
-            times = self._recent(key, now)
+    def failed(self, username: str, address: str | None) -> None:
+        now = self.clock()
+        pair, addr = self.keys(username, address)
+        for key, span in ((pair, self.memory), (addr, self.window)):
+            times = self._recent(key, now, span)
             times.append(now)
             self._failures[key] = times
             self._failures.move_to_end(key)
         while len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
 
+    def succeeded(self, username: str, address: str | None) -> None:
+        self._failures.pop(self.keys(username, address)[0], None)
 
-# Throttled log-in attempts are audited aggregated: per throttle key (``user:<name>`` or
+
+# Throttled log-in attempts are audited aggregated: per throttle key (``user:<name>@<address>`` or
 # ``remote:<address>``, the one that blocked) and window of this many seconds, one entry at the
 # first attempt (count 1) and one when the window closes with the count of the others.
 THROTTLED_AUDIT_WINDOW_S = 300.0
@@ -195,11 +220,12 @@ async def login(request: web.Request) -> web.Response:
         raise bad_request("expected {\"username\": string, \"password\": string}")
     pool = request.app[POOL]
     throttle = request.app[THROTTLE]
-    keys = (f"user:{username}", f"remote:{remote(request)}")
-    blocked = throttle.blocked(*keys)
+    address = remote(request)
+    blocked = throttle.wait(username, address)
     if blocked is not None:
-        await _write(pool, request.app[THROTTLED_AUDIT].note(blocked, username, remote(request)))
-        raise json_error(429, "too many failed log-ins; try again later")
+        await _write(pool, request.app[THROTTLED_AUDIT].note(blocked[0], username, address))
+        raise json_error(429, "too many failed log-ins; try again later",
+                         headers={"Retry-After": str(math.ceil(blocked[1]))})
     row = await pool.fetchrow("SELECT id, name, role, extension, password_hash, disabled FROM users WHERE name = $1",
                               username)
     # scrypt runs in a thread: the event loop also serves live calls.
@@ -208,10 +234,11 @@ async def login(request: web.Request) -> web.Response:
         reason = "unknown user" if row is None else ("disabled" if row["disabled"] and ok else "wrong password")
         await audit.append(pool, actor=username, action="login_failed", details={"reason": reason},
                            remote=remote(request))
-        throttle.failed(*keys)
+        throttle.failed(username, address)
         raise json_error(401, "wrong user name or password")
     if password_needs_rehash(row["password_hash"]):
         await _rehash(pool, row["id"], row["password_hash"], password)
+    throttle.succeeded(username, address)
     hours = request.app[SETTINGS].http.session_hours
     async with pool.acquire() as conn, conn.transaction():
         session_id, csrf = await create_session(conn, row["id"], hours, remote(request))
@@ -263,7 +290,8 @@ openapi.operation(
         "user": {"type": "string"}, "role": {"type": "string"}, "csrf_token": {"type": "string"}}}),
         "400": {"description": "bad body", "content": openapi.ERR},
         "401": {"description": "wrong user name or password", "content": openapi.ERR},
-        "429": {"description": "too many failed log-ins for this user or address", "content": openapi.ERR},
+        "429": {"description": "too many failed log-ins for this user from this address, or from this address; "
+                               "`Retry-After` says when to try again", "content": openapi.ERR},
         "413": {"description": "body too large", "content": openapi.ERR},
         "415": {"description": "not JSON", "content": openapi.ERR}})
 openapi.operation("post", "/api/v1/logout", summary="End the console session", tags=["auth"],

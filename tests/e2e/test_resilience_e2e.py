@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import asyncpg
 import pytest
 from caller import Finished, Tester
 from sandbox import Sandbox
+from support.daemon_proc import running_daemon
+from support.pgproxy import PgProxy
+from support.settings import make_settings
+from support.waiting import wait_for
 
 from callrec.app import Daemon
 from callrec.asterisk.ami import AmiUnavailable
@@ -179,3 +184,89 @@ async def test_stopping_the_daemon_hands_callers_in_the_notice_back(daemon: Daem
     (r,) = await fetch(database, "SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
     assert (r["consent"], r["notice_completed"], r["recording_status"]) == ("unavailable", False, "none")
     assert any("callrec stopped during the notice" in w for w in r["warnings"])
+
+
+async def test_hangup_nobody_reported_is_found_by_the_sweep(asterisk, database: str, tester: Tester,
+                                                            finished: Finished,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10 item 15: a call back in the dialplan whose hang-up neither ARI's websocket nor AMI
+    delivered (both were down at that moment) is ended by the periodic sweep, as lost."""
+
+    settings = make_settings(asterisk, database, asterisk={"sweep_interval": 1.0})
+    async with running_daemon(settings, finished) as daemon:
+        assert daemon.door is not None and daemon.ami is not None
+        call = await tester.place_call()
+        back = await call.handed_back()
+        assert back["recording"]
+        await call.spoken(await call.speak())
+        # From here on, no event about this channel reaches the daemon, from ARI or from AMI.
+        deliver, ami_hangup = daemon.door.stream.on_event, daemon.ami.on_hangup
+        blocked: list[str] = []
+
+        def ari_events(event: dict) -> None:
+            if (event.get("channel") or {}).get("id") == call.callee_id:
+                blocked.append(event["type"])
+                return
+            deliver(event)
+
+        def ami_hangups(uniqueid: str, cause: int | None, cause_text: str | None) -> None:
+            if uniqueid == call.callee_id:
+                blocked.append("AMI Hangup")
+                return
+            assert ami_hangup is not None
+            ami_hangup(uniqueid, cause, cause_text)
+
+        daemon.door.stream.on_event, daemon.ami.on_hangup = ari_events, ami_hangups
+        await call.hang_up()
+        record = await finished.wait(call.callee_id, timeout=20)
+        assert caplog.text.count("hang-up sweep: 1 call(s)") == 1
+        assert "AMI Hangup" in blocked and "ChannelDestroyed" in blocked  # the hang-up really was not seen
+        assert record.state == "ended" and record.ended_at is not None  # from the recording's last write
+        assert any("hang-up not seen" in w for w in record.warnings), record.warnings
+        assert record.recording_status == "ready"
+        assert daemon.writer is not None and await daemon.writer.flush()
+        (row,) = await fetch(database, "SELECT state, ended_at, warnings FROM calls WHERE uniqueid = $1",
+                             call.callee_id)
+        assert row["state"] == "ended" and row["ended_at"] is not None
+        assert any("hang-up not seen" in w for w in row["warnings"])
+
+
+async def test_database_outage_logs_one_warning_and_one_info(asterisk, database: str, tester: Tester,
+                                                             finished: Finished,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10 item 14: a real PostgreSQL outage (the daemon's connections cut, new ones refused)
+    during recorded calls gives one WARNING when it starts, one INFO with the count of changes
+    written when it ends, no traceback, and no pause-closing ERROR for calls never paused."""
+    proxy = PgProxy(database)
+    await proxy.up()
+    settings = make_settings(asterisk, proxy.dsn)
+    async with running_daemon(settings, finished) as daemon:
+        assert daemon.writer is not None
+        calls = [await tester.place_call() for _ in range(2)]
+        for call in calls:
+            assert (await call.handed_back())["recording"]
+        assert await daemon.writer.flush()
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        await proxy.down()
+        for call in calls:
+            await call.spoken(await call.speak())
+            await call.hang_up()
+        for call in calls:
+            assert (await finished.wait(call.callee_id)).recording_status == "ready"
+        failures = daemon.writer.failures
+        await wait_for(lambda: daemon.writer is not None and daemon.writer.failures >= failures + 5, 30,
+                       what="the writer kept retrying through the outage")
+        await proxy.up()
+        assert await daemon.writer.flush(timeout=30)
+        back = await wait_for(lambda: [r for r in caplog.records if "call log: the database is back" in r.message],
+                              10)
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.name for r in loud] == ["callrec.calllog"], [r.getMessage() for r in loud]
+        assert "database unreachable" in loud[0].getMessage()
+        assert not [r for r in caplog.records if r.exc_info], "no traceback for a connection error"
+        assert len(back) == 1 and back[0].levelno == logging.INFO
+        assert "changes of 2 call(s) written" in back[0].getMessage(), back[0].getMessage()
+    await proxy.down()
+    rows = await fetch(database, "SELECT state, finalized_at FROM calls")
+    assert len(rows) == 2 and all(r["state"] == "ended" and r["finalized_at"] for r in rows)

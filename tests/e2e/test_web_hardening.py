@@ -22,7 +22,7 @@ from support.opsapi import AGENT_EXT, PASSWORD, T0, Bench, audit_rows, call, ins
 
 from callrec.config.dataops import IntegritySettings
 from callrec.dataops.evidence import generate_key
-from callrec.web import routes_calls
+from callrec.web import routes_auth, routes_calls
 from callrec.web.server import HttpServer
 
 
@@ -160,7 +160,7 @@ async def test_auditor_sees_no_entries_of_a_confidential_call(bench: Bench, http
 
 async def test_throttled_logins_write_a_handful_of_rows_with_the_right_count(bench: Bench,
                                                                            http: aiohttp.ClientSession) -> None:
-    for _ in range(10):
+    for _ in range(5):
         st, _, _ = await call(http, bench, "POST", "/api/v1/login", json={"username": "admin1", "password": "guess"})
         assert st == 401
     results = await asyncio.gather(*(
@@ -173,14 +173,98 @@ async def test_throttled_logins_write_a_handful_of_rows_with_the_right_count(ben
 
     # While the window is open: one entry, at the first throttled attempt.
     live = throttled(await audit_rows(bench, action="login_failed"))
-    assert [(d["key"], d["count"]) for d in live] == [("user:admin1", 1)]
+    assert [(d["key"], d["count"]) for d in live] == [("user:admin1@127.0.0.1", 1)]
     # The window closes (here: at shutdown, which writes every open window): one entry with the rest.
     await bench.server.stop()
     rows = await audit_rows(bench, action="login_failed")
     done = throttled(rows)
     assert len(done) == 2 and sum(int(d["count"]) for d in done) == 200  # type: ignore[call-overload]
     assert done[1]["users"] == ["admin1"] and done[1]["users_distinct"] == 1
-    assert len(rows) == 12  # 10 wrong passwords + 2 for 200 throttled attempts
+    assert len(rows) == 7  # 5 wrong passwords + 2 for 200 throttled attempts
+
+
+# --- 9. log-in throttling: per user and address, growing delays, trusted proxies ------------------
+
+async def _login(http: aiohttp.ClientSession, base: str, user: str, password: str,
+                 forwarded: str | None = None) -> aiohttp.ClientResponse:
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    async with http.post(base + "/api/v1/login", json={"username": user, "password": password},
+                         headers=headers) as resp:
+        await resp.read()
+        return resp
+
+
+async def _proxied(bench: Bench, *trusted: str) -> HttpServer:
+    server = HttpServer(dataclasses.replace(bench.settings, http=dataclasses.replace(
+        bench.settings.http, trusted_proxies=trusted)), bench.pool)
+    await server.start()
+    return server
+
+
+async def test_bad_passwords_from_one_address_do_not_lock_the_user_out_elsewhere(
+        bench: Bench, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10 item 9: behind a trusted proxy (here 127.0.0.1), a guesser at X slows down admin1
+    at X only; admin1 logs in from Y, and the delays grow (30 s, 60 s, ...) instead of a lock."""
+    server = await _proxied(bench, "127.0.0.1")
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        for _ in range(5):
+            assert (await _login(http, base, "admin1", "guess", "203.0.113.7")).status == 401
+        first = await _login(http, base, "admin1", PASSWORD, "203.0.113.7")
+        assert first.status == 429 and 25 <= int(first.headers["Retry-After"]) <= 30
+        # The same user from another address is not held up.
+        assert (await _login(http, base, "admin1", PASSWORD, "198.51.100.20")).status == 200
+        assert any(r.getMessage().startswith("198.51.100.20 POST /api/v1/login 200")
+                   for r in caplog.records if r.name == "callrec.http")  # the access log too
+        # The audit names the client's address (the forwarded one), not the proxy's.
+        rows = await audit_rows(bench, action="login")
+        assert [r["remote"] for r in rows] == ["198.51.100.20"]
+        failed = await audit_rows(bench, action="login_failed")
+        assert {r["remote"] for r in failed} == {"203.0.113.7"}
+        assert json.loads(failed[-1]["details"])["key"] == "user:admin1@203.0.113.7"
+        # The next failure after the delay doubles it (the throttle's clock moved on 30 s).
+        assert server.runner is not None
+        throttle = server.runner.app[routes_auth.THROTTLE]
+        clock = throttle.clock
+        throttle.clock = lambda: clock() + 31
+        assert (await _login(http, base, "admin1", "guess", "203.0.113.7")).status == 401
+        again = await _login(http, base, "admin1", PASSWORD, "203.0.113.7")
+        assert again.status == 429 and 55 <= int(again.headers["Retry-After"]) <= 60
+    finally:
+        await server.stop()
+
+
+async def test_an_address_behind_a_trusted_proxy_is_throttled_by_its_forwarded_address(
+        bench: Bench, http: aiohttp.ClientSession) -> None:
+    """Many user names from one forwarded address hit the per-address limit (50); everyone else
+    behind the same proxy still logs in."""
+    server = await _proxied(bench, "127.0.0.0/8", "10.0.0.0/8")
+    base = f"http://127.0.0.1:{server.port}"
+    attacker = "192.0.2.66, 10.1.2.3"  # the client, then a trusted inner proxy
+    try:
+        statuses = [(await _login(http, base, f"nobody{i}", "guess", attacker)).status for i in range(50)]
+        assert statuses == [401] * 50
+        blocked = await _login(http, base, "agent1", PASSWORD, attacker)
+        assert blocked.status == 429
+        assert (await _login(http, base, "agent1", PASSWORD, "192.0.2.67")).status == 200
+        # A forged entry left of the real client is not believed: still the attacker's address.
+        assert (await _login(http, base, "agent1", PASSWORD, "192.0.2.67, 192.0.2.66")).status == 429
+        throttled = [json.loads(r["details"]) for r in await audit_rows(bench, action="login_failed")]
+        assert throttled[-1]["key"] == "remote:192.0.2.66"
+    finally:
+        await server.stop()
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(bench: Bench, http: aiohttp.ClientSession) -> None:
+    """No trusted proxies (the default): the header cannot pick a fresh address per attempt."""
+    for i in range(5):
+        st, _, _ = await call(http, bench, "POST", "/api/v1/login", json={"username": "admin1", "password": "guess"},
+                              headers={"X-Forwarded-For": f"198.51.100.{i}"})
+        assert st == 401
+    st, _, _ = await call(http, bench, "POST", "/api/v1/login", json={"username": "admin1", "password": PASSWORD},
+                          headers={"X-Forwarded-For": "198.51.100.99"})
+    assert st == 429
+    assert {r["remote"] for r in await audit_rows(bench, action="login_failed")} == {"127.0.0.1"}
 
 
 # --- 5. no secret reaches the log through an oversized header --------------------------------------
