@@ -27,9 +27,9 @@ from callrec.web import (
     routes_meta,
     routes_recording,
 )
-from callrec.web.auth import auth_middleware, remote
+from callrec.web.auth import auth_middleware
 from callrec.web.errors import json_error
-from callrec.web.keys import POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
+from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
@@ -91,7 +91,8 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         p = request.get(PRINCIPAL) if hasattr(request, "get") else None
         who = p.name if p is not None else "-"
-        client = remote(request) if isinstance(request, web.Request) else request.remote
+        # A request aiohttp could not parse never reached the middlewares: its peer is all there is.
+        client = request.get(CLIENT_ADDRESS) or request.remote
         self.logger.info("%s %s %s %d %.3fs %s", client, request.method, logsafe.redact(request.path)[:300],
                          response.status, time, who)
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from callrec.access import Principal, new_secret, sha256_hex
 from callrec.store.db import Db
 from callrec.web.errors import forbidden, json_error
-from callrec.web.keys import POOL, PRINCIPAL, SETTINGS
+from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
@@ -168,6 +168,9 @@ async def _authenticate(request: web.Request) -> Principal | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    client = remote(request)
+    if client is not None:
+        request[CLIENT_ADDRESS] = client
     target: Any = getattr(request.match_info, "handler", handler)
     if "token" in request.query or "access_token" in request.query:
         # Secrets never travel in URLs (they end up in logs and browser history).

@@ -12,5 +12,8 @@ from callrec.recording.control import RecordingControl
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", Settings)
 PRINCIPAL = web.RequestKey("principal", Principal)
+# The client's address as the routes see it (behind a trusted proxy: the forwarded one), noted once
+# per request so the access log needs no app (aiohttp logs requests it could not parse without one).
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # Pause/resume needs the daemon's AMI connection: absent when the app runs without the daemon.
 RECORDING_CONTROL = web.AppKey("recording_control", RecordingControl)
