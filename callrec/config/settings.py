@@ -278,6 +278,11 @@ class HttpSettings:
         300.0, "search pages are audited per principal and window of this many seconds: one `search` entry at "
                "the window's first page, one with the other pages' and rows' counts when it ends",
         range=Range(1, 86400, unit="seconds"))
+    denied_audit_window: float = setting(
+        300.0, "denied requests (403, or 404 for a call that exists but is hidden from the principal) are audited "
+               "per principal, kind, route and window of this many seconds: one `access_denied` entry at the "
+               "window's first denial, one with the others' count when it ends",
+        range=Range(1, 86400, unit="seconds"))
     read_timeout: float = setting(
         15.0, "seconds a client has to send a request's headers (from the connection's start or the end of its "
               "previous request; an idle keep-alive connection is closed after this too), and again for its body "

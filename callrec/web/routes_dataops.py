@@ -30,11 +30,12 @@ from callrec.web.common import (
     call_id_of,
     export_slot,
     filter_of,
+    not_visible,
     read_json,
     respond,
     write_or_drop,
 )
-from callrec.web.errors import bad_request, forbidden, json_error, not_found
+from callrec.web.errors import bad_request, forbidden, json_error
 from callrec.web.keys import POOL, SETTINGS
 
 # Who may read the retention status (config and counts, no call data).
@@ -62,7 +63,7 @@ async def put_legal_hold(request: web.Request) -> web.Response:
         out = await set_legal_hold(conn, call_id, hold, actor=p, reason=reason, remote=remote(request),
                                    visible_sql=visible, visible_args=params.values)
     if out is None:
-        raise not_found()
+        raise await not_visible(request.app[POOL], call_id)
     return respond(out)
 
 
