@@ -7,7 +7,7 @@ visibility rule (404 for hidden and unknown alike), every change audited in its 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -102,28 +102,36 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
         sql, args = callquery.search_sql(f, p, limit=f.limit)
         ids = [str(r["id"]) for r in await pool.fetch(sql, *args)]
         docs = await evidence.call_documents(pool, ids)
-        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="callrec-evidence-"))
+        local, cap = settings.recordings.local_path, settings.integrity.evidence_max_bytes
         try:
-            target = tmp / "evidence.zip"
-
+            # From the rows and a stat of each file: refused before any audio is read.
+            await asyncio.to_thread(evidence.check_size, docs, local, cap)
+        except evidence.TooLarge as exc:
+            raise json_error(413, str(exc)) from None
+        # The zip is written straight into one temporary file (the audio once, nothing staged
+        # beside it), then sent with its length and the manifest's hash known up front.
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="callrec-evidence-", suffix=".zip")
+        target = Path(name)
+        try:
             def build() -> evidence.ExportResult:
-                folder = tmp / "export"
-                folder.mkdir()
-                result = evidence.write_export(folder, docs, settings.recordings.local_path,
-                                               purpose="evidence_export", created_by=p.name,
-                                               selection={"filter": f.describe(), "limit": f.limit}, key=key,
-                                               prompts=(settings.notice.prompts_dir,
-                                                        settings.notice.local_prompts_path))
-                evidence.zip_folder(folder, target)
-                return result
+                with os.fdopen(fd, "wb") as fh:
+                    return evidence.write_zip(fh, docs, local, purpose="evidence_export", created_by=p.name,
+                                              selection={"filter": f.describe(), "limit": f.limit}, key=key,
+                                              prompts=(settings.notice.prompts_dir,
+                                                       settings.notice.local_prompts_path),
+                                              max_bytes=cap)
 
-            result = await asyncio.to_thread(build)
+            try:
+                result = await asyncio.to_thread(build)
+            except evidence.TooLarge as exc:  # a file grew after the check
+                raise json_error(413, str(exc)) from None
             async with pool.acquire() as conn, conn.transaction():
                 for call_id in ids:
                     await audit.append(conn, actor=p.name, role=p.role, action="evidence_export", call_id=call_id,
                                        details={"manifest_sha256": result.manifest_sha256}, remote=remote(request))
                 await audit.append(conn, actor=p.name, role=p.role, action="export",
                                    details={"format": "evidence-zip", "filter": f.describe(), "calls": len(ids),
+                                            "recordings": result.files, "excluded": result.excluded,
                                             "manifest_sha256": result.manifest_sha256}, remote=remote(request))
             size = (await asyncio.to_thread(target.stat)).st_size
             resp = web.StreamResponse(headers={
@@ -142,7 +150,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
             await resp.write_eof()
             return resp
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await asyncio.to_thread(target.unlink, True)
 
 
 def setup(app: web.Application) -> None:
@@ -177,4 +185,6 @@ openapi.operation(
     responses={"200": {"description": "zip: manifest.json, manifest.json.sig, public-key.pem, SHA256SUMS, audio/",
                        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
                "409": {"description": "no signing key configured, or too many exports running",
-                       "content": openapi.ERR}})
+                       "content": openapi.ERR},
+               "413": {"description": "the selected recordings add up to more than integrity.evidence_max_bytes "
+                                      "(refused before any audio is read)", "content": openapi.ERR}})
