@@ -150,6 +150,7 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
         recordings={"dir": f"{info.recordings_dir}/demo", "local_dir": str(demo_recordings(info))},
         agi={"listen": f"127.0.0.1:{PORTS['agi']}"},
         http={"enabled": True, "listen": f"127.0.0.1:{PORTS['http']}"},
+        database={"journal_dir": str(DEMO_DIR / "journal")},
         log={"level": "info"})
     fd = os.open(CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

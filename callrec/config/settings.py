@@ -88,6 +88,14 @@ class DatabaseSettings:
                        allowed="a `postgresql://` or `postgres://` URL", secret=True)
     pool_min: int = setting(1, "connections kept open", range=Range(1))
     pool_max: int = setting(5, "most connections. The HTTP API has its own pool of 4", allowed="at least `pool_min`")
+    journal_dir: str = setting(
+        "/var/lib/callrec/journal", "where the daemon keeps its journal of call-log changes not yet written to "
+        "PostgreSQL (fsync'd; replayed at start and when the database is back): owned by the daemon's user, "
+        "one daemon per folder (a lock file enforces it)", allowed="an absolute path")
+    journal_max_bytes: int = setting(
+        64 * 1024**2, "the journal's size limit: when it is reached the journal is compacted (one entry per pending "
+        "call); if that is still too big, further changes are kept in memory only (logged once) until the "
+        "database is back", range=Range(1024**2, 16 * 1024**3, unit="bytes"))
 
 
 @dataclass(frozen=True)
@@ -452,6 +460,8 @@ def _validate(s: Settings) -> None:
     if urlsplit(s.database.dsn).scheme not in ("postgres", "postgresql"):
         raise ConfigError("database.dsn: expected a postgresql:// URL")
     check_ranges(s.database, "database")
+    if not s.database.journal_dir.startswith("/"):
+        raise ConfigError(f"database.journal_dir: expected an absolute path, got {s.database.journal_dir!r}")
     if s.database.pool_min > s.database.pool_max:
         raise ConfigError("database.pool_min: must be at least 1 and not above database.pool_max")
     if not re.fullmatch(r"/[A-Za-z0-9_./-]*", s.recordings.dir) or "/../" in s.recordings.dir + "/":
