@@ -162,7 +162,6 @@ class Daemon:
                 raise FatalError(
                     f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
             await sync_confidential_rules(conn, [r.name for r in s.policy.rules if r.confidential])
-        own = self.writer.seen_before_ready()
         self.writer.ready.set()
         if self.writer.replayed and not await self.writer.flush(30):
             log.warning("call log journal: the earlier run's changes are not all written yet; its open calls are "
@@ -170,6 +169,8 @@ class Daemon:
         async with self.pool.acquire() as conn:
             # AGI calls an earlier run left open: followed up through ARI like the others.
             unfinished = await fetch_open_calls(conn) + await fetch_open_calls(conn, "agi")
+        # Read after the rows: a call this run took meanwhile is noted before its first write.
+        own = self.writer.own_calls(done=True)
         return [r for r in unfinished if r.id not in own]
 
     async def _watch_database(self, run_migrations: bool) -> None:

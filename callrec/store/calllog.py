@@ -120,7 +120,8 @@ class CallLogWriter:
         self.failures = 0
         self.journaled = 0  # changes appended to the journal
         self.replayed = 0  # calls whose changes came from the journal at start
-        self._early: set[str] = set()  # calls of this run queued before the database was ready
+        # This run's calls, noted until the daemon has read the open rows of earlier runs (None: done).
+        self._own: set[str] | None = set()
         self.down_since: float | None = None  # loop time the current outage began (None: no outage)
 
     def start(self) -> None:
@@ -144,10 +145,13 @@ class CallLogWriter:
             self._idle.clear()
             self._wake.set()
 
-    def seen_before_ready(self) -> set[str]:
-        """The calls this run queued changes for before the database was ready (its own calls,
-        not an earlier run's)."""
-        return set(self._early)
+    def own_calls(self, done: bool = False) -> set[str]:
+        """The calls this run queued changes for (not replayed ones: those are an earlier run's).
+        ``done``: stop noting them (the open rows of earlier runs have been read)."""
+        own = set(self._own or ())
+        if done:
+            self._own = None
+        return own
 
     def pending_calls(self) -> set[str]:
         """The calls with changes not yet written."""
@@ -164,8 +168,8 @@ class CallLogWriter:
         if unknown:
             raise ValueError(f"not call-log columns: {sorted(unknown)}")
         self._pending.setdefault(call_id, {}).update(changes)
-        if not self.ready.is_set():
-            self._early.add(call_id)
+        if self._own is not None:
+            self._own.add(call_id)
         if self.journal is not None:
             self._unjournaled.append((call_id, dict(changes)))
             self._journal_idle.clear()

@@ -75,7 +75,7 @@ async def test_calls_during_an_outage_survive_stop_kill_and_restarts(tmp_path: P
     first = serve("first")
     try:
         await wait_registered(tester)
-        assert "database unreachable at start" in log_of(0)
+        await wait_for(lambda: "database unreachable at start" in log_of(0), 15, details=lambda: log_of(0)[-2000:])
         calls += await recorded_calls(tester, folder, 2)
     finally:
         first.send_signal(signal.SIGTERM)
@@ -85,24 +85,35 @@ async def test_calls_during_an_outage_survive_stop_kill_and_restarts(tmp_path: P
 
     second = serve("second")
     try:
-        await wait_registered(tester)
+        await wait_for(lambda: "ARI events connected" in log_of(1), 15, details=lambda: log_of(1)[-2000:])
         calls += await recorded_calls(tester, folder, 2)
+        # A call still going on when the daemon is killed, hung up while it is down.
+        cut = await tester.place_call()
+        assert (await cut.handed_back())["recording"]
+        await cut.spoken(await cut.speak())
+        await wait_for(lambda: (journaled(folder).get(cut.callee_id) or {}).get("recording_started_at"), 10,
+                       what="the cut call's recording start journaled")
     finally:
         second.send_signal(signal.SIGKILL)
         await exited(second, 10)
+    await cut.hang_up()
     assert "changes of 2 call(s) from an earlier run to write" in log_of(1), log_of(1)
 
     third = serve("third")
     try:
-        await wait_registered(tester)
-        assert "changes of 4 call(s) from an earlier run to write" in log_of(2), log_of(2)
+        # Logged at start (the ARI app of the killed run may still look registered a moment).
+        await wait_for(lambda: "changes of 5 call(s) from an earlier run to write" in log_of(2), 15,
+                       details=lambda: log_of(2)[-2000:])
+        await wait_for(lambda: "ARI events connected" in log_of(2), 15, details=lambda: log_of(2)[-2000:])
         calls += await recorded_calls(tester, folder, 2)
-        assert len(journaled(folder)) == 6
+        assert len(journaled(folder)) == 7
+        assert not journaled(folder)[cut.callee_id].get("finalized_at")
         await proxy.up()  # the database is back
         conn = await asyncpg.connect(database)
         try:
-            await wait_for(lambda: conn.fetchval("SELECT count(*) = 6 AND bool_and(finalized_at IS NOT NULL) "
-                                                 "FROM calls"), 40, what="the six calls written",
+            # The cut call, open in the journal, is followed up once its row is written: gone, closed.
+            await wait_for(lambda: conn.fetchval("SELECT count(*) = 7 AND bool_and(finalized_at IS NOT NULL) "
+                                                 "FROM calls"), 40, what="the seven calls written",
                            details=lambda: log_of(2)[-3000:])
             # Everything is written: the journal is emptied (a checkpoint).
             await wait_for(lambda: (folder / journal.FILE).stat().st_size == 0, 10, what="the journal emptied")
@@ -117,10 +128,17 @@ async def test_calls_during_an_outage_survive_stop_kill_and_restarts(tmp_path: P
     assert code == 0, log_of(2)
     await proxy.down()
 
-    # Every call once, in order, complete: times, consent evidence, recording facts that match the file.
-    assert [r["uniqueid"] for r in rows] == [c.callee_id for c in calls]
+    # Every call once, complete: times, consent evidence, recording facts that match the file.
+    by_uniqueid = {r["uniqueid"]: r for r in rows}
+    assert len(by_uniqueid) == len(rows) == 7
+    assert set(by_uniqueid) == {c.callee_id for c in calls} | {cut.callee_id}
     assert parties == 0
-    for r in rows:
+    lost = by_uniqueid[cut.callee_id]
+    assert (lost["state"], lost["consent"], lost["recording_status"]) == ("ended", "implied", "ready")
+    assert lost["ended_at"] is not None and lost["recording_sha256"] and lost["notice_prompt_sha256"]
+    assert any("ended while callrec was down" in w for w in lost["warnings"]), lost["warnings"]
+    assert "follow-up of 1 earlier call(s)" in log_of(2)
+    for r in (by_uniqueid[c.callee_id] for c in calls):
         assert (r["state"], r["consent"], r["recording_status"]) == ("ended", "implied", "ready"), dict(r)
         assert r["started_at"] < r["handed_back_at"] <= r["ended_at"] <= r["finalized_at"]
         assert r["notice_prompt_sha256"] and r["notice_completed"] and r["notice_started_at"] \
