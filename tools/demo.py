@@ -139,6 +139,7 @@ def demo_recordings(info: sandbox_mod.SandboxInfo) -> Path:
 def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(demo_recordings(info), ignore_errors=True)
+    shutil.rmtree(DEMO_DIR / "journal", ignore_errors=True)  # the database is made afresh: so is its journal
     demo_recordings(info).mkdir(parents=True)
     PORTS.update(agi=free_port(), http=free_port())
     text = sandbox_mod.callrec_config(

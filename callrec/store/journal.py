@@ -111,6 +111,7 @@ class Journal:
             os.ftruncate(self._fd, good)  # drop a torn last line before appending after it
             os.lseek(self._fd, 0, os.SEEK_END)
             os.fsync(self._fd)
+            self._fsync_folder()  # the file's name is durable too, not only its contents
         except OSError as exc:
             raise JournalError(f"database.journal_dir: {self.path}: {exc.strerror or exc}") from None
         self.size = good
