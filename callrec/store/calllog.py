@@ -153,7 +153,7 @@ class CallLogWriter:
             self._own = None
         return own
 
-    def pending_calls(self) -> set[str]:
+    def pending_call_ids(self) -> set[str]:
         """The calls with changes not yet written."""
         return set(self._pending) | set(self._inflight)
 
@@ -208,7 +208,7 @@ class CallLogWriter:
             return  # said once; a checkpoint clears it
         if self.journal.size > self.journal.max_bytes:
             # Compact: one line per pending call, merged (the items are in _pending already).
-            state = {c: self.pending_fields(c) for c in self.pending_calls()}
+            state = {c: self.pending_fields(c) for c in self.pending_call_ids()}
             await asyncio.to_thread(self.journal.compact, state)
             if self.journal.size > self.journal.max_bytes:
                 self.journal.full = True
@@ -248,9 +248,9 @@ class CallLogWriter:
             # The database is away: waiting for it gains nothing, the journal has every change.
             if self._pending or self._inflight:
                 log.info("call log: changes of %d call(s) are in the journal %s; written when the database is "
-                         "back, at the next start", len(self.pending_calls()), self.journal.path)  # type: ignore[union-attr]
+                         "back, at the next start", len(self.pending_call_ids()), self.journal.path)  # type: ignore[union-attr]
         elif not await self.flush(timeout):
-            log.error("call log: %d call(s) could not be written before shutdown%s", len(self.pending_calls()),
+            log.error("call log: %d call(s) could not be written before shutdown%s", len(self.pending_call_ids()),
                       " (they are in the journal)" if journaled else "")
         for task in (self._task, self._journal_task):
             if task is not None:

@@ -112,6 +112,6 @@ async def test_a_full_journal_says_so_once_and_changes_stay_in_memory(
     assert await w.journal_flush(5)
     full = [r for r in caplog.records if "call log journal full" in r.getMessage()]
     assert len(full) == 1 and full[0].levelno == logging.ERROR
-    assert j.full and len(w.pending_calls()) == 400
+    assert j.full and len(w.pending_call_ids()) == 400
     await w.close(timeout=0.1)
     await asyncio.sleep(0)
