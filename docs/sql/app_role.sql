@@ -23,3 +23,5 @@ GRANT SELECT, INSERT, UPDATE ON hook_jobs TO :"app";
 GRANT USAGE ON SEQUENCE hook_jobs_id_seq TO :"app";
 GRANT SELECT, INSERT, UPDATE ON retention_runs TO :"app";
 GRANT USAGE ON SEQUENCE retention_runs_id_seq TO :"app";
+-- Speech analytics: the transcription queue, transcripts and their segments (migration 008).
+GRANT SELECT, INSERT, UPDATE, DELETE ON speech_jobs, transcripts, transcript_segments TO :"app";
