@@ -26,6 +26,7 @@ from callrec.web import (
     routes_dataops,
     routes_meta,
     routes_recording,
+    routes_transcripts,
 )
 from callrec.web.auth import auth_middleware
 from callrec.web.errors import json_error
@@ -34,7 +35,7 @@ from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL,
 log = logging.getLogger("callrec.http")
 
 ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
-                                   routes_recording, console]
+                                   routes_recording, routes_transcripts, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware
