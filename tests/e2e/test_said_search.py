@@ -260,7 +260,8 @@ async def test_transcript_read(searchable: Bench, http: aiohttp.ClientSession) -
     # One audit row per read, as the reader.
     await get(http, bench, f"/api/v1/calls/{c['mine']}/transcript", "supervisor")
     reads = await audit_rows(bench, action="transcript_read", call_id=c["mine"])
-    assert len(reads) == 2 and {r["actor"] for r in reads} == {"supervisor1(token:supervisor-token)"} and reads[0]["role"] == "supervisor"
+    assert len(reads) == 2 and {r["actor"] for r in reads} == {"supervisor1(token:supervisor-token)"}
+    assert reads[0]["role"] == "supervisor"
 
     # The visibility rule: hidden is 404 without a word about the transcript; no audit row.
     st, body = await get(http, bench, f"/api/v1/calls/{c['confidential']}/transcript", "supervisor")
