@@ -4,6 +4,9 @@ on a real PostgreSQL with transcripts stored through ``save_transcript`` (synthe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -283,3 +286,46 @@ async def test_transcript_read(searchable: Bench, http: aiohttp.ClientSession) -
     st, body = await get(http, bench, f"/api/v1/calls/{c['party']}/transcript?x=1")
     assert st == 400
     assert len(await audit_rows(bench, action="transcript_read")) == 2
+
+
+def cli(bench: Bench, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[asterisk]\nari_password = "a"\nami_password = "b"\n[database]\ndsn = "{bench.dsn}"\n'
+                   f'[recordings]\ndir = "/var/spool/asterisk/callrec"\nlocal_dir = "{tmp_path}"\n')
+    return subprocess.run([sys.executable, "-m", "callrec", "-c", str(cfg), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+async def test_cli_said_and_transcript(searchable: Bench, tmp_path: Path) -> None:
+    bench, c = searchable, searchable.calls
+    r = cli(bench, tmp_path, "calls", "--said", "коммерческая тайна")
+    assert r.returncode == 0, r.stderr
+    # Each call, then its hits: speaker, mm:ss and the words in brackets.
+    assert f"agent  00:04  Извините, это [коммерческая] [тайна] компании." in r.stdout
+    assert c["mine"] in r.stdout and c["confidential"] in r.stdout
+    r = cli(bench, tmp_path, "calls", "--said", "скипку")
+    assert r.returncode == 0 and "agent  00:06~ Мы дадим вам [скидку] на тариф." in r.stdout, r.stdout
+    r = cli(bench, tmp_path, "calls", "--said", "refunds", "--json")
+    item, = [json.loads(line) for line in r.stdout.splitlines()]
+    assert item["id"] == c["mine"] and item["hits"][0]["offset_ms"] == word_start(MINE, "caller", "refund")
+    assert item["transcript"]["state"] == "done" and not any(k.startswith("tr_") for k in item)
+    r = cli(bench, tmp_path, "calls", "--said", "не")
+    assert r.returncode == 2 and r.stderr.startswith("callrec: said:"), r.stderr
+    r = cli(bench, tmp_path, "calls", "--silence-over", "150")
+    assert r.returncode == 2 and "silence_over" in r.stderr
+
+    r = cli(bench, tmp_path, "transcript", c["mine"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1:] == ["00:01  caller  Здравствуйте, я хочу вернуть деньги по договору.",
+                         "00:04  agent   Извините, это коммерческая тайна компании.",
+                         "00:08  caller  Then I want a refund, please."]
+    r = cli(bench, tmp_path, "transcript", c["mine"], "--json")
+    assert json.loads(r.stdout)["segments"][1]["words"][2]["start_ms"] == 4600
+    reads = await audit_rows(bench, action="transcript_read", call_id=c["mine"])
+    assert len(reads) == 2 and all(e["actor"].startswith("cli:") for e in reads)
+    assert json.loads(reads[0]["details"])["via"] == "cli"
+    r = cli(bench, tmp_path, "transcript", c["party"])
+    assert r.returncode == 1 and "has no transcript" in r.stderr
+    r = cli(bench, tmp_path, "transcript", "not-a-call")
+    assert r.returncode == 2
