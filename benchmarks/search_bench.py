@@ -199,7 +199,7 @@ async def time_http(http: aiohttp.ClientSession, base: str, token: str, query: s
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))], 1)
+    return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))], 1)
 
 
 async def main() -> int:
@@ -263,7 +263,8 @@ async def main() -> int:
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
         return 0
-    print(f"data: {results['data']}" + (f"; filled in {results['fill_seconds']} s" if "fill_seconds" in results else ""))
+    filled = f"; filled in {results['fill_seconds']} s" if "fill_seconds" in results else ""
+    print(f"data: {results['data']}{filled}")
     print(f"{'query (a supervisor, 50 per page)':42} {'items':>5} {'hits':>5}  {'function p50/p95 ms':>20}  "
           f"{'HTTP p50/p95 ms':>16}")
     for label in QUERIES:
