@@ -301,7 +301,7 @@ async def test_cli_said_and_transcript(searchable: Bench, tmp_path: Path) -> Non
     r = cli(bench, tmp_path, "calls", "--said", "коммерческая тайна")
     assert r.returncode == 0, r.stderr
     # Each call, then its hits: speaker, mm:ss and the words in brackets.
-    assert f"agent  00:04  Извините, это [коммерческая] [тайна] компании." in r.stdout
+    assert "agent  00:04  Извините, это [коммерческая] [тайна] компании." in r.stdout
     assert c["mine"] in r.stdout and c["confidential"] in r.stdout
     r = cli(bench, tmp_path, "calls", "--said", "скипку")
     assert r.returncode == 0 and "agent  00:06~ Мы дадим вам [скидку] на тариф." in r.stdout, r.stdout
