@@ -158,7 +158,7 @@ QUERIES = {
     "rare word (холодильник)": "said=" + quote("холодильники"),
     "phrase (\"коммерческая тайна\")": "said=" + quote('"коммерческую тайну"'),
     "two words, anywhere in the call": "said=" + quote("возврат паспорт"),
-    "said + agent + time range": "said=" + quote("договор") + "&agent=210&from=2026-02-01T00:00:00Z",
+    "said + agent + time range": "said=" + quote("договор") + "&agent=211&from=2026-02-01T00:00:00Z",
     "said + talk filter": "said=" + quote("скидку") + "&silence_over=40",
     "trigram fallback (скипку ~ скидку)": "said=" + quote("скипку"),
 }
@@ -221,7 +221,8 @@ async def main() -> int:
     try:
         conn = await asyncpg.connect(dsn)
         try:
-            await migrate(conn)
+            if await migrate(conn):
+                await conn.execute("ANALYZE")  # a migration may have filled a table (the lexicon)
             if not await conn.fetchval("SELECT count(*) FROM transcript_segments"):
                 t0 = time.perf_counter()
                 results["data"] = await fill(conn, args.segments, args.per_call)

@@ -136,6 +136,7 @@ async def _aiter(rows: list[Any]) -> AsyncIterator[Any]:
 
 async def _stream(conn: asyncpg.Connection, sql: str, params: list[Any]) -> AsyncIterator[Any]:
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        await conn.execute(callquery.CUSTOM_PLANS)
         async for row in conn.cursor(sql, *params, prefetch=1000):
             yield row
 

@@ -30,13 +30,16 @@ from callrec.store.db import Conn, Db
 MAX_SAID = 200  # characters
 MAX_TERMS = 8
 HITS_PER_CALL = 5
-# pg_trgm word similarity at which a word counts as "probably this one" (скипку ~ скидку is 0.43).
+# pg_trgm similarity at which a stored word counts as "probably this one" (скипку ~ скидку is 0.4), and how
+# many such words one word of the query may stand for.
 FUZZY_THRESHOLD = 0.4
+FUZZY_CANDIDATES = 8
 # Snippet: words kept before the first hit and in all, around it.
 SNIPPET_BEFORE = 8
 SNIPPET_WORDS = 24
 
 _TERM_RE = re.compile(r'"([^"]*)(?:"|$)|([^\s"]+)')
+_WORD_RE = re.compile(r"\w+")
 _PUNCT = ".,!?;:…»«\"'()[]"
 
 
@@ -53,7 +56,10 @@ class Said:
     terms: list[str]
     resolved: bool = False
     lexemes: list[str] = field(default_factory=list)
-    fuzzy_words: list[str] = field(default_factory=list)
+    # The similar-word fallback: one tsquery per term (similar words of the lexicon, OR-ed per word), and
+    # their lexemes; None until expanded, [] when some term has no similar word at all.
+    fuzzy_queries: list[str] | None = None
+    fuzzy_lexemes: list[str] = field(default_factory=list)
 
 
 def parse_said(value: str) -> Said:
@@ -89,24 +95,63 @@ async def resolve(conn: Db, said: Said) -> None:
                         "like \"не\", \"и\", \"the\"); add a more specific word")
     said.terms = kept
     said.lexemes = sorted({lx for r in rows if r["searchable"] for lx in r["lexemes"]})
-    said.fuzzy_words = sorted({w.lower() for t in kept for w in re.findall(r"\w{3,}", t)})
     said.resolved = True
 
 
+async def expand(conn: Db, said: Said) -> None:
+    """The similar-word fallback's queries: each word of each term is replaced by the (at most
+    FUZZY_CANDIDATES) most similar words of ``transcript_lexicon`` (trigram similarity >= FUZZY_THRESHOLD),
+    as their lexemes OR-ed; a phrase keeps its word order and distances."""
+    if said.fuzzy_queries is not None:
+        return
+    slots = [(ti, wi, w) for ti, term in enumerate(said.terms) for wi, w in enumerate(_WORD_RE.findall(term.lower()))]
+    rows = await conn.fetch(
+        f"""SELECT q.i, numnode(plainto_tsquery('russian', q.w)) > 0 AS indexed,
+                   ARRAY(SELECT DISTINCT lx FROM (
+                             SELECT l.word FROM transcript_lexicon l
+                              ORDER BY l.word <-> q.w LIMIT {FUZZY_CANDIDATES}) c,
+                         unnest(tsvector_to_array(to_tsvector('russian', c.word))) AS lx
+                          WHERE similarity(c.word, q.w) >= {FUZZY_THRESHOLD}) AS lexemes
+              FROM unnest($1::text[]) WITH ORDINALITY q(w, i) ORDER BY q.i""", [w for _, _, w in slots])
+    queries: list[str] = []
+    lexemes: set[str] = set()
+    for ti in range(len(said.terms)):
+        parts: list[str] = []
+        last = None
+        for (t, wi, _), r in zip(slots, rows, strict=True):
+            if t != ti or not r["indexed"]:
+                continue  # a stop word: not indexed, as in the full-text match
+            if not r["lexemes"]:
+                said.fuzzy_queries, said.fuzzy_lexemes = [], []
+                return  # nothing like this word was ever said: the fallback finds nothing
+            if last is not None:
+                parts.append(f"<{wi - last}>" if wi - last > 1 else "<->")
+            parts.append("(" + " | ".join(_quote(lx) for lx in r["lexemes"]) + ")")
+            lexemes.update(r["lexemes"])
+            last = wi
+        if parts:
+            queries.append(" ".join(parts))
+    said.fuzzy_queries, said.fuzzy_lexemes = queries, sorted(lexemes)
+
+
+def _quote(lexeme: str) -> str:
+    """A lexeme as a tsquery operand: quoted, with quotes and backslashes escaped (tsquery input rules)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _tests(said: Said, params: Params, fuzzy: bool) -> list[str]:
+    """One full-text test on a segment ``s`` per term: the term itself, or its similar-word query."""
+    if fuzzy:
+        assert said.fuzzy_queries is not None, "expand() first"
+        return [f"s.tsv @@ {params.add(q)}::tsquery" for q in said.fuzzy_queries] or ["FALSE"]
+    return [f"s.tsv @@ phraseto_tsquery('russian', {params.add(t)})" for t in said.terms]
+
+
 def match_sql(said: Said, params: Params, alias: str = "c", *, fuzzy: bool = False) -> str:
-    """The condition on a ``calls`` row: every term occurs in one of its segments (by full text, or
-    with ``fuzzy`` by trigram word similarity, which needs ``pg_trgm.word_similarity_threshold`` set)."""
-    conds = []
-    for term in said.terms:
-        p = params.add(term)
-        test = f"{p} <% s.text" if fuzzy else f"s.tsv @@ phraseto_tsquery('russian', {p})"
-        conds.append(f"EXISTS (SELECT 1 FROM transcript_segments s WHERE s.call_id = {alias}.id AND {test})")
-    return " AND ".join(conds)
-
-
-def fuzzy_setting() -> str:
-    """Run (SET LOCAL, in the search's transaction) before a fuzzy ``match_sql``."""
-    return f"SET LOCAL pg_trgm.word_similarity_threshold = {FUZZY_THRESHOLD}"
+    """The condition on a ``calls`` row: every term occurs in one of its segments (with ``fuzzy``, the
+    similar-word queries of :func:`expand`)."""
+    return " AND ".join(f"EXISTS (SELECT 1 FROM transcript_segments s WHERE s.call_id = {alias}.id AND {test})"
+                        for test in _tests(said, params, fuzzy))
 
 
 async def hits(conn: Db, said: Said, call_ids: Sequence[Any], *, fuzzy: bool) -> dict[str, list[dict[str, Any]]]:
@@ -115,29 +160,24 @@ async def hits(conn: Db, said: Said, call_ids: Sequence[Any], *, fuzzy: bool) ->
         return {}
     params = Params()
     ids = params.add([str(c) for c in call_ids])
-    if fuzzy:
-        tests = [f"{params.add(t)} <% s.text" for t in said.terms]
-        qw = params.add(said.fuzzy_words)
-        mark = f"EXISTS (SELECT 1 FROM unnest({qw}::text[]) q WHERE similarity(q, lower(e.w->>0)) >= {FUZZY_THRESHOLD})"
-    else:
-        tests = [f"s.tsv @@ phraseto_tsquery('russian', {params.add(t)})" for t in said.terms]
-        mark = f"tsvector_to_array(to_tsvector('russian', e.w->>0)) && {params.add(said.lexemes)}::text[]"
+    tests = _tests(said, params, fuzzy)
+    lexemes = said.fuzzy_lexemes if fuzzy else said.lexemes
+    mark = f"tsvector_to_array(to_tsvector('russian', e.w->>0)) && {params.add(lexemes)}::text[]"
+    # Per call, its first segments in time order (the primary key), tested one by one: cheaper than the
+    # text index, whose list for a common word holds every call's segments.
     sql = f"""SELECT h.call_id, h.seq, h.speaker, h.start_ms, h.end_ms, h.text, h.words,
                      ARRAY(SELECT {mark} FROM jsonb_array_elements(h.words) WITH ORDINALITY e(w, i) ORDER BY e.i)
                          AS marks
-              FROM (SELECT s.call_id, s.seq, s.speaker, s.start_ms, s.end_ms, s.text, s.words,
-                           row_number() OVER (PARTITION BY s.call_id ORDER BY s.seq) AS n
-                    FROM transcript_segments s
-                    WHERE s.call_id = ANY({ids}::uuid[]) AND ({' OR '.join(tests)})) h
-              WHERE h.n <= {HITS_PER_CALL}
+              FROM unnest({ids}::uuid[]) AS c(id),
+                   LATERAL (SELECT s.call_id, s.seq, s.speaker, s.start_ms, s.end_ms, s.text, s.words
+                              FROM transcript_segments s
+                             WHERE s.call_id = c.id AND ({' OR '.join(tests)})
+                             ORDER BY s.seq LIMIT {HITS_PER_CALL}) AS h
               ORDER BY h.call_id, h.seq"""
     out: dict[str, list[dict[str, Any]]] = {}
-    if fuzzy:
-        async with connection(conn) as c, c.transaction():
-            await c.execute(fuzzy_setting())
-            rows = await c.fetch(sql, *params.values)
-    else:
-        rows = await conn.fetch(sql, *params.values)
+    async with connection(conn) as c, c.transaction(readonly=True):
+        await c.execute("SET LOCAL plan_cache_mode = force_custom_plan")  # see callquery.CUSTOM_PLANS
+        rows = await c.fetch(sql, *params.values)
     for r in rows:
         words = json.loads(r["words"]) if isinstance(r["words"], str) else r["words"]
         out.setdefault(str(r["call_id"]), []).append(hit(r["seq"], r["speaker"], r["start_ms"], r["end_ms"], r["text"],

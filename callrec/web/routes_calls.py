@@ -90,9 +90,7 @@ async def count(request: web.Request) -> web.Response:
     f = filter_of(request)
     if f.cursor is not None:
         raise bad_request("cursor: not used by count")
-    await filtered(callquery.prepare(request.app[POOL], f))
-    sql, args = callquery.count_sql(f, p)
-    return respond({"count": await request.app[POOL].fetchval(sql, *args)})
+    return respond({"count": await filtered(callquery.count(request.app[POOL], f, p))})
 
 
 # --- detail ---------------------------------------------------------------------------------------
@@ -250,6 +248,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         resp.enable_chunked_encoding()
         try:
             async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+                await conn.execute(callquery.CUSTOM_PLANS)
                 # The first batch is read before the headers go out, so a query error is still a clean error.
                 cur = await conn.cursor(sql, *args)
                 batch = await cur.fetch(EXPORT_BATCH)
