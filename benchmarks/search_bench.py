@@ -160,6 +160,7 @@ QUERIES = {
     "two words, anywhere in the call": "said=" + quote("возврат паспорт"),
     "said + agent + time range": "said=" + quote("договор") + "&agent=211&from=2026-02-01T00:00:00Z",
     "said + talk filter": "said=" + quote("скидку") + "&silence_over=40",
+    "said + agent, nothing matches (+ fallback)": "said=" + quote("договор") + "&agent=210",
     "trigram fallback (скипку ~ скидку)": "said=" + quote("скипку"),
 }
 

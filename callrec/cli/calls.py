@@ -95,6 +95,9 @@ async def run_calls(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 rows, cursor = await callquery.search(conn, f, who, full=args.json)
                 hits = await callquery.page_hits(conn, f, rows)
+                if hits is not None:
+                    await audit.append(conn, actor=who.name, role=who.role, action="transcript_search",
+                                       details={**callquery.said_audit(f, hits), "via": "cli"})
                 rows_iter = _aiter(rows)
             if args.json:
                 async for row in rows_iter:

@@ -429,6 +429,12 @@ async def count(conn: Db, f: CallFilter, principal: Principal) -> int:
     return int((await fetch_custom(conn, sql, *args))[0][0])
 
 
+def said_audit(f: CallFilter, hits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The details of a ``transcript_search`` audit entry: the words, and the calls whose snippets were shown."""
+    assert f.said is not None
+    return {"said": f.said.text, "fuzzy": f.fuzzy, "calls": sorted(k for k, v in hits.items() if v)}
+
+
 async def page_hits(conn: Db, f: CallFilter, rows: Sequence[Any]) -> dict[str, list[dict[str, Any]]] | None:
     """The ``said`` hits of a page's calls by call id, or None when the search has no ``said``."""
     if f.said is None:

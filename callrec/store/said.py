@@ -163,15 +163,16 @@ async def hits(conn: Db, said: Said, call_ids: Sequence[Any], *, fuzzy: bool) ->
     tests = _tests(said, params, fuzzy)
     lexemes = said.fuzzy_lexemes if fuzzy else said.lexemes
     mark = f"tsvector_to_array(to_tsvector('russian', e.w->>0)) && {params.add(lexemes)}::text[]"
-    # Per call, its first segments in time order (the primary key), tested one by one: cheaper than the
-    # text index, whose list for a common word holds every call's segments.
+    # Per call, its segments in time order (the primary key), tested one by one until HITS_PER_CALL match.
+    # OFFSET 0 keeps the test out of the scan: with it inside, PostgreSQL AND-ed the text index in, whose
+    # list for a common word holds every call's segments (6 ms per call instead of a fraction of one).
     sql = f"""SELECT h.call_id, h.seq, h.speaker, h.start_ms, h.end_ms, h.text, h.words,
                      ARRAY(SELECT {mark} FROM jsonb_array_elements(h.words) WITH ORDINALITY e(w, i) ORDER BY e.i)
                          AS marks
               FROM unnest({ids}::uuid[]) AS c(id),
-                   LATERAL (SELECT s.call_id, s.seq, s.speaker, s.start_ms, s.end_ms, s.text, s.words
-                              FROM transcript_segments s
-                             WHERE s.call_id = c.id AND ({' OR '.join(tests)})
+                   LATERAL (SELECT s.* FROM (SELECT * FROM transcript_segments WHERE call_id = c.id
+                                              ORDER BY seq OFFSET 0) AS s
+                             WHERE {' OR '.join(tests)}
                              ORDER BY s.seq LIMIT {HITS_PER_CALL}) AS h
               ORDER BY h.call_id, h.seq"""
     out: dict[str, list[dict[str, Any]]] = {}

@@ -71,6 +71,9 @@ async def search(request: web.Request) -> web.Response:
         # Only the calls of this page, found with the visibility rule: no hit of a hidden call exists here.
         for item in items:
             item["hits"] = hits.get(item["id"], [])
+        # Snippets are pieces of transcripts: who searched for what, and whose words were shown.
+        await audit.append(pool, actor=p.name, role=p.role, action="transcript_search",
+                           details=callquery.said_audit(f, hits), remote=remote(request))
     # Paging is a bulk read: every page counted, per principal and window (store/audit.py).
     await audit.note_search_page(pool, window_s=request.app[SETTINGS].http.search_audit_window, actor=p.name,
                                  role=p.role, rows=len(rows), remote=remote(request))

@@ -168,6 +168,11 @@ async def test_visibility_no_leak(searchable: Bench, http: aiohttp.ClientSession
     assert await said(http, bench, "скидку", role="agent") == {}
     st, _ = await get(http, bench, "/api/v1/calls?said=" + quote("договор"), "auditor")
     assert st == 403
+    # Each search with said is audited with the calls whose snippets were shown, none hidden among them.
+    entries = await audit_rows(bench, action="transcript_search", role="supervisor")
+    assert [json.loads(e["details"]) for e in entries] == [
+        {"said": '"коммерческая тайна"', "fuzzy": False, "calls": [c["mine"]]},
+        {"said": "никому", "fuzzy": True, "calls": []}]
 
 
 async def test_pagination(searchable: Bench, http: aiohttp.ClientSession) -> None:
@@ -313,6 +318,8 @@ async def test_cli_said_and_transcript(searchable: Bench, tmp_path: Path) -> Non
     item, = [json.loads(line) for line in r.stdout.splitlines()]
     assert item["id"] == c["mine"] and item["hits"][0]["offset_ms"] == word_start(MINE, "caller", "refund")
     assert item["transcript"]["state"] == "done" and not any(k.startswith("tr_") for k in item)
+    searches = await audit_rows(bench, action="transcript_search")
+    assert len(searches) == 3 and all(json.loads(e["details"])["via"] == "cli" for e in searches)
     r = cli(bench, tmp_path, "calls", "--said", "не")
     assert r.returncode == 2 and r.stderr.startswith("callrec: said:"), r.stderr
     r = cli(bench, tmp_path, "calls", "--silence-over", "150")
