@@ -165,6 +165,37 @@ QUERIES = {
 }
 
 
+async def time_save(pool: asyncpg.Pool, runs: int) -> list[float]:
+    """save_transcript of one 50-segment call (about 550 words), replaced ``runs`` times: what the transcription
+    queue pays per call, the lexicon's triggers included."""
+    from callrec.speech import Interval, Segment, Track, Transcript, Word, transcript_stats
+    from callrec.store.transcripts import save_transcript
+
+    rng = random.Random(3)
+    tail = tail_words(20_000, rng)
+    vocab, cum = RU + tail, zipf_cum(len(RU) + len(tail))
+    tracks = []
+    for channel, speaker in enumerate(("caller", "agent")):
+        segments = []
+        for k in range(25):
+            start = (2 * k + channel) * 4000
+            words = tuple(Word(" " + w, start + 300 * i, start + 300 * i + 250, 0.9)
+                          for i, w in enumerate(rng.choices(vocab, cum_weights=cum, k=11)))
+            segments.append(Segment(start, words[-1].end_ms, "".join(w.text for w in words), words))
+        tracks.append(Track(speaker, channel, tuple(segments), tuple(Interval(s.start_ms, s.end_ms)
+                                                                     for s in segments)))
+    t = Transcript(tuple(tracks), 210_000, "ru", model="whisper-base@bench")
+    data, stats = t.to_dict(), transcript_stats(t).to_dict()
+    async with pool.acquire() as conn:
+        call_id = await conn.fetchval("SELECT id::text FROM calls ORDER BY started_at LIMIT 1")
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            await save_transcript(conn, call_id, data, stats, recording_sha256="ab" * 32)
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def _get(query: str) -> Any:
     from urllib.parse import parse_qs
 
@@ -255,6 +286,9 @@ async def main() -> int:
                         results[label] = {"query": query, **info, "function_p50_ms": pct(fn, 50),
                                           "function_p95_ms": pct(fn, 95), "http_p50_ms": pct(ht, 50),
                                           "http_p95_ms": pct(ht, 95), "mean_ms": round(statistics.mean(fn), 1)}
+                save = await time_save(pool, args.runs)
+                results["save_transcript (50 segments, replacing)"] = {"p50_ms": pct(save, 50),
+                                                                       "p95_ms": pct(save, 95)}
             finally:
                 await server.stop()
                 await pool.close()
@@ -274,6 +308,9 @@ async def main() -> int:
         flag = " fuzzy" if r["fuzzy"] else ""
         print(f"{label:42} {r['items']:>5} {r['hits']:>5}  {r['function_p50_ms']:>9} / {r['function_p95_ms']:<8}  "
               f"{r['http_p50_ms']:>7} / {r['http_p95_ms']:<7}{flag}")
+    save = results["save_transcript (50 segments, replacing)"]
+    print(f"save_transcript of a 50-segment call (lexicon triggers included): p50 {save['p50_ms']} ms, "
+          f"p95 {save['p95_ms']} ms")
     return 0
 
 

@@ -109,7 +109,7 @@ async def expand(conn: Db, said: Said) -> None:
         f"""SELECT q.i, numnode(plainto_tsquery('russian', q.w)) > 0 AS indexed,
                    ARRAY(SELECT DISTINCT lx FROM (
                              SELECT l.word FROM transcript_lexicon l
-                              ORDER BY l.word <-> q.w LIMIT {FUZZY_CANDIDATES}) c,
+                              ORDER BY lower(l.word) <-> q.w LIMIT {FUZZY_CANDIDATES}) c,
                          unnest(tsvector_to_array(to_tsvector('russian', c.word))) AS lx
                           WHERE similarity(c.word, q.w) >= {FUZZY_THRESHOLD}) AS lexemes
               FROM unnest($1::text[]) WITH ORDINALITY q(w, i) ORDER BY q.i""", [w for _, _, w in slots])
