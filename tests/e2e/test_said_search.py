@@ -362,6 +362,8 @@ async def test_lexicon_follows_the_segments(searchable: Bench, http: aiohttp.Cli
     assert await count("здравствуйте") is None
     left = {r["word"] for r in await bench.pool.fetch("SELECT word FROM transcript_lexicon")}
     assert left == {w.strip(".,").lower() for _, _, text in OTHER for w in text.split()}
+    await bench.pool.execute("TRUNCATE transcripts CASCADE")
+    assert await bench.pool.fetchval("SELECT count(*) FROM transcript_lexicon") == 0
 
 
 async def test_app_role_keeps_the_lexicon(database: str, conn: asyncpg.Connection) -> None:

@@ -49,5 +49,13 @@ CREATE TRIGGER transcript_lexicon_add AFTER INSERT ON transcript_segments
 CREATE TRIGGER transcript_lexicon_remove AFTER DELETE ON transcript_segments
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION transcript_lexicon_remove();
 
+CREATE FUNCTION transcript_lexicon_clear() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM transcript_lexicon;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER transcript_lexicon_clear AFTER TRUNCATE ON transcript_segments
+    FOR EACH STATEMENT EXECUTE FUNCTION transcript_lexicon_clear();
+
 INSERT INTO transcript_lexicon (word, segments)
 SELECT w, count(*) FROM transcript_segments, unnest(tsvector_to_array(to_tsvector('simple', text))) AS w GROUP BY w;
