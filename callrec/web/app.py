@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from types import ModuleType
 
 import asyncpg
@@ -30,6 +31,10 @@ from callrec.web import (
 from callrec.web.auth import auth_middleware
 from callrec.web.errors import json_error
 from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
+
+# What the daemon's metrics learn of each request: route template, method, status, seconds.
+RequestObserver = Callable[[str, str, int, float], None]
+REQUEST_OBSERVER: web.AppKey[RequestObserver] = web.AppKey("request_observer")
 
 log = logging.getLogger("callrec.http")
 
@@ -95,15 +100,23 @@ class AccessLogger(AbstractAccessLogger):
         client = request.get(CLIENT_ADDRESS) or request.remote
         self.logger.info("%s %s %s %d %.3fs %s", client, request.method, logsafe.redact(request.path)[:300],
                          response.status, time, who)
+        observe = request.app.get(REQUEST_OBSERVER) if isinstance(request, web.Request) else None
+        if observe is not None and isinstance(request, web.Request):
+            # The route's template (/api/v1/calls/{id}), never the path: no ids or numbers in metric labels.
+            resource = request.match_info.route.resource
+            observe(resource.canonical if resource is not None else "unmatched", request.method, response.status,
+                    time)
 
-def make_app(settings: Settings, pool: asyncpg.Pool,
-             recording_control: RecordingControl | None = None) -> web.Application:
+def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: RecordingControl | None = None,
+             on_request: RequestObserver | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[POOL] = pool
     app.on_response_prepare.append(_on_response_prepare)
     if recording_control is not None:
         app[RECORDING_CONTROL] = recording_control
+    if on_request is not None:
+        app[REQUEST_OBSERVER] = on_request
     for module in ROUTE_MODULES:
         module.setup(app)
     return app
