@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 import asyncpg
@@ -35,6 +36,7 @@ from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL,
 # What the daemon's metrics learn of each request: route template, method, status, seconds.
 RequestObserver = Callable[[str, str, int, float], None]
 REQUEST_OBSERVER: web.AppKey[RequestObserver] = web.AppKey("request_observer")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("callrec.http")
 
@@ -69,6 +71,24 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
     _security_headers(response)
     return response
 
+@web.middleware
+async def _metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        # The route's template (/api/v1/calls/{id}), never the path: no ids or numbers in metric labels.
+        resource = request.match_info.route.resource
+        request.app[REQUEST_OBSERVER](resource.canonical if resource is not None else "unmatched", request.method,
+                                      status, time.monotonic() - started)
+
+
 def _security_headers(response: web.StreamResponse) -> None:
     if response.prepared:
         return
@@ -100,16 +120,13 @@ class AccessLogger(AbstractAccessLogger):
         client = request.get(CLIENT_ADDRESS) or request.remote
         self.logger.info("%s %s %s %d %.3fs %s", client, request.method, logsafe.redact(request.path)[:300],
                          response.status, time, who)
-        observe = request.app.get(REQUEST_OBSERVER) if isinstance(request, web.Request) else None
-        if observe is not None and isinstance(request, web.Request):
-            # The route's template (/api/v1/calls/{id}), never the path: no ids or numbers in metric labels.
-            resource = request.match_info.route.resource
-            observe(resource.canonical if resource is not None else "unmatched", request.method, response.status,
-                    time)
 
 def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: RecordingControl | None = None,
              on_request: RequestObserver | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
+    middlewares = [error_middleware, auth_middleware]
+    if on_request is not None:
+        middlewares.insert(0, _metrics_middleware)  # outermost: it sees the response the client gets
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[POOL] = pool
     app.on_response_prepare.append(_on_response_prepare)
