@@ -20,6 +20,7 @@ from callrec.recording.control import RecordingControl
 from callrec.web import (
     console,
     logsafe,
+    routes_alerts,
     routes_audit,
     routes_auth,
     routes_calls,
@@ -34,7 +35,7 @@ from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL,
 log = logging.getLogger("callrec.http")
 
 ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
-                                   routes_recording, console]
+                                   routes_recording, routes_alerts, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware
