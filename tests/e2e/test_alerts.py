@@ -3,15 +3,26 @@ AlertMatcher in the saving transaction as the transcription runner does it."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
-from support.opsapi import insert_call
+import pytest
+from support.dataops_helpers import run_cli, write_config
+from support.hookprobe import PROBE, Attempts, Receiver
+from support.opsapi import Bench, audit_rows, call, insert_call, running_bench
 from support.settings import make_settings
 
 from callrec.analytics.alerts import AlertMatcher
 from callrec.config.settings import Settings
+from callrec.hooks import HookRunner
 from callrec.speech import Interval, Segment, Track, Transcript, Word, transcript_stats
 from callrec.store.transcripts import save_transcript
 
@@ -115,3 +126,208 @@ async def test_a_rule_added_later_fires_on_a_new_transcript_and_a_config_name_wi
     await save_and_match(conn, matcher, call, transcript(
         caller=[(700, "У меня жалобу примите и скидку")], agent=[(3000, "Меня зовут Анна")]))
     assert set(await alerts_of(conn, call)) == {"complaint"}  # "trade-secret" is the file's rule, not скидка
+
+
+# --- the API and the CLI: visibility, paging, audit, rules ---------------------------------------------------
+
+SAID = transcript(caller=[(800, "Алло")], agent=[(2000, "Меня зовут Анна это коммерческая тайна")])
+
+
+@pytest.fixture
+async def alert_bench(database: str, tmp_path: Path) -> AsyncIterator[Bench]:
+    """The ops API bench (calls of every kind) with the config's rules, and a "trade-secret" alert on the
+    agent's own call, another agent's call and a confidential call of the same agent."""
+    async with running_bench(database, tmp_path, {"alerts": {"rules": RULES}}) as b:
+        matcher = AlertMatcher(b.settings)
+        async with b.pool.acquire() as conn:
+            for label in ("mine", "other", "confidential"):
+                await save_and_match(conn, matcher, b.calls[label], SAID)
+        yield b
+
+
+async def get_alerts(http: aiohttp.ClientSession, bench: Bench, role: str, **params: str) -> tuple[int, Any]:
+    status, body, _ = await call(http, bench, "GET", "/api/v1/alerts", role, params=params)
+    return status, json.loads(body)
+
+
+async def test_the_alert_list_follows_the_visibility_rule_pages_and_is_audited(
+        alert_bench: Bench, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    b = alert_bench
+    c = b.calls
+    seen: dict[str, set[str]] = {}
+    for role in ("admin", "security", "supervisor", "agent"):
+        status, page = await get_alerts(http, b, role, rule="trade-secret")
+        assert status == 200 and page["next"] is None
+        seen[role] = {a["call_id"] for a in page["items"]}
+    assert seen["admin"] == seen["security"] == {c["mine"], c["other"], c["confidential"]}
+    assert seen["supervisor"] == {c["mine"], c["other"]}  # never the confidential call's alert
+    assert seen["agent"] == {c["mine"]}  # own calls only, and not the confidential one
+    assert (await get_alerts(http, b, "auditor"))[0] == 403
+    item = (await get_alerts(http, b, "agent", rule="trade-secret"))[1]["items"][0]
+    assert set(item) == {"id", "rule", "call_id", "kind", "phrase", "speaker", "offset_ms", "created_at"}
+    assert (item["kind"], item["phrase"], item["speaker"], item["offset_ms"]) == (
+        "said", "коммерческая тайна", "agent", 2000 + 4 * 400)
+
+    # Keyset pages: every alert once, newest first.  (3 calls x trade-secret; the greeting was said in time.)
+    ids, cursor = [], None
+    while True:
+        status, page = await get_alerts(http, b, "admin", limit="2", **({"cursor": cursor} if cursor else {}))
+        assert status == 200 and len(page["items"]) <= 2
+        ids += [a["id"] for a in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    all_ids = [r["id"] for r in await b.pool.fetch("SELECT id FROM alerts ORDER BY created_at DESC, id DESC")]
+    assert ids == all_ids and len(ids) == 3
+    assert [a["call_id"] for a in (await get_alerts(http, b, "admin", call_id=c["other"]))[1]["items"]] == [c["other"]]
+    assert (await get_alerts(http, b, "admin", since="2999-01-01T00:00:00Z"))[1]["items"] == []
+    for bad, message in ((dict(limit="0"), "limit:"), (dict(cursor="nope"), "cursor:"), (dict(since="x"), "since:"),
+                         (dict(call_id="12"), "call_id:"), (dict(colour="red"), "colour: unknown parameter")):
+        status, body = await get_alerts(http, b, "admin", **bad)
+        assert status == 400 and body["error"].startswith(message), body
+
+    # Listing is audited like search: one alerts_list entry at the first page of a window.
+    entries = await audit_rows(b, actor="supervisor1(token:supervisor-token)", action="alerts_list")
+    assert len(entries) == 1 and json.loads(entries[0]["details"])["filter"] == {"rule": "trade-secret"}
+
+    # The CLI as the supervisor sees what the API shows them; as the operator (admin) everything.
+    cfg = write_config(tmp_path / "c.toml", b.dsn, b.rec_dir)
+    out = run_cli(cfg, "alerts", "--as", "supervisor1", "--json")
+    assert out.returncode == 0, out.stderr
+    assert {json.loads(line)["call_id"] for line in out.stdout.splitlines()} == seen["supervisor"]
+    out = run_cli(cfg, "alerts", "--rule", "trade-secret", "--json")
+    assert {json.loads(line)["call_id"] for line in out.stdout.splitlines()} == seen["admin"]
+    table = run_cli(cfg, "alerts", "--as", "agent1")
+    assert table.returncode == 0 and c["mine"] in table.stdout and c["confidential"] not in table.stdout
+    assert await audit_rows(b, action="alerts_list", role="supervisor")  # the CLI's page, as that user
+    bad = run_cli(cfg, "alerts", "--as", "nobody")
+    assert bad.returncode == 2 and bad.stderr.strip() == "callrec: --as: no active user 'nobody'"
+
+
+async def test_rules_through_the_api_by_role_and_audited(alert_bench: Bench, http: aiohttp.ClientSession,
+                                                         tmp_path: Path) -> None:
+    b = alert_bench
+    rule = {"name": "complaint", "phrases": ["жалоба", "complaint"], "speaker": "caller"}
+    for role in ("supervisor", "agent", "auditor"):
+        assert (await call(http, b, "POST", "/api/v1/alert-rules", role, json=rule))[0] == 403
+        assert (await call(http, b, "DELETE", "/api/v1/alert-rules/trade-secret", role))[0] == 403
+    status, body, _ = await call(http, b, "POST", "/api/v1/alert-rules", "admin", json=rule)
+    assert status == 201, body
+    added = json.loads(body)
+    assert (added["name"], added["phrases"], added["source"], added["created_by"]) == (
+        "complaint", ["жалоба", "complaint"], "api", "admin1(token:admin-token)")
+    for bad, code, message in (
+            (rule, 409, "name: an alert rule of this name exists"),
+            ({"name": "trade-secret", "phrases": ["x"]}, 409, "name: a rule of the config file has this name"),
+            ({"name": "neg", "phrases": ["не"]}, 400, "phrases: 'не' has only stop words"),
+            ({"name": "x", "phrases": ["y"], "speaker": "boss"}, 400, "speaker: expected one of"),
+            ({"name": "x", "phrases": ["y"], "within_s": 0}, 400, "within_s: expected 1-86400"),
+            ({"name": "x y", "phrases": ["y"]}, 400, "name: expected letters"),
+            ({"phrases": ["y"]}, 400, "name: missing")):
+        status, body, _ = await call(http, b, "POST", "/api/v1/alert-rules", "security", json=bad)
+        assert status == code and json.loads(body)["error"].startswith(message), body
+
+    status, body, _ = await call(http, b, "GET", "/api/v1/alert-rules", "supervisor")
+    listed = {r["name"]: r for r in json.loads(body)["items"]}
+    assert status == 200 and set(listed) == {r["name"] for r in RULES} | {"complaint"}
+    assert listed["trade-secret"]["source"] == "config" and listed["complaint"]["source"] == "api"
+    assert listed["agent-name"]["within_s"] == 30 and listed["agent-name"]["kind"] == "not_said"
+
+    # The new rule fires on the next transcript.
+    async with b.pool.acquire() as conn:
+        await save_and_match(conn, AlertMatcher(b.settings), b.calls["party"],
+                             transcript(caller=[(500, "У меня жалобы")], agent=[(900, "Меня зовут Анна")]))
+    assert [a["rule"] for a in (await get_alerts(http, b, "admin", call_id=b.calls["party"]))[1]["items"]] == [
+        "complaint"]
+
+    assert (await call(http, b, "DELETE", "/api/v1/alert-rules/trade-secret", "admin"))[0] == 409
+    assert (await call(http, b, "DELETE", "/api/v1/alert-rules/complaint", "security"))[0] == 200
+    assert (await call(http, b, "DELETE", "/api/v1/alert-rules/complaint", "security"))[0] == 404
+    assert (await get_alerts(http, b, "admin", rule="complaint"))[1]["items"]  # its alerts stay
+    actions = [(r["action"], r["actor"]) for r in await audit_rows(b) if r["action"].startswith("alert_rule")]
+    assert actions == [("alert_rule_add", "admin1(token:admin-token)"),
+                       ("alert_rule_delete", "security1(token:security-token)")]
+
+    # The CLI: list (config and API), add, delete; a config name refused.
+    cfg = write_config(tmp_path / "c.toml", b.dsn, b.rec_dir, extra=ALERTS_TOML)
+    out = run_cli(cfg, "alerts", "rules", "add", "refund", "--phrase", "refund", "--phrase", "вернуть деньги",
+                  "--speaker", "caller")
+    assert out.returncode == 0 and out.stdout.strip() == "added: alert rule refund", out.stderr
+    listed_cli = [json.loads(line) for line in run_cli(cfg, "alerts", "rules", "--json").stdout.splitlines()]
+    assert {(r["name"], r["source"]) for r in listed_cli} >= {("trade-secret", "config"), ("refund", "api")}
+    refused = run_cli(cfg, "alerts", "rules", "delete", "trade-secret")
+    assert refused.returncode == 2 and "a rule of the config file" in refused.stderr
+    assert run_cli(cfg, "alerts", "rules", "delete", "refund").returncode == 0
+    assert run_cli(cfg, "alerts", "rules", "delete", "refund").returncode == 1
+
+
+ALERTS_TOML = '\n[[alerts.rules]]\nname = "trade-secret"\nphrases = ["коммерческая тайна"]\n'
+
+
+def test_a_bad_rule_in_the_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", "postgresql://x@127.0.0.1:1/x", tmp_path,
+                       extra=ALERTS_TOML + '\n[[alerts.rules]]\nname = "late"\nphrases = ["x"]\nkind = "late"\n')
+    out = run_cli(cfg, "alerts")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "callrec: config error: alerts.rules[1].kind: expected one of said, not_said, got 'late'"]
+
+
+# --- delivery through the hook outbox ------------------------------------------------------------------------
+
+async def test_an_alert_is_delivered_by_webhook_signed_retried_and_by_command(database: str, tmp_path: Path) -> None:
+    receiver = Receiver(statuses=[500])  # the first delivery fails: retried with backoff
+    await receiver.start()
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    out = tmp_path / "out.jsonl"
+    settings = settings_with(database, alert_webhook_url=receiver.url + "?token=in-the-url",
+                             webhook_hmac_key="hmac-key", retry_initial=0.2, retry_max=0.5,
+                             alert_command=[sys.executable, str(script), "{rule}", "{alert_id}", "{call_id}",
+                                            str(out)])
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=3)
+    attempts = Attempts()
+    runner = HookRunner(settings, pool, None, retry_delay=0.2)
+    runner.on_attempt.append(attempts)
+    runner.start()
+    try:
+        async with pool.acquire() as conn:
+            confidential = await insert_call(conn, None, started=T0, agent="201", confidential=True)
+            await save_and_match(conn, AlertMatcher(settings), confidential, SAID)
+        alert = await pool.fetchrow("SELECT * FROM alerts WHERE call_id = $1::uuid", confidential)
+        jobs = await pool.fetch("SELECT hook, event, key FROM hook_jobs ORDER BY hook")
+        assert [tuple(j) for j in jobs] == [("command", "alert.matched", f"alert:{alert['id']}"),
+                                            ("webhook", "alert.matched", f"alert:{alert['id']}")]
+        runner.wake()
+        await attempts.wait(lambda a: sum(x.ok for x in a) == 2, what="both alert hooks to succeed")
+        # The same transcript matched again: no new alert, no new job.
+        async with pool.acquire() as conn:
+            await save_and_match(conn, AlertMatcher(settings), confidential, SAID)
+        assert await pool.fetchval("SELECT count(*) FROM hook_jobs") == 2
+    finally:
+        await runner.close()
+        await receiver.stop()
+        await pool.close()
+
+    webhook = [a for a in attempts.items if a.hook == "webhook"]
+    assert [(a.ok, a.attempt) for a in webhook] == [(False, 1), (True, 2)]
+    assert "HTTP 500" in (webhook[0].error or "") and "in-the-url" not in (webhook[0].error or "")
+    assert [r["status"] for r in receiver.requests] == [500, 200]
+    delivered = receiver.requests[-1]
+    headers = delivered["headers"]
+    assert headers["Idempotency-Key"] == f"{alert['id']}:webhook"
+    assert headers["X-Callrec-Event"] == "alert.matched" and headers["X-Callrec-Attempt"] == "2"
+    mac = hmac.new(b"hmac-key", headers["X-Callrec-Timestamp"].encode() + b"." + delivered["body"], hashlib.sha256)
+    assert headers["X-Callrec-Signature"] == f"sha256={mac.hexdigest()}"
+    payload = delivered["json"]
+    assert payload["event"] == "alert.matched" and payload["call_id"] == confidential
+    assert payload["alert"] == {"id": alert["id"], "rule": "trade-secret", "kind": "said",
+                                "phrase": "коммерческая тайна", "speaker": "agent", "offset_ms": 2000 + 4 * 400,
+                                "created_at": alert["created_at"].isoformat()}
+    assert payload["call"]["caller_number"] == "+4930123456" and payload["call"]["started_at"] == T0.isoformat()
+    # No words of the (confidential) call beyond the rule's own phrase.
+    assert "Анна" not in delivered["body"].decode() and "segments" not in payload
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(runs) == 1 and runs[0]["argv"] == ["trade-secret", str(alert["id"]), confidential, str(out)]
+    assert runs[0]["stdin"] == payload
+    assert runs[0]["env"]["CALLREC_EVENT"] == "alert.matched" and runs[0]["env"]["CALLREC_ALERT_ID"] == str(alert["id"])
