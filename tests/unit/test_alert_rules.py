@@ -130,3 +130,28 @@ def test_alert_hook_errors(hooks: dict[str, object], message: str) -> None:
     s = parse_settings({**BASE, "hooks": {"alert_webhook_url": "http://127.0.0.1:9/alerts", "webhook_hmac_key": "k",
                                           "alert_command": ["/bin/echo", "{rule}", "{alert_id}"]}}, {})
     assert s.hooks.alert_command == ("/bin/echo", "{rule}", "{alert_id}")
+
+
+def test_an_alert_hook_payload_argv_and_environment() -> None:
+    from datetime import UTC, datetime
+
+    from callrec.hooks import alert_payload, command_argv, hook_environment
+    from callrec.store.record import CallRecord
+
+    record = CallRecord(id="7d3e1c7a-0000-4000-8000-000000000001", door="ari", uniqueid="1.2",
+                        started_at=datetime(2026, 12, 1, 9, 59, tzinfo=UTC),
+                        caller_number="+4930111", caller_name="{rule} $(x)", recording_sha256="ab" * 32)
+    alert = {"id": 17, "rule": "trade-secret", "kind": "said", "phrase": "коммерческая тайна", "speaker": "agent",
+             "offset_ms": 41600, "created_at": datetime(2026, 12, 1, 10, tzinfo=UTC)}
+    payload = alert_payload(alert, record)
+    assert payload["event"] == "alert.matched" and payload["call_id"] == record.id
+    assert payload["alert"] == {**alert, "created_at": "2026-12-01T10:00:00+00:00"}
+    assert payload["call"]["caller_name"] == "{rule} $(x)"  # caller data: verbatim, never expanded
+    assert set(payload) == {"event", "call_id", "alert", "call", "recording"}
+    argv = command_argv(("/usr/local/bin/notify", "--rule={rule}", "{alert_id}", "{call_id}", "{kind}", "{path}"),
+                        payload)
+    assert argv == ["/usr/local/bin/notify", "--rule=trade-secret", "17", record.id, "said", "{path}"]
+    env = hook_environment(payload, 2)
+    assert (env["CALLREC_EVENT"], env["CALLREC_ALERT_ID"], env["CALLREC_CALL_ID"], env["CALLREC_HOOK_ATTEMPT"]) == (
+        "alert.matched", "17", record.id, "2")
+    assert "CALLREC_RECORDING" not in env
