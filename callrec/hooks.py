@@ -54,6 +54,9 @@ ERROR_CHARS = 500
 SWEEP_WINDOW = 3600.0  # seconds: how far back the start-up sweep looks for unqueued hooks
 RECORDING_EVENT = "recording.finalized"
 ALERT_EVENT = "alert.matched"
+# NOTIFY'd by queue_alert in the alert's transaction, so PostgreSQL delivers it at commit, to the runner
+# of whatever process or machine: the alert's hooks run at once instead of at the next poll.
+ALERT_CHANNEL = "callrec_alert_hooks"
 
 
 class HookError(Exception):
@@ -180,6 +183,8 @@ async def queue_alert(conn: Conn, hooks: HookSettings, alert: dict[str, Any], re
         await conn.execute("INSERT INTO hook_jobs (call_id, hook, event, key, payload) "
                            "VALUES ($1::uuid, $2, $3, $4, $5::jsonb) ON CONFLICT (call_id, hook, key) DO NOTHING",
                            record.id, kind, ALERT_EVENT, f"alert:{alert['id']}", payload)
+    if kinds:
+        await conn.execute("SELECT pg_notify($1, '')", ALERT_CHANNEL)
     return len(kinds)
 
 
@@ -243,6 +248,7 @@ class HookRunner:
         self._running: dict[asyncio.Task[None], Job] = {}
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._listener: asyncpg.Connection | None = None
         self._closing = False
         self._stop_loop = False
         self._last_warning = -1e9
@@ -252,6 +258,11 @@ class HookRunner:
     @property
     def enabled(self) -> bool:
         return bool(self.kinds or self.alert_kinds)
+
+    @property
+    def listening(self) -> bool:
+        """Woken by alert jobs' NOTIFY (else they are found by the poll)."""
+        return self._listener is not None and not self._listener.is_closed()
 
     def wake(self) -> None:
         """Look for due jobs now (alerts queued by another connection or process are otherwise found
@@ -312,6 +323,8 @@ class HookRunner:
                 await self._release([running[t].id for t in late])
         if self._http is not None:
             await self._http.close()
+        if self._listener is not None:
+            await self._listener.close(timeout=2)
 
     # -- the loop --
 
@@ -323,6 +336,7 @@ class HookRunner:
                 if not swept:
                     await self._sweep()
                     swept = True
+                await self._listen()
                 if self._incoming:
                     await self._enqueue_incoming()
                 free = self.hooks.concurrency - len(self._running)
@@ -350,6 +364,21 @@ class HookRunner:
                     self._last_warning = time.monotonic()
                     log.warning("hooks: database unavailable (%s); hooks wait and are retried", type(exc).__name__)
                 await asyncio.sleep(self.retry_delay)
+
+    async def _listen(self) -> None:
+        """LISTEN for alert jobs on a connection of its own (not one of the pool's, held for good), opened
+        again after it was lost; meanwhile the poll finds the jobs."""
+        if not self.alert_kinds or (self._listener is not None and not self._listener.is_closed()):
+            return
+        try:
+            self._listener = await asyncpg.connect(self.settings.database.dsn, timeout=5,
+                                                   server_settings={"application_name": "callrec hooks"})
+            await self._listener.add_listener(ALERT_CHANNEL, lambda *_: self._wake.set())
+        except Exception as exc:
+            log.debug("hooks: cannot listen for alert jobs (%s); polling every %gs", type(exc).__name__, POLL_SECONDS)
+            if self._listener is not None:
+                self._listener.terminate()
+            self._listener = None
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)

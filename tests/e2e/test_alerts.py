@@ -19,6 +19,7 @@ from support.dataops_helpers import run_cli, write_config
 from support.hookprobe import PROBE, Attempts, Receiver
 from support.opsapi import Bench, audit_rows, call, insert_call, running_bench
 from support.settings import make_settings
+from support.waiting import wait_for
 
 from callrec.analytics.alerts import AlertMatcher
 from callrec.config.settings import Settings
@@ -291,6 +292,7 @@ async def test_an_alert_is_delivered_by_webhook_signed_retried_and_by_command(da
     runner.on_attempt.append(attempts)
     runner.start()
     try:
+        await wait_for(lambda: runner.listening, what="the hook runner to LISTEN for alert jobs")
         async with pool.acquire() as conn:
             confidential = await insert_call(conn, None, started=T0, agent="201", confidential=True)
             await save_and_match(conn, AlertMatcher(settings), confidential, SAID)
@@ -298,7 +300,7 @@ async def test_an_alert_is_delivered_by_webhook_signed_retried_and_by_command(da
         jobs = await pool.fetch("SELECT hook, event, key FROM hook_jobs ORDER BY hook")
         assert [tuple(j) for j in jobs] == [("command", "alert.matched", f"alert:{alert['id']}"),
                                             ("webhook", "alert.matched", f"alert:{alert['id']}")]
-        runner.wake()
+        # No wake(): the alert's NOTIFY, delivered at commit, wakes the runner (its poll is 30 s).
         await attempts.wait(lambda a: sum(x.ok for x in a) == 2, what="both alert hooks to succeed")
         # The same transcript matched again: no new alert, no new job.
         async with pool.acquire() as conn:
