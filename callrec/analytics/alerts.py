@@ -32,7 +32,8 @@ from callrec.store import alerts as store
 from callrec.store.calllog import is_transient
 from callrec.store.db import Conn, record_from_row
 
-__all__ = ["AlertMatcher", "Match", "SpokenWord", "Terms", "decide", "first_said", "phrase_terms", "rule_of"]
+__all__ = ["AlertMatcher", "Match", "Spoken", "SpokenWord", "Terms", "decide", "first_said", "phrase_terms",
+           "rule_of"]
 
 log = logging.getLogger("callrec.alerts")
 
@@ -73,45 +74,71 @@ def _speakers(rule_speaker: str) -> tuple[str, ...]:
     return (rule_speaker, "mixed")  # a mono transcript cannot tell the parties apart
 
 
-def _tracks(words: Sequence[SpokenWord], speakers: tuple[str, ...]) -> list[list[SpokenWord]]:
-    by: dict[str, list[SpokenWord]] = {}
-    for w in words:
-        if w.speaker in speakers:
+class Spoken:
+    """A call's words per speaker, in time order, with where each lexeme occurs: built once per call,
+    so matching costs about the occurrences of each phrase's first word, not rules x words (it runs in
+    the runner's transaction, on the daemon's event loop)."""
+
+    def __init__(self, words: Iterable[SpokenWord]) -> None:
+        by: dict[str, list[SpokenWord]] = {}
+        for w in words:
             by.setdefault(w.speaker, []).append(w)
-    return [sorted(track, key=lambda w: w.start_ms) for track in by.values()]
+        self.tracks = {speaker: sorted(track, key=lambda w: w.start_ms) for speaker, track in by.items()}
+        self.index: dict[str, dict[str, list[int]]] = {}
+        for speaker, track in self.tracks.items():
+            where: dict[str, list[int]] = {}
+            for i, w in enumerate(track):
+                for lexeme in w.lexemes:
+                    where.setdefault(lexeme, []).append(i)
+            self.index[speaker] = where
+
+    def speaks(self, speakers: tuple[str, ...]) -> bool:
+        return any(self.tracks.get(s) for s in speakers)
+
+    def first(self, terms: Terms, speaker: str) -> int | None:
+        """The offset of the earliest place ``speaker`` says ``terms``, or None."""
+        track = self.tracks.get(speaker)
+        if not track:
+            return None
+        where = self.index[speaker]
+        starts = sorted({i for lexeme in terms[0] for i in where.get(lexeme, ())})
+        n = len(terms)
+        for i in starts:
+            if i + n <= len(track) and all(not t or t & track[i + k].lexemes for k, t in enumerate(terms)):
+                return track[i].start_ms
+        return None
 
 
-def first_said(phrases: Mapping[str, Terms | None], words: Sequence[SpokenWord],
+def first_said(phrases: Mapping[str, Terms | None], spoken: Spoken,
                speakers: tuple[str, ...]) -> tuple[str, str, int] | None:
     """The earliest place any phrase is said by one of ``speakers``: (phrase, speaker, offset of its first
     word), or None."""
     best: tuple[str, str, int] | None = None
-    for track in _tracks(words, speakers):
+    for speaker in speakers:
         for phrase, terms in phrases.items():
             if not terms:
                 continue
-            n = len(terms)
-            for i in range(len(track) - n + 1):
-                if best is not None and track[i].start_ms >= best[2]:
-                    break
-                if all(not t or t & track[i + k].lexemes for k, t in enumerate(terms)):
-                    best = (phrase, track[i].speaker, track[i].start_ms)
-                    break
+            at = spoken.first(terms, speaker)
+            if at is not None and (best is None or at < best[2]):
+                best = (phrase, speaker, at)
     return best
 
 
-def decide(rule: AlertRule, phrases: Mapping[str, Terms | None], words: Sequence[SpokenWord]) -> Match | None:
-    """Whether ``rule`` raises an alert for a call whose words are ``words``; pure."""
+def decide(rule: AlertRule, phrases: Mapping[str, Terms | None],
+           spoken: Spoken | Sequence[SpokenWord]) -> Match | None:
+    """Whether ``rule`` raises an alert for a call whose words are ``spoken``; pure."""
+    if not isinstance(spoken, Spoken):
+        spoken = Spoken(spoken)
     speakers = _speakers(rule.speaker)
     mine = {p: phrases.get(p) for p in rule.phrases}
-    hit = first_said(mine, words, speakers)
+    hit = first_said(mine, spoken, speakers)
     limit = None if rule.within_s is None else rule.within_s * 1000
     in_time = hit is not None and (limit is None or hit[2] < limit)
     if rule.kind == "said":
         if hit is None or not in_time:
             return None
         return Match(rule.name, "said", hit[0], hit[1], hit[2])
-    if in_time or not any(w.speaker in speakers for w in words):
+    if in_time or not spoken.speaks(speakers):
         return None
     if hit is not None:  # said, but too late
         return Match(rule.name, "not_said", hit[0], rule.speaker, hit[2])
@@ -153,9 +180,9 @@ class AlertMatcher:
         rules = await self.rules(conn)
         if not rules:
             return []
-        words = [SpokenWord(speaker, start, frozenset(lex))
-                 for speaker, start, text, lex in await store.spoken_words(conn, call_id)
-                 if any(c.isalnum() for c in text)]  # punctuation alone is no word
+        spoken = Spoken(SpokenWord(speaker, start, frozenset(lex))
+                        for speaker, start, text, lex in await store.spoken_words(conn, call_id)
+                        if any(c.isalnum() for c in text))  # punctuation alone is no word
         phrases = sorted({p for r in rules for p in r.phrases})
         split = [p.split() for p in phrases]
         flat = await store.lexemes(conn, [w for ws in split for w in ws])
@@ -169,7 +196,7 @@ class AlertMatcher:
         raised: list[Match] = []
         record = None
         for rule in rules:
-            match = decide(rule, terms, words)
+            match = decide(rule, terms, spoken)
             if match is None:
                 continue
             alert = await store.insert_alert(conn, rule=match.rule, call_id=call_id, kind=match.kind,

@@ -155,3 +155,14 @@ def test_an_alert_hook_payload_argv_and_environment() -> None:
     assert (env["CALLREC_EVENT"], env["CALLREC_ALERT_ID"], env["CALLREC_CALL_ID"], env["CALLREC_HOOK_ATTEMPT"]) == (
         "alert.matched", "17", record.id, "2")
     assert "CALLREC_RECORDING" not in env
+
+
+def test_one_spoken_index_serves_every_rule_and_finds_the_first_full_match() -> None:
+    from callrec.analytics.alerts import Spoken
+
+    # "коммерческ" said 3000 times, "тайн" once, right after the last one.
+    track = [(i * 300, "коммерческ") for i in range(3000)] + [(3000 * 300, "тайн")]
+    spoken = Spoken(words("agent", *track))
+    rules = [rule(name=f"r{i}") for i in range(50)]
+    assert {decide(r, TERMS, spoken) for r in rules} == {
+        *(Match(f"r{i}", "said", "коммерческая тайна", "agent", 2999 * 300) for i in range(50))}
