@@ -157,6 +157,7 @@ class AlertMatcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._warned: set[str] = set()  # phrases of stop words only: logged once, not per transcript
 
     async def rules(self, conn: Conn) -> list[AlertRule]:
         """The config's rules, then the API's (a name in the file cannot be added through the API)."""
@@ -191,7 +192,8 @@ class AlertMatcher:
         for phrase, ws in zip(phrases, split, strict=True):
             terms[phrase] = phrase_terms(flat[at:at + len(ws)])
             at += len(ws)
-            if terms[phrase] is None:
+            if terms[phrase] is None and phrase not in self._warned:
+                self._warned.add(phrase)
                 log.warning("alerts: phrase %r has only stop words and never matches", phrase)
         raised: list[Match] = []
         record = None

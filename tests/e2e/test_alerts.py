@@ -31,7 +31,7 @@ T0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
 RULES = [
     # Word forms: the rule says "коммерческая тайна", the agent says "коммерческую тайну".
     {"name": "trade-secret", "phrases": ["коммерческая тайна", "confidential"]},
-    {"name": "refund-caller", "phrases": ["refunds"], "speaker": "caller"},
+    {"name": "refund-caller", "phrases": ["refund"], "speaker": "caller"},  # the caller says "refunds"
     {"name": "agent-name", "phrases": ["меня зовут", "my name is"], "speaker": "agent", "kind": "not_said",
      "within_s": 30},
     {"name": "early-price", "phrases": ["цена"], "within_s": 10},
