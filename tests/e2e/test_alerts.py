@@ -7,14 +7,17 @@ import hashlib
 import hmac
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 import pytest
+from support import REPO
 from support.dataops_helpers import run_cli, write_config
 from support.hookprobe import PROBE, Attempts, Receiver
 from support.opsapi import Bench, audit_rows, call, insert_call, running_bench
@@ -333,3 +336,31 @@ async def test_an_alert_is_delivered_by_webhook_signed_retried_and_by_command(da
     assert len(runs) == 1 and runs[0]["argv"] == ["trade-secret", str(alert["id"]), confidential, str(out)]
     assert runs[0]["stdin"] == payload
     assert runs[0]["env"]["CALLREC_EVENT"] == "alert.matched" and runs[0]["env"]["CALLREC_ALERT_ID"] == str(alert["id"])
+
+
+async def test_a_failure_in_matching_costs_the_alerts_never_the_transcript(
+        database: str, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture) -> None:
+    """Under the documented app role without INSERT on alerts (a refusal that is not an outage): the
+    transcript is stored, no alert, one error in the log."""
+    role = f"callrec_app_{uuid.uuid4().hex[:8]}"
+    statements = [line.replace(':"app"', f'"{role}"') for line in (REPO / "docs" / "sql" / "app_role.sql")
+                  .read_text().splitlines() if line.strip() and not line.startswith("--")]
+    await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.execute(f'REVOKE INSERT ON alerts FROM "{role}"')
+        call_id = await insert_call(conn, None, started=T0, agent="201")
+        parts = urlsplit(database)
+        app = await asyncpg.connect(urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}")))
+        try:
+            await save_and_match(app, AlertMatcher(settings_with()), call_id, SAID)
+        finally:
+            await app.close()
+    finally:
+        await conn.execute(f'DROP OWNED BY "{role}"')
+        await conn.execute(f'DROP ROLE "{role}"')
+    assert await conn.fetchval("SELECT count(*) FROM transcript_segments WHERE call_id = $1::uuid", call_id) == 2
+    assert await conn.fetchval("SELECT count(*) FROM alerts") == 0
+    errors = [r for r in caplog.records if r.name == "callrec.alerts" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and call_id in errors[0].getMessage()
