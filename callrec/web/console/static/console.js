@@ -411,6 +411,8 @@
                                                                   text: snippet.textContent.trim() }) },
         el("span", { class: "hit-speaker" }, t("speaker." + h.speaker)), " ",
         el("span", { class: "hit-time" }, fmtClock(at)), " ", snippet);
+      // Found by similar spelling (nothing matched exactly): say so, the words may differ.
+      if (h.fuzzy) link.append(" ", el("span", { class: "flag small" }, t("search.fuzzy")));
       list.append(el("li", {}, link));
     }
     return el("tr", { class: "hits-row", dataset: { hitsFor: c.id } }, el("td", { colspan: "10" }, list));
