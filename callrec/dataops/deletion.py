@@ -175,10 +175,12 @@ async def anonymize_locked(conn: Conn, row: asyncpg.Record, local_dir: Path, *, 
     # Tags are free text staff typed about the call: they may name the caller.
     tags = await conn.execute("DELETE FROM call_tags WHERE call_id = $1", row["id"])
     hooks = await _erase_hook_payloads(conn, row["id"])
+    alerts = await _erase_alerts(conn, row["id"])
     name, role = _who(actor)
     await audit.append(conn, actor=name, role=role, action="anonymize", call_id=call_id, remote=remote,
                        details={"reason": reason, **(note or {}), "fields": list(PERSONAL_FIELDS),
                                 "parties": _count(parties), "tags_removed": _count(tags), "hook_jobs": hooks,
+                                "alerts_removed": alerts,
                                 "transcript_deleted": transcript})
     return Outcome(call_id, "anonymized", audio_deleted=audio.result == "deleted", transcript_deleted=transcript)
 
@@ -205,6 +207,14 @@ async def _erase_hook_payloads(conn: Conn, call_id: Any) -> int:
                   state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END
             WHERE call_id = $1""", call_id)
     return _count(status)
+
+
+async def _erase_alerts(conn: Conn, call_id: Any) -> int:
+    """Keyword alerts (migration 009) say what was said on the call and when: like tags they outlive the
+    audio (statistics), and go when the call is anonymized."""
+    if not await conn.fetchval("SELECT to_regclass('alerts') IS NOT NULL"):
+        return 0
+    return _count(await conn.execute("DELETE FROM alerts WHERE call_id = $1", call_id))
 
 
 def _count(status: str) -> int:
