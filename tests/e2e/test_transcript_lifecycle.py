@@ -18,8 +18,10 @@ import asyncpg
 import pytest
 from support.dataops_helpers import add_call, audit_rows, run_cli, settings_for, write_config
 from support.opsapi import PASSWORD, api_settings
+from support.settings import local_recordings, make_settings
 
 from callrec.dataops.deletion import set_legal_hold
+from callrec.dataops.evidence import generate_key
 from callrec.dataops.retention import run_retention
 from callrec.speech import Interval, Segment, Track, Transcript, Word, transcript_stats
 from callrec.store import connect_pool, users
@@ -226,3 +228,37 @@ async def test_signed_evidence_export_includes_the_transcript_when_asked(databas
     assert [e["details"]["transcripts"] for e in entries] == [False, True]
 
 
+
+
+
+async def test_api_evidence_export_with_transcripts(database: str, conn: asyncpg.Connection, tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    call = await with_transcript(conn, rec)
+    key = tmp_path / "signing.pem"
+    generate_key(key)
+    settings = make_settings(None, database, recordings=local_recordings(rec), http={"listen": "127.0.0.1:0"},
+                             integrity={"signing_key": str(key)})
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    server = HttpServer(settings, pool)
+    try:
+        await users.add_user(conn, "sec1", "security", PASSWORD, None)
+        _, token = await users.create_token(conn, "t-evidence", user="sec1")
+        await server.start()
+        url = f"http://127.0.0.1:{server.port}/api/v1/calls/export/evidence"
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, params={"transcripts": "maybe"}, headers=auth) as resp:
+                assert resp.status == 400 and "transcripts" in (await resp.json())["error"]
+            async with http.get(url, params={"transcripts": "true", "number": "+15550001"}, headers=auth) as resp:
+                assert resp.status == 200, await resp.text()
+                (tmp_path / "e.zip").write_bytes(await resp.read())
+    finally:
+        await server.stop()
+        await pool.close()
+    with zipfile.ZipFile(tmp_path / "e.zip") as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        doc = json.loads(zf.read(f"transcripts/{call['id']}.json"))
+    assert [f["kind"] for f in manifest["files"]] == ["recording", "transcript"]
+    assert doc["dialogue"][1]["text"] == " Понимаю."
+    [entry] = await audit_rows(conn, call["id"], "evidence_export")
+    assert entry["details"]["transcripts"] is True
