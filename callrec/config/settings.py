@@ -40,6 +40,7 @@ RECORD_WORDS = ("force", "yes", "dontcare", "no", "never")
 DEFAULT_RECORD_WORDS = tuple(w for w in RECORD_WORDS if w != "dontcare")
 RULE_SIDES = ("caller", "callee")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 # Placeholders a hook command's arguments may carry: only values callrec made, no caller data.
 HOOK_PLACEHOLDERS = ("call_id", "path", "file", "status", "duration", "sha256")
 DTMF_KEYS = set("0123456789*#ABCD")
@@ -261,6 +262,21 @@ class AgiSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = setting("info", "log level, to stderr (the journal under systemd); any case", choices=LOG_LEVELS)
+    format: str = setting("text", "`text`: one readable line per event; `json`: one JSON object per line (time, "
+                                  "level, logger, message, and the exception when there is one) for a log shipper",
+                          choices=LOG_FORMATS)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str = setting(
+        "", "where `/metrics` (Prometheus text format), `/ready` and `/live` are served, apart from the API (no "
+            "credentials there: keep it on loopback or a monitoring network). `\"\"`: off. Port 0 takes a free port "
+            "(tests)", allowed="`host:port` (`[::1]:9120` for IPv6), or empty", shown_default='`""` (off)')
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -328,6 +344,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = "<defaults>"
 
 
@@ -345,6 +362,7 @@ SECTIONS: dict[str, type] = {
     "retention": RetentionSettings,
     "integrity": IntegritySettings,
     "speech": SpeechSettings,
+    "metrics": MetricsSettings,
     "log": LogSettings,
 }
 _PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention")}
@@ -473,6 +491,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
     check_integrity(s.integrity)
     _check_http(s.http)
+    _check_listen("metrics.listen", s.metrics.listen, "127.0.0.1:9120")
+    if s.log.format not in LOG_FORMATS:
+        raise ConfigError(f"log.format: expected one of {', '.join(LOG_FORMATS)}, got {s.log.format!r}")
     _check_agi(s.agi)
     if not s.asterisk.ari_enabled and not s.agi.active:
         raise ConfigError("asterisk.ari_enabled: false while the FastAGI door is off too ([agi]): "
@@ -498,11 +519,15 @@ def _check_http(h: HttpSettings) -> None:
         except ValueError:
             raise ConfigError(f"http.trusted_proxies: expected an IP address or network like 10.0.0.0/8, "
                               f"got {proxy!r}") from None
-    if h.listen:
-        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
-        if not m or int(m.group(2)) > 65535:
-            raise ConfigError(f"http.listen: expected host:port like 127.0.0.1:8090, got {h.listen!r}")
+    _check_listen("http.listen", h.listen, "127.0.0.1:8090")
     check_ranges(h, "http")
+
+
+def _check_listen(key: str, listen: str, example: str) -> None:
+    if listen:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", listen)
+        if not m or int(m.group(2)) > 65535:
+            raise ConfigError(f"{key}: expected host:port like {example}, got {listen!r}")
 
 
 def _check_policy(prefix: str, mode: str | None, language: str | None, prompt: str | None) -> None:
