@@ -17,12 +17,25 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from callrec.cli import access, calls, config, evidence, hooks, policy, recording, retention, serve, sounds, subjects
+from callrec.cli import (
+    access,
+    alerts,
+    calls,
+    config,
+    evidence,
+    hooks,
+    policy,
+    recording,
+    retention,
+    serve,
+    sounds,
+    subjects,
+)
 from callrec.cli.common import CommandError, Parser, add_global_options
 from callrec.config.settings import ConfigError, Settings, load_settings
 
 # In the order `callrec --help` lists them.
-GROUPS = (serve, config, policy, hooks, calls, access, sounds, retention, subjects, evidence, recording)
+GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording)
 
 
 def build_parser() -> Parser:

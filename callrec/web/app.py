@@ -22,6 +22,7 @@ from callrec.recording.control import RecordingControl
 from callrec.web import (
     console,
     logsafe,
+    routes_alerts,
     routes_audit,
     routes_auth,
     routes_calls,
@@ -41,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("callrec.http")
 
 ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
-                                   routes_recording, console]
+                                   routes_recording, routes_alerts, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware

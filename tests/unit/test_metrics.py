@@ -219,8 +219,8 @@ async def test_watchdog_pings_while_the_loop_runs(tmp_path: Path, monkeypatch: p
 
 def test_the_shipped_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    assert analyze, "systemd-analyze (Debian package systemd) is needed to check dist/callrec.service"
-    text = (REPO / "dist" / "callrec.service").read_text()
+    assert analyze, "systemd-analyze (Debian package systemd) is needed to check systemd/callrec.service"
+    text = (REPO / "systemd" / "callrec.service").read_text()
     assert "Type=notify" in text and "WatchdogSec=" in text and "NoNewPrivileges=yes" in text
     assert "ExecStart=/opt/callrec/bin/callrec serve" in text
     # The unit names the install path of docs/install.md; check it against this checkout's command.
