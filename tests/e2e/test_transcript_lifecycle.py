@@ -12,17 +12,21 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 import pytest
+from support import REPO
 from support.dataops_helpers import add_call, audit_rows, run_cli, settings_for, write_config
 from support.opsapi import PASSWORD, api_settings
 from support.settings import local_recordings, make_settings
 
+from callrec.access import cli_principal
 from callrec.dataops.deletion import set_legal_hold
 from callrec.dataops.evidence import generate_key
 from callrec.dataops.retention import run_retention
+from callrec.dataops.subjects import erase_subject
 from callrec.speech import Interval, Segment, Track, Transcript, Word, transcript_stats
 from callrec.store import connect_pool, users
 from callrec.store.transcripts import delete_transcript, load_transcript, save_transcript
@@ -262,3 +266,48 @@ async def test_api_evidence_export_with_transcripts(database: str, conn: asyncpg
     assert doc["dialogue"][1]["text"] == " Понимаю."
     [entry] = await audit_rows(conn, call["id"], "evidence_export")
     assert entry["details"]["transcripts"] is True
+
+
+async def test_least_privilege_app_role_deletes_transcripts_but_not_held_ones(database: str,
+                                                                             conn: asyncpg.Connection,
+                                                                             tmp_path: Path) -> None:
+    """docs/sql/app_role.sql is enough for the transcript, its job and its alerts to go with the audio
+    (retention and subject erase as the daemon's role), and that role can neither delete a held call's
+    transcript nor switch the guard off."""
+    role = f"callrec_app_{uuid.uuid4().hex[:8]}"
+    statements = [line.replace(':"app"', f'"{role}"')
+                  for line in (REPO / "docs" / "sql" / "app_role.sql").read_text().splitlines()
+                  if line.strip() and not line.startswith("--")]
+    await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+        rec = tmp_path / "rec"
+        old = await with_transcript(conn, rec, age_days=40)
+        subject = await with_transcript(conn, rec, caller=CALLER)
+        held = await with_transcript(conn, rec, age_days=40)
+        await conn.execute("INSERT INTO alerts (rule, call_id, kind, phrase, speaker, offset_ms) "
+                           "VALUES ('termination', $1, 'said', 'расторгнуть', 'caller', 300)", subject["id"])
+        await set_legal_hold(conn, held["id"], True, actor="counsel", reason="case 12")
+        parts = urlsplit(database)
+        app_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        pool = await connect_pool(app_dsn, 1, 2)
+        try:
+            async with pool.acquire() as app:
+                with pytest.raises(asyncpg.CheckViolationError, match="legal hold"):
+                    await delete_transcript(app, held["id"])
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await app.execute("ALTER TABLE transcripts DISABLE TRIGGER transcripts_lifecycle_guard")
+            settings = settings_for(database, rec, retention={"audio_days": 30})
+            report = await run_retention(pool, settings.retention, rec)
+            assert (report.audio_deleted, report.held_skipped, report.errors) == (1, 1, 0), report.error_samples
+            outcomes = await erase_subject(pool, [CALLER], rec, actor=cli_principal())
+            assert [o.result for o in outcomes] == ["anonymized"]
+        finally:
+            await pool.close()
+        assert not await has_transcript(conn, old["id"]) and not await has_transcript(conn, subject["id"])
+        assert await conn.fetchval("SELECT count(*) FROM alerts WHERE call_id = $1", subject["id"]) == 0
+        assert await has_transcript(conn, held["id"])
+    finally:
+        await conn.execute(f'DROP OWNED BY "{role}"')
+        await conn.execute(f'DROP ROLE "{role}"')
