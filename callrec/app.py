@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -32,6 +33,14 @@ log = logging.getLogger("callrec")
 class FatalError(Exception):
     """Start-up cannot go on (bad credentials, schema missing): one clear line, non-zero exit."""
 
+    exit_code = 1  # systemd restarts the daemon
+
+
+class SettingFatal(FatalError):
+    """A setting is wrong (a corrupt or missing speech model): restarting would not help."""
+
+    exit_code = 2
+
 
 class Daemon:
     def __init__(self, settings: Settings) -> None:
@@ -48,6 +57,11 @@ class Daemon:
         self.hooks: HookRunner | None = None
         # Pause/resume for the HTTP API (``await daemon.recording_control.pause(call_id, by=user)``).
         self.recording_control: RecordingControl | None = None
+        # Speech analytics ([speech] enabled): the queue's enqueue side and the runner (callrec/analytics/queue.py).
+        # ``speech_after_save`` is handed to the runner: callbacks awaited in the transaction that saves a transcript.
+        self.speech_queue: Any = None
+        self.speech_runner: Any = None
+        self.speech_after_save: list[Callable[[Any, str], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
@@ -95,6 +109,8 @@ class Daemon:
         self.hooks = HookRunner(s, self.pool, self.writer)
         self.service.on_call_finalized.append(self.hooks.on_call_finalized)
         self.hooks.start()
+        if s.speech.enabled:
+            await self._start_speech()
         self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
@@ -129,6 +145,25 @@ class Daemon:
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
                  self.ari.base if self.ari else "off", s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
+
+    async def _start_speech(self) -> None:
+        """The transcription queue: finalized recordings queued (a background task, never on the call path) and
+        the runner with its niced worker processes.  A bad model is a setting error (exit 2)."""
+        from callrec.analytics.queue import SpeechError, SpeechQueue, SpeechRunner, start_pool_factory
+
+        s = self.settings
+        assert self.pool is not None and self.service is not None
+        try:
+            factory = await asyncio.to_thread(start_pool_factory, s.speech)
+        except SpeechError as exc:
+            raise SettingFatal(str(exc)) from None
+        self.speech_queue = SpeechQueue(s, self.pool, self.writer)
+        self.service.on_call_finalized.append(self.speech_queue.on_call_finalized)
+        self.speech_runner = SpeechRunner(s, self.pool, factory, after_save=self.speech_after_save)
+        self.speech_runner.after_save = self.speech_after_save  # the same list: callbacks added later count
+        self._tasks.append(asyncio.create_task(self.speech_queue.run(), name="speech-queue"))
+        self._tasks.append(asyncio.create_task(self.speech_runner.run(), name="speech-runner"))
+        log.info("speech analytics: %d worker(s), transcribe = %s", s.speech.workers, s.speech.transcribe)
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until both ARI and AMI are up; raise FatalError at once on refused credentials."""
@@ -197,6 +232,10 @@ class Daemon:
         self._stopped = True
         if self.retention is not None:
             self.retention.stop.set()
+        if self.speech_queue is not None:
+            self.speech_queue.stop()
+        if self.speech_runner is not None:
+            await self.speech_runner.close()
         if self.http is not None:
             await self.http.stop()
         # Both doors hand their callers back at the same time.

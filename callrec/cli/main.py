@@ -16,11 +16,13 @@ import sys
 import asyncpg
 
 from callrec.cli import access, calls, config, evidence, hooks, policy, recording, retention, serve, sounds, subjects
+from callrec.cli import speech as speech_commands
 from callrec.cli.common import CommandError, Parser, add_global_options
 from callrec.config.settings import ConfigError, Settings, load_settings
 
 # In the order `callrec --help` lists them.
-GROUPS = (serve, config, policy, hooks, calls, access, sounds, retention, subjects, evidence, recording)
+GROUPS = (serve, config, policy, hooks, calls, access, sounds, retention, subjects, evidence, recording,
+          speech_commands)
 
 
 def build_parser() -> Parser:
