@@ -201,7 +201,7 @@ async def status(conn: Db) -> dict[str, Any]:
     running (with progress), the failures with their reasons."""
     waiting = await conn.fetchrow(
         """SELECT coalesce(sum(audio_ms) FILTER (WHERE state = 'pending'), 0) AS pending_ms,
-                  coalesce(sum(audio_ms * (1 - coalesce(progress, 0))) FILTER (WHERE state = 'running'), 0)
+                  coalesce(sum(audio_ms * (1 - coalesce(progress, 0)::numeric(6, 3))) FILTER (WHERE state = 'running'), 0)
                       AS running_left_ms
            FROM speech_jobs""")
     assert waiting is not None
@@ -217,9 +217,10 @@ async def status(conn: Db) -> dict[str, Any]:
             ORDER BY done_at DESC NULLS LAST LIMIT {FAILURES_SHOWN}""")
     return {
         "jobs": await counts(conn),
-        "waiting_audio_ms": int(waiting["pending_ms"]) + int(waiting["running_left_ms"]),
+        "waiting_audio_ms": int(waiting["pending_ms"]) + round(waiting["running_left_ms"]),
         "done_last_hour": {"jobs": int(hour["jobs"]), "audio_ms": int(hour["audio_ms"])},
-        "running": [{"call_id": str(r["call_id"]), "worker": r["worker"], "progress": r["progress"],
+        "running": [{"call_id": str(r["call_id"]), "worker": r["worker"],
+                     "progress": None if r["progress"] is None else round(r["progress"], 3),
                      "attempt": r["attempts"], "started_at": r["started_at"], "lease_until": r["lease_until"],
                      "audio_ms": r["audio_ms"]} for r in running],
         "failures": [{"call_id": str(r["call_id"]), "attempts": r["attempts"], "error": r["last_error"],
