@@ -201,8 +201,8 @@ async def status(conn: Db) -> dict[str, Any]:
     running (with progress), the failures with their reasons."""
     waiting = await conn.fetchrow(
         """SELECT coalesce(sum(audio_ms) FILTER (WHERE state = 'pending'), 0) AS pending_ms,
-                  coalesce(sum(audio_ms * (1 - coalesce(progress, 0)::numeric(6, 3))) FILTER (WHERE state = 'running'), 0)
-                      AS running_left_ms
+                  coalesce(sum(audio_ms * (1 - coalesce(progress, 0)::numeric(6, 3)))
+                           FILTER (WHERE state = 'running'), 0) AS running_left_ms
            FROM speech_jobs""")
     assert waiting is not None
     hour = await conn.fetchrow(
