@@ -61,6 +61,7 @@ def run_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     if not path.is_file():
         raise CommandError(f"{args.file}: no such file")
     language = args.language or settings.speech.language
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # its per-file chatter is not the transcript
     try:
         transcript = transcribe_once(settings.speech, path, None if language == "auto" else language)
     except SpeechError as exc:

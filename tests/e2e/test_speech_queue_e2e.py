@@ -7,6 +7,7 @@ worker` processes killed mid-job.  Nothing is mocked; waits have time-outs, neve
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -283,3 +284,28 @@ async def test_e_a_corrupt_model_file_is_one_error_naming_the_setting(
         assert len(errors) == 1 and errors[0].startswith(f"callrec: speech.cache_dir: {broken / 'model.bin'} has "
                                                          "sha256"), done.stderr[-2000:]
         assert "Traceback" not in done.stderr
+
+
+async def test_callrec_transcribe_prints_a_files_words_with_their_times(
+        database: str, tmp_path: Path, asterisk: SandboxInfo, speech_cache: Path) -> None:
+    wav = tmp_path / "script.wav"
+    _speech_wav(asterisk, wav, 1)
+    config = write_config(tmp_path / "callrec.toml", database, tmp_path / "recordings",
+                          speech={"cache_dir": str(speech_cache)})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    shown = subprocess.run([*CALLREC, "-c", str(config), "transcribe", str(wav), "--language", "en"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("script.wav: ") and "language en" in lines[0]
+    first = lines[1].split()
+    assert first[2:] == ["mixed", "Weasels"] and 0 <= float(first[0]) < 0.7  # spoken at the very start
+    as_json = subprocess.run([*CALLREC, "-c", str(config), "transcribe", str(wav), "--json"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    doc = json.loads(as_json.stdout)
+    assert doc["language"] == "en" and doc["language_detected"] is True
+    said = "".join(w["text"] for t in doc["tracks"] for s in t["segments"] for w in s["words"]).lower()
+    assert "nobody is available" in said
+    missing = subprocess.run([*CALLREC, "-c", str(config), "transcribe", str(tmp_path / "none.wav")],
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"callrec: {tmp_path / 'none.wav'}: no such file"
