@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,45 @@ async def test_c_a_spoken_card_number_is_redacted_and_a_paused_stretch_yields_no
     assert not re.search(r"\d", " ".join(r["text"] for r in stored)), stored
     assert not re.search(r'\[" ?[^"]*\d', " ".join(r["words"] for r in stored)), stored
     assert text.count("*") >= 13
+
+
+def voiced_span_ms(asterisk: SandboxInfo, name: str) -> int:
+    """A prompt's speech length: from its first voice to its last (signal level, 20 ms frames)."""
+    audio, rate = soundfile.read(str(prompt_file(asterisk, name)), dtype="int16")
+    return len(audio) * 1000 // rate - onset_ms(audio, rate) - onset_ms(audio[::-1], rate)
+
+
+async def test_b_stereo_each_party_on_its_own_track_and_talk_times_as_spoken(
+        asterisk: SandboxInfo, database: str, tester: Tester, finished: Finished, conn: asyncpg.Connection,
+        speech_cache: Path) -> None:
+    settings = make_settings(asterisk, database, speech=speech(speech_cache), recordings={"stereo": True})
+    async with running_daemon(settings, finished) as daemon:
+        call = await tester.place_call("300", context="callrec-test-rec",
+                                       variables={"__CALLREC_TEST_AGENT_APP": tester.app})
+        call_id = (await call.handed_back())["call_id"]
+        agent = (await tester.log.wait_for(
+            lambda e: e.get("type") == "StasisStart" and e.get("args") == ["agent"], 20, "the agent to answer"))
+        agent_id = agent["channel"]["id"]
+        await say(call, ["vm-intro"])  # the caller: "Please leave your message after the tone. ..."
+        spoken = str(uuid.uuid4())
+        await tester.ari.play(agent_id, "sound:demo-thanks", spoken)  # the agent: "Goodbye. Thank you for ..."
+        await tester.log.wait_for(lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == spoken,
+                                  30, "the agent's speech")
+        await hang_up(daemon, finished, call)
+        job = await job_state(database, call_id, ("done", "failed"))
+        assert job["state"] == "done", job["last_error"]
+    transcript = await load_transcript(conn, call_id)
+    assert transcript is not None and transcript["stereo"] is True
+    said = {who: "".join(w["text"] for s in transcript["segments"] if s["speaker"] == who for w in s["words"]).lower()
+            for who in ("caller", "agent")}
+    assert "leave your message" in said["caller"] and "thank you" not in said["caller"]
+    assert "thank you for trying" in said["agent"] and "message" not in said["agent"]
+    caller_ms, agent_ms = voiced_span_ms(asterisk, "vm-intro"), voiced_span_ms(asterisk, "demo-thanks")
+    assert transcript["caller_talk_ms"] == pytest.approx(caller_ms, rel=0.1)
+    assert transcript["agent_talk_ms"] == pytest.approx(agent_ms, rel=0.1)
+    assert transcript["agent_talk_ratio"] == pytest.approx(agent_ms / (agent_ms + caller_ms), rel=0.1)
+    assert transcript["overtalk_ms"] < 500  # one after the other
+    assert transcript["talk_ms"] == pytest.approx(caller_ms + agent_ms, rel=0.1)
 
 
 def _speech_wav(asterisk: SandboxInfo, path: Path, repeat: int) -> None:
