@@ -300,6 +300,9 @@ class SpeechRunner:
         self._stop = True
         self._wake.set()
         running = dict(self._running)
+        if running and self.pool is not None:
+            # A transcription may take minutes: end the worker processes instead of waiting for them.
+            await asyncio.to_thread(self.pool.terminate)
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
@@ -313,7 +316,7 @@ class SpeechRunner:
                 await self.db.release(self._listener)
             self._listener = None
         if self.pool is not None:
-            await asyncio.to_thread(self.pool.close)
+            await asyncio.to_thread(self.pool.terminate if running else self.pool.close)
             self.pool = None
         shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -128,6 +128,19 @@ class SpeechPool:
         """Stop the workers: queued jobs are dropped (``cancel``), running ones finish first."""
         self._executor.shutdown(wait=True, cancel_futures=cancel)
 
+    def terminate(self, timeout: float = 5.0) -> None:
+        """Stop now (a daemon shutting down): running transcriptions are abandoned, the processes ended
+        (SIGTERM, then SIGKILL after ``timeout``).  Whoever queued the work gives it back."""
+        processes = list((self._executor._processes or {}).values())
+        for proc in processes:
+            proc.terminate()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout)
+
     def __enter__(self) -> SpeechPool:
         return self
 
