@@ -101,8 +101,8 @@ async def run_status(args: argparse.Namespace, settings: Settings) -> int:
     jobs = doc["jobs"]
     print("jobs: " + ", ".join(f"{jobs[s]} {s}" for s in ("pending", "running", "done", "failed", "skipped")))
     eta = doc["eta_s"]
-    print(f"audio waiting: {doc['waiting_audio_ms'] / 3_600_000:.2f} h; last hour: {doc['done_last_hour']['jobs']} "
-          f"job(s), {rate_ms / 3_600_000:.2f} h of audio; ETA: "
+    print(f"audio waiting: {_audio(doc['waiting_audio_ms'])}; last hour: {doc['done_last_hour']['jobs']} "
+          f"job(s), {_audio(rate_ms)} of audio; ETA: "
           + ("-" if eta is None else "now" if eta == 0 else _duration(eta))
           + (" (no rate yet: nothing finished in the last hour)" if eta is None else ""))
     if doc["running"]:
@@ -118,6 +118,10 @@ async def run_status(args: argparse.Namespace, settings: Settings) -> int:
                       f["at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if f["at"] else "", f["error"] or ""]
                      for f in doc["failures"]], [36, 5, 19, 80]))
     return 0
+
+
+def _audio(ms: int) -> str:
+    return f"{ms / 3_600_000:.2f} h" if ms >= 360_000 else f"{ms / 60_000:.1f} min"
 
 
 def _progress(share: float | None) -> str:

@@ -37,7 +37,7 @@ from callrec.speech.model import prepare_model
 from callrec.store import speechjobs
 from callrec.store.transcripts import load_transcript
 
-SOUNDS = "/usr/share/asterisk/sounds/en"  # inside the sandbox root
+SOUNDS = "/usr/share/asterisk/sounds"  # inside the sandbox root
 # The caller's script: stock prompts played back to back.  Each keyword is the first word of its prompt, so where
 # it is spoken follows from the prompt lengths (core-sounds-en.txt gives the texts).
 SCRIPT = [("tt-weasels", "weasels"),  # "Weasels have eaten our phone system"
@@ -64,7 +64,7 @@ def speech(cache: Path, **over: Any) -> dict[str, Any]:
 
 
 def prompt_file(asterisk: SandboxInfo, name: str) -> Path:
-    return resolve_in_root(asterisk.root, f"{SOUNDS}/{name}.wav")
+    return resolve_in_root(asterisk.root, f"{SOUNDS}/{name if '/' in name else 'en/' + name}.wav")
 
 
 def onset_ms(samples: np.ndarray, rate: int) -> int:
@@ -110,40 +110,56 @@ async def speech_daemon(asterisk: SandboxInfo, database: str, finished: Finished
         yield d
 
 
+# The Russian script: the same stock prompts in the ru_RU_f_IvrvoiceRU set (Russian versions of the English texts).
+RU_SOUNDS = "ru_RU_f_IvrvoiceRU"
+RU_SCRIPT = [("vm-mailboxfull", "извините"),  # "Извините, но голосовой ящик абонента переполнен"
+             ("queue-thankyou", "благодарим"),  # "Благодарим за терпение"
+             ("vm-intro", "оставьте"),  # "Оставьте сообщение после сигнала. После этого нажмите решётку ..."
+             ("privacy-unident", "набранный")]  # "Набранный вами абонент не отвечает на звонки с неопределяемых ..."
+SCRIPTS = {
+    "en": (SCRIPT, "", ("weasel", "messages", "systems")),  # spoken: weasels, messages, system
+    "ru": (RU_SCRIPT, RU_SOUNDS, ("сообщения", "абонентов", "звонков")),  # spoken: сообщение, абонента, звонки
+}
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
 async def test_a_real_call_is_transcribed_with_each_keyword_where_it_was_spoken(
         speech_daemon: Daemon, tester: Tester, finished: Finished, database: str, conn: asyncpg.Connection,
-        asterisk: SandboxInfo) -> None:
-    call = await tester.place_call(lang="en", args="mode=notice")
+        asterisk: SandboxInfo, language: str) -> None:
+    script, folder, other_forms = SCRIPTS[language]
+    names = [f"{folder}/{name}" if folder else name for name, _ in script]
+    call = await tester.place_call(lang=language, args="mode=notice")
     back = await call.handed_back()
     call_id = back["call_id"]
-    await say(call, [name for name, _ in SCRIPT])
+    await say(call, names)
     await hang_up(speech_daemon, finished, call)
     job = await job_state(database, call_id, ("done", "failed"))
     assert job["state"] == "done", job["last_error"]
-    assert job["attempts"] == 1 and job["progress"] == 1 and job["language"] == "en"
+    assert job["attempts"] == 1 and job["progress"] == 1 and job["language"] == language  # from the call row
     row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1::uuid", call_id)
     transcript = await load_transcript(conn, call_id)
     assert transcript is not None and transcript["recording_sha256"] == row["recording_sha256"]
-    assert transcript["stereo"] is False and transcript["language"] == "en"
+    assert transcript["stereo"] is False and transcript["language"] == language
     words = [(w["text"].strip(" .,!?").lower(), w["start_ms"]) for s in transcript["segments"] for w in s["words"]]
     assert all(s["speaker"] == "mixed" for s in transcript["segments"])
     # Where each prompt starts in the recording: the first voice in the file is the first prompt's first voice;
     # the prompts follow each other; each keyword starts at its prompt's own first voice.
     recorded, rate = soundfile.read(str(speech_daemon.settings.recordings.local_path / row["recording_path"]),
                                     dtype="int16")
-    prompts = [soundfile.read(str(prompt_file(asterisk, name)), dtype="int16") for name, _ in SCRIPT]
+    prompts = [soundfile.read(str(prompt_file(asterisk, name)), dtype="int16") for name in names]
     start = onset_ms(recorded, rate) - onset_ms(*prompts[0])
-    for (name, keyword), (audio, prate) in zip(SCRIPT, prompts, strict=True):
+    for (name, keyword), (audio, prate) in zip(script, prompts, strict=True):
         spoken = start + onset_ms(audio, prate)
         found = [at for text, at in words if text == keyword]
         assert found, f"{keyword!r} ({name}) not in the transcript: {[t for t, _ in words]}"
         assert min(abs(at - spoken) for at in found) <= SLACK_MS, (keyword, found, spoken)
         start += round(len(audio) / prate * 1000)
-    # Another word form finds the call: the 'russian' configuration stems Latin words with the English stemmer.
-    for query in ("weasel", "messages", "systems"):
+    # Another word form finds the call: the 'russian' configuration stems Russian words, and Latin ones with the
+    # English stemmer.
+    for query in other_forms:
         hit = await conn.fetchval("SELECT call_id FROM transcript_segments WHERE tsv @@ plainto_tsquery('russian', $1)",
                                   query)
-        assert str(hit) == call_id, query
+        assert str(hit) == call_id, (query, [t for t, _ in words])
 
 
 async def test_c_a_spoken_card_number_is_redacted_and_a_paused_stretch_yields_no_text(
