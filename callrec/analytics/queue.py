@@ -273,8 +273,8 @@ class SpeechRunner:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("speech: queue unreachable (%s); trying again in %ds", _brief(exc),
                             self.speech.poll_interval)
-                if self._listener is None:
-                    await self._listen()
+            if self._listener is None or self._listener.is_closed():
+                await self._relisten()  # the database restarted: notifications stopped, polling goes on
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.speech.poll_interval)
 
@@ -291,6 +291,13 @@ class SpeechRunner:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("speech: LISTEN %s failed (%s); polling every %ds", speechjobs.CHANNEL, _brief(exc),
                         self.speech.poll_interval)
+
+    async def _relisten(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self.db.release(self._listener)
+            self._listener = None
+        await self._listen()
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
