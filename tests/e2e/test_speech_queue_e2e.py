@@ -7,6 +7,7 @@ worker` processes killed mid-job.  Nothing is mocked; waits have time-outs, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -365,3 +366,65 @@ async def test_callrec_transcribe_prints_a_files_words_with_their_times(
     missing = subprocess.run([*CALLREC, "-c", str(config), "transcribe", str(tmp_path / "none.wav")],
                              capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 2 and missing.stderr.strip() == f"callrec: {tmp_path / 'none.wav'}: no such file"
+
+
+@contextlib.asynccontextmanager
+async def runner_on(database: str, recordings: Path, speech_cache: Path, **over: Any) -> AsyncIterator[Any]:
+    """A runner in this process (as `callrec serve` runs it), on the test's database and recordings."""
+    from callrec.analytics.queue import SpeechRunner, start_pool_factory
+    from callrec.store import connect_pool
+
+    settings = make_settings(None, database, recordings={"dir": "/var/spool/asterisk/callrec",
+                                                         "local_dir": str(recordings)},
+                             speech=speech(speech_cache, **over))
+    db = await connect_pool(database, 1, 4)
+    runner = SpeechRunner(settings, db, start_pool_factory(settings.speech))
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        await runner.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await db.close()
+
+
+async def test_a_recording_changed_or_gone_since_it_was_finalized_fails_at_once_with_the_reason(
+        database: str, conn: asyncpg.Connection, tmp_path: Path, asterisk: SandboxInfo, speech_cache: Path) -> None:
+    recordings = tmp_path / "recordings"
+    changed = await _queued_call(conn, recordings, asterisk, repeat=1)
+    gone = await _queued_call(conn, recordings, asterisk, repeat=1)
+    rel = {r["id"]: r["recording_path"] for r in await conn.fetch("SELECT id::text, recording_path FROM calls")}
+    with open(recordings / rel[changed], "ab") as fh:
+        fh.write(b"\0" * 16)  # altered after it was hashed
+    (recordings / rel[gone]).unlink()
+    async with runner_on(database, recordings, speech_cache):
+        first = await job_state(database, changed, ("done", "failed"))
+        second = await job_state(database, gone, ("done", "failed"))
+    assert first["state"] == "failed" and first["attempts"] == 1
+    assert first["last_error"].startswith("recording file changed since it was finalized: sha256 ")
+    assert second["state"] == "failed" and second["attempts"] == 1
+    assert second["last_error"].startswith("recording file: ")
+    assert await conn.fetchval("SELECT count(*) FROM transcripts") == 0
+
+
+async def test_after_save_callbacks_run_in_the_saving_transaction_and_a_failing_one_undoes_the_save(
+        database: str, conn: asyncpg.Connection, tmp_path: Path, asterisk: SandboxInfo, speech_cache: Path) -> None:
+    recordings = tmp_path / "recordings"
+    call_id = await _queued_call(conn, recordings, asterisk, repeat=1)
+    seen: list[tuple[str, int, str]] = []
+
+    async def matcher(c: Any, cid: str) -> None:  # as alerts' AlertMatcher is called: (conn, call_id)
+        seen.append((cid, await c.fetchval("SELECT count(*) FROM transcript_segments WHERE call_id = $1::uuid", cid),
+                     await c.fetchval("SELECT state FROM speech_jobs WHERE call_id = $1::uuid", cid)))
+        if len(seen) == 1:
+            raise RuntimeError("the alert outbox is full")
+
+    async with runner_on(database, recordings, speech_cache, retry_delay=1) as runner:
+        runner.after_save.append(matcher)
+        done = await job_state(database, call_id, ("done", "failed"))
+    assert done["state"] == "done" and done["attempts"] == 2, done["last_error"]
+    # Each time the transcript was there for the callback, with the job already marked done, in one transaction;
+    # the first time the callback failed, so nothing of that try was kept.
+    assert [s[0] for s in seen] == [call_id, call_id] and all(n > 0 and st == "done" for _, n, st in seen)
+    assert await conn.fetchval("SELECT count(*) FROM transcripts WHERE call_id = $1::uuid", call_id) == 1
