@@ -54,6 +54,7 @@ log = logging.getLogger("callrec.speech")
 # After a transcript is saved, in the same transaction: (conn, call_id).  Alerts match here (contract 1).
 AfterSave = Callable[[Conn, str], Awaitable[None]]
 MAX_BACKOFF = 3600.0
+PROGRESS_EVERY = 5.0  # seconds between heartbeats (lease and progress) of a running job
 MASK = "****"
 
 
@@ -391,7 +392,8 @@ class SpeechRunner:
         return "done"
 
     async def _heartbeats(self, call_id: str, progress: Path) -> None:
-        every = max(1.0, self.speech.lease / 3)
+        # Renew the lease well before it runs out, and keep the progress shown ("transcribing 40 %") fresh.
+        every = max(1.0, min(self.speech.lease / 3, PROGRESS_EVERY))
         while True:
             await asyncio.sleep(every)
             share: float | None = None
