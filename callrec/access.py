@@ -19,15 +19,16 @@ from typing import Any
 
 ROLES = ("admin", "supervisor", "agent", "security", "auditor")
 
-# What each role may do (the visibility rule decides WHICH calls on top of this).
+# What each role may do (the visibility rule decides WHICH calls on top of this).  Alerts are listed
+# with calls.search; alerts.rules adds and deletes keyword alert rules.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
-                        "calls.delete_audio", "calls.legal_hold", "calls.pause", "audit.search"}),
+                        "calls.delete_audio", "calls.legal_hold", "calls.pause", "audit.search", "alerts.rules"}),
     "supervisor": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.pause"}),
     # An agent pauses their own calls (card numbers): the visibility rule limits which.
     "agent": frozenset({"calls.search", "calls.view", "calls.audio", "calls.pause"}),
     "security": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
-                           "calls.delete_audio", "calls.legal_hold"}),
+                           "calls.delete_audio", "calls.legal_hold", "alerts.rules"}),
     # The audit trail, and a call's metadata to make sense of it: no listing, no audio.
     "auditor": frozenset({"calls.view", "audit.search"}),
 }

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from callrec import __version__, systemd
 from callrec.asterisk.ami import Ami
 from callrec.asterisk.ari import Ari
 from callrec.calls.policy import DEFAULT_PROMPTS
@@ -20,6 +21,7 @@ from callrec.dataops.retention import RetentionJob
 from callrec.doors.agi import AgiDoor
 from callrec.doors.ari import AriDoor
 from callrec.hooks import HookRunner
+from callrec.metrics import Metrics, MetricsServer
 from callrec.recording.control import RecordingControl
 from callrec.store import CallLogWriter, connect_pool, migrate
 from callrec.store.db import fetch_open_calls
@@ -62,6 +64,9 @@ class Daemon:
         self.speech_queue: Any = None
         self.speech_runner: Any = None
         self.speech_after_save: list[Callable[[Any, str], Awaitable[None]]] = []
+        # Counters and live figures for /metrics (served when [metrics] listen is set).
+        self.metrics = Metrics(__version__)
+        self.metrics_server: MetricsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
@@ -98,6 +103,7 @@ class Daemon:
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
                        timeout=min(3.0, s.asterisk.request_timeout))
         self.service = CallService(s, prompts, self.writer, self.ami)
+        self.service.on_call_finalized.append(self.metrics.observe_call)
         if s.asterisk.ari_enabled:
             self.ari = Ari(s.asterisk.ari_url, s.asterisk.ari_user, s.asterisk.ari_password, s.asterisk.app,
                            timeout=s.asterisk.request_timeout)
@@ -108,6 +114,7 @@ class Daemon:
         # Post-recording hooks (outbox in PostgreSQL): jobs left by an earlier run are taken up too.
         self.hooks = HookRunner(s, self.pool, self.writer)
         self.service.on_call_finalized.append(self.hooks.on_call_finalized)
+        self.hooks.on_attempt.append(self.metrics.observe_hook)
         self.hooks.start()
         if s.speech.enabled:
             await self._start_speech()
@@ -129,7 +136,8 @@ class Daemon:
                 self.agi.recover(unfinished)  # no ARI: through AMI
         await self.ami.start()
         if s.http.active:
-            self.http = HttpServer(s, recording_control=self.recording_control)
+            self.http = HttpServer(s, recording_control=self.recording_control,
+                                   on_request=self.metrics.observe_request)
             try:
                 await self.http.start()
             except OSError as exc:
@@ -142,6 +150,11 @@ class Daemon:
         if s.retention.enabled and s.retention.active:
             self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
+        await self.setup_metrics()
+        systemd.notify("READY=1", "STATUS=calls are taken; waiting for Asterisk if it is not up")
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self._tasks.append(asyncio.create_task(systemd.watchdog(interval), name="systemd-watchdog"))
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
                  self.ari.base if self.ari else "off", s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
@@ -149,6 +162,7 @@ class Daemon:
     async def _start_speech(self) -> None:
         """The transcription queue: finalized recordings queued (a background task, never on the call path) and
         the runner with its niced worker processes.  A bad model is a setting error (exit 2)."""
+        from callrec.analytics.alerts import AlertMatcher
         from callrec.analytics.queue import SpeechError, SpeechQueue, SpeechRunner, start_pool_factory
 
         s = self.settings
@@ -157,6 +171,8 @@ class Daemon:
             factory = await asyncio.to_thread(start_pool_factory, s.speech)
         except SpeechError as exc:
             raise SettingFatal(str(exc)) from None
+        # Contract 1: keyword alerts are matched in the transaction that saves each transcript.
+        self.speech_after_save.insert(0, AlertMatcher(s))
         self.speech_queue = SpeechQueue(s, self.pool, self.writer)
         self.service.on_call_finalized.append(self.speech_queue.on_call_finalized)
         self.speech_runner = SpeechRunner(s, self.pool, factory, after_save=self.speech_after_save)
@@ -164,6 +180,62 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.speech_queue.run(), name="speech-queue"))
         self._tasks.append(asyncio.create_task(self.speech_runner.run(), name="speech-runner"))
         log.info("speech analytics: %d worker(s), transcribe = %s", s.speech.workers, s.speech.transcribe)
+    def ready(self) -> dict[str, bool]:
+        """What /ready reports: each part this daemon needs, up or not."""
+        parts = {"ami": self.ami is not None and self.ami.logged_in.is_set(),
+                 "database": self.writer is not None and self.writer.down_since is None}
+        if self.settings.asterisk.ari_enabled:
+            parts["ari"] = self.door is not None and self.door.stream.connected.is_set()
+        return parts
+
+    async def setup_metrics(self) -> None:
+        m = self.metrics
+        m.probe("callrec_calllog_pending_calls", "calls with changes not yet written to the call log",
+                lambda: self.writer.pending_calls if self.writer is not None else None)
+        m.probe("callrec_database_up", "1 while the call log's database is reachable",
+                lambda: float(self.writer.down_since is None) if self.writer is not None else None)
+        m.probe("callrec_ami_connected", "1 while logged in to AMI",
+                lambda: float(self.ami.logged_in.is_set()) if self.ami is not None else None)
+        m.probe("callrec_ami_logins", "AMI log-ins since start (more than 1: reconnects)",
+                lambda: self.ami.logins if self.ami is not None else None, kind="counter")
+        m.probe("callrec_calls_active", "calls callrec follows now, by door", self._active_calls, label="door")
+        m.probe("callrec_ari_connected", "1 while the ARI events websocket is connected (absent: ARI off)",
+                lambda: float(self.door.stream.connected.is_set()) if self.door is not None else None)
+        m.probe("callrec_ari_connections", "ARI websocket connections since start (more than 1: reconnects)",
+                lambda: self.door.stream.connections if self.door is not None else None, kind="counter")
+        m.describe_db("callrec_hook_jobs", "post-recording hook jobs by state (the outbox)", label="state")
+        m.describe_db("callrec_speech_jobs", "transcription jobs by state", label="state")
+        m.describe_db("callrec_speech_waiting_audio_seconds", "audio waiting to be transcribed")
+        m.db_figures(self._db_figures)
+        if self.settings.metrics.listen:
+            self.metrics_server = MetricsServer(self.settings.metrics.host_port(), m, self.ready)
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                self.metrics_server = None
+                raise FatalError(str(exc)) from None
+
+    def _active_calls(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.door is not None:
+            out["ari"] = len(self.door.calls)
+        if self.agi is not None:
+            out["agi"] = len(self.agi.calls)
+        return out
+
+    async def _db_figures(self) -> dict[str, float | dict[str, float]]:
+        if self.pool is None:
+            return {}
+        async with self.pool.acquire(timeout=1.0) as conn:
+            hooks = await conn.fetch("SELECT state, count(*) AS n FROM hook_jobs GROUP BY state")
+            speech = await conn.fetch("SELECT state, count(*) AS n, sum(audio_ms) AS ms FROM speech_jobs "
+                                      "GROUP BY state")
+        waiting = sum(int(r["ms"] or 0) for r in speech if r["state"] in ("pending", "running"))
+        return {"callrec_hook_jobs": {st: 0.0 for st in ("pending", "done", "failed")}
+                | {r["state"]: float(r["n"]) for r in hooks},
+                "callrec_speech_jobs": {st: 0.0 for st in ("pending", "running", "done", "failed", "skipped")}
+                | {r["state"]: float(r["n"]) for r in speech},
+                "callrec_speech_waiting_audio_seconds": waiting / 1000}
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until both ARI and AMI are up; raise FatalError at once on refused credentials."""
@@ -230,6 +302,7 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        systemd.notify("STOPPING=1")
         if self.retention is not None:
             self.retention.stop.set()
         if self.speech_queue is not None:
@@ -238,6 +311,8 @@ class Daemon:
             await self.speech_runner.close()
         if self.http is not None:
             await self.http.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         # Both doors hand their callers back at the same time.
         await asyncio.gather(*(d.close() for d in (self.agi, self.door) if d is not None))
         if self.door is not None:

@@ -1,4 +1,5 @@
-"""``callrec hooks``: the post-recording hook jobs; ``--failed --retry`` queues the failed ones again."""
+"""``callrec hooks``: the hook jobs (a recording's, and keyword alerts'); ``--failed --retry`` queues the
+failed ones again."""
 
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ async def run_hooks(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
         except asyncpg.UndefinedTableError:
             raise CommandError("database: no hook table yet; run `callrec migrate`", 1) from None
-    out = [[str(r["id"]), r["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), r["hook"], r["state"],
+    out = [[str(r["id"]), r["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r["hook"] + (f" {r['key']}" if r.get("key") else ""), r["state"],
             str(r["attempts"]), r["next_attempt_at"].astimezone(UTC).strftime("%H:%M:%S") if r["state"] == "pending"
             else "", str(r["call_id"]), r["last_error"] or ""] for r in rows]
     print(table(["job", "queued (UTC)", "hook", "state", "tries", "next", "call id", "last error"], out,
-                [6, 19, 7, 7, 5, 8, 36, 60]))
+                [6, 19, 20, 7, 5, 8, 36, 60]))
     if not rows:
         print("(no hook jobs)")
     return 0
@@ -60,6 +62,14 @@ def check_lines(settings: Settings) -> list[tuple[str, str, str]]:
     if h.webhook_url:
         out.append(("ok", "hooks", f"webhook {redacted_url(h.webhook_url)}"
                                    + (" (with Authorization)" if h.webhook_auth else "")
+                                   + (" (HMAC-signed)" if h.webhook_hmac_key else "")))
+    if h.alert_command:
+        program = h.alert_command[0]
+        ok = os.path.isfile(program) and os.access(program, os.X_OK)
+        out.append(("ok" if ok else "fail", "hooks", f"alert command {program}" + ("" if ok else
+                    ": hooks.alert_command: not an executable file")))
+    if h.alert_webhook_url:
+        out.append(("ok", "hooks", f"alert webhook {redacted_url(h.alert_webhook_url)}"
                                    + (" (HMAC-signed)" if h.webhook_hmac_key else "")))
     if not out:
         out.append(("ok", "hooks", "off (no hooks.command, no hooks.webhook_url)"))

@@ -9,20 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 
 import asyncpg
 
-from callrec.cli import access, calls, config, evidence, hooks, policy, recording, retention, serve, sounds, subjects
-from callrec.cli import speech as speech_commands
+from callrec.cli import (
+    access,
+    alerts,
+    calls,
+    config,
+    evidence,
+    hooks,
+    policy,
+    recording,
+    retention,
+    serve,
+    sounds,
+    speech,
+    subjects,
+)
 from callrec.cli.common import CommandError, Parser, add_global_options
 from callrec.config.settings import ConfigError, Settings, load_settings
 
 # In the order `callrec --help` lists them.
-GROUPS = (serve, config, policy, hooks, calls, access, sounds, retention, subjects, evidence, recording,
-          speech_commands)
+GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording,
+          speech)
 
 
 def build_parser() -> Parser:
@@ -65,9 +80,27 @@ def _settings(path: str) -> Settings:
     return settings
 
 
+class JsonFormatter(logging.Formatter):
+    """``[log] format = "json"``: one JSON object per line, for a log shipper.  Messages are data, never
+    format strings of their own; a caller-supplied text inside one is escaped by ``json.dumps``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # set already (and redacted) by callrec.web.logsafe for the API's records
+            out["exception"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False)
+
+
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log.level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log.format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log.level.upper(), handlers=[handler])
     # panoramisk logs every action it sends at INFO/DEBUG, login secret included: keep it quiet.
     logging.getLogger("panoramisk").setLevel(logging.WARNING)
     logging.getLogger("callrec.ami.panoramisk").setLevel(logging.CRITICAL)

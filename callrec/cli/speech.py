@@ -184,6 +184,7 @@ async def run_requeue(args: argparse.Namespace, settings: Settings) -> int:
 
 async def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     """A runner without the daemon: claims jobs from the shared queue until SIGTERM / SIGINT."""
+    from callrec.analytics.alerts import AlertMatcher
     from callrec.analytics.queue import SpeechError, SpeechRunner, start_pool_factory
 
     try:
@@ -200,7 +201,8 @@ async def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     except CONNECT_ERRORS as exc:
         raise unreachable(settings.database.dsn, exc) from None
     async with db:
-        runner = SpeechRunner(settings, db, factory)
+        # Keyword alerts in the saving transaction (contract 1); the daemon's hook runner delivers them.
+        runner = SpeechRunner(settings, db, factory, after_save=[AlertMatcher(settings)])
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

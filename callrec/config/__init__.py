@@ -4,6 +4,7 @@
 ``callrec.config.settings`` stays the home of every name re-exported here.
 """
 
+from callrec.config.alerts import AlertRule, AlertSettings
 from callrec.config.dataops import IntegritySettings, RetentionRule, RetentionSettings
 from callrec.config.fields import ConfigError
 from callrec.config.settings import (
@@ -24,7 +25,8 @@ from callrec.config.settings import (
 )
 
 __all__ = [
-    "AgiSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings", "HookSettings", "HttpSettings",
-    "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule", "PolicySettings", "RecordingSettings",
-    "RetentionRule", "RetentionSettings", "Settings", "SpeechSettings", "load_settings", "parse_settings",
+    "AgiSettings", "AlertRule", "AlertSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings",
+    "HookSettings", "HttpSettings", "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule",
+    "PolicySettings", "RecordingSettings", "RetentionRule", "RetentionSettings", "Settings", "SpeechSettings",
+    "load_settings", "parse_settings",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from callrec.config.alerts import AlertRule
 from callrec.config.dataops import RetentionRule
 from callrec.config.fields import doc_of
 from callrec.config.settings import SECTIONS, PolicyRule
@@ -21,6 +22,7 @@ Table = tuple[str, type, tuple[str, ...], str]
 _RULE_TABLES: dict[str, Table] = {
     "policy": ("[[policy.rules]]", PolicyRule, (), ""),
     "retention": ('[retention.rules."NAME"]', RetentionRule, ("rule",), ""),
+    "alerts": ("[[alerts.rules]]", AlertRule, (), ""),
 }
 # (heading, class, keys not shown as rows, section name for the environment note; "" for rules,
 # which have no environment overrides), in the order of the page.
@@ -84,6 +86,15 @@ _NOTES: dict[str, str] = {
                                 "metadata_days = 0        # refused, because audio cannot outlive its row; so both "
                                 "are 0\n```",
     "[integrity]": "Signed evidence exports: [ops-data.md](ops-data.md#signed-evidence-exports).",
+    "[alerts]": "Keyword alerts, how they are matched and delivered: [speech.md](speech.md#keyword-alerts). "
+                "Rules may also be added through the API by `admin` and `security` "
+                "([ops-api.md](ops-api.md#keyword-alerts)); a name used in the file cannot be added there.",
+    "[[alerts.rules]]": "A rule with a name used twice, no phrase, or a phrase of stop words only is a config "
+                        "error.\n\n```toml\n[[alerts.rules]]\nname = \"trade-secret\"\n"
+                        "phrases = [\"коммерческая тайна\", \"confidential\"]\n\n"
+                        "[[alerts.rules]]\nname = \"agent-greeting\"          # script compliance\n"
+                        "phrases = [\"меня зовут\", \"my name is\"]\nspeaker = \"agent\"\nkind = \"not_said\"\n"
+                        "within_s = 30\n```",
     "[speech]": "The offline speech engine, its model and its workers: [speech.md](speech.md). `cache_dir` must "
                 "not be inside the recordings folder.",
 }

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from callrec.config.alerts import AlertRule, AlertSettings, parse_alerts
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
 from callrec.config.speech import SpeechSettings, check_speech
 
 __all__ = [
-    "CONSENT_MODES", "DEFAULT_RECORD_WORDS", "DTMF_KEYS", "HOOK_PLACEHOLDERS", "LOG_LEVELS", "POLICY_ENV_KEYS",
-    "RECORD_WORDS", "RULE_SIDES", "SECTIONS", "AgiSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings",
-    "HookSettings", "HttpSettings", "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule",
-    "PolicySettings", "RecordingSettings", "RetentionSettings", "Settings", "SpeechSettings", "load_settings",
-    "parse_settings",
+    "ALERT_HOOK_PLACEHOLDERS", "CONSENT_MODES", "DEFAULT_RECORD_WORDS", "DTMF_KEYS", "HOOK_PLACEHOLDERS",
+    "LOG_LEVELS", "POLICY_ENV_KEYS", "RECORD_WORDS", "RULE_SIDES", "SECTIONS", "AgiSettings", "AlertRule",
+    "AlertSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings", "HookSettings", "HttpSettings",
+    "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule", "PolicySettings", "RecordingSettings",
+    "RetentionSettings", "Settings", "SpeechSettings", "load_settings", "parse_settings",
 ]
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
@@ -40,8 +41,11 @@ RECORD_WORDS = ("force", "yes", "dontcare", "no", "never")
 DEFAULT_RECORD_WORDS = tuple(w for w in RECORD_WORDS if w != "dontcare")
 RULE_SIDES = ("caller", "callee")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 # Placeholders a hook command's arguments may carry: only values callrec made, no caller data.
 HOOK_PLACEHOLDERS = ("call_id", "path", "file", "status", "duration", "sha256")
+# What an alert command's arguments may carry: ids and the rule's name (letters, digits, _ . -).
+ALERT_HOOK_PLACEHOLDERS = ("alert_id", "call_id", "rule", "kind")
 DTMF_KEYS = set("0123456789*#ABCD")
 _LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 _PROMPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -229,6 +233,13 @@ class HookSettings:
     retry_max: float = setting(900.0, "... up to this; not below `retry_initial`",
                                range=Range(0, 86400, above=True, unit="seconds"))
     concurrency: int = setting(4, "hook runs at once, all hooks together", range=Range(1, 64))
+    alert_webhook_url: str = setting(
+        "", "POST each keyword alert's JSON (`\"event\": \"alert.matched\"`) here, signed and retried like "
+            "`webhook_url` (same `webhook_auth` and `webhook_hmac_key`). May be the same URL as `webhook_url`; "
+            "empty: alerts are not posted", allowed="an `http://` or `https://` URL without credentials, or empty")
+    alert_command: tuple[str, ...] = setting(
+        (), "argv list run for each keyword alert, like `command`: the alert's JSON on stdin. Placeholders: "
+            "`{alert_id}`, `{call_id}`, `{rule}`, `{kind}`; empty: no command for alerts")
 
 
 @dataclass(frozen=True)
@@ -264,6 +275,21 @@ class AgiSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = setting("info", "log level, to stderr (the journal under systemd); any case", choices=LOG_LEVELS)
+    format: str = setting("text", "`text`: one readable line per event; `json`: one JSON object per line (time, "
+                                  "level, logger, message, and the exception when there is one) for a log shipper",
+                          choices=LOG_FORMATS)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str = setting(
+        "", "where `/metrics` (Prometheus text format), `/ready` and `/live` are served, apart from the API (no "
+            "credentials there: keep it on loopback or a monitoring network). `\"\"`: off. Port 0 takes a free port "
+            "(tests)", allowed="`host:port` (`[::1]:9120` for IPv6), or empty", shown_default='`""` (off)')
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -331,11 +357,13 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = "<defaults>"
 
 
 # The sections of the file, in the order the reference page shows them, with the class that holds each.
-# "policy" and "retention" carry rules and are parsed by their own functions.
+# "policy", "retention" and "alerts" carry rules and are parsed by their own functions.
 SECTIONS: dict[str, type] = {
     "asterisk": AsteriskSettings,
     "database": DatabaseSettings,
@@ -348,9 +376,11 @@ SECTIONS: dict[str, type] = {
     "retention": RetentionSettings,
     "integrity": IntegritySettings,
     "speech": SpeechSettings,
+    "alerts": AlertSettings,
+    "metrics": MetricsSettings,
     "log": LogSettings,
 }
-_PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention")}
+_PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention", "alerts")}
 # Every [policy] key but the rules has its CALLREC_POLICY_<KEY>; rules live only in the file.
 POLICY_ENV_KEYS = tuple(f.name for f in dataclasses.fields(PolicySettings) if f.name != "rules")
 
@@ -392,6 +422,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: s
         built[name] = build(cls, name, values)
     built["policy"] = _parse_policy(_table(raw, "policy"), environ)
     built["retention"] = parse_retention(_table(raw, "retention"), environ, {r.name for r in built["policy"].rules})
+    built["alerts"] = parse_alerts(_table(raw, "alerts"), environ)
     settings = Settings(**built, source=source)
     _validate(settings)
     return settings
@@ -476,6 +507,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {s.log.level!r}")
     check_integrity(s.integrity)
     _check_http(s.http)
+    _check_listen("metrics.listen", s.metrics.listen, "127.0.0.1:9120")
+    if s.log.format not in LOG_FORMATS:
+        raise ConfigError(f"log.format: expected one of {', '.join(LOG_FORMATS)}, got {s.log.format!r}")
     _check_agi(s.agi)
     if not s.asterisk.ari_enabled and not s.agi.active:
         raise ConfigError("asterisk.ari_enabled: false while the FastAGI door is off too ([agi]): "
@@ -501,11 +535,15 @@ def _check_http(h: HttpSettings) -> None:
         except ValueError:
             raise ConfigError(f"http.trusted_proxies: expected an IP address or network like 10.0.0.0/8, "
                               f"got {proxy!r}") from None
-    if h.listen:
-        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", h.listen)
-        if not m or int(m.group(2)) > 65535:
-            raise ConfigError(f"http.listen: expected host:port like 127.0.0.1:8090, got {h.listen!r}")
+    _check_listen("http.listen", h.listen, "127.0.0.1:8090")
     check_ranges(h, "http")
+
+
+def _check_listen(key: str, listen: str, example: str) -> None:
+    if listen:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", listen)
+        if not m or int(m.group(2)) > 65535:
+            raise ConfigError(f"{key}: expected host:port like {example}, got {listen!r}")
 
 
 def _check_policy(prefix: str, mode: str | None, language: str | None, prompt: str | None) -> None:
@@ -546,16 +584,26 @@ def _check_hooks(h: HookSettings) -> None:
                 if name not in HOOK_PLACEHOLDERS:
                     raise ConfigError(f"hooks.command: unknown placeholder {{{name}}} "
                                       f"(known: {', '.join('{' + p + '}' for p in HOOK_PLACEHOLDERS)})")
-    if h.webhook_url:
-        url = urlsplit(h.webhook_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            # Never echo the value: it may carry a token.
-            raise ConfigError("hooks.webhook_url: expected an http:// or https:// URL")
-        if url.username or url.password:
-            raise ConfigError("hooks.webhook_url: must not carry credentials; use hooks.webhook_auth")
+    if h.alert_command:
+        if not h.alert_command[0].startswith("/"):
+            raise ConfigError(f"hooks.alert_command: the program must be an absolute path, got {h.alert_command[0]!r}")
+        for arg in h.alert_command:
+            for name in re.findall(r"{([^{}]*)}", arg):
+                if name not in ALERT_HOOK_PLACEHOLDERS:
+                    raise ConfigError(f"hooks.alert_command: unknown placeholder {{{name}}} "
+                                      f"(known: {', '.join('{' + p + '}' for p in ALERT_HOOK_PLACEHOLDERS)})")
+    for key in ("webhook_url", "alert_webhook_url"):
+        value = getattr(h, key)
+        if value:
+            url = urlsplit(value)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                # Never echo the value: it may carry a token.
+                raise ConfigError(f"hooks.{key}: expected an http:// or https:// URL")
+            if url.username or url.password:
+                raise ConfigError(f"hooks.{key}: must not carry credentials; use hooks.webhook_auth")
     for key in ("webhook_auth", "webhook_hmac_key"):
-        if getattr(h, key) and not h.webhook_url:
-            raise ConfigError(f"hooks.{key}: set, but hooks.webhook_url is empty")
+        if getattr(h, key) and not (h.webhook_url or h.alert_webhook_url):
+            raise ConfigError(f"hooks.{key}: set, but hooks.webhook_url is empty (and so is hooks.alert_webhook_url)")
     if any(c in h.webhook_auth for c in "\r\n"):
         raise ConfigError("hooks.webhook_auth: must be one line")
     check_ranges(h, "hooks")

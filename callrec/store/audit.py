@@ -19,6 +19,7 @@ from callrec.store.db import Db
 ACTIONS = (
     "login", "login_failed", "logout", "view", "listen", "download", "export", "tag_add", "tag_remove",
     "confidential", "delete_audio", "user_add", "user_disable", "token_create", "token_revoke", "search",
+    "alerts_list", "alert_rule_add", "alert_rule_delete",
 )
 
 
@@ -62,57 +63,61 @@ async def append_once_per_window(pool: asyncpg.Pool, *, window_s: int, actor: st
 # and ``rows`` over an actor's ``search`` entries are what it pulled.
 
 async def note_search_page(pool: asyncpg.Pool, *, window_s: float, actor: str, role: str | None, rows: int,
-                           remote: str | None = None, details: dict[str, Any] | None = None) -> None:
+                           remote: str | None = None, details: dict[str, Any] | None = None,
+                           action: str = "search") -> None:
     """Count one search page of ``rows`` rows.  Race-safe across connections and processes (a
     transaction-scoped advisory lock on the actor, as in ``append_once_per_window``): concurrent
-    pages open one window and lose no count."""
+    pages open one window and lose no count.  ``action``: what is paged (``search`` for calls,
+    ``alerts_list`` for alerts), each with windows of its own."""
     async with pool.acquire() as conn, conn.transaction():
-        await _lock_search_window(conn, actor)
+        await _lock_search_window(conn, actor, action)
         ended = await conn.fetchval(
             "SELECT clock_timestamp() - opened_at >= make_interval(secs => $2) FROM audit_search_windows "
-            "WHERE actor = $1", actor, float(window_s))
+            "WHERE actor = $1 AND action = $3", actor, float(window_s), action)
         if ended:
-            await _close_search_window(conn, actor)
+            await _close_search_window(conn, actor, action)
         if ended is None or ended:
             await conn.execute(
-                "INSERT INTO audit_search_windows (actor, role, remote, opened_at, last_at) "
-                "VALUES ($1, $2, $3, clock_timestamp(), clock_timestamp())", actor, role, remote)
-            await append(conn, actor=actor, role=role, action="search", remote=remote, details={
+                "INSERT INTO audit_search_windows (actor, action, role, remote, opened_at, last_at) "
+                "VALUES ($1, $4, $2, $3, clock_timestamp(), clock_timestamp())", actor, role, remote, action)
+            await append(conn, actor=actor, role=role, action=action, remote=remote, details={
                 **(details or {}), "pages": 1, "rows": rows, "window_s": window_s,
                 "note": "the first page of a window; the others follow in one entry when it ends"})
         else:
             await conn.execute(
                 "UPDATE audit_search_windows SET pages = pages + 1, rows = rows + $2, last_at = clock_timestamp() "
-                "WHERE actor = $1", actor, rows)
+                "WHERE actor = $1 AND action = $3", actor, rows, action)
 
 
 async def close_search_windows(pool: asyncpg.Pool, window_s: float | None) -> int:
     """Write the entries of the windows that have ended (every open one with ``window_s`` None:
     at shutdown); returns how many windows were closed."""
-    actors = [r["actor"] for r in await pool.fetch(
-        "SELECT actor FROM audit_search_windows WHERE $1::float8 IS NULL "
+    windows = [(r["actor"], r["action"]) for r in await pool.fetch(
+        "SELECT actor, action FROM audit_search_windows WHERE $1::float8 IS NULL "
         "OR clock_timestamp() - opened_at >= make_interval(secs => $1::float8)", window_s)]
     closed = 0
-    for actor in actors:
+    for actor, action in windows:
         async with pool.acquire() as conn, conn.transaction():
-            await _lock_search_window(conn, actor)
+            await _lock_search_window(conn, actor, action)
             still = await conn.fetchval(
-                "SELECT 1 FROM audit_search_windows WHERE actor = $1 AND ($2::float8 IS NULL "
-                "OR clock_timestamp() - opened_at >= make_interval(secs => $2::float8))", actor, window_s)
+                "SELECT 1 FROM audit_search_windows WHERE actor = $1 AND action = $3 AND ($2::float8 IS NULL "
+                "OR clock_timestamp() - opened_at >= make_interval(secs => $2::float8))", actor, window_s, action)
             if still:
-                await _close_search_window(conn, actor)
+                await _close_search_window(conn, actor, action)
                 closed += 1
     return closed
 
 
-async def _lock_search_window(conn: Db, actor: str) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", json.dumps(["audit-search", actor]))
+async def _lock_search_window(conn: Db, actor: str, action: str) -> None:
+    key = ["audit-search", actor] if action == "search" else ["audit-search", actor, action]
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", json.dumps(key))
 
 
-async def _close_search_window(conn: Db, actor: str) -> None:
-    row = await conn.fetchrow("DELETE FROM audit_search_windows WHERE actor = $1 RETURNING *", actor)
+async def _close_search_window(conn: Db, actor: str, action: str) -> None:
+    row = await conn.fetchrow("DELETE FROM audit_search_windows WHERE actor = $1 AND action = $2 RETURNING *",
+                              actor, action)
     if row is not None and row["pages"]:
-        await append(conn, actor=row["actor"], role=row["role"], action="search", remote=row["remote"], details={
+        await append(conn, actor=row["actor"], role=row["role"], action=action, remote=row["remote"], details={
             "pages": row["pages"], "rows": row["rows"], "window_from": row["opened_at"], "window_to": row["last_at"],
             "note": "the pages after the first of this window"})
 

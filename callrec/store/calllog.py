@@ -103,6 +103,11 @@ class CallLogWriter:
         self.failures = 0
         self.down_since: float | None = None  # loop time the current outage began (None: no outage)
 
+    @property
+    def pending_calls(self) -> int:
+        """Calls with changes not yet written (the metrics' backlog figure)."""
+        return len(self._pending)
+
     def start(self) -> None:
         quiet_pool_log()
         self._task = asyncio.create_task(self._run(), name="calllog-writer")

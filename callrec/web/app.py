@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 import asyncpg
@@ -20,6 +22,7 @@ from callrec.recording.control import RecordingControl
 from callrec.web import (
     console,
     logsafe,
+    routes_alerts,
     routes_audit,
     routes_auth,
     routes_calls,
@@ -31,10 +34,15 @@ from callrec.web.auth import auth_middleware
 from callrec.web.errors import json_error
 from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
 
+# What the daemon's metrics learn of each request: route template, method, status, seconds.
+RequestObserver = Callable[[str, str, int, float], None]
+REQUEST_OBSERVER: web.AppKey[RequestObserver] = web.AppKey("request_observer")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 log = logging.getLogger("callrec.http")
 
 ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
-                                   routes_recording, console]
+                                   routes_recording, routes_alerts, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware
@@ -63,6 +71,24 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
         raise json_error(500, "internal error") from None
     _security_headers(response)
     return response
+
+@web.middleware
+async def _metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        # The route's template (/api/v1/calls/{id}), never the path: no ids or numbers in metric labels.
+        resource = request.match_info.route.resource
+        request.app[REQUEST_OBSERVER](resource.canonical if resource is not None else "unmatched", request.method,
+                                      status, time.monotonic() - started)
+
 
 def _security_headers(response: web.StreamResponse) -> None:
     if response.prepared:
@@ -96,14 +122,19 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s %d %.3fs %s", client, request.method, logsafe.redact(request.path)[:300],
                          response.status, time, who)
 
-def make_app(settings: Settings, pool: asyncpg.Pool,
-             recording_control: RecordingControl | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
+def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: RecordingControl | None = None,
+             on_request: RequestObserver | None = None) -> web.Application:
+    middlewares = [error_middleware, auth_middleware]
+    if on_request is not None:
+        middlewares.insert(0, _metrics_middleware)  # outermost: it sees the response the client gets
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[POOL] = pool
     app.on_response_prepare.append(_on_response_prepare)
     if recording_control is not None:
         app[RECORDING_CONTROL] = recording_control
+    if on_request is not None:
+        app[REQUEST_OBSERVER] = on_request
     for module in ROUTE_MODULES:
         module.setup(app)
     return app

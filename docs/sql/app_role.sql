@@ -25,3 +25,7 @@ GRANT SELECT, INSERT, UPDATE ON retention_runs TO :"app";
 GRANT USAGE ON SEQUENCE retention_runs_id_seq TO :"app";
 -- Speech analytics: the transcription queue, transcripts and their segments (migration 008).
 GRANT SELECT, INSERT, UPDATE, DELETE ON speech_jobs, transcripts, transcript_segments TO :"app";
+-- Keyword alerts (migration 009): rules added through the API, the alerts raised.
+GRANT SELECT, INSERT, DELETE ON alert_rules TO :"app";
+GRANT SELECT, INSERT, DELETE ON alerts TO :"app";
+GRANT USAGE ON SEQUENCE alerts_id_seq TO :"app";

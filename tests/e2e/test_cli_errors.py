@@ -84,7 +84,7 @@ def test_help_lists_every_command_with_one_line() -> None:
     result = run("--help")
     assert result.returncode == 0
     for name in ("serve", "migrate", "check", "policy", "hooks", "calls", "users", "tokens", "audit", "sounds",
-                 "retention", "hold", "subject", "verify", "keys", "export", "verify-manifest", "recording"):
+                 "retention", "hold", "subject", "verify", "keys", "export", "verify-manifest", "recording", "alerts"):
         assert any(line.split()[:1] == [name] and len(line.split()) > 1 for line in result.stdout.splitlines()), name
 
 
@@ -103,8 +103,12 @@ def test_every_command_has_a_handler_and_a_help() -> None:
         return out
 
     found = leaves(build_parser(), ())
-    assert len(found) == 30
-    assert {("recording", "pauses"), ("config", "reference"), ("verify-manifest",)} <= set(found)
+    assert len(found) == 32
+    assert {("recording", "pauses"), ("config", "reference"), ("verify-manifest",),
+            ("alerts", "rules", "add")} <= set(found)
+    # `callrec alerts` and `callrec alerts rules` list on their own; their subcommands are optional.
+    assert callable(build_parser().parse_args(["alerts"]).run)
+    assert build_parser().parse_args(["alerts", "rules"]).run is not build_parser().parse_args(["alerts"]).run
 
 
 # -- one line, exit 2 ---------------------------------------------------------------------------

@@ -106,7 +106,9 @@ async def hang_up(daemon: Daemon, finished: Finished, call: PlacedCall) -> None:
 @pytest.fixture
 async def speech_daemon(asterisk: SandboxInfo, database: str, finished: Finished,
                         speech_cache: Path) -> AsyncIterator[Daemon]:
-    settings = make_settings(asterisk, database, speech=speech(speech_cache))
+    # A keyword alert rule too: the daemon's runner matches it in the transaction that saves the transcript.
+    settings = make_settings(asterisk, database, speech=speech(speech_cache),
+                             alerts={"rules": [{"name": "pests", "phrases": ["weasel"]}]})
     async with running_daemon(settings, finished) as d:
         yield d
 
@@ -155,6 +157,13 @@ async def test_a_real_call_is_transcribed_with_each_keyword_where_it_was_spoken(
         assert found, f"{keyword!r} ({name}) not in the transcript: {[t for t, _ in words]}"
         assert min(abs(at - spoken) for at in found) <= SLACK_MS, (keyword, found, spoken)
         start += round(len(audio) / prate * 1000)
+    alerts = await conn.fetch("SELECT rule, phrase, speaker, offset_ms FROM alerts WHERE call_id = $1::uuid",
+                              call_id)
+    if language == "en":  # "Weasels have eaten our phone system": the rule's "weasel" in another form
+        assert [(a["rule"], a["speaker"]) for a in alerts] == [("pests", "mixed")]
+        assert abs(alerts[0]["offset_ms"] - dict((t, at) for t, at in reversed(words))["weasels"]) < 50
+    else:
+        assert alerts == []
     # Another word form finds the call: the 'russian' configuration stems Russian words, and Latin ones with the
     # English stemmer.
     for query in other_forms:

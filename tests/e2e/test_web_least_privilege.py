@@ -98,3 +98,18 @@ async def test_an_old_scrypt_hash_is_rehashed_at_log_in(app_role_base: str, benc
     # New users get the new parameters.
     assert (await bench.pool.fetchval("SELECT password_hash FROM users WHERE name = 'admin1'")).startswith(
         f"scrypt${2**17}$8$1$")
+
+
+async def test_alerts_and_their_rules_under_the_app_role(app_role_base: str, bench: Bench,
+                                                         http: aiohttp.ClientSession) -> None:
+    base = app_role_base
+    admin = {"Authorization": f"Bearer {bench.tokens['admin']}"}
+    rule = {"name": "complaint", "phrases": ["жалоба"]}
+    async with http.post(f"{base}/api/v1/alert-rules", json=rule, headers=admin) as r:
+        assert r.status == 201, await r.text()
+    async with http.get(f"{base}/api/v1/alert-rules", headers=admin) as r:
+        assert r.status == 200 and [x["name"] for x in (await r.json())["items"]] == ["complaint"]
+    async with http.get(f"{base}/api/v1/alerts", headers=admin) as r:
+        assert r.status == 200 and (await r.json()) == {"items": [], "next": None}
+    async with http.delete(f"{base}/api/v1/alert-rules/complaint", headers=admin) as r:
+        assert r.status == 200, await r.text()

@@ -30,10 +30,11 @@ AGENT_EXT = "201"
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
-def api_settings(dsn: str, local_recordings: Path, **http: Any) -> Settings:
-    """The ops API's settings: on a free port, recordings in ``local_recordings`` (no Asterisk)."""
+def api_settings(dsn: str, local_recordings: Path, sections: dict[str, Any] | None = None, **http: Any) -> Settings:
+    """The ops API's settings: on a free port, recordings in ``local_recordings`` (no Asterisk);
+    ``sections``: more config sections (e.g. ``{"alerts": {...}}``)."""
     return make_settings(None, dsn, recordings=local_recordings_keys(local_recordings),
-                         http={"listen": "127.0.0.1:0", **http})
+                         http={"listen": "127.0.0.1:0", **http}, **(sections or {}))
 
 
 def write_wav(path: Path, seconds: float = 1.0, rate: int = 8000) -> None:
@@ -85,10 +86,10 @@ class Bench:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-async def start_bench(dsn: str, tmp_path: Path, **http: Any) -> Bench:
+async def start_bench(dsn: str, tmp_path: Path, sections: dict[str, Any] | None = None, **http: Any) -> Bench:
     rec_dir = tmp_path / "recordings"
     rec_dir.mkdir()
-    settings = api_settings(dsn, rec_dir, **http)
+    settings = api_settings(dsn, rec_dir, sections, **http)
     # The API's pool settings, as the daemon's HttpServer opens its own pool with them.
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=6, server_settings=api_pool_settings(settings))
     # Pause/resume as in the daemon; AMI is never reached: none of these calls is being recorded.
@@ -117,9 +118,11 @@ async def start_bench(dsn: str, tmp_path: Path, **http: Any) -> Bench:
 
 
 @contextlib.asynccontextmanager
-async def running_bench(dsn: str, tmp_path: Path, **http: Any) -> AsyncIterator[Bench]:
-    """``start_bench`` (``http``: keys of the ``[http]`` section), stopped (server, then pool) on the way out."""
-    b = await start_bench(dsn, tmp_path, **http)
+async def running_bench(dsn: str, tmp_path: Path, sections: dict[str, Any] | None = None,
+                        **http: Any) -> AsyncIterator[Bench]:
+    """``start_bench`` (``http``: keys of the ``[http]`` section; ``sections``: other sections), stopped
+    (server, then pool) on the way out."""
+    b = await start_bench(dsn, tmp_path, sections, **http)
     try:
         yield b
     finally:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from callrec.config import reference
+from callrec.config.alerts import AlertRule
 from callrec.config.dataops import RetentionRule
 from callrec.config.fields import ConfigError, Range, doc_of, number
 from callrec.config.settings import SECTIONS, PolicyRule, Settings, parse_settings
@@ -104,6 +105,8 @@ def _raw(heading: str, key: str, value: float) -> dict[str, Any]:
     rule = {"name": "qa", "did": "800*"}
     if heading == "[[policy.rules]]":
         raw["policy"] = {"rules": [{**rule, key: value}]}
+    elif heading == "[[alerts.rules]]":
+        raw["alerts"] = {"rules": [{"name": "a", "phrases": ["x"], key: value}]}
     elif heading == '[retention.rules."NAME"]':
         raw["policy"] = {"rules": [rule]}
         extra = {"audio_days": 1} if key == "metadata_days" else {}
@@ -151,10 +154,10 @@ def _whole_number_keys() -> list[tuple[str, str]]:
 
 
 def test_the_tables_hold_every_settings_class() -> None:
-    """So that _whole_number_keys() misses no class: every section of Settings and both rule classes."""
+    """So that _whole_number_keys() misses no class: every section of Settings and the rule classes."""
     sections = {f.default_factory for f in dataclasses.fields(Settings)  # type: ignore[misc]
                 if f.default_factory is not dataclasses.MISSING}
-    assert {cls for _, cls, _, _ in reference.TABLES} == sections | {PolicyRule, RetentionRule}
+    assert {cls for _, cls, _, _ in reference.TABLES} == sections | {PolicyRule, RetentionRule, AlertRule}
     assert len(_whole_number_keys()) >= 10
 
 

@@ -21,6 +21,7 @@ def test_wheel_carries_prompts_dialplan_and_migrations(tmp_path: Path) -> None:
     assert f"{data}dialplan/callrec.conf" in names
     assert f"{data}asterisk.conf.example" in names
     assert f"{data}sql/app_role.sql" in names  # the daemon's least-privilege database grants
+    assert f"{data}systemd/callrec.service" in names
     assert "callrec/store/migrations/001_calls.sql" in names
     assert not any(n.startswith(("tests/", "tools/")) for n in names)
 
