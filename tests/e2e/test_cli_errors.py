@@ -104,7 +104,7 @@ def test_every_command_has_a_handler_and_a_help() -> None:
         return out
 
     found = leaves(build_parser(), ())
-    assert len(found) == 37
+    assert len(found) == 38
     assert {("recording", "pauses"), ("config", "reference"), ("verify-manifest",),
             ("alerts", "rules", "add"), ("transcribe",), ("speech", "status"), ("speech", "retry"),
             ("speech", "requeue"), ("speech", "worker")} <= set(found)
