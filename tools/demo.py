@@ -550,6 +550,11 @@ async def speech_tour(log: CallLog, daemon: Daemon, r: asyncpg.Record) -> None:
         mismatch(f"the keyword search for {KEYWORD!r} did not find call a")
     else:
         say("   found call a and the moment (offset_ms): the console player seeks there ✓")
+    say()
+    say(f"$ callrec calls --said {KEYWORD}   (the same search through the call list: hits with speaker and time)")
+    listed = await run_cli("calls", "--said", KEYWORD)
+    if call_id not in listed:
+        mismatch(f"`callrec calls --said {KEYWORD}` did not list call a")
 
 
 async def ops_tour(results: list[tuple[str, asyncpg.Record]]) -> None:
