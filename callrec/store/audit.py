@@ -19,7 +19,7 @@ from callrec.store.db import Db
 ACTIONS = (
     "login", "login_failed", "logout", "view", "listen", "download", "export", "tag_add", "tag_remove",
     "confidential", "delete_audio", "user_add", "user_disable", "token_create", "token_revoke", "search",
-    "alerts_list", "alert_rule_add", "alert_rule_delete",
+    "transcript_read", "transcript_search", "alerts_list", "alert_rule_add", "alert_rule_delete",
 )
 
 

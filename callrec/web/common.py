@@ -183,5 +183,17 @@ FILTER_PARAMS = [
     openapi.query_param("tag", {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}},
                         "every given tag (repeatable)", style="form", explode=True),
     openapi.query_param("q", {"type": "string", "maxLength": 100}, "free text in caller, party and agent names"),
+    openapi.query_param("said", {"type": "string", "maxLength": 200},
+                        'what was said: words (each somewhere in the call, any word form) and "quoted phrases"; '
+                        "the list then carries hits per call, and falls back to similar words (fuzzy) when "
+                        "nothing matches"),
+    openapi.query_param("silence_over", {"type": "number", "minimum": 0, "maximum": 100},
+                        "silence over this share of the call, percent"),
+    openapi.query_param("agent_talk_over", {"type": "number", "minimum": 0, "maximum": 100},
+                        "the agent's share of all talk over this, percent (stereo calls)"),
+    openapi.query_param("agent_talk_under", {"type": "number", "minimum": 0, "maximum": 100},
+                        "the agent's share of all talk under this, percent (stereo calls)"),
+    openapi.query_param("overtalk_over", {"type": "number", "minimum": 0, "maximum": 86400},
+                        "both talking at once for longer than this, seconds"),
     openapi.query_param("order", {"type": "string", "enum": ["desc", "asc"]}, "by start time"),
 ]

@@ -14,9 +14,9 @@ import io
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -49,6 +49,7 @@ from callrec.web.keys import POOL, SETTINGS
 from callrec.web.ranges import Unsatisfiable, parse_range
 
 log = logging.getLogger("callrec.http")
+T = TypeVar("T")
 
 CHUNK = 256 * 1024
 # A listen or download is audited at its first request, whatever its Range, then at most once per
@@ -63,11 +64,28 @@ async def search(request: web.Request) -> web.Response:
     p = need(request, "calls.search")
     f = filter_of(request)
     pool = request.app[POOL]
-    rows, cursor = await callquery.search(pool, f, p)
+    rows, cursor = await filtered(callquery.search(pool, f, p))
+    hits = await callquery.page_hits(pool, f, rows)
+    items = [callquery.summary(r) for r in rows]
+    if hits is not None:
+        # Only the calls of this page, found with the visibility rule: no hit of a hidden call exists here.
+        for item in items:
+            item["hits"] = hits.get(item["id"], [])
+        # Snippets are pieces of transcripts: who searched for what, and whose words were shown.
+        await audit.append(pool, actor=p.name, role=p.role, action="transcript_search",
+                           details=callquery.said_audit(f, hits), remote=remote(request))
     # Paging is a bulk read: every page counted, per principal and window (store/audit.py).
     await audit.note_search_page(pool, window_s=request.app[SETTINGS].http.search_audit_window, actor=p.name,
                                  role=p.role, rows=len(rows), remote=remote(request))
-    return respond({"items": [callquery.summary(r) for r in rows], "next_cursor": cursor})
+    return respond({"items": items, "next_cursor": cursor})
+
+
+async def filtered(outcome: Awaitable[T]) -> T:
+    """Await a search step; a filter PostgreSQL had to judge (``said`` of stop words only) is a 400."""
+    try:
+        return await outcome
+    except callquery.FilterError as exc:
+        raise bad_request(str(exc)) from None
 
 
 async def count(request: web.Request) -> web.Response:
@@ -75,8 +93,7 @@ async def count(request: web.Request) -> web.Response:
     f = filter_of(request)
     if f.cursor is not None:
         raise bad_request("cursor: not used by count")
-    sql, args = callquery.count_sql(f, p)
-    return respond({"count": await request.app[POOL].fetchval(sql, *args)})
+    return respond({"count": await filtered(callquery.count(request.app[POOL], f, p))})
 
 
 # --- detail ---------------------------------------------------------------------------------------
@@ -118,6 +135,7 @@ async def call_detail(conn: Db, row: asyncpg.Record) -> dict[str, Any]:
         "available": r["recording_status"] == "ready" and r["audio_deleted_at"] is None,
     }
     out["tags"] = tags
+    out["transcript"] = await callquery.transcript_of(conn, str(call_id))
     out["legal_hold"] = bool(r.get("legal_hold") or False)  # column added by the retention migration
     out["parties"] = parties
     if pauses is not None:
@@ -218,6 +236,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         raise bad_request("export takes no limit or cursor: it streams every matching call")
     async with export_slot(request, p):
         pool = request.app[POOL]
+        await filtered(callquery.prepare(pool, f))
         await audit.append(pool, actor=p.name, role=p.role, action="export",
                            details={"format": fmt, "filter": f.describe()}, remote=remote(request))
         sql, args = callquery.search_sql(f, p, limit=None)
@@ -232,6 +251,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         resp.enable_chunked_encoding()
         try:
             async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+                await conn.execute(callquery.CUSTOM_PLANS)
                 # The first batch is read before the headers go out, so a query error is still a clean error.
                 cur = await conn.cursor(sql, *args)
                 batch = await cur.fetch(EXPORT_BATCH)
@@ -396,11 +416,27 @@ openapi.SCHEMAS["CallSummary"] = {"type": "object", "properties": {
     "caller_name": _STR_OR_NULL, "called_number": _STR_OR_NULL, "agent": _STR_OR_NULL,
     "consent_mode": {"type": "string"}, "consent": _STR_OR_NULL, "consent_key": _STR_OR_NULL,
     "recording_status": {"type": "string"}, "recording_duration": _NUM_OR_NULL, "confidential": {"type": "boolean"},
-    "audio_deleted_at": _STR_OR_NULL, "tags": {"type": "array", "items": {"type": "string"}}}}
+    "audio_deleted_at": _STR_OR_NULL, "tags": {"type": "array", "items": {"type": "string"}},
+    "transcript": {"$ref": "#/components/schemas/TranscriptSummary"},
+    "hits": {"type": "array", "description": "with said: where it was said (at most 5, in time order)",
+             "items": {"$ref": "#/components/schemas/SaidHit"}}}}
+openapi.SCHEMAS["TranscriptSummary"] = {"type": "object", "properties": {
+    "state": {"type": "string", "enum": ["none", "pending", "running", "done", "failed", "skipped"]},
+    "progress": _NUM_OR_NULL, "silence_share": _NUM_OR_NULL, "agent_talk_ratio": _NUM_OR_NULL,
+    "overtalk_ms": {"type": ["integer", "null"]}, "talk_ms": {"type": ["integer", "null"]}}}
+openapi.SCHEMAS["SaidHit"] = {"type": "object", "required": ["seq", "speaker", "offset_ms", "end_ms", "snippet"],
+                              "properties": {
+    "seq": {"type": "integer"}, "speaker": {"type": "string", "enum": ["caller", "agent", "mixed"]},
+    "offset_ms": {"type": "integer", "description": "start of the first matched word: seek the player here"},
+    "end_ms": {"type": "integer", "description": "end of the segment"},
+    "snippet": {"type": "array", "description": "[text, is_hit] parts: plain text, never HTML",
+                "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "boolean"}]}},
+    "fuzzy": {"type": "boolean", "description": "found by similar spelling (nothing matched exactly)"}}}
 openapi.SCHEMAS["CallDetail"] = {"type": "object", "properties": {
     "id": {"type": "string"}, "evidence": {"type": "object"}, "recording": {"type": "object"},
     "tags": {"type": "array", "items": {"type": "string"}}, "confidential": {"type": "boolean"},
-    "legal_hold": {"type": "boolean"}, "parties": {"type": "array", "items": {"type": "object"}}},
+    "legal_hold": {"type": "boolean"}, "parties": {"type": "array", "items": {"type": "object"}},
+    "transcript": {"$ref": "#/components/schemas/TranscriptSummary"}},
     "additionalProperties": True}
 
 _PAGE = [openapi.query_param("limit", {"type": "integer", "minimum": 1, "maximum": callquery.MAX_LIMIT}),

@@ -110,8 +110,12 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
         raise json_error(409, "no signing key configured on the server (integrity.signing_key)") from None
     async with export_slot(request, p):
         pool = request.app[POOL]
+        try:
+            await callquery.prepare(pool, f)  # said: which words are searchable (a 400 when none)
+        except callquery.FilterError as exc:
+            raise bad_request(str(exc)) from None
         sql, args = callquery.search_sql(f, p, limit=f.limit)
-        ids = [str(r["id"]) for r in await pool.fetch(sql, *args)]
+        ids = [str(r["id"]) for r in await callquery.fetch_custom(pool, sql, *args)]
         docs = await evidence.call_documents(pool, ids)
         if with_transcripts:
             await attach_transcripts(pool, docs)

@@ -29,3 +29,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON speech_jobs, transcripts, transcript_seg
 GRANT SELECT, INSERT, DELETE ON alert_rules TO :"app";
 GRANT SELECT, INSERT, DELETE ON alerts TO :"app";
 GRANT USAGE ON SEQUENCE alerts_id_seq TO :"app";
+-- Search: the words of the transcripts, kept by triggers on transcript_segments (migration 013), which run
+-- with the rights of whoever saves or deletes a transcript.
+GRANT SELECT, INSERT, UPDATE, DELETE ON transcript_lexicon TO :"app";
