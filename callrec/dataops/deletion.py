@@ -212,8 +212,6 @@ async def _erase_hook_payloads(conn: Conn, call_id: Any) -> int:
 async def _erase_alerts(conn: Conn, call_id: Any) -> int:
     """Keyword alerts (migration 009) say what was said on the call and when: like tags they outlive the
     audio (statistics), and go when the call is anonymized."""
-    if not await conn.fetchval("SELECT to_regclass('alerts') IS NOT NULL"):
-        return 0
     return _count(await conn.execute("DELETE FROM alerts WHERE call_id = $1", call_id))
 
 
