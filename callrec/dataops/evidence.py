@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from callrec import __version__
+from callrec.dataops.transcript_export import export_transcripts
 from callrec.recording.files import (
     OutsideFolder,
     SymlinkedRecording,
@@ -149,6 +150,7 @@ class ExportResult:
     manifest_sha256: str = ""
     prompts: int = 0
     fingerprint: str | None = None
+    transcripts: int = 0
 
 
 async def call_documents(conn: Db, ids: list[str]) -> list[dict[str, Any]]:
@@ -278,6 +280,7 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
         doc["file"] = rel
         doc["file_matches_recorded_sha256"] = matches
         files.append({"path": rel, "sha256": digest, "bytes": size, "call_id": doc["id"], "kind": "recording"})
+    result.transcripts = export_transcripts(out_dir, docs, files)
     sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode("ascii")
     (out_dir / SUMS).write_bytes(sums)
     manifest: dict[str, Any] = {
