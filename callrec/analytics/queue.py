@@ -378,14 +378,23 @@ class SpeechRunner:
         transcript = self.redact(transcript)
         stats = transcript_stats(transcript)
         assert self.pool is not None
-        async with self.db.acquire() as conn, conn.transaction():
-            await save_transcript(conn, call_id, transcript.to_dict(), stats.to_dict(), recording_sha256=sha,
-                                  model_sha256=self.pool.model.sha256,
-                                  decode_s=transcript.timing.get("decode_s"))
-            if not await speechjobs.finish(conn, call_id, self.worker):
-                raise _Lost()
-            for callback in self.after_save:
-                await callback(conn, call_id)
+        try:
+            async with self.db.acquire() as conn, conn.transaction():
+                await save_transcript(conn, call_id, transcript.to_dict(), stats.to_dict(), recording_sha256=sha,
+                                      model_sha256=self.pool.model.sha256,
+                                      decode_s=transcript.timing.get("decode_s"))
+                if not await speechjobs.finish(conn, call_id, self.worker):
+                    raise _Lost()
+                for callback in self.after_save:
+                    await callback(conn, call_id)
+        except asyncpg.CheckViolationError:
+            # The audio was deleted while it was being transcribed (retention, erase, a manual delete): the
+            # database refuses its transcript (migration 011) and the deletion took the job with it.
+            if await self.db.fetchval("SELECT audio_deleted_at IS NOT NULL FROM calls WHERE id = $1::uuid", call_id):
+                log.info("speech: call %s: its audio was deleted while it was transcribed; transcript dropped",
+                         call_id)
+                return "dropped"
+            raise
         log.info("speech: call %s transcribed (%s, %.1f s of audio, %d word(s), %d redaction(s))", call_id,
                  transcript.language or "no speech", transcript.duration_ms / 1000,
                  sum(1 for _ in transcript.words()), transcript.redacted)
@@ -401,7 +410,10 @@ class SpeechRunner:
                 share = float(await asyncio.to_thread(progress.read_text))
             try:
                 if not await speechjobs.heartbeat(self.db, call_id, self.worker, self.speech.lease, share):
-                    log.warning("speech: call %s: lost the job's lease", call_id)
+                    if await speechjobs.job(self.db, call_id) is None:  # the audio's deletion took the job
+                        log.info("speech: call %s: its job was removed (the audio was deleted)", call_id)
+                    else:
+                        log.warning("speech: call %s: lost the job's lease", call_id)
                     return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("speech: heartbeat for call %s failed (%s)", call_id, _brief(exc))
@@ -426,6 +438,9 @@ class SpeechRunner:
             log.error("speech: call %s failed (%s) and the queue could not be told (%s); its lease will run out",
                       call_id, error, _brief(db_exc))
             return "error"
+        if state is None:  # taken over after its lease ran out, or removed with the audio: not ours to count
+            log.info("speech: call %s: %s; the job is no longer this worker's", call_id, error)
+            return "lost"
         level = logging.ERROR if state == "failed" or isinstance(exc, ModelError) else logging.WARNING
         log.log(level, "speech: call %s, try %d: %s; %s", call_id, attempt, error,
                 "failed for good" if state == "failed" else f"trying again in {retry_in:.0f}s")

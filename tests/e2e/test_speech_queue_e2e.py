@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -322,6 +323,43 @@ async def test_d_a_transcription_process_killed_mid_job_is_replaced_and_the_job_
         assert done["attempts"] == 2 and outcomes == [(call_id, "retry"), (call_id, "done")]
         assert runner.pool is not None and killed[0] not in runner.pool.pids()
         assert await conn.fetchval("SELECT count(*) FROM transcripts WHERE call_id = $1::uuid", call_id) == 1
+    finally:
+        await runner.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await db.close()
+
+
+async def test_d_audio_deleted_while_it_is_transcribed_leaves_no_transcript(
+        database: str, conn: asyncpg.Connection, tmp_path: Path, asterisk: SandboxInfo, speech_cache: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Retention or an erase deletes the audio mid-job: the words made from it are not stored, quietly."""
+    caplog.set_level(logging.INFO)
+    from callrec.analytics.queue import SpeechRunner, start_pool_factory
+    from callrec.dataops.deletion import delete_audio
+    from callrec.store import connect_pool
+
+    recordings = tmp_path / "recordings"
+    call_id = await _queued_call(conn, recordings, asterisk, repeat=6)
+    settings = make_settings(None, database, recordings={"dir": "/var/spool/asterisk/callrec",
+                                                         "local_dir": str(recordings)},
+                             speech=speech(speech_cache))
+    outcomes: list[tuple[str, str]] = []
+    finished = asyncio.Event()
+    db = await connect_pool(database, 1, 4)
+    runner = SpeechRunner(settings, db, start_pool_factory(settings.speech))
+    runner.on_job.append(lambda c, outcome: (outcomes.append((c, outcome)), finished.set()))
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: conn.fetchval("SELECT progress > 0 FROM speech_jobs WHERE call_id = $1::uuid",
+                                             call_id), 90, what="progress", interval=0.2)
+        assert (await delete_audio(conn, call_id, recordings, actor="retention")).result == "deleted"
+        await asyncio.wait_for(finished.wait(), 120)
+        assert outcomes == [(call_id, "dropped")]
+        assert await conn.fetchval("SELECT count(*) FROM transcripts WHERE call_id = $1::uuid", call_id) == 0
+        assert await conn.fetchval("SELECT count(*) FROM speech_jobs WHERE call_id = $1::uuid", call_id) == 0
+        assert "its audio was deleted while it was transcribed" in caplog.text
+        assert not [r for r in caplog.records if r.name.startswith("callrec.speech") and r.levelno >= logging.WARNING]
     finally:
         await runner.close()
         task.cancel()
