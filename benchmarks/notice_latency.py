@@ -18,6 +18,13 @@ way it runs in production - and real Local-channel calls placed by tools/caller.
     and hashed, every call-log write - run in waves of up to C simultaneous calls.  The daemon's
     idle CPU over the same wall time is measured first and reported (and subtracted) separately.
     Asterisk's own CPU over the batch is shown for scale.
+
+With ``--speech`` (speech analytics on: ``[speech] enabled``, 2 workers), instead, in one run:
+(c) notice latency over N sequential calls with the transcription workers idle, then over N more while
+    both workers are busy (long recordings of stock prompts queued first; the run checks they stayed busy);
+(d) "transcript ready after hang-up": a call whose caller speaks stock prompts, queue empty, from the
+    call's end (Asterisk's timestamp in the call log) to the transcript's row, against 2x the call's
+    length + 30 s.
 """
 
 from __future__ import annotations
@@ -108,11 +115,21 @@ def machine() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ setup
-def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
+SPEECH_CACHE = WORK_DIR / "speech-cache"
+SPEECH_WORKERS = 2
+# The caller's script for (d): stock English prompts (core-sounds-en.txt), about 15 s of speech.
+SCRIPT = ["tt-weasels", "vm-nobodyavail", "vm-mailboxfull", "demo-thanks"]
+
+
+def write_config(info: sandbox_mod.SandboxInfo, dsn: str, speech: bool = False) -> None:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, dict[str, object]] = {}
+    if speech:
+        extra["speech"] = {"enabled": True, "workers": SPEECH_WORKERS, "cache_dir": str(SPEECH_CACHE),
+                           "poll_interval": 5}
     text = sandbox_mod.callrec_config(
         info, dsn, header="written by benchmarks/notice_latency.py (sandbox Asterisk, throwaway database)",
-        asterisk={"app": APP}, log={"level": "info"})
+        asterisk={"app": APP}, log={"level": "info"}, **extra)
     fd = os.open(CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -176,7 +193,7 @@ class Bench:
         self.conn = await asyncpg.connect(self.dsn, timeout=10)
         await migrate(self.conn)
         progress(f"database {self.db_name} created and migrated")
-        write_config(info, self.dsn)
+        write_config(info, self.dsn, speech=self.args.speech)
         auth = aiohttp.encode_basic_auth(info.tester_ari_user, info.tester_ari_password)
         self.http = aiohttp.ClientSession(headers={"Authorization": auth}, timeout=aiohttp.ClientTimeout(total=5))
         deadline = time.monotonic() + 30
@@ -188,7 +205,7 @@ class Bench:
         with open(DAEMON_LOG, "ab") as log:
             self.daemon = await asyncio.create_subprocess_exec(
                 *serve_cmd(), stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + (180 if self.args.speech else 20)  # the first start joins the model
         while True:
             if self.daemon.returncode is not None:
                 raise BenchError(f"callrec serve exited with {self.daemon.returncode}:\n{log_text()[-2000:]}")
@@ -196,7 +213,7 @@ class Bench:
             if "ARI events connected" in text and "AMI logged in" in text and await app_registered(self.http, info):
                 break
             if time.monotonic() > deadline:
-                raise BenchError(f"callrec serve not ready within 20 s:\n{log_text()[-2000:]}")
+                raise BenchError(f"callrec serve not ready in time:\n{log_text()[-2000:]}")
             await asyncio.sleep(0.1)
         progress(f"callrec serve is up (pid {self.daemon.pid})")
         self.tester = Tester(info.ari_url, info.tester_ari_user, info.tester_ari_password)
@@ -330,6 +347,127 @@ class Bench:
             "clock_tick_ms": round(1000 / CLK_TCK, 1),
         }
 
+    # -- speech analytics (--speech) --
+
+    async def busy_jobs(self, count: int, seconds: float) -> list[str]:
+        """Queue ``count`` recordings of ``seconds`` of real speech (stock prompts) to keep the workers busy."""
+        import numpy as np
+        import soundfile
+
+        from callrec.recording.files import measure
+        from callrec.store import speechjobs
+
+        assert self.conn is not None and self.info is not None
+        parts = [soundfile.read(str(self.prompt(name)), dtype="int16")[0] for name in SCRIPT]
+        one = np.concatenate(parts)
+        audio = np.tile(one, math.ceil(seconds * 8000 / len(one)))[:int(seconds * 8000)]
+        ids = []
+        for _ in range(count):
+            call_id = str(uuid.uuid4())
+            rel = f"bench-speech/{call_id}.wav"
+            path = self.info.local_recordings_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(str(path), audio, 8000, subtype="PCM_16")
+            facts = measure(path)
+            await self.conn.execute(
+                """INSERT INTO calls (id, door, uniqueid, consent_mode, state, started_at, ended_at, finalized_at,
+                       recording_status, recording_path, recording_duration, recording_bytes, recording_sha256,
+                       language)
+                   VALUES ($1::uuid, 'ari', $1, 'notice', 'ended', now() - interval '1 day',
+                           now() - interval '1 day', now() - interval '1 day', 'ready', $2, $3, $4, $5, 'en')""",
+                call_id, rel, facts["recording_duration"], facts["recording_bytes"], facts["recording_sha256"])
+            await speechjobs.enqueue(self.conn, call_id, audio_ms=round(seconds * 1000), language="en",
+                                     reason="benchmark load", priority=1)
+            ids.append(call_id)
+        return ids
+
+    def prompt(self, name: str) -> Path:
+        assert self.info is not None
+        return sandbox_mod.resolve_in_root(self.info.root, f"/usr/share/asterisk/sounds/en/{name}.wav")
+
+    async def running_jobs(self) -> int:
+        assert self.conn is not None
+        return int(await self.conn.fetchval("SELECT count(*) FROM speech_jobs WHERE state = 'running'"))
+
+    async def wait_jobs(self, where: str, timeout: float) -> None:
+        assert self.conn is not None and self.daemon is not None
+        deadline = time.monotonic() + timeout
+        while not await self.conn.fetchval(f"SELECT {where} FROM speech_jobs"):
+            if self.daemon.returncode is not None:
+                raise BenchError(f"callrec serve died (exit {self.daemon.returncode})")
+            if time.monotonic() > deadline:
+                raise BenchError(f"speech jobs: not {where} within {timeout:g} s")
+            await asyncio.sleep(0.2)
+
+    async def transcript_ready(self) -> dict[str, Any]:
+        """(d): a call whose caller speaks the script; hang-up to transcript, the queue empty."""
+        assert self.tester is not None and self.conn is not None
+        await self.wait_jobs("count(*) FILTER (WHERE state IN ('pending', 'running')) = 0", 900)
+        call = await self.tester.place_call(args="mode=notice")
+        back = await call.handed_back(timeout=60)
+        await call.spoken(await call.speak(",".join(f"sound:{n}" for n in SCRIPT)), 120)
+        await call.hang_up()
+        await self.finalized([call.callee_id])
+        call_id = back["call_id"]
+        deadline = time.monotonic() + 600
+        while True:
+            row = await self.conn.fetchrow(
+                "SELECT c.ended_at, c.recording_duration, t.transcribed_at, j.state, j.last_error "
+                "FROM calls c LEFT JOIN transcripts t ON t.call_id = c.id LEFT JOIN speech_jobs j ON j.call_id = c.id "
+                "WHERE c.id = $1::uuid", call_id)
+            if row is not None and row["transcribed_at"] is not None:
+                break
+            if row is not None and row["state"] == "failed":
+                raise BenchError(f"the transcription failed: {row['last_error']}")
+            if time.monotonic() > deadline:
+                raise BenchError("no transcript within 600 s")
+            await asyncio.sleep(0.1)
+        length = float(row["recording_duration"])
+        ready = (row["transcribed_at"] - row["ended_at"]).total_seconds()
+        return {"call_s": round(length, 1), "ready_after_hangup_s": round(ready, 2),
+                "target_s": round(2 * length + 30, 1)}
+
+    async def speech_run(self, result: dict[str, Any]) -> None:
+        args = self.args
+        progress("warm-up: 2 calls")
+        await self.sequential(2)
+        progress("(d) transcript ready after hang-up (queue empty)")
+        result["ready"] = await self.transcript_ready()
+        progress(f"(c) {args.sequential} sequential calls, transcription workers idle")
+        assert await self.running_jobs() == 0
+        result["idle"] = summary(await self.sequential(args.sequential))
+        progress(f"(c) queueing {SPEECH_WORKERS * 2} recordings of {args.busy_seconds:g} s to keep both workers busy")
+        await self.busy_jobs(SPEECH_WORKERS * 2, args.busy_seconds)
+        await self.wait_jobs(f"count(*) FILTER (WHERE state = 'running' AND progress > 0) = {SPEECH_WORKERS}", 300)
+        progress(f"(c) {args.sequential} sequential calls, {SPEECH_WORKERS} workers busy")
+        result["busy"] = summary(await self.sequential(args.sequential))
+        busy_after = await self.running_jobs()
+        if busy_after < SPEECH_WORKERS:
+            raise BenchError(f"only {busy_after} worker(s) still busy at the end of the busy phase: raise "
+                             "--busy-seconds")
+        result["busy_workers"] = SPEECH_WORKERS
+
+
+def speech_markdown(result: dict[str, Any]) -> str:
+    m, idle, busy, ready = result["machine"], result["idle"], result["busy"], result["ready"]
+    return "\n".join([
+        f"Machine: {m['cpus']} cores ({m['cpu_model'] or 'unknown CPU'}), Linux {m['kernel']}, "
+        f"Python {m['python']}, {result['asterisk']}, PostgreSQL on the same host; `[speech] workers = "
+        f"{result['busy_workers']}`, niced.",
+        "",
+        "| Notice latency (StasisStart → PlaybackStarted), same run | calls | median | p95 | max |",
+        "|---|---:|---:|---:|---:|",
+        f"| transcription workers idle | {idle['calls']} | {idle['median_ms']:.0f} ms | {idle['p95_ms']:.0f} ms "
+        f"| {idle['max_ms']:.0f} ms |",
+        f"| {result['busy_workers']} workers busy transcribing | {busy['calls']} | {busy['median_ms']:.0f} ms "
+        f"| {busy['p95_ms']:.0f} ms | {busy['max_ms']:.0f} ms |",
+        "",
+        "| Transcript ready after hang-up (queue empty) | call | ready after | target (2× call + 30 s) |",
+        "|---|---:|---:|---:|",
+        f"| a call of stock prompts, mono | {ready['call_s']:.1f} s | {ready['ready_after_hangup_s']:.1f} s "
+        f"| {ready['target_s']:.0f} s |",
+    ])
+
 
 def markdown(result: dict[str, Any]) -> str:
     seq, burst, cpu, m = result["sequential"], result["burst"], result["cpu"], result["machine"]
@@ -365,16 +503,19 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await bench.setup()
         result["asterisk"] = (await asyncio.to_thread(bench.box.cli, "core show version")).split(" built ")[0].strip()
-        progress("warm-up: 2 calls")
-        await bench.sequential(2)
-        progress(f"(a) {args.sequential} sequential calls")
-        result["sequential"] = summary(await bench.sequential(args.sequential))
-        progress(f"(a) burst of {args.burst} simultaneous calls")
-        result["burst"] = summary(await bench.burst(args.burst))
-        progress(f"(b) daemon CPU: {args.idle:g} s idle, then {args.cpu_calls} complete calls "
-                 f"in waves of {args.concurrency}")
-        result["idle_s"] = args.idle
-        result["cpu"] = await bench.cpu(args.cpu_calls, args.concurrency, args.idle)
+        if args.speech:
+            await bench.speech_run(result)
+        else:
+            progress("warm-up: 2 calls")
+            await bench.sequential(2)
+            progress(f"(a) {args.sequential} sequential calls")
+            result["sequential"] = summary(await bench.sequential(args.sequential))
+            progress(f"(a) burst of {args.burst} simultaneous calls")
+            result["burst"] = summary(await bench.burst(args.burst))
+            progress(f"(b) daemon CPU: {args.idle:g} s idle, then {args.cpu_calls} complete calls "
+                     f"in waves of {args.concurrency}")
+            result["idle_s"] = args.idle
+            result["cpu"] = await bench.cpu(args.cpu_calls, args.concurrency, args.idle)
     except (BenchError, sandbox_mod.SandboxError, testdb.TestDBError) as exc:
         failed = str(exc)
     except AssertionError as exc:
@@ -391,7 +532,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(markdown(result))
+        print(speech_markdown(result) if args.speech else markdown(result))
     return 0
 
 
@@ -406,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU baseline (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample) instead of Markdown")
     parser.add_argument("--keep", action="store_true", help="leave a sandbox this run started running")
+    parser.add_argument("--speech", action="store_true",
+                        help="speech analytics on (2 workers): notice latency idle vs busy workers, and the "
+                             "transcript's delay after hang-up, instead of (a) and (b)")
+    parser.add_argument("--busy-seconds", type=float, default=600,
+                        help="--speech: length of each recording queued to keep the workers busy (default 600)")
     args = parser.parse_args(argv)
     if min(args.sequential, args.burst, args.cpu_calls, args.concurrency) < 1:
         parser.error("counts must be at least 1")

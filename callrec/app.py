@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -40,6 +41,14 @@ DATABASE_RETRY_S = 2.0
 class FatalError(Exception):
     """Start-up cannot go on (bad credentials, schema missing): one clear line, non-zero exit."""
 
+    exit_code = 1  # systemd restarts the daemon
+
+
+class SettingFatal(FatalError):
+    """A setting is wrong (a corrupt or missing speech model): restarting would not help."""
+
+    exit_code = 2
+
 
 class Daemon:
     def __init__(self, settings: Settings) -> None:
@@ -56,6 +65,11 @@ class Daemon:
         self.hooks: HookRunner | None = None
         # Pause/resume for the HTTP API (``await daemon.recording_control.pause(call_id, by=user)``).
         self.recording_control: RecordingControl | None = None
+        # Speech analytics ([speech] enabled): the queue's enqueue side and the runner (callrec/analytics/queue.py).
+        # ``speech_after_save`` is handed to the runner: callbacks awaited in the transaction that saves a transcript.
+        self.speech_queue: Any = None
+        self.speech_runner: Any = None
+        self.speech_after_save: list[Callable[[Any, str], Awaitable[None]]] = []
         # Counters and live figures for /metrics (served when [metrics] listen is set).
         self.metrics = Metrics(__version__)
         self.metrics_server: MetricsServer | None = None
@@ -124,6 +138,8 @@ class Daemon:
         self.hooks.on_attempt.append(self.metrics.observe_hook)
         if db_up:
             self.hooks.start()
+            if s.speech.enabled:
+                await self._start_speech()
         self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
@@ -213,6 +229,11 @@ class Daemon:
                 self.agi.recover(unfinished)
         assert self.hooks is not None
         self.hooks.start()
+        if self.settings.speech.enabled:
+            try:
+                await self._start_speech()
+            except SettingFatal as exc:  # found only now: the daemon records on without transcription
+                log.error("%s", exc)
         try:
             await self._start_http()
         except FatalError as exc:
@@ -236,6 +257,28 @@ class Daemon:
         if s.retention.enabled and s.retention.active:
             self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
+
+    async def _start_speech(self) -> None:
+        """The transcription queue: finalized recordings queued (a background task, never on the call path) and
+        the runner with its niced worker processes.  A bad model is a setting error (exit 2)."""
+        from callrec.analytics.alerts import AlertMatcher
+        from callrec.analytics.queue import SpeechError, SpeechQueue, SpeechRunner, start_pool_factory
+
+        s = self.settings
+        assert self.pool is not None and self.service is not None
+        try:
+            factory = await asyncio.to_thread(start_pool_factory, s.speech)
+        except SpeechError as exc:
+            raise SettingFatal(str(exc)) from None
+        # Contract 1: keyword alerts are matched in the transaction that saves each transcript.
+        self.speech_after_save.insert(0, AlertMatcher(s))
+        self.speech_queue = SpeechQueue(s, self.pool, self.writer)
+        self.service.on_call_finalized.append(self.speech_queue.on_call_finalized)
+        self.speech_runner = SpeechRunner(s, self.pool, factory, after_save=self.speech_after_save)
+        self.speech_runner.after_save = self.speech_after_save  # the same list: callbacks added later count
+        self._tasks.append(asyncio.create_task(self.speech_queue.run(), name="speech-queue"))
+        self._tasks.append(asyncio.create_task(self.speech_runner.run(), name="speech-runner"))
+        log.info("speech analytics: %d worker(s), transcribe = %s", s.speech.workers, s.speech.transcribe)
 
     def ready(self) -> dict[str, bool]:
         """What /ready reports: each part this daemon needs, up or not."""
@@ -362,6 +405,10 @@ class Daemon:
         systemd.notify("STOPPING=1")
         if self.retention is not None:
             self.retention.stop.set()
+        if self.speech_queue is not None:
+            self.speech_queue.stop()
+        if self.speech_runner is not None:
+            await self.speech_runner.close()
         if self.http is not None:
             await self.http.stop()
         if self.metrics_server is not None:

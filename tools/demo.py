@@ -22,7 +22,10 @@ What it does, narrating every step:
 6. prints ``callrec calls``, the recordings on disk, and one call's consent evidence;
 7. the ops side: adds a console user, logs in to the ops API, searches and starts a listen (a Range
    request), then shows the audit trail that left, ``callrec verify`` and ``callrec policy explain``;
-8. stops the daemon with SIGTERM (it must exit 0) and the sandbox only if it started it (unless
+8. speech analytics (``[speech] enabled``): waits for call a's transcript, prints it (words and times),
+   ``callrec speech status``, and a keyword search in another word form that finds the call and the
+   moment (SQL on the full-text index);
+9. stops the daemon with SIGTERM (it must exit 0) and the sandbox only if it started it (unless
    ``--keep``): never an Asterisk it did not start.
 
 The slot stays claimed until the demo exits, so a test session started meanwhile on the same slot
@@ -152,6 +155,8 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
         agi={"listen": f"127.0.0.1:{PORTS['agi']}"},
         http={"enabled": True, "listen": f"127.0.0.1:{PORTS['http']}"},
         database={"journal_dir": str(DEMO_DIR / "journal")},
+        # Speech analytics: one niced worker; the shipped model is joined once into var/demo (about 150 MB).
+        speech={"enabled": True, "workers": 1, "cache_dir": str(DEMO_DIR / "speech-cache")},
         log={"level": "info"})
     fd = os.open(CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -268,7 +273,7 @@ class Daemon:
         return None if self.proc is None else self.proc.returncode
 
     async def wait_ready(self, http: aiohttp.ClientSession, info: sandbox_mod.SandboxInfo,
-                         timeout: float = 20) -> None:
+                         timeout: float = 120) -> None:  # the first start joins the speech model
         deadline = time.monotonic() + timeout
         while True:
             if self.exited() is not None:
@@ -498,6 +503,60 @@ async def scenario_g(tester: Tester, log: CallLog, daemon: Daemon) -> asyncpg.Re
 
 
 SCENARIOS = (scenario_a, scenario_b, scenario_c, scenario_d, scenario_e, scenario_f, scenario_g)
+TRANSCRIPT_TIMEOUT = 180.0
+KEYWORD = "messages"  # call a's caller said "message": another word form finds it
+
+
+async def speech_tour(log: CallLog, daemon: Daemon, r: asyncpg.Record) -> None:
+    """Call a's transcript (made in the background by the daemon's worker), the queue, a keyword search."""
+    assert log.conn is not None
+    call_id = str(r["id"])
+    say("speech analytics: waiting for call a's transcript (queued when its recording was finalized)")
+    deadline = time.monotonic() + TRANSCRIPT_TIMEOUT
+    while True:
+        job = await log.conn.fetchrow("SELECT state, progress, last_error FROM speech_jobs WHERE call_id = $1",
+                                      r["id"])
+        if job is not None and job["state"] in ("done", "failed"):
+            break
+        if daemon.exited() is not None:
+            raise DemoError(f"`callrec serve` died (exit {daemon.exited()}); log:\n{log_tail()}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"no transcript of call a within {TRANSCRIPT_TIMEOUT:g} s (job: "
+                            f"{dict(job) if job else 'none'})")
+        await asyncio.sleep(0.2)
+    if job["state"] != "done":
+        mismatch(f"call a: transcription failed: {job['last_error']}")
+        return
+    words = await log.conn.fetch(
+        "SELECT s.speaker, w->>0 AS word, (w->>1)::int AS start_ms FROM transcript_segments s, "
+        "jsonb_array_elements(s.words) w WHERE s.call_id = $1 ORDER BY s.seq, (w->>1)::int", r["id"])
+    say(f"transcript of call a ({len(words)} words; start in seconds, speaker, word):")
+    block("\n".join(f"{w['start_ms'] / 1000:6.2f}  {w['speaker']:6}  {safe_text(w['word'].strip(), 40)}"
+                     for w in words))
+    say()
+    say("$ callrec speech status")
+    await run_cli("speech", "status")
+    say()
+    say(f"keyword search: {KEYWORD!r} (stemmed by PostgreSQL's 'russian' configuration, which stems Latin words "
+        "with the English stemmer)")
+    hits = await log.conn.fetch(
+        """SELECT s.call_id, s.speaker, w->>0 AS word, (w->>1)::int AS offset_ms, s.text
+           FROM transcript_segments s, jsonb_array_elements(s.words) w
+           WHERE s.tsv @@ plainto_tsquery('russian', $1)
+             AND to_tsvector('russian', w->>0) @@ plainto_tsquery('russian', $1)
+           ORDER BY s.call_id, offset_ms""", KEYWORD)
+    block("\n".join(f"call {h['call_id']}  {h['speaker']}  at {h['offset_ms'] / 1000:.2f} s: "
+                     f"{safe_text(h['word'].strip(), 30)!r} in {safe_text(h['text'].strip(), 80)!r}" for h in hits)
+          or "(no hit)")
+    if not any(str(h["call_id"]) == call_id for h in hits):
+        mismatch(f"the keyword search for {KEYWORD!r} did not find call a")
+    else:
+        say("   found call a and the moment (offset_ms): the console player seeks there ✓")
+    say()
+    say(f"$ callrec calls --said {KEYWORD}   (the same search through the call list: hits with speaker and time)")
+    listed = await run_cli("calls", "--said", KEYWORD)
+    if call_id not in listed:
+        mismatch(f"`callrec calls --said {KEYWORD}` did not list call a")
 
 
 async def ops_tour(results: list[tuple[str, asyncpg.Record]]) -> None:
@@ -679,6 +738,10 @@ async def demo(args: argparse.Namespace) -> int:
         step = "ops"
         say()
         await ops_tour(results)
+
+        step = "speech"
+        say()
+        await speech_tour(log, daemon, results[0][1])
         if MISMATCHES:
             step = "checks"
             failed = f"{len(MISMATCHES)} result(s) not as expected:\n  " + "\n  ".join(MISMATCHES)

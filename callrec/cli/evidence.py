@@ -34,6 +34,7 @@ from callrec.dataops.evidence import (
     write_export,
 )
 from callrec.dataops.integrity import verify
+from callrec.dataops.transcript_export import attach_transcripts
 from callrec.store import audit
 from callrec.store.callquery import FilterError, parse_filter, parse_time, search_sql
 
@@ -59,6 +60,8 @@ def add_commands(sub: object) -> None:
     exp = command(sub, "export", "export selected calls with their audio and a manifest", run_export)
     add_out_options(exp)
     exp.add_argument("--manifest", action="store_true", help="sign the manifest with integrity.signing_key")
+    exp.add_argument("--transcripts", action="store_true",
+                     help="include each call's transcript (transcripts/<call id>.json, hashed in the manifest)")
     exp.add_argument("--call", action="append", default=[], metavar="CALL_ID", type=call_id,
                      help="a call id (repeatable)")
     for name in FILTERS:
@@ -105,7 +108,9 @@ async def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         await audit.append(conn, actor=who.name, role=who.role, action="verify",
                            details={"checked": report.checked, "ok": report.ok, "missing": len(report.missing),
                                     "changed": len(report.changed), "orphans": len(report.orphans),
-                                    "unreadable": len(report.unreadable), "symlinked": len(report.symlinked)})
+                                    "unreadable": len(report.unreadable), "symlinked": len(report.symlinked),
+                                    "transcripts_checked": report.transcripts_checked,
+                                    "transcripts": len(report.transcripts)})
     if args.json:
         print(dump(report.as_dict()))
         return PROBLEMS if report.problems else 0
@@ -120,11 +125,15 @@ async def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"SYMLINK   {item['id']}  {item['path']}: a symbolic link, refused for reading")
     for item in report.orphans:
         print(f"ORPHAN    {item['path']}: {item['why']}")
+    for item in report.transcripts:
+        print(f"TRANSCRIPT {item['id']}: {item['why']} (made from sha256 {item['transcript_sha256']}, "
+              f"recording {item['recording_sha256']})")
     print(f"{report.checked} recording(s) checked: {report.ok} ok, {len(report.missing)} missing, "
           f"{len(report.changed)} changed, {len(report.unreadable)} unreadable, {len(report.symlinked)} symlinked; "
           f"{len(report.orphans)} orphan "
           f"file(s) among {report.files_seen}" + (f" ({report.too_young} too new to judge)"
-                                                 if report.too_young else ""))
+                                                 if report.too_young else "")
+          + f"; {report.transcripts_checked} transcript(s) checked, {len(report.transcripts)} not matching")
     return PROBLEMS if report.problems else 0
 
 
@@ -174,11 +183,14 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 
 async def write(conn: asyncpg.Connection, settings: Settings, ids: list[str], args: argparse.Namespace, *,
                 purpose: str, key: Ed25519PrivateKey | None, selection: dict[str, Any],
-                statuses: frozenset[str] = EVIDENCE_STATUSES, max_bytes: int | None = None) -> ExportResult:
-    """Write the calls, their audio (recordings whose status is in ``statuses``) and the manifest
-    to ``--out`` or ``--zip`` (written straight into the zip); ``max_bytes``: refused (exit 1)
-    before any audio is read when the recordings add up to more."""
+                statuses: frozenset[str] = EVIDENCE_STATUSES, max_bytes: int | None = None,
+                transcripts: bool = False) -> ExportResult:
+    """Write the calls, their audio (recordings whose status is in ``statuses``; and, asked for, their
+    transcripts) and the manifest to ``--out`` or ``--zip`` (written straight into the zip);
+    ``max_bytes``: refused (exit 1) before any audio is read when the recordings add up to more."""
     docs = await call_documents(conn, ids)
+    if transcripts:
+        await attach_transcripts(conn, docs)
     target = Path(args.zip or args.out)
     who = cli_principal().name
     local = settings.recordings.local_path
@@ -236,12 +248,14 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
         key = signing_key(settings) if args.manifest else None
         selection = {"calls": args.call} if args.call else {"filter": f.describe(), "limit": args.limit}
         result = await write(conn, settings, ids, args, purpose="evidence_export", key=key, selection=selection,
-                             max_bytes=settings.integrity.evidence_max_bytes)
+                             max_bytes=settings.integrity.evidence_max_bytes, transcripts=args.transcripts)
         async with conn.transaction():
             for c in ids:
                 await audit.append(conn, actor=who.name, role=who.role, action="evidence_export", call_id=c,
-                                   details={"manifest_sha256": result.manifest_sha256, "signed": key is not None})
-    print(f"exported {len(ids)} call(s), {result.files} recording(s) to {args.zip or args.out}"
+                                   details={"manifest_sha256": result.manifest_sha256, "signed": key is not None,
+                                            "transcripts": args.transcripts})
+    print(f"exported {len(ids)} call(s), {result.files} recording(s)"
+          + (f", {result.transcripts} transcript(s)" if args.transcripts else "") + f" to {args.zip or args.out}"
           + (f"; {result.excluded} call(s) without audio (the manifest's excluded says why)" if result.excluded
              else "")
           + (f"; manifest signed (key {result.fingerprint})" if result.fingerprint else "; manifest not signed"))

@@ -29,13 +29,15 @@ from callrec.cli import (
     retention,
     serve,
     sounds,
+    speech,
     subjects,
 )
 from callrec.cli.common import CommandError, Parser, add_global_options
 from callrec.config.settings import ConfigError, Settings, load_settings
 
 # In the order `callrec --help` lists them.
-GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording)
+GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording,
+          speech)
 
 
 def build_parser() -> Parser:

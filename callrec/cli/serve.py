@@ -44,7 +44,7 @@ async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         await daemon.run_until_stopped()
     except (FatalError, PromptError) as exc:
         # Exit 1, not 2: systemd restarts it (RestartPreventExitStatus=2 is for config errors).
-        raise CommandError(str(exc), 1) from None
+        raise CommandError(str(exc), getattr(exc, "exit_code", 1)) from None
     finally:
         await daemon.stop()
     log.info("callrec stopped")

@@ -18,7 +18,8 @@ from callrec.store import audit
 
 def add_commands(sub: object) -> None:
     subj = group(sub, "subject", "data-subject requests for a phone number")
-    sexp = command(subj, "export", "every call of the number(s): metadata, consent evidence, audio", run_export)
+    sexp = command(subj, "export", "every call of the number(s): metadata, consent evidence, audio, transcripts",
+                   run_export)
     sexp.add_argument("numbers", nargs="+", metavar="NUMBER")
     add_out_options(sexp)
     sexp.add_argument("--reference", help="the request's reference, kept in the audit trail")
@@ -46,7 +47,7 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
         key = signing_key(settings) if settings.integrity.signing_key and not args.no_sign else None
         result = await write(conn, settings, ids, args, purpose="subject_export", key=key,
                              selection={"subject_numbers": len(wanted), "reference": args.reference},
-                             statuses=SUBJECT_STATUSES)
+                             statuses=SUBJECT_STATUSES, transcripts=True)
         async with conn.transaction():
             # The audit trail is append-only: it gets call ids and the reference, never the number.
             for call in ids:
@@ -54,8 +55,10 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
                                    details={"reference": args.reference, "manifest_sha256": result.manifest_sha256})
             await audit.append(conn, actor=who.name, role=who.role, action="subject_export",
                                details={"reference": args.reference, "calls": len(ids), "files": result.files,
+                                        "transcripts": result.transcripts,
                                         "manifest_sha256": result.manifest_sha256})
-    print(f"exported {len(ids)} call(s), {result.files} recording(s) to {args.zip or args.out}"
+    print(f"exported {len(ids)} call(s), {result.files} recording(s), {result.transcripts} transcript(s) "
+          f"to {args.zip or args.out}"
           + (f"; manifest signed (key {result.fingerprint[:16]}...)" if result.fingerprint else
              "; manifest not signed"))
     warn_export(result)

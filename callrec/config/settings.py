@@ -186,6 +186,9 @@ class PolicyRule:
     stereo: bool | None = setting(None, "`true`: caller left, agent right, for this rule's calls",
                                   shown_default="`recordings.stereo`")
     bridged_only: bool | None = setting(None, "`true` adds MixMonitor option `b`: record only while bridged")
+    transcribe: bool | None = setting(
+        None, "speech analytics for this rule's recordings: `true` queues them when `[speech] transcribe = \"rules\"`; "
+              "`false` keeps them out of the queue when it is `\"all\"`", shown_default="`[speech] transcribe`'s")
 
     @property
     def effective_side(self) -> str:

@@ -6,16 +6,20 @@ Kept apart from settings.py like the data-ops sections; settings.py only hooks i
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from callrec.config.fields import ConfigError, Range, check_ranges, setting
 
-__all__ = ["COMPUTE_TYPES", "SPEECH_LANGUAGES", "SpeechSettings", "check_speech", "cores"]
+__all__ = ["COMPUTE_TYPES", "SPEECH_LANGUAGES", "TRANSCRIBE_WORDS", "SpeechSettings", "check_speech", "cores"]
 
 # What [speech] language accepts: `auto` detects the language of each recording.
 SPEECH_LANGUAGES = ("auto", "ru", "en")
 # CTranslate2 compute types on a CPU.
 COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+# What [speech] transcribe accepts: every recording, none (only `callrec speech requeue`), or the calls whose
+# policy rule says `transcribe = true`.
+TRANSCRIBE_WORDS = ("all", "rules", "none")
 DEFAULT_CACHE_DIR = "/var/lib/callrec/speech"
 
 
@@ -58,6 +62,32 @@ class SpeechSettings:
     compute_type: str = setting("int8", "how the model computes on the CPU: `int8` is the fastest; `float32` "
                                         "was about 3 points better on Russian and about half as fast",
                                 choices=COMPUTE_TYPES)
+    # -- the queue (callrec/analytics/queue.py, docs/speech.md#the-queue) --
+    transcribe: str = setting(
+        "all", "which finalized recordings are queued: `all` (a policy rule may opt out with `transcribe = false`), "
+               "`rules` (only calls whose policy rule says `transcribe = true`), `none` (only `callrec speech "
+               "requeue`)", choices=TRANSCRIBE_WORDS)
+    backfill_days: int = setting(
+        7, "at start (and every `poll_interval`), recordings finalized this many days back that have no job yet are "
+           "queued too: calls made while speech was off or the database was away", range=Range(0, 3650, unit="days"),
+        )
+    lease: int = setting(120, "a worker's hold on a job; heartbeats renew it. A job whose worker stopped (crash, "
+                              "power, SIGKILL) is taken up again after this", range=Range(10, 3600, unit="seconds"))
+    poll_interval: int = setting(30, "look for due jobs at least this often (LISTEN/NOTIFY wakes workers sooner)",
+                                 range=Range(1, 3600, unit="seconds"))
+    max_attempts: int = setting(3, "tries per job before it is `failed`", range=Range(1, 100))
+    retry_delay: int = setting(60, "wait after a failed try; doubled each time, at most an hour",
+                               range=Range(1, 3600, unit="seconds"))
+    backlog_hours: float = setting(
+        0.0, "a cap on audio waiting in the queue, in hours. Over it, new recordings are sampled: "
+             "`backlog_keep_percent` of them are queued, the rest `skipped` with the reason",
+        range=Range(0, 100000, unit="hours", zero="no cap"))
+    backlog_keep_percent: float = setting(10.0, "over `backlog_hours`: the share of new recordings still queued",
+                                          range=Range(0, 100, unit="%"))
+    redact_patterns: tuple[str, ...] = setting(
+        (), "regular expressions (Python syntax) whose matches in a transcript's words are masked before it is "
+            "stored, beside card numbers (always masked); e.g. `'\\b[A-Z]{2}\\d{6}\\b'` for a passport number. "
+            "A pattern is matched within one segment's text", allowed="a list of regular expressions")
 
 
 def check_speech(s: SpeechSettings) -> None:
@@ -74,3 +104,16 @@ def check_speech(s: SpeechSettings) -> None:
         raise ConfigError(f"speech.model_dir: expected an absolute path, or empty, got {s.model_dir!r}")
     if not s.cache_dir.startswith("/"):
         raise ConfigError(f"speech.cache_dir: expected an absolute path, got {s.cache_dir!r}")
+    if s.transcribe not in TRANSCRIBE_WORDS:
+        raise ConfigError(f"speech.transcribe: expected one of {', '.join(TRANSCRIBE_WORDS)}, got {s.transcribe!r}")
+    for i, pattern in enumerate(s.redact_patterns):
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"speech.redact_patterns[{i}]: expected a non-empty regular expression")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"speech.redact_patterns[{i}]: not a valid regular expression ({exc}): "
+                              f"{pattern[:80]!r}") from None
+        if compiled.match(""):
+            raise ConfigError(f"speech.redact_patterns[{i}]: matches the empty string, so it would mask nothing "
+                              f"useful: {pattern[:80]!r}")

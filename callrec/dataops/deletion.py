@@ -7,6 +7,10 @@ audited) or still going on, removes the file (only inside the recordings folder:
 database backs this up: a trigger (migration 006) refuses marking a held call's audio deleted,
 anonymizing it or deleting its row, whatever code tries.
 
+A call's transcript (migration 008) is made from its audio and goes with it: deleting the audio deletes
+the transcript and the call's transcription job in the same transaction (``_delete_transcript``), and a
+trigger (migration 011) refuses deleting a held call's transcript or storing one for deleted audio.
+
 Rows are never deleted.  Anonymizing erases the personal fields and leaves a tombstone
 (``anonymized_at``), so counts, statistics and the audit entries that name the call stay coherent.
 """
@@ -26,6 +30,7 @@ from callrec.access import Principal
 from callrec.recording.files import OutsideFolder, in_files, recording_path
 from callrec.store import audit
 from callrec.store.db import Conn
+from callrec.store.transcripts import delete_transcript
 
 # What anonymizing a call sets: the fields that identify the caller or the called party.  The
 # agent's extension, the consent evidence, the times, durations and hashes stay (statistics and
@@ -54,6 +59,7 @@ class Outcome:
     audio_deleted: bool = False  # anonymize: the recording went too
     file_existed: bool = False  # deleted: the file was there (and is gone now)
     deleted_at: datetime | None = None  # deleted: as the row now says
+    transcript_deleted: bool = False  # the call's transcript went with the audio
 
 
 def unlink_recording(local_dir: Path, rel: str) -> bool:
@@ -115,15 +121,25 @@ async def _delete_audio(conn: Conn, row: asyncpg.Record, local_dir: Path, *, act
     # The file goes first: if it cannot, the transaction rolls back and the row does not claim it went.
     existed = await in_files(unlink_recording, local_dir, row["recording_path"])
     name, role = _who(actor)
+    transcript = await _delete_transcript(conn, call_id)
     deleted_at = await conn.fetchval(
         "UPDATE calls SET audio_deleted_at = now(), audio_deleted_by = $2, audio_deleted_reason = $3, "
         "updated_at = now() WHERE id = $1 RETURNING audio_deleted_at", row["id"], name, reason)
     await audit.append(conn, actor=name, role=role, action="delete_audio", call_id=call_id, remote=remote,
                        details={"reason": reason, "recording_path": row["recording_path"],
                                 "recording_sha256": row["recording_sha256"],
-                                "recording_bytes": row["recording_bytes"], "file_existed": existed})
+                                "recording_bytes": row["recording_bytes"], "file_existed": existed,
+                                "transcript_deleted": transcript})
     return Outcome(call_id, "deleted", "" if existed else "the file was already gone", file_existed=existed,
-                   deleted_at=deleted_at)
+                   deleted_at=deleted_at, transcript_deleted=transcript)
+
+
+async def _delete_transcript(conn: Conn, call_id: str) -> bool:
+    """Remove the call's transcript and its transcription job (the gate has checked the hold).  The job
+    goes rather than staying as history: with the audio gone there is nothing to transcribe again, and a
+    pending job must not be claimed.  True when there was a transcript."""
+    await conn.execute("DELETE FROM speech_jobs WHERE call_id = $1::uuid", call_id)
+    return await delete_transcript(conn, call_id)
 
 
 async def delete_audio(conn: Conn, call_id: str, local_dir: Path, *, actor: Principal | str,
@@ -147,6 +163,8 @@ async def anonymize_locked(conn: Conn, row: asyncpg.Record, local_dir: Path, *, 
     if row["anonymized_at"] is not None:
         return Outcome(call_id, "already")
     audio = await _delete_audio(conn, row, local_dir, actor=actor, reason=reason, remote=remote)
+    # A call without audio (or whose audio went before transcripts were tied to it) may still have one.
+    transcript = audio.transcript_deleted or await _delete_transcript(conn, call_id)
     sets = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(PERSONAL_FIELDS))
     await conn.execute(
         f"UPDATE calls SET {sets}, anonymized_at = now(), anonymized_reason = ${len(PERSONAL_FIELDS) + 2}, "
@@ -157,11 +175,14 @@ async def anonymize_locked(conn: Conn, row: asyncpg.Record, local_dir: Path, *, 
     # Tags are free text staff typed about the call: they may name the caller.
     tags = await conn.execute("DELETE FROM call_tags WHERE call_id = $1", row["id"])
     hooks = await _erase_hook_payloads(conn, row["id"])
+    alerts = await _erase_alerts(conn, row["id"])
     name, role = _who(actor)
     await audit.append(conn, actor=name, role=role, action="anonymize", call_id=call_id, remote=remote,
                        details={"reason": reason, **(note or {}), "fields": list(PERSONAL_FIELDS),
-                                "parties": _count(parties), "tags_removed": _count(tags), "hook_jobs": hooks})
-    return Outcome(call_id, "anonymized", audio_deleted=audio.result == "deleted")
+                                "parties": _count(parties), "tags_removed": _count(tags), "hook_jobs": hooks,
+                                "alerts_removed": alerts,
+                                "transcript_deleted": transcript})
+    return Outcome(call_id, "anonymized", audio_deleted=audio.result == "deleted", transcript_deleted=transcript)
 
 
 async def anonymize(conn: Conn, call_id: str, local_dir: Path, *, actor: Principal | str, reason: str,
@@ -186,6 +207,12 @@ async def _erase_hook_payloads(conn: Conn, call_id: Any) -> int:
                   state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END
             WHERE call_id = $1""", call_id)
     return _count(status)
+
+
+async def _erase_alerts(conn: Conn, call_id: Any) -> int:
+    """Keyword alerts (migration 009) say what was said on the call and when: like tags they outlive the
+    audio (statistics), and go when the call is anonymized."""
+    return _count(await conn.execute("DELETE FROM alerts WHERE call_id = $1", call_id))
 
 
 def _count(status: str) -> int:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from callrec import __version__
+from callrec.dataops.transcript_export import export_transcripts
 from callrec.recording.files import (
     OutsideFolder,
     SymlinkedRecording,
@@ -149,6 +150,7 @@ class ExportResult:
     prompts: int = 0
     excluded: int = 0  # calls whose audio is not included (the manifest's ``excluded``)
     fingerprint: str | None = None
+    transcripts: int = 0
 
 
 async def call_documents(conn: Db, ids: list[str]) -> list[dict[str, Any]]:
@@ -374,6 +376,7 @@ def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path,
         doc["file"] = rel
         doc["file_matches_recorded_sha256"] = matches
         files.append({"path": rel, "sha256": digest, "bytes": size, "call_id": doc["id"], "kind": "recording"})
+    result.transcripts = export_transcripts(sink.write_bytes, docs, files)
     sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode("ascii")
     sink.write_bytes(SUMS, sums)
     manifest: dict[str, Any] = {

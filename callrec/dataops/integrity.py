@@ -5,6 +5,9 @@ reading, never followed), and orphans (files in the
 recordings folder that no row claims, or whose row says the audio was deleted).  Rows are read in
 keyset batches (no long transaction), files hashed in a thread, orphans looked up by path in batches,
 so memory stays bounded for any number of calls.
+
+Transcripts are checked too: each must have been made from the call's recording as it was finalized (its
+``recording_sha256`` equals the call's), and none may outlive its deleted audio.
 """
 
 from __future__ import annotations
@@ -45,16 +48,19 @@ class VerifyReport:
     orphans: list[dict[str, Any]] = field(default_factory=list)
     files_seen: int = 0
     too_young: int = 0  # files newer than the orphan age limit (their row may not be written yet)
+    transcripts_checked: int = 0
+    transcripts: list[dict[str, Any]] = field(default_factory=list)  # not made from the call's recording
 
     @property
     def problems(self) -> int:
         return (len(self.missing) + len(self.changed) + len(self.unreadable) + len(self.symlinked)
-                + len(self.orphans))
+                + len(self.orphans) + len(self.transcripts))
 
     def as_dict(self) -> dict[str, Any]:
         return {"checked": self.checked, "ok": self.ok, "problems": self.problems, "missing": self.missing,
                 "changed": self.changed, "unreadable": self.unreadable, "symlinked": self.symlinked,
-                "orphans": self.orphans, "files_seen": self.files_seen, "too_young": self.too_young}
+                "orphans": self.orphans, "files_seen": self.files_seen, "too_young": self.too_young,
+                "transcripts_checked": self.transcripts_checked, "transcripts": self.transcripts}
 
 
 async def verify(conn: Db, local_dir: Path, *, since: datetime | None = None,
@@ -62,6 +68,7 @@ async def verify(conn: Db, local_dir: Path, *, since: datetime | None = None,
     report = VerifyReport()
     base = await asyncio.to_thread(local_dir.resolve)
     await _check_rows(conn, base, since, report)
+    await _check_transcripts(conn, since, report)
     if orphans:
         await _find_orphans(conn, base, orphan_min_age, report)
     return report
@@ -101,6 +108,29 @@ async def _check_rows(conn: Any, base: Path, since: datetime | None, report: Ver
         if len(rows) < BATCH:
             return
         last = str(rows[-1]["id"])
+
+
+async def _check_transcripts(conn: Any, since: datetime | None, report: VerifyReport) -> None:
+    """Compare each transcript's source hash with its call's recording (a database-only check, keyset
+    batches like the recordings)."""
+    last = "00000000-0000-0000-0000-000000000000"
+    while True:
+        rows = await conn.fetch(
+            "SELECT t.call_id, t.recording_sha256 AS made_from, c.recording_sha256, c.audio_deleted_at "
+            "FROM transcripts t JOIN calls c ON c.id = t.call_id "
+            "WHERE ($2::timestamptz IS NULL OR c.started_at >= $2) AND t.call_id > $1::uuid "
+            "ORDER BY t.call_id LIMIT $3", last, since, BATCH)
+        for row in rows:
+            report.transcripts_checked += 1
+            item = {"id": str(row["call_id"]), "transcript_sha256": row["made_from"],
+                    "recording_sha256": row["recording_sha256"]}
+            if row["audio_deleted_at"] is not None:
+                report.transcripts.append({**item, "why": "the call's audio is deleted, but its transcript is kept"})
+            elif row["made_from"] != row["recording_sha256"]:
+                report.transcripts.append({**item, "why": "the transcript was not made from the call's recording"})
+        if len(rows) < BATCH:
+            return
+        last = str(rows[-1]["call_id"])
 
 
 def _walk(base: Path) -> list[tuple[str, float]]:

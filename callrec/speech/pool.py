@@ -59,8 +59,17 @@ def _ready() -> Engine:
     return _engine
 
 
-def _transcribe(path: str, language: str | None) -> Transcript:
-    return transcribe_file(_ready(), path, language)
+def _transcribe(path: str, language: str | None, progress_file: str | None = None) -> Transcript:
+    if progress_file is None:
+        return transcribe_file(_ready(), path, language)
+
+    def note(share: float) -> None:  # read by the queue's heartbeat (another process): a tiny file, replaced
+        tmp = f"{progress_file}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(f"{share:.3f}")
+        os.replace(tmp, progress_file)
+
+    return transcribe_file(_ready(), path, language, note)
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
@@ -95,13 +104,17 @@ class SpeechPool:
         it), then the pool.  Raises ModelError."""
         return cls(settings, prepare_model(settings))
 
-    def submit(self, path: str | Path, language: str | None = None) -> Future[Transcript]:
-        """Queue one recording; the future holds its transcript, or AudioError / ModelError."""
-        return self._executor.submit(_transcribe, str(path), language)
+    def submit(self, path: str | Path, language: str | None = None,
+               progress_file: str | Path | None = None) -> Future[Transcript]:
+        """Queue one recording; the future holds its transcript, or AudioError / ModelError.  With
+        ``progress_file``, the worker keeps the share done (``0.400``) in that file as it goes."""
+        return self._executor.submit(_transcribe, str(path), language,
+                                     None if progress_file is None else str(progress_file))
 
-    async def transcribe(self, path: str | Path, language: str | None = None) -> Transcript:
+    async def transcribe(self, path: str | Path, language: str | None = None,
+                         progress_file: str | Path | None = None) -> Transcript:
         """:meth:`submit`, awaited without blocking the loop."""
-        return await asyncio.wrap_future(self.submit(path, language))
+        return await asyncio.wrap_future(self.submit(path, language, progress_file))
 
     def probe(self) -> Future[WorkerInfo]:
         """Which process would take a job, and its niceness (starts a worker if none runs yet)."""
@@ -114,6 +127,19 @@ class SpeechPool:
     def close(self, cancel: bool = True) -> None:
         """Stop the workers: queued jobs are dropped (``cancel``), running ones finish first."""
         self._executor.shutdown(wait=True, cancel_futures=cancel)
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """Stop now (a daemon shutting down): running transcriptions are abandoned, the processes ended
+        (SIGTERM, then SIGKILL after ``timeout``).  Whoever queued the work gives it back."""
+        processes = list((self._executor._processes or {}).values())
+        for proc in processes:
+            proc.terminate()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout)
 
     def __enter__(self) -> SpeechPool:
         return self

@@ -3,7 +3,9 @@
 Whisper writes a spoken card number in many ways: one word ``" 4111111111111111"``, groups
 ``" 4111" " 1111" ...``, single digits ``" 4" " 1" ...``, with dashes or commas, or as digit words
 (``" four"``, ``" четыре"``).  Consecutive number-like words are taken together; within such a run,
-every stretch of whole words whose digits (13-19 of them) pass the Luhn check is masked: each digit
+every stretch of whole words whose digits (13-19 of them) pass the Luhn check is found, and then the whole
+run it lies in is masked (a digit the recogniser added or dropped beside it would still give part of the
+number away; up to ``MAX_RUN_WORDS`` words): each digit
 becomes ``*`` and a digit word becomes ``*``, so the words keep their count and their times (the
 player can still seek there) but not the number.  Pure: words in, words out.
 """
@@ -20,6 +22,7 @@ __all__ = ["MASK", "luhn_valid", "redact_card_numbers", "redact_transcript"]
 
 MASK = "*"
 MIN_DIGITS, MAX_DIGITS = 13, 19
+MAX_RUN_WORDS = 40  # a run of number words holding a card number is masked whole up to this length
 # Single digits said as words (English and Russian, the forms Whisper writes).
 DIGIT_WORDS = {
     "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -100,6 +103,12 @@ def _card_spans(digits: Sequence[str | None]) -> list[tuple[int, int]]:
             else:
                 spans.append((start, found))
                 start = found + 1
+        if spans and spans[-1][1] >= i and run_end - i < MAX_RUN_WORDS:
+            # The whole run goes: recognition adds or drops a digit next to a card number now and then, and
+            # what is left beside a masked stretch would still give part of it away.
+            while spans and spans[-1][0] >= i:
+                spans.pop()
+            spans.append((i, run_end))
         i = run_end + 1
     return spans
 

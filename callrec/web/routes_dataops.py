@@ -19,6 +19,7 @@ from callrec.access import Params, visible_calls_sql
 from callrec.dataops import evidence
 from callrec.dataops.deletion import set_legal_hold
 from callrec.dataops.retention import count_due
+from callrec.dataops.transcript_export import attach_transcripts
 from callrec.store import audit, callquery
 from callrec.web import openapi
 from callrec.web.auth import need, principal, remote
@@ -87,9 +88,20 @@ async def retention_status(request: web.Request) -> web.Response:
     })
 
 
+def _transcripts_flag(request: web.Request) -> bool:
+    """``transcripts=true``: each call's transcript goes into the export (transcripts/<id>.json, signed)."""
+    values = request.query.getall("transcripts", [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        raise bad_request("transcripts: expected true or false")
+    return values[0] == "true"
+
+
 async def evidence_export(request: web.Request) -> web.StreamResponse:
     p = need(request, "calls.audio")
-    f = filter_of(request, max_limit=EVIDENCE_MAX, default_limit=100)
+    f = filter_of(request, max_limit=EVIDENCE_MAX, default_limit=100, extra_keys=("transcripts",))
+    with_transcripts = _transcripts_flag(request)
     if f.cursor is not None:
         raise bad_request("cursor: not used by the evidence export")
     settings = request.app[SETTINGS]
@@ -106,6 +118,8 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
         sql, args = callquery.search_sql(f, p, limit=f.limit)
         ids = [str(r["id"]) for r in await callquery.fetch_custom(pool, sql, *args)]
         docs = await evidence.call_documents(pool, ids)
+        if with_transcripts:
+            await attach_transcripts(pool, docs)
         local, cap = settings.recordings.local_path, settings.integrity.evidence_max_bytes
         try:
             # From the rows and a stat of each file: refused before any audio is read.
@@ -132,7 +146,8 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
             async with pool.acquire() as conn, conn.transaction():
                 for call_id in ids:
                     await audit.append(conn, actor=p.name, role=p.role, action="evidence_export", call_id=call_id,
-                                       details={"manifest_sha256": result.manifest_sha256}, remote=remote(request))
+                                       details={"manifest_sha256": result.manifest_sha256,
+                                                "transcripts": with_transcripts}, remote=remote(request))
                 await audit.append(conn, actor=p.name, role=p.role, action="export",
                                    details={"format": "evidence-zip", "filter": f.describe(), "calls": len(ids),
                                             "recordings": result.files, "excluded": result.excluded,
@@ -185,7 +200,9 @@ openapi.operation(
     summary="Selected calls with their audio and an Ed25519-signed manifest, as a zip (audited)",
     tags=["calls"],
     parameters=[*FILTER_PARAMS, openapi.query_param("limit", {"type": "integer", "minimum": 1,
-                                                             "maximum": EVIDENCE_MAX}, "most calls (default 100)")],
+                                                             "maximum": EVIDENCE_MAX}, "most calls (default 100)"),
+                openapi.query_param("transcripts", {"type": "boolean"},
+                                    "include each call's transcript (transcripts/<call id>.json, in the manifest)")],
     responses={"200": {"description": "zip: manifest.json, manifest.json.sig, public-key.pem, SHA256SUMS, audio/",
                        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
                "409": {"description": "no signing key configured, or too many exports running",

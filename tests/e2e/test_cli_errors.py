@@ -84,7 +84,8 @@ def test_help_lists_every_command_with_one_line() -> None:
     result = run("--help")
     assert result.returncode == 0
     for name in ("serve", "migrate", "check", "policy", "hooks", "calls", "users", "tokens", "audit", "sounds",
-                 "retention", "hold", "subject", "verify", "keys", "export", "verify-manifest", "recording", "alerts"):
+                 "retention", "hold", "subject", "verify", "keys", "export", "verify-manifest", "recording", "alerts",
+                 "transcribe", "speech"):
         assert any(line.split()[:1] == [name] and len(line.split()) > 1 for line in result.stdout.splitlines()), name
 
 
@@ -103,9 +104,10 @@ def test_every_command_has_a_handler_and_a_help() -> None:
         return out
 
     found = leaves(build_parser(), ())
-    assert len(found) == 32
+    assert len(found) == 38
     assert {("recording", "pauses"), ("config", "reference"), ("verify-manifest",),
-            ("alerts", "rules", "add")} <= set(found)
+            ("alerts", "rules", "add"), ("transcribe",), ("speech", "status"), ("speech", "retry"),
+            ("speech", "requeue"), ("speech", "worker")} <= set(found)
     # `callrec alerts` and `callrec alerts rules` list on their own; their subcommands are optional.
     assert callable(build_parser().parse_args(["alerts"]).run)
     assert build_parser().parse_args(["alerts", "rules"]).run is not build_parser().parse_args(["alerts"]).run
@@ -123,6 +125,10 @@ def test_every_command_has_a_handler_and_a_help() -> None:
     (["users", "add", "ann"], "callrec users add: the following arguments are required: --role"),
     (["tokens", "revoke", "first"], "callrec tokens revoke: argument id: invalid int value: 'first'"),
     (["hooks", "-n", "many"], "callrec hooks: argument -n/--limit: invalid int value: 'many'"),
+    (["speech", "retry"], "callrec speech retry: one of the arguments --call --failed is required"),
+    (["speech", "requeue", "--since", "yesterday"], "callrec speech requeue: argument --since: expected a date"),
+    (["speech", "requeue", "--call", "7"], "callrec speech requeue: argument --call: expected a call id"),
+    (["transcribe", "x.wav", "--language", "de"], "callrec transcribe: argument --language: invalid choice: 'de'"),
     (["calls", "--direction", "sideways"], "callrec calls: argument --direction: invalid choice: 'sideways'"),
     (["policy"], "callrec policy: the following arguments are required: policy_command"),
     (["sounds", "play"], "callrec sounds: argument sounds_command: invalid choice: 'play'"),

@@ -3,7 +3,8 @@
  * Rules it keeps: no inline script or style (strict CSP); text goes into the page only through
  * textContent (caller names and numbers are caller-supplied); the session is an HttpOnly cookie
  * and the CSRF token lives in memory only (never in localStorage or a URL); call ids travel in
- * the URL fragment, filters never do.
+ * the URL fragment, filters never do.  A moment in a call travels as "#/call/<id>/at/<ms>" (no personal
+ * data: a call id and an offset).
  */
 "use strict";
 (function () {
@@ -14,6 +15,9 @@
   const AUDIT_ROLES = ["admin", "auditor"];
   const TAG_ROLES = ["admin", "supervisor", "security"];
   const MANAGE_ROLES = ["admin", "security"];
+  // Alerts name calls: the API filters them by the visibility rule, as it does the call list.
+  const ALERT_ROLES = ["admin", "supervisor", "agent", "security"];
+  const TRANSCRIPT_POLL_MS = 3000;  // while a job is queued or running, its progress is asked again
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -22,8 +26,16 @@
     csrf: null,
     search: { query: null, cursors: [null], page: 0, data: null },
     audit: { query: null, cursors: [null], page: 0, data: null },
-    call: { id: null, data: null, audit: null, missing: false },
+    alerts: { query: null, cursors: [null], page: 0, data: null },
+    call: newCall(null),
   };
+
+  function newCall(id) {
+    // transcript: the API's document; job: {state, progress} when there is none; words: [{start, end, node}]
+    // in time order for the highlight; seekMs: a moment to go to once the player knows the duration.
+    return { id, data: null, audit: null, missing: false, transcript: null, job: null, words: [], current: null,
+             poll: null, seekMs: null };
+  }
 
   // ---- i18n -------------------------------------------------------------------------------------
   function t(key, vars) {
@@ -73,6 +85,19 @@
     if (n === null || n === undefined) return t("unknown");
     return Number(n).toLocaleString(state.lang, { maximumFractionDigits: digits === undefined ? 2 : digits });
   }
+  function fmtClock(ms) {  // a moment in a call: m:ss (never rounded up past the word)
+    if (ms === null || ms === undefined) return t("unknown");
+    const s = Math.max(0, Math.floor(Number(ms) / 1000));
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+  function fmtPercent(share) {
+    if (share === null || share === undefined) return t("unknown");
+    return t("unit.percent", { n: fmtNumber(Number(share) * 100, 0) });
+  }
+  function fmtSeconds(ms) {
+    if (ms === null || ms === undefined) return t("unknown");
+    return t("unit.s", { n: fmtNumber(Number(ms) / 1000, 1) });
+  }
   function fmtBool(v) { return v === null || v === undefined ? t("unknown") : (v ? t("yes") : t("no")); }
   function fmtEnum(prefix, v) { return v === null || v === undefined || v === "" ? t("unknown") : t(prefix + v); }
   function text(v) { return v === null || v === undefined || v === "" ? t("unknown") : String(v); }
@@ -108,7 +133,7 @@
 
   // ---- API --------------------------------------------------------------------------------------------
   class ApiError extends Error {
-    constructor(status, message) { super(message); this.status = status; }
+    constructor(status, message, data) { super(message); this.status = status; this.data = data; }
   }
 
   async function api(method, path, body, quiet) {
@@ -131,7 +156,7 @@
     if (!resp.ok) {
       const message = data && typeof data.error === "string" ? data.error : t("err.generic", { status: resp.status });
       if (resp.status === 401 && !quiet && path !== "/api/v1/login") sessionEnded();
-      throw new ApiError(resp.status, message);
+      throw new ApiError(resp.status, message, data);
     }
     return data;
   }
@@ -157,18 +182,20 @@
       $("who-role").textContent = t("role." + state.me.role);
       $("nav-search").hidden = !may(SEARCH_ROLES);
       $("nav-audit").hidden = !may(AUDIT_ROLES);
+      $("nav-alerts").hidden = !may(ALERT_ROLES);
     }
   }
 
   // ---- views ----------------------------------------------------------------------------------------------
-  const VIEWS = ["view-loading", "view-login", "view-search", "view-call", "view-audit"];
+  const VIEWS = ["view-loading", "view-login", "view-search", "view-call", "view-alerts", "view-audit"];
   const HEADINGS = { "view-login": "login-title", "view-search": "search-title", "view-call": "call-title",
-                     "view-audit": "audit-title" };
+                     "view-alerts": "alerts-title", "view-audit": "audit-title" };
   function show(view) {
     if (document.body.dataset.view !== view) status("");
     for (const v of VIEWS) $(v).hidden = v !== view;
     document.body.dataset.view = view;
-    for (const [link, target] of [["nav-search", "view-search"], ["nav-audit", "view-audit"]]) {
+    for (const [link, target] of [["nav-search", "view-search"], ["nav-alerts", "view-alerts"],
+                                  ["nav-audit", "view-audit"]]) {
       if (target === view) $(link).setAttribute("aria-current", "page"); else $(link).removeAttribute("aria-current");
     }
     updateTitle();
@@ -193,12 +220,17 @@
       $("login-user").focus();
       return;
     }
-    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})$/);
-    if (callMatch) return openCall(callMatch[1].toLowerCase());
+    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})(?:\/at\/(\d{1,9}))?$/);
+    if (callMatch) return openCall(callMatch[1].toLowerCase(), callMatch[2] === undefined ? null : Number(callMatch[2]));
     if (hash === "#/search" && may(SEARCH_ROLES)) {
       show("view-search");
       if (!state.search.data) return runSearch(0);
       return renderResults();
+    }
+    if (hash === "#/alerts" && may(ALERT_ROLES)) {
+      show("view-alerts");
+      if (!state.alerts.data) return runAlerts(0);
+      return renderAlerts();
     }
     if (hash === "#/audit" && may(AUDIT_ROLES)) {
       show("view-audit");
@@ -214,6 +246,7 @@
     if (view === "view-search") renderResults();
     else if (view === "view-call") renderCall();
     else if (view === "view-audit") renderAudit();
+    else if (view === "view-alerts") renderAlerts();
   }
 
   // ---- log-in / log-out ---------------------------------------------------------------------------------
@@ -256,7 +289,9 @@
   function resetCaches() {
     state.search = { query: null, cursors: [null], page: 0, data: null };
     state.audit = { query: null, cursors: [null], page: 0, data: null };
-    state.call = { id: null, data: null, audit: null, missing: false };
+    state.alerts = { query: null, cursors: [null], page: 0, data: null };
+    clearTimeout(state.call.poll);
+    state.call = newCall(null);
   }
 
   // ---- search ---------------------------------------------------------------------------------------------
@@ -272,7 +307,8 @@
     const from = isoFromLocal(f.elements.from.value), to = isoFromLocal(f.elements.to.value);
     if (from) q.set("from", from);
     if (to) q.set("to", to);
-    for (const name of ["number", "direction", "agent", "consent", "recorded", "min_duration", "max_duration", "q"]) {
+    for (const name of ["number", "direction", "agent", "consent", "recorded", "min_duration", "max_duration", "q",
+                        "said", "silence_over", "agent_talk_over", "agent_talk_under", "overtalk_over"]) {
       const v = f.elements[name].value.trim();
       if (v) q.set(name, v);
     }
@@ -345,13 +381,15 @@
         el("td", {}, c.consent ? t("consent." + c.consent) : t("consent.none")),
         el("td", {}, rec),
         el("td", { class: "num" }, fmtDuration(c.duration)),
-        el("td", {}, (c.tags || []).join(", ")));
+        el("td", {}, (c.tags || []).join(", ")),
+        el("td", { class: "transcript-summary" }, transcriptSummary(c.transcript)));
       if (c.confidential) {
         // Said in words too, not by the row's colour alone.
         tr.classList.add("confidential");
         tr.firstChild.append(" ", el("span", { class: "flag small" }, t("call.confidential")));
       }
       body.append(tr);
+      if (c.hits && c.hits.length) body.append(hitsRow(c));
     }
     $("results-empty").hidden = items.length > 0 || !s.data;
     $("page-no").textContent = s.data ? t("search.page", { n: s.page + 1 }) : "";
@@ -360,9 +398,44 @@
     $("page-next").disabled = !(s.data && s.data.next_cursor);
   }
 
+  // Where "said" matched: speaker, moment and the words around it, the match marked.  Every part is text
+  // (a transcript is what a caller said): textContent and <mark>, never HTML.
+  function hitsRow(c) {
+    const list = el("ul", { class: "hits", "aria-label": t("search.hits") });
+    for (const h of c.hits) {
+      const snippet = el("span", { class: "snippet" });
+      for (const [part, matched] of h.snippet || []) snippet.append(matched ? el("mark", {}, part) : String(part));
+      const at = Math.max(0, Math.floor(Number(h.offset_ms) || 0));
+      const link = el("a", { href: "#/call/" + c.id + "/at/" + at, class: "hit", dataset: { offsetMs: at },
+                             "aria-label": t("search.hit_open", { speaker: t("speaker." + h.speaker), time: fmtClock(at),
+                                                                  text: snippet.textContent.trim() }) },
+        el("span", { class: "hit-speaker" }, t("speaker." + h.speaker)), " ",
+        el("span", { class: "hit-time" }, fmtClock(at)), " ", snippet);
+      // Found by similar spelling (nothing matched exactly): say so, the words may differ.
+      if (h.fuzzy) link.append(" ", el("span", { class: "flag small" }, t("search.fuzzy")));
+      list.append(el("li", {}, link));
+    }
+    return el("tr", { class: "hits-row", dataset: { hitsFor: c.id } }, el("td", { colspan: "10" }, list));
+  }
+
+  function jobKey(jobState) { return "tr.state_" + jobState; }
+
+  // The list's summary of a call's transcript (contract: state, progress, talk statistics once done).
+  function transcriptSummary(tr) {
+    if (!tr || !tr.state || tr.state === "none") return "";
+    if (tr.state === "running") return t("tr.running", { pct: fmtNumber((tr.progress || 0) * 100, 0) });
+    if (tr.state !== "done") return t(jobKey(tr.state));
+    const parts = [t("tr.sum_silence", { pct: fmtPercent(tr.silence_share) })];
+    if (tr.agent_talk_ratio !== null && tr.agent_talk_ratio !== undefined) {
+      parts.push(t("tr.sum_agent", { pct: fmtPercent(tr.agent_talk_ratio) }));
+    }
+    return parts.join(" · ");
+  }
+
   // ---- one call --------------------------------------------------------------------------------------------
   function stopPlayer() {
     const p = $("player");
+    state.call.seekMs = null;
     p.pause();
     p.removeAttribute("src");
     p.load();
@@ -370,11 +443,19 @@
     $("player-state").textContent = "";
   }
 
-  async function openCall(id) {
+  async function openCall(id, atMs) {
     show("view-call");
-    if (state.call.id === id && (state.call.data || state.call.missing)) return renderCall();
+    if (state.call.id === id && (state.call.data || state.call.missing)) {
+      renderCall();
+      if (atMs !== null && atMs !== undefined) seekTo(atMs);
+      return;
+    }
     stopPlayer();
-    state.call = { id, data: null, audit: null, missing: false };
+    clearTimeout(state.call.poll);
+    state.call = newCall(id);
+    clear($("transcript"));
+    $("transcript-box").hidden = true;
+    $("talk-box").hidden = true;
     $("call-body").hidden = true;
     $("call-missing").hidden = true;
     $("call-back").hidden = !may(SEARCH_ROLES);
@@ -389,8 +470,154 @@
     if (state.call.data) {
       setPlayerSource();
       loadCallAudit();
+      loadTranscript();
+      // Opened from a search hit or an alert: go to that moment and play from there.
+      if (atMs !== null && atMs !== undefined) seekTo(atMs);
     }
     $("call-title").focus();
+  }
+
+  // ---- the transcript beside the player ---------------------------------------------------------------
+  async function loadTranscript() {
+    const id = state.call.id;
+    clearTimeout(state.call.poll);
+    const c = state.call.data, rec = (c && c.recording) || {};
+    // The transcript is read like the recording (same roles, same visibility, audited by the API).
+    if (!c || !may(AUDIO_ROLES) || (rec.status !== "ready" && !c.transcript)) {
+      $("transcript-box").hidden = true;
+      return;
+    }
+    try {
+      const data = await api("GET", "/api/v1/calls/" + encodeURIComponent(id) + "/transcript");
+      if (state.call.id !== id) return;
+      state.call.transcript = data;
+      state.call.job = null;
+    } catch (e) {
+      if (state.call.id !== id) return;
+      if (e.status !== 404) { reportError(e); return; }
+      state.call.transcript = null;
+      state.call.job = (e.data && e.data.job) || { state: null, progress: null };
+    }
+    renderTranscript();
+    const job = state.call.job;
+    if (job && (job.state === "pending" || job.state === "running")) {
+      state.call.poll = setTimeout(() => {
+        if (state.call.id === id && document.body.dataset.view === "view-call") loadTranscript();
+      }, TRANSCRIPT_POLL_MS);
+    }
+  }
+
+  function transcriptState() {
+    const tr = state.call.transcript, job = state.call.job;
+    if (tr) {
+      const parts = [t("tr.done", { when: fmtTime(tr.transcribed_at), language: text(tr.language) })];
+      if (tr.redacted) parts.push(t("tr.redacted", { n: tr.redacted }));
+      return parts.join(" ");
+    }
+    if (!job || !job.state) return t("tr.state_none");
+    if (job.state === "running") return t("tr.running", { pct: fmtNumber((job.progress || 0) * 100, 0) });
+    return t(jobKey(job.state));
+  }
+
+  function renderTranscript() {
+    const box = $("transcript-box"), list = $("transcript"), tr = state.call.transcript;
+    box.hidden = false;
+    const stateLine = $("transcript-state");
+    stateLine.textContent = transcriptState();
+    stateLine.dataset.state = tr ? "done" : ((state.call.job && state.call.job.state) || "none");
+    clear(list);
+    state.call.words = [];
+    state.call.current = null;
+    const segments = (tr && tr.segments) || [];
+    $("transcript-hint").hidden = segments.length === 0;
+    for (const seg of segments) {
+      const time = el("button", { type: "button", class: "turn-time",
+                                  "aria-label": t("tr.play_from", { time: fmtClock(seg.start_ms) }) },
+                      fmtClock(seg.start_ms));
+      time.addEventListener("click", () => seekTo(seg.start_ms));
+      const para = el("p", { class: "turn-text" });
+      const words = seg.words || [];
+      if (!words.length) para.append(String(seg.text || "").trim());
+      words.forEach((w, i) => {
+        if (i) para.append(" ");
+        const span = el("span", { class: "word", dataset: { startMs: w.start_ms, endMs: w.end_ms } },
+                        String(w.text).trim());
+        para.append(span);
+        state.call.words.push({ start: w.start_ms, end: w.end_ms, node: span });
+      });
+      list.append(el("li", { class: "turn", dataset: { speaker: seg.speaker, seq: seg.seq } },
+        el("div", { class: "turn-head" }, el("span", { class: "speaker" }, t("speaker." + seg.speaker)), " ", time),
+        para));
+    }
+    // Stereo turns overlap: the highlight looks words up by start time across both speakers.
+    state.call.words.sort((a, b) => a.start - b.start);
+    renderTalk();
+    highlightWord();
+  }
+
+  function renderTalk() {
+    const tr = state.call.transcript;
+    $("talk-box").hidden = !tr;
+    if (!tr) return;
+    const talk = tr.talk || {};
+    const pairs = [];
+    if (tr.stereo) {
+      pairs.push(["talk.caller", fmtDuration(talk.caller_talk_ms / 1000), { id: "talk-caller" }],
+                 ["talk.agent", fmtDuration(talk.agent_talk_ms / 1000), { id: "talk-agent" }],
+                 ["talk.ratio", fmtPercent(talk.agent_talk_ratio), { id: "talk-ratio" }]);
+    }
+    pairs.push(["talk.total", fmtDuration((talk.talk_ms || 0) / 1000), { id: "talk-total" }],
+               ["talk.overtalk", fmtSeconds(talk.overtalk_ms), { id: "talk-overtalk" }],
+               ["talk.silence", fmtPercent(talk.silence_share), { id: "talk-silence" }],
+               ["talk.longest_silence", fmtSeconds(talk.longest_silence_ms), { id: "talk-longest" }]);
+    fillDl($("talk"), pairs);
+  }
+
+  // Go to a moment of the recording and play from there.  With preload="none" the player knows no
+  // duration yet: the moment waits for its metadata (loadedmetadata), which play() fetches.
+  function seekTo(ms) {
+    const p = $("player");
+    if ($("player-box").hidden || !p.getAttribute("src")) return;
+    if (p.readyState >= 1) p.currentTime = ms / 1000;
+    else state.call.seekMs = ms;
+    if (p.paused) {
+      p.play().catch(() => { /* refused by the browser: the moment is kept for when the user presses play */ });
+    }
+  }
+
+  function onPlayerMetadata() {
+    const ms = state.call.seekMs;
+    state.call.seekMs = null;
+    if (ms !== null && ms !== undefined) $("player").currentTime = ms / 1000;
+  }
+
+  // The word being played, found by binary search over the words in time order (timeupdate fires a few
+  // times a second; a long call has thousands of words).
+  function highlightWord() {
+    const words = state.call.words, p = $("player");
+    const ms = p.currentTime * 1000;
+    let lo = 0, hi = words.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (words[mid].start <= ms) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    // Between words the last one stays lit briefly, then nothing is (a pause, silence).
+    const node = found >= 0 && ms <= words[found].end + 300 && (p.currentTime > 0 || !p.paused) ? words[found].node : null;
+    if (node === state.call.current) return;
+    if (state.call.current) state.call.current.classList.remove("current");
+    state.call.current = node;
+    if (!node) return;
+    node.classList.add("current");
+    const list = $("transcript");
+    const top = node.offsetTop - list.offsetTop;
+    if (top < list.scrollTop || top > list.scrollTop + list.clientHeight - node.offsetHeight) {
+      list.scrollTop = Math.max(0, top - list.clientHeight / 3);
+    }
+  }
+
+  function onTranscriptClick(event) {
+    const word = event.target.closest ? event.target.closest(".word") : null;
+    if (word) seekTo(Number(word.dataset.startMs));
   }
 
   function setPlayerSource() {
@@ -469,6 +696,7 @@
     renderCallAudit();
     const p = $("player");
     if (p.dataset.state) $("player-state").textContent = t("player." + p.dataset.state);
+    if (state.call.transcript || state.call.job) renderTranscript();
   }
 
   function renderTags() {
@@ -566,6 +794,13 @@
       rec.deleted_at = data.deleted_at;
       rec.deleted_by = data.deleted_by;
       rec.available = false;
+      // The transcript went with the recording (the deletion gate removes both).
+      state.call.transcript = null;
+      state.call.job = null;
+      state.call.words = [];
+      clear($("transcript"));
+      $("transcript-box").hidden = true;
+      $("talk-box").hidden = true;
       state.search.data = null;
       renderCall();
       setPlayerSource();
@@ -659,6 +894,67 @@
     if (s === "playing") loadCallAudit();
   }
 
+  // ---- alerts -----------------------------------------------------------------------------------------------
+  function alertsQuery() {
+    const f = $("alerts-form");
+    const q = new URLSearchParams();
+    const rule = f.elements.rule.value.trim();
+    if (rule) q.set("rule", rule);
+    const since = isoFromLocal(f.elements.since.value);
+    if (since) q.set("since", since);
+    return q;
+  }
+
+  async function runAlerts(page) {
+    const s = state.alerts;
+    if (page === 0 || !s.query) {
+      s.query = alertsQuery();
+      s.cursors = [null];
+      page = 0;
+    }
+    const q = new URLSearchParams(s.query);
+    q.set("limit", "100");
+    if (s.cursors[page]) q.set("cursor", s.cursors[page]);
+    showError("");
+    $("alerts-results").setAttribute("aria-busy", "true");
+    try {
+      const data = await api("GET", "/api/v1/alerts?" + q.toString());
+      s.page = page;
+      s.data = data;
+      s.cursors = s.cursors.slice(0, page + 1);
+      if (data.next) s.cursors.push(data.next);
+      renderAlerts();
+    } catch (e) {
+      reportError(e);
+    } finally {
+      $("alerts-results").removeAttribute("aria-busy");
+    }
+  }
+
+  function renderAlerts() {
+    const s = state.alerts, body = $("alerts-body");
+    clear(body);
+    const items = (s.data && s.data.items) || [];
+    for (const a of items) {
+      const hasMoment = a.offset_ms !== null && a.offset_ms !== undefined;
+      const at = hasMoment ? Math.max(0, Math.floor(Number(a.offset_ms))) : null;
+      const link = el("a", { href: "#/call/" + a.call_id + (hasMoment ? "/at/" + at : ""), class: "alert-call" },
+                      hasMoment ? t("alerts.at_moment", { time: fmtClock(at) }) : t("alerts.open_call"));
+      body.append(el("tr", { dataset: { alertId: a.id, callId: a.call_id } },
+        el("td", {}, fmtTime(a.created_at)),
+        el("td", {}, text(a.rule)),
+        el("td", {}, a.kind ? t("alertkind." + a.kind) : t("unknown")),
+        el("td", {}, text(a.phrase)),
+        el("td", {}, a.speaker ? t("speaker." + a.speaker) : t("speaker.any")),
+        el("td", {}, link)));
+    }
+    $("alerts-empty").hidden = items.length > 0 || !s.data;
+    $("alerts-page-no").textContent = s.data ? t("search.page", { n: s.page + 1 }) : "";
+    $("alerts-first").disabled = s.page === 0;
+    $("alerts-prev").disabled = s.page === 0;
+    $("alerts-next").disabled = !(s.data && s.data.next);
+  }
+
   // ---- audit trail ----------------------------------------------------------------------------------------
   function auditQuery() {
     const f = $("audit-form");
@@ -725,6 +1021,14 @@
     $("audit-prev").addEventListener("click", () => runAudit(Math.max(0, state.audit.page - 1)));
     $("audit-next").addEventListener("click", () => runAudit(state.audit.page + 1));
     $("call-audit-refresh").addEventListener("click", loadCallAudit);
+    $("alerts-form").addEventListener("submit", (e) => { e.preventDefault(); runAlerts(0); });
+    $("alerts-form").addEventListener("reset", () => setTimeout(() => runAlerts(0), 0));
+    $("alerts-first").addEventListener("click", () => runAlerts(0));
+    $("alerts-prev").addEventListener("click", () => runAlerts(Math.max(0, state.alerts.page - 1)));
+    $("alerts-next").addEventListener("click", () => runAlerts(state.alerts.page + 1));
+    $("transcript").addEventListener("click", onTranscriptClick);
+    $("player").addEventListener("loadedmetadata", onPlayerMetadata);
+    for (const type of ["timeupdate", "seeked"]) $("player").addEventListener(type, highlightWord);
     $("confidential-toggle").addEventListener("click", toggleConfidential);
     $("hold-toggle").addEventListener("click", toggleHold);
     $("delete-audio").addEventListener("click", deleteAudio);
@@ -734,7 +1038,10 @@
       if (tag) changeTag("POST", tag).then(() => { $("tag-new").value = ""; });
     });
     for (const type of ["playing", "pause", "ended", "error", "waiting"]) $("player").addEventListener(type, onPlayerEvent);
-    window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/call/")) stopPlayer(); route(); });
+    window.addEventListener("hashchange", () => {
+      if (!location.hash.startsWith("#/call/")) { stopPlayer(); clearTimeout(state.call.poll); }
+      route();
+    });
 
     try {
       // A reload keeps the cookie but not the in-memory CSRF token: who we are, and a fresh token.
