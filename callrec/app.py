@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,12 +25,17 @@ from callrec.hooks import HookRunner
 from callrec.metrics import Metrics, MetricsServer
 from callrec.recording.control import RecordingControl
 from callrec.store import CallLogWriter, connect_pool, migrate
+from callrec.store.calllog import is_transient
 from callrec.store.db import fetch_open_calls
+from callrec.store.journal import Journal, JournalError
 from callrec.store.migrate import pending
+from callrec.store.record import CallRecord
 from callrec.store.users import sync_confidential_rules
 from callrec.web.server import HttpServer
 
 log = logging.getLogger("callrec")
+# Started without the database: how often to try it.
+DATABASE_RETRY_S = 2.0
 
 
 class FatalError(Exception):
@@ -68,6 +74,7 @@ class Daemon:
         self.metrics = Metrics(__version__)
         self.metrics_server: MetricsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._journal: Journal | None = None
         self.stopping = asyncio.Event()
         self.signals_ready = asyncio.Event()
         self._stopped = False
@@ -83,23 +90,37 @@ class Daemon:
         if too_long:
             raise FatalError(f"notice.max_notice_seconds: {s.notice.max_notice_seconds:g}s is shorter than prompt "
                              f"{too_long[0].file} ({too_long[0].duration:g}s): every such notice would fail")
+        # The journal first: what an earlier run did not write is replayed whatever the database does.
+        journal = Journal(Path(s.database.journal_dir), s.database.journal_max_bytes)
+        try:
+            replay = await asyncio.to_thread(journal.open)
+        except JournalError as exc:
+            raise FatalError(str(exc)) from None
+        self._journal = journal
+        db_up = True
         try:
             self.pool = await connect_pool(s.database.dsn, s.database.pool_min, s.database.pool_max)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise FatalError(f"database.dsn: cannot connect to PostgreSQL: {_brief(exc)}") from None
-        async with self.pool.acquire() as conn:
-            if run_migrations:
-                await migrate(conn)
-            missing = await pending(conn)
-            if missing:
-                raise FatalError(
-                    f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
-            unfinished = await fetch_open_calls(conn)
-            await sync_confidential_rules(conn, [r.name for r in s.policy.rules if r.confidential])
-            # AGI calls an earlier run left open: followed up through ARI like the others.
-            unfinished += await fetch_open_calls(conn, "agi")
-        self.writer = CallLogWriter(self.pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            if not is_transient(exc):  # refused credentials, no such database: the config is wrong
+                journal.close()
+                raise FatalError(f"database.dsn: cannot connect to PostgreSQL: {_brief(exc)}") from None
+            # Down: calls are still recorded (else the dialplan's fail-safe leaves them unrecorded),
+            # their call-log changes journaled; the rest waits for the database (``_watch_database``).
+            log.warning("database unreachable at start (%s); recording calls and journaling their call log in %s; "
+                        "the schema check%s, follow-up of earlier calls, hooks, retention and the HTTP API start "
+                        "when it is back", _brief(exc), journal.path, " and migrations" if run_migrations else "")
+            self.pool = await connect_pool(s.database.dsn, 0, s.database.pool_max)  # connects on first use
+            db_up = False
+        self.writer = CallLogWriter(self.pool, journal=journal, ready=False)
+        self.writer.replay(replay)
+        if replay:
+            log.info("call log journal: changes of %d call(s) from an earlier run to write", len(replay))
         self.writer.start()
+        unfinished: list[CallRecord] = []
+        if db_up:
+            unfinished = await self._setup_database(run_migrations)
+        else:
+            self.writer.down_since = asyncio.get_running_loop().time()
         self.ami = Ami(s.asterisk.ami_host, s.asterisk.ami_port, s.asterisk.ami_user, s.asterisk.ami_password,
                        timeout=min(3.0, s.asterisk.request_timeout))
         self.service = CallService(s, prompts, self.writer, self.ami)
@@ -115,9 +136,10 @@ class Daemon:
         self.hooks = HookRunner(s, self.pool, self.writer)
         self.service.on_call_finalized.append(self.hooks.on_call_finalized)
         self.hooks.on_attempt.append(self.metrics.observe_hook)
-        self.hooks.start()
-        if s.speech.enabled:
-            await self._start_speech()
+        if db_up:
+            self.hooks.start()
+            if s.speech.enabled:
+                await self._start_speech()
         self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
@@ -135,21 +157,16 @@ class Daemon:
             elif self.agi is not None:
                 self.agi.recover(unfinished)  # no ARI: through AMI
         await self.ami.start()
-        if s.http.active:
-            self.http = HttpServer(s, recording_control=self.recording_control,
-                                   on_request=self.metrics.observe_request)
-            try:
-                await self.http.start()
-            except OSError as exc:
-                self.http = None
-                raise FatalError(str(exc)) from None
+        if db_up:
+            await self._start_http()
         if self.door is not None:
             self._tasks.append(asyncio.create_task(self.door.stream.run(), name="ari-events"))
             self._tasks.append(asyncio.create_task(self.door.sweep(s.asterisk.sweep_interval), name="ari-sweep"))
         self._tasks.append(asyncio.create_task(self.ami.keepalive(), name="ami-keepalive"))
-        if s.retention.enabled and s.retention.active:
-            self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
-            self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
+        if db_up:
+            self._start_retention()
+        else:
+            self._tasks.append(asyncio.create_task(self._watch_database(run_migrations), name="database-watch"))
         await self.setup_metrics()
         systemd.notify("READY=1", "STATUS=calls are taken; waiting for Asterisk if it is not up")
         interval = systemd.watchdog_interval()
@@ -158,6 +175,88 @@ class Daemon:
         log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
                  self.ari.base if self.ari else "off", s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
+
+    async def _setup_database(self, run_migrations: bool) -> list[CallRecord]:
+        """Migrations (when asked), the schema check, the confidential rules; then the writer may
+        write, the journal's replay is written, and the open rows of earlier runs are read (those
+        this run already follows left out).  FatalError when the schema is not current."""
+        s = self.settings
+        assert self.pool is not None and self.writer is not None
+        async with self.pool.acquire() as conn:
+            if run_migrations:
+                await migrate(conn)
+            missing = await pending(conn)
+            if missing:
+                raise FatalError(
+                    f"database: schema not up to date ({', '.join(missing)} pending); run `callrec migrate`")
+            await sync_confidential_rules(conn, [r.name for r in s.policy.rules if r.confidential])
+        self.writer.ready.set()
+        if self.writer.replayed and not await self.writer.flush(30):
+            log.warning("call log journal: the earlier run's changes are not all written yet; its open calls are "
+                        "followed up with what the database holds")
+        async with self.pool.acquire() as conn:
+            # AGI calls an earlier run left open: followed up through ARI like the others.
+            unfinished = await fetch_open_calls(conn) + await fetch_open_calls(conn, "agi")
+        # Read after the rows: a call this run took meanwhile is noted before its first write.
+        own = self.writer.own_calls(done=True)
+        return [r for r in unfinished if r.id not in own]
+
+    async def _watch_database(self, run_migrations: bool) -> None:
+        """Started without the database: try it every few seconds; when it answers, set it up
+        and start what needs it."""
+        assert self.pool is not None
+        failed_setup = False
+        while True:
+            await asyncio.sleep(DATABASE_RETRY_S)
+            try:
+                unfinished = await self._setup_database(run_migrations)
+            except FatalError as exc:  # reachable, but not usable yet: say so once, keep journaling
+                if not failed_setup:
+                    log.error("%s; the call log keeps journaling until it is", exc)
+                    failed_setup = True
+                continue
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if not is_transient(exc):
+                    log.error("database: %s; retrying", _brief(exc))
+                continue
+            break
+        log.info("database reachable: schema checked%s; follow-up of %d earlier call(s), hooks, retention and "
+                 "the HTTP API starting", " and migrated" if run_migrations else "", len(unfinished))
+        if unfinished:
+            if self.door is not None:
+                self.door.recover_later(unfinished)
+            elif self.agi is not None:
+                self.agi.recover(unfinished)
+        assert self.hooks is not None
+        self.hooks.start()
+        if self.settings.speech.enabled:
+            try:
+                await self._start_speech()
+            except SettingFatal as exc:  # found only now: the daemon records on without transcription
+                log.error("%s", exc)
+        try:
+            await self._start_http()
+        except FatalError as exc:
+            log.error("%s", exc)
+        self._start_retention()
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        if s.http.active:
+            self.http = HttpServer(s, recording_control=self.recording_control,
+                                   on_request=self.metrics.observe_request)
+            try:
+                await self.http.start()
+            except OSError as exc:
+                self.http = None
+                raise FatalError(str(exc)) from None
+
+    def _start_retention(self) -> None:
+        s = self.settings
+        assert self.pool is not None
+        if s.retention.enabled and s.retention.active:
+            self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
+            self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
 
     async def _start_speech(self) -> None:
         """The transcription queue: finalized recordings queued (a background task, never on the call path) and
@@ -180,6 +279,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.speech_queue.run(), name="speech-queue"))
         self._tasks.append(asyncio.create_task(self.speech_runner.run(), name="speech-runner"))
         log.info("speech analytics: %d worker(s), transcribe = %s", s.speech.workers, s.speech.transcribe)
+
     def ready(self) -> dict[str, bool]:
         """What /ready reports: each part this daemon needs, up or not."""
         parts = {"ami": self.ami is not None and self.ami.logged_in.is_set(),
@@ -328,6 +428,8 @@ class Daemon:
             await self.recording_control.close()
         if self.writer is not None:
             await self.writer.close()
+        elif self._journal is not None:
+            self._journal.close()
         if self.ami is not None:
             await self.ami.close()
         if self.ari is not None:

@@ -294,6 +294,10 @@ class HookRunner:
     async def close(self, timeout: float = 10.0) -> None:
         """Stop taking jobs; give running hooks ``timeout`` seconds, then release them for the next start."""
         if self._task is None:
+            if self._incoming:  # never started: the database stayed away for this whole run
+                log.error("hooks: %d finished recording(s) could not be queued (the database was unreachable); "
+                          "the start-up sweep of the next start queues them if it is within the hour: calls %s",
+                          len(self._incoming), ", ".join(c for c, _ in self._incoming))
             return
         self._closing = True
         loop = asyncio.get_running_loop()

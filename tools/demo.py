@@ -142,6 +142,7 @@ def demo_recordings(info: sandbox_mod.SandboxInfo) -> Path:
 def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(demo_recordings(info), ignore_errors=True)
+    shutil.rmtree(DEMO_DIR / "journal", ignore_errors=True)  # the database is made afresh: so is its journal
     demo_recordings(info).mkdir(parents=True)
     PORTS.update(agi=free_port(), http=free_port())
     text = sandbox_mod.callrec_config(
@@ -153,6 +154,7 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str) -> None:
         recordings={"dir": f"{info.recordings_dir}/demo", "local_dir": str(demo_recordings(info))},
         agi={"listen": f"127.0.0.1:{PORTS['agi']}"},
         http={"enabled": True, "listen": f"127.0.0.1:{PORTS['http']}"},
+        database={"journal_dir": str(DEMO_DIR / "journal")},
         # Speech analytics: one niced worker; the shipped model is joined once into var/demo (about 150 MB).
         speech={"enabled": True, "workers": 1, "cache_dir": str(DEMO_DIR / "speech-cache")},
         log={"level": "info"})

@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -188,7 +189,8 @@ def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
         "asterisk": {"ari_url": info.ari_url, "ari_user": info.ari_user, "ari_password": info.ari_password,
                      "ami_host": info.ami_host, "ami_port": info.ami_port, "ami_user": info.ami_user,
                      "ami_password": info.ami_password},
-        "database": {"dsn": dsn},
+        # A journal of its own per config: daemons of parallel runs never share one.
+        "database": {"dsn": dsn, "journal_dir": tempfile.mkdtemp(prefix="callrec-journal-")},
         "recordings": {"dir": info.recordings_dir, "local_dir": str(info.local_recordings_dir),
                        "finalize_timeout": 10},
         "notice": {"prompts_dir": info.prompts_dir, "local_prompts_dir": str(info.local_prompts_dir)},

@@ -18,9 +18,12 @@ from callrec.cli.common import PROBLEMS, CommandError, call_id, command, dump, g
 from callrec.cli.database import open_database
 from callrec.config.settings import Settings
 from callrec.dataops.evidence import (
+    EVIDENCE_STATUSES,
     ExportResult,
     KeyError_,
+    TooLarge,
     call_documents,
+    check_size,
     export_to,
     fingerprint,
     generate_key,
@@ -180,20 +183,26 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 
 async def write(conn: asyncpg.Connection, settings: Settings, ids: list[str], args: argparse.Namespace, *,
                 purpose: str, key: Ed25519PrivateKey | None, selection: dict[str, Any],
+                statuses: frozenset[str] = EVIDENCE_STATUSES, max_bytes: int | None = None,
                 transcripts: bool = False) -> ExportResult:
-    """Write the calls, their audio (and, asked for, their transcripts) and the manifest to ``--out`` or
-    ``--zip``."""
+    """Write the calls, their audio (recordings whose status is in ``statuses``; and, asked for, their
+    transcripts) and the manifest to ``--out`` or ``--zip`` (written straight into the zip);
+    ``max_bytes``: refused (exit 1) before any audio is read when the recordings add up to more."""
     docs = await call_documents(conn, ids)
     if transcripts:
         await attach_transcripts(conn, docs)
     target = Path(args.zip or args.out)
     who = cli_principal().name
+    local = settings.recordings.local_path
     try:
+        await asyncio.to_thread(check_size, docs, local, max_bytes, statuses)
         return await asyncio.to_thread(
             export_to, target, bool(args.zip),
-            lambda folder: write_export(folder, docs, settings.recordings.local_path, purpose=purpose,
-                                        created_by=who, selection=selection, key=key,
-                                        prompts=(settings.notice.prompts_dir, settings.notice.local_prompts_path)))
+            lambda out: write_export(out, docs, local, purpose=purpose, created_by=who, selection=selection,
+                                     key=key, statuses=statuses, max_bytes=max_bytes,
+                                     prompts=(settings.notice.prompts_dir, settings.notice.local_prompts_path)))
+    except TooLarge as exc:
+        raise CommandError(f"export: {exc}", 1) from None
     except OSError as exc:  # FileExistsError included: an earlier export is never overwritten
         raise CommandError(f"export: {exc}", 1) from None
 
@@ -239,7 +248,7 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
         key = signing_key(settings) if args.manifest else None
         selection = {"calls": args.call} if args.call else {"filter": f.describe(), "limit": args.limit}
         result = await write(conn, settings, ids, args, purpose="evidence_export", key=key, selection=selection,
-                             transcripts=args.transcripts)
+                             max_bytes=settings.integrity.evidence_max_bytes, transcripts=args.transcripts)
         async with conn.transaction():
             for c in ids:
                 await audit.append(conn, actor=who.name, role=who.role, action="evidence_export", call_id=c,
@@ -247,6 +256,8 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
                                             "transcripts": args.transcripts})
     print(f"exported {len(ids)} call(s), {result.files} recording(s)"
           + (f", {result.transcripts} transcript(s)" if args.transcripts else "") + f" to {args.zip or args.out}"
+          + (f"; {result.excluded} call(s) without audio (the manifest's excluded says why)" if result.excluded
+             else "")
           + (f"; manifest signed (key {result.fingerprint})" if result.fingerprint else "; manifest not signed"))
     warn_export(result)
     return 0

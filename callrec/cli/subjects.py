@@ -11,6 +11,7 @@ from callrec.cli.common import PROBLEMS, CommandError, command, dump, group
 from callrec.cli.database import open_database
 from callrec.cli.evidence import add_out_options, signing_key, warn_export, write
 from callrec.config.settings import Settings
+from callrec.dataops.evidence import SUBJECT_STATUSES
 from callrec.dataops.subjects import agent_calls, erase_subject, find_subject_calls, normalize_number
 from callrec.store import audit
 
@@ -46,7 +47,7 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
         key = signing_key(settings) if settings.integrity.signing_key and not args.no_sign else None
         result = await write(conn, settings, ids, args, purpose="subject_export", key=key,
                              selection={"subject_numbers": len(wanted), "reference": args.reference},
-                             transcripts=True)
+                             statuses=SUBJECT_STATUSES, transcripts=True)
         async with conn.transaction():
             # The audit trail is append-only: it gets call ids and the reference, never the number.
             for call in ids:

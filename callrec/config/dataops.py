@@ -67,6 +67,11 @@ class IntegritySettings:
     signing_key: str = setting(
         "", "the Ed25519 private key (PKCS#8 PEM, mode 600) that signs evidence-export manifests; "
             "`callrec keys generate` makes it", allowed="an absolute path, or empty")
+    evidence_max_bytes: int = setting(
+        2 * 1024**3, "the most audio one evidence export (API or `callrec export`) may carry: a selection whose "
+                     "recordings add up to more is refused before any audio is read (the API's 413); the API "
+                     "stages the zip in one temporary file of about this size",
+        range=Range(1024**2, 1024**4, unit="bytes"))
 
 
 # Every scalar key has its CALLREC_RETENTION_<KEY>; rules live only in the file.
@@ -120,3 +125,4 @@ def check_integrity(s: IntegritySettings) -> None:
     """The signing key, when set, is an absolute path (the daemon's working folder is not the admin's)."""
     if s.signing_key and not s.signing_key.startswith("/"):
         raise ConfigError(f"integrity.signing_key: expected an absolute path, got {s.signing_key!r}")
+    check_ranges(s, "integrity")

@@ -92,6 +92,14 @@ class DatabaseSettings:
                        allowed="a `postgresql://` or `postgres://` URL", secret=True)
     pool_min: int = setting(1, "connections kept open", range=Range(1))
     pool_max: int = setting(5, "most connections. The HTTP API has its own pool of 4", allowed="at least `pool_min`")
+    journal_dir: str = setting(
+        "/var/lib/callrec/journal", "where the daemon keeps its journal of call-log changes not yet written to "
+        "PostgreSQL (fsync'd; replayed at start and when the database is back): owned by the daemon's user, "
+        "one daemon per folder (a lock file enforces it)", allowed="an absolute path")
+    journal_max_bytes: int = setting(
+        64 * 1024**2, "the journal's size limit: when it is reached the journal is compacted (one entry per pending "
+        "call); if that is still too big, further changes are kept in memory only (logged once) until the "
+        "database is back", range=Range(1024**2, 16 * 1024**3, unit="bytes"))
 
 
 @dataclass(frozen=True)
@@ -307,6 +315,11 @@ class HttpSettings:
         300.0, "search pages are audited per principal and window of this many seconds: one `search` entry at "
                "the window's first page, one with the other pages' and rows' counts when it ends",
         range=Range(1, 86400, unit="seconds"))
+    denied_audit_window: float = setting(
+        300.0, "denied requests (403, or 404 for a call that exists but is hidden from the principal) are audited "
+               "per principal, kind, route and window of this many seconds: one `access_denied` entry at the "
+               "window's first denial, one with the others' count when it ends",
+        range=Range(1, 86400, unit="seconds"))
     read_timeout: float = setting(
         15.0, "seconds a client has to send a request's headers (from the connection's start or the end of its "
               "previous request; an idle keep-alive connection is closed after this too), and again for its body "
@@ -481,6 +494,8 @@ def _validate(s: Settings) -> None:
     if urlsplit(s.database.dsn).scheme not in ("postgres", "postgresql"):
         raise ConfigError("database.dsn: expected a postgresql:// URL")
     check_ranges(s.database, "database")
+    if not s.database.journal_dir.startswith("/"):
+        raise ConfigError(f"database.journal_dir: expected an absolute path, got {s.database.journal_dir!r}")
     if s.database.pool_min > s.database.pool_max:
         raise ConfigError("database.pool_min: must be at least 1 and not above database.pool_max")
     if not re.fullmatch(r"/[A-Za-z0-9_./-]*", s.recordings.dir) or "/../" in s.recordings.dir + "/":

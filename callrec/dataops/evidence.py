@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -149,6 +148,7 @@ class ExportResult:
     missing: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
     prompts: int = 0
+    excluded: int = 0  # calls whose audio is not included (the manifest's ``excluded``)
     fingerprint: str | None = None
     transcripts: int = 0
 
@@ -185,9 +185,61 @@ async def call_documents(conn: Db, ids: list[str]) -> list[dict[str, Any]]:
     return docs
 
 
-def _copy_hashing(src: Path, dst: Path) -> tuple[str, int]:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        return hash_stream(fin, copy_to=fout)
+# Only a finished recording is exported by an evidence export: one still being written (or
+# finalized) is not yet the file whose facts the row states.  A subject export also hands out what
+# a crash left (``unclosed``: kept and measured from its raw audio): it is that person's data.
+EVIDENCE_STATUSES = frozenset({"ready"})
+SUBJECT_STATUSES = frozenset({"ready", "unclosed"})
+
+
+class TooLarge(Exception):
+    """The selection's audio is over the byte cap: refused before any audio is read."""
+
+    def __init__(self, total: int, cap: int) -> None:
+        super().__init__(f"the selected recordings hold {total} bytes, more than the cap of {cap} bytes "
+                         "(integrity.evidence_max_bytes); select fewer calls")
+        self.total, self.cap = total, cap
+
+
+class _Sink:
+    """Where an export's files go: a folder, or the entries of a zip (written straight into it: the
+    audio is read once and never staged next to the zip)."""
+
+    def copy_from(self, name: str, src: IO[bytes], size_hint: int) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class FolderSink(_Sink):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def copy_from(self, name: str, src: IO[bytes], size_hint: int) -> tuple[str, int]:
+        dst = self.folder / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "wb") as fout:
+            return hash_stream(src, copy_to=fout)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (self.folder / name).write_bytes(data)
+
+
+class ZipSink(_Sink):
+    """Entries stored, not compressed (WAV barely compresses)."""
+
+    def __init__(self, zf: zipfile.ZipFile) -> None:
+        self.zf = zf
+
+    def copy_from(self, name: str, src: IO[bytes], size_hint: int) -> tuple[str, int]:
+        # Zip64 must be chosen before the entry's data: a file near 2 GiB may grow past the 4 GiB field.
+        with self.zf.open(name, "w", force_zip64=size_hint > 2**31) as dst:
+            return hash_stream(src, copy_to=dst)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.zf.writestr(name, data)
 
 
 def _prompt_source(notice_prompt: str | None, prompts: tuple[str, Path] | None) -> Path | None:
@@ -203,10 +255,11 @@ def _prompt_source(notice_prompt: str | None, prompts: tuple[str, Path] | None) 
         return None
 
 
-def _export_prompt(out_dir: Path, doc: dict[str, Any], prompts: tuple[str, Path] | None,
+def _export_prompt(sink: _Sink, doc: dict[str, Any], prompts: tuple[str, Path] | None,
                    done: dict[str, str], files: list[dict[str, Any]]) -> None:
     """Include the notice the caller heard, once per distinct file, if it is still the same file
-    (its sha256 equals the one recorded with the call)."""
+    (its sha256 equals the one recorded with the call: checked before it is copied, since a zip
+    entry cannot be taken back)."""
     ev = doc["consent_evidence"]
     want = ev.get("notice_prompt_sha256")
     if not want:
@@ -219,60 +272,103 @@ def _export_prompt(out_dir: Path, doc: dict[str, Any], prompts: tuple[str, Path]
     try:
         if src is None:
             raise FileNotFoundError
-        (out_dir / "prompts").mkdir(exist_ok=True)
-        digest, size = _copy_hashing(src, out_dir / rel)
+        data = src.read_bytes()  # a prompt is a few hundred KB
     except FileNotFoundError:
         doc["notice_prompt_note"] = "the notice file is no longer installed; not included"
         return
-    if digest != want:
-        (out_dir / rel).unlink()
+    if hashlib.sha256(data).hexdigest() != want:
         doc["notice_prompt_note"] = "the installed notice file has changed since this call; not included"
         return
+    sink.write_bytes(rel, data)
     done[want] = rel
     doc["notice_prompt_file"] = rel
-    files.append({"path": rel, "sha256": digest, "bytes": size, "kind": "notice_prompt"})
+    files.append({"path": rel, "sha256": want, "bytes": len(data), "kind": "notice_prompt"})
 
 
-def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, purpose: str, created_by: str,
+def _audio_refusal(cols: dict[str, Any], statuses: frozenset[str]) -> str | None:
+    """Why a call's audio is not in the export (from its row alone), or None."""
+    if cols.get("audio_deleted_at"):
+        return f"audio deleted at {cols['audio_deleted_at']} by {cols.get('audio_deleted_by')}"
+    if not cols.get("recording_path"):
+        return "no recording"
+    status = cols.get("recording_status")
+    if status not in statuses:
+        return (f"the recording is {status or 'of unknown status'}, not {' or '.join(sorted(statuses))}: "
+                "only a finished recording is exported")
+    return None
+
+
+def audio_bytes(docs: list[dict[str, Any]], local_dir: Path,
+                statuses: frozenset[str] = EVIDENCE_STATUSES) -> int:
+    """What the audio of an export will take: per exported recording the larger of the size on
+    its row and the file's size now (a stat, no audio read).  Blocking."""
+    total = 0
+    for doc in docs:
+        cols = doc["columns"]
+        if _audio_refusal(cols, statuses) is not None:
+            continue
+        size = int(cols.get("recording_bytes") or 0)
+        try:
+            size = max(size, recording_path(local_dir, cols["recording_path"]).lstat().st_size)
+        except (OutsideFolder, OSError):
+            pass  # not exported either; write_export says why
+        total += size
+    return total
+
+
+def check_size(docs: list[dict[str, Any]], local_dir: Path, cap: int | None,
+               statuses: frozenset[str] = EVIDENCE_STATUSES) -> int:
+    """``audio_bytes``, or TooLarge when it is over ``cap``.  Blocking (stats only)."""
+    total = audio_bytes(docs, local_dir, statuses)
+    if cap is not None and total > cap:
+        raise TooLarge(total, cap)
+    return total
+
+
+def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path, *, purpose: str, created_by: str,
                  selection: dict[str, Any], key: Ed25519PrivateKey | None,
-                 prompts: tuple[str, Path] | None = None) -> ExportResult:
-    """Copy the audio (hashing as it copies), and the notice prompts the callers heard (``prompts``:
-    notice.prompts_dir and its local path), write the manifest, SHA256SUMS and the signature.
-    Blocking file work: run it in a thread."""
+                 prompts: tuple[str, Path] | None = None, statuses: frozenset[str] = EVIDENCE_STATUSES,
+                 max_bytes: int | None = None) -> ExportResult:
+    """Copy the audio (hashing as it copies) of the recordings whose status is in ``statuses``, and
+    the notice prompts the callers heard (``prompts``: notice.prompts_dir and its local path), write
+    the manifest (with every call whose audio is not included listed in ``excluded``, with the
+    reason), SHA256SUMS and the signature.  ``out``: a folder, or a sink (``ZipSink``).
+    ``max_bytes``: checked on the rows and file sizes before any audio is read (TooLarge), and
+    again on the bytes actually copied.  Blocking file work: run it in a thread."""
+    check_size(docs, local_dir, max_bytes, statuses)
+    sink = FolderSink(out) if isinstance(out, Path) else out
+    if isinstance(out, Path):
+        (out / "audio").mkdir(parents=True, exist_ok=True)
     result = ExportResult(calls=len(docs))
     prompt_files: dict[str, str] = {}
-    audio_dir = out_dir / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
+    excluded: list[dict[str, str]] = []
+    copied = 0
     for doc in docs:
         cols = doc["columns"]
         doc["file"] = None
-        _export_prompt(out_dir, doc, prompts, prompt_files, files)
-        if cols.get("audio_deleted_at"):
-            doc["file_note"] = f"audio deleted at {cols['audio_deleted_at']} by {cols.get('audio_deleted_by')}"
-            continue
-        if not cols.get("recording_path"):
-            doc["file_note"] = "no recording"
-            continue
-        try:
-            src = readable_recording(local_dir, cols["recording_path"])
-        except SymlinkedRecording:  # never read through a link, even one that stays inside
-            doc["file_note"] = "the recording path is a symbolic link; not exported"
-            continue
-        except OutsideFolder:  # e.g. a symlink planted in the folder: never follow it out
-            doc["file_note"] = "the recording path leads outside the recordings folder; not exported"
-            continue
-        rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
-        try:
-            with open_recording(local_dir, cols["recording_path"]) as fin, open(out_dir / rel, "wb") as fout:
-                digest, size = hash_stream(fin, copy_to=fout)
-        except SymlinkedRecording:  # planted between the check and the open
-            (out_dir / rel).unlink(missing_ok=True)
-            doc["file_note"] = "the recording path is a symbolic link; not exported"
-            continue
-        except FileNotFoundError:
-            result.missing.append(doc["id"])
-            doc["file_note"] = "the recording file is missing from the recordings folder"
+        _export_prompt(sink, doc, prompts, prompt_files, files)
+        refusal = _audio_refusal(cols, statuses)
+        if refusal is None:
+            try:
+                src = readable_recording(local_dir, cols["recording_path"])
+                rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
+                with open_recording(local_dir, cols["recording_path"]) as fin:
+                    size_now = os.fstat(fin.fileno()).st_size
+                    if max_bytes is not None and copied + size_now > max_bytes:
+                        raise TooLarge(copied + size_now, max_bytes)  # the file grew since the check
+                    digest, size = sink.copy_from(rel, fin, size_now)
+                copied += size
+            except SymlinkedRecording:  # never read through a link, even one that stays inside
+                refusal = "the recording path is a symbolic link; not exported"
+            except OutsideFolder:  # e.g. a symlink planted in the folder: never follow it out
+                refusal = "the recording path leads outside the recordings folder; not exported"
+            except FileNotFoundError:
+                result.missing.append(doc["id"])
+                refusal = "the recording file is missing from the recordings folder"
+        if refusal is not None:
+            doc["file_note"] = refusal
+            excluded.append({"call_id": doc["id"], "reason": refusal})
             continue
         matches = digest == cols.get("recording_sha256")
         if not matches:
@@ -280,9 +376,9 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
         doc["file"] = rel
         doc["file_matches_recorded_sha256"] = matches
         files.append({"path": rel, "sha256": digest, "bytes": size, "call_id": doc["id"], "kind": "recording"})
-    result.transcripts = export_transcripts(out_dir, docs, files)
+    result.transcripts = export_transcripts(sink.write_bytes, docs, files)
     sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode("ascii")
-    (out_dir / SUMS).write_bytes(sums)
+    sink.write_bytes(SUMS, sums)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "generator": f"callrec {__version__}",
@@ -291,6 +387,7 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
         "purpose": purpose,
         "selection": selection,
         "files": files,
+        "excluded": excluded,
         "sha256sums": hashlib.sha256(sums).hexdigest(),
         "calls": docs,
         "signature": None,
@@ -301,34 +398,36 @@ def write_export(out_dir: Path, docs: list[dict[str, Any]], local_dir: Path, *, 
                                  "public_key_sha256": result.fingerprint,
                                  "signed": "the exact bytes of manifest.json"}
     data = canonical(manifest)
-    (out_dir / MANIFEST).write_bytes(data)
+    sink.write_bytes(MANIFEST, data)
     if key is not None:
-        (out_dir / SIGNATURE).write_bytes(key.sign(data))
-        (out_dir / PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
+        sink.write_bytes(SIGNATURE, key.sign(data))
+        sink.write_bytes(PUBLIC_KEY, public_pem(key.public_key()))
     result.files = sum(f["kind"] == "recording" for f in files)
     result.prompts = len(prompt_files)
+    result.excluded = len(excluded)
     result.manifest_sha256 = hashlib.sha256(data).hexdigest()
     return result
 
 
-def zip_folder(folder: Path, target: Path) -> None:
-    """The export as one zip (audio stored, not compressed: WAV barely compresses)."""
-    tmp = target.with_name(target.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    os.replace(tmp, target)
+def write_zip(fh: IO[bytes], docs: list[dict[str, Any]], local_dir: Path, **kw: Any) -> ExportResult:
+    """``write_export`` straight into a zip written to ``fh``: nothing staged beside it."""
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+        return write_export(ZipSink(zf), docs, local_dir, **kw)
 
 
 def export_to(target: Path, as_zip: bool, build: Any) -> Any:
-    """Run ``build(folder)`` into ``target`` (a new folder) or into a temp folder zipped to ``target``."""
+    """Run ``build(sink_or_folder)`` into ``target``: a new folder, or a zip written straight to
+    ``target`` (through a temporary name beside it, renamed when complete)."""
     if as_zip:
         if target.exists():
             raise FileExistsError(f"{target} exists; choose a new file name")
-        with tempfile.TemporaryDirectory(prefix="callrec-export-", dir=target.parent) as tmp:
-            result = build(Path(tmp))
-            zip_folder(Path(tmp), target)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+                result = build(ZipSink(zf))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         return result
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} exists and is not empty")

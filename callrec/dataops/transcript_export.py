@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from callrec.store.db import Db
@@ -54,9 +54,11 @@ async def attach_transcripts(conn: Db, docs: list[dict[str, Any]]) -> int:
     return found
 
 
-def export_transcripts(out_dir: Path, docs: list[dict[str, Any]], files: list[dict[str, Any]]) -> int:
-    """Write the attached transcripts as files, name them in their call's document (``transcript_file``)
-    and in the manifest's file list (kind ``transcript``).  Blocking file work."""
+def export_transcripts(write: Callable[[str, bytes], None], docs: list[dict[str, Any]],
+                       files: list[dict[str, Any]]) -> int:
+    """Write the attached transcripts as files (``write(name, data)``: into the export's folder or
+    straight into its zip), name them in their call's document (``transcript_file``) and in the
+    manifest's file list (kind ``transcript``).  Blocking file work."""
     written = 0
     for doc in docs:
         document = doc.pop("transcript", None)
@@ -64,8 +66,7 @@ def export_transcripts(out_dir: Path, docs: list[dict[str, Any]], files: list[di
             continue
         data = transcript_bytes(document)
         rel = f"{TRANSCRIPT_DIR}/{doc['id']}.json"
-        (out_dir / TRANSCRIPT_DIR).mkdir(exist_ok=True)
-        (out_dir / rel).write_bytes(data)
+        write(rel, data)
         doc["transcript_file"] = rel
         files.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                       "call_id": doc["id"], "kind": "transcript"})

@@ -340,6 +340,20 @@ class AriDoor:
         """Open rows from an earlier run, to follow up once ARI is reachable."""
         self._to_recover = list(records)
 
+    def recover_later(self, records: list[CallRecord]) -> None:
+        """Open rows from an earlier run found after the start (the database was away): followed
+        up now if ARI is connected, else at its next connection."""
+        if not self.stream.connected.is_set():
+            self._to_recover += records
+            return
+
+        async def recover() -> None:
+            self._to_recover += await recover_lost(records, self.service, self)
+
+        task = asyncio.create_task(recover(), name="ari-recover")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     def in_our_app(self, channel: dict[str, Any]) -> bool:
         dialplan = channel.get("dialplan") or {}
         return dialplan.get("app_name") == "Stasis" and \

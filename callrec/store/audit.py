@@ -20,6 +20,7 @@ ACTIONS = (
     "login", "login_failed", "logout", "view", "listen", "download", "export", "tag_add", "tag_remove",
     "confidential", "delete_audio", "user_add", "user_disable", "token_create", "token_revoke", "search",
     "transcript_read", "transcript_search", "alerts_list", "alert_rule_add", "alert_rule_delete",
+    "access_denied",
 )
 
 
@@ -120,6 +121,79 @@ async def _close_search_window(conn: Db, actor: str, action: str) -> None:
         await append(conn, actor=row["actor"], role=row["role"], action=action, remote=row["remote"], details={
             "pages": row["pages"], "rows": row["rows"], "window_from": row["opened_at"], "window_to": row["last_at"],
             "note": "the pages after the first of this window"})
+
+
+# --- denied requests, aggregated per principal, kind, target and window ------------------------------
+# A 403, or a 404 for a call that exists but is hidden from the principal, is a denial.  A prober
+# must not be able to flood the trail, so denials are counted in audit_denial_windows (one open
+# window per actor, kind and target) and written as one `access_denied` entry at the window's first
+# denial and one with the others' count when it ends: the sum of ``count`` is the number of denials.
+DENIAL_KINDS = ("forbidden", "hidden_call")
+_MAX_DENIED_CALLS = 20  # distinct hidden call ids kept per window
+
+
+async def note_denial(pool: asyncpg.Pool, *, window_s: float, actor: str, role: str | None, kind: str,
+                      target: str, call_id: str | None = None, remote: str | None = None) -> None:
+    """Count one denial.  Race-safe across connections and processes (a transaction-scoped advisory
+    lock on the key, as in ``note_search_page``)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock_denial_window(conn, actor, kind, target)
+        ended = await conn.fetchval(
+            "SELECT clock_timestamp() - opened_at >= make_interval(secs => $4) FROM audit_denial_windows "
+            "WHERE actor = $1 AND kind = $2 AND target = $3", actor, kind, target, float(window_s))
+        if ended:
+            await _close_denial_window(conn, actor, kind, target)
+        if ended is None or ended:
+            await conn.execute(
+                "INSERT INTO audit_denial_windows (actor, kind, target, role, remote, opened_at, last_at, call_ids) "
+                "VALUES ($1, $2, $3, $4, $5, clock_timestamp(), clock_timestamp(), $6)",
+                actor, kind, target, role, remote, [call_id] if call_id else [])
+            # The entry names the probed call: its own audit history shows the probe (to those who may see it).
+            await append(conn, actor=actor, role=role, action="access_denied", call_id=call_id, remote=remote,
+                         details={"kind": kind, "target": target, "count": 1, "window_s": window_s,
+                                  "note": "the first denial of a window; the others follow in one entry"})
+        else:
+            await conn.execute(
+                "UPDATE audit_denial_windows SET count = count + 1, last_at = clock_timestamp(), "
+                "call_ids = CASE WHEN $4::text IS NULL OR $4::text = ANY(call_ids) "
+                f"OR cardinality(call_ids) >= {_MAX_DENIED_CALLS} "
+                "THEN call_ids ELSE array_append(call_ids, $4::text) END "
+                "WHERE actor = $1 AND kind = $2 AND target = $3", actor, kind, target, call_id)
+
+
+async def close_denial_windows(pool: asyncpg.Pool, window_s: float | None) -> int:
+    """Write the entries of the denial windows that have ended (every open one with ``window_s``
+    None: at shutdown); returns how many windows were closed."""
+    keys = [(r["actor"], r["kind"], r["target"]) for r in await pool.fetch(
+        "SELECT actor, kind, target FROM audit_denial_windows WHERE $1::float8 IS NULL "
+        "OR clock_timestamp() - opened_at >= make_interval(secs => $1::float8)", window_s)]
+    closed = 0
+    for actor, kind, target in keys:
+        async with pool.acquire() as conn, conn.transaction():
+            await _lock_denial_window(conn, actor, kind, target)
+            still = await conn.fetchval(
+                "SELECT 1 FROM audit_denial_windows WHERE actor = $1 AND kind = $2 AND target = $3 "
+                "AND ($4::float8 IS NULL OR clock_timestamp() - opened_at >= make_interval(secs => $4::float8))",
+                actor, kind, target, window_s)
+            if still:
+                await _close_denial_window(conn, actor, kind, target)
+                closed += 1
+    return closed
+
+
+async def _lock_denial_window(conn: Db, actor: str, kind: str, target: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                       json.dumps(["audit-denial", actor, kind, target]))
+
+
+async def _close_denial_window(conn: Db, actor: str, kind: str, target: str) -> None:
+    row = await conn.fetchrow("DELETE FROM audit_denial_windows WHERE actor = $1 AND kind = $2 AND target = $3 "
+                              "RETURNING *", actor, kind, target)
+    if row is not None and row["count"]:
+        await append(conn, actor=row["actor"], role=row["role"], action="access_denied", remote=row["remote"],
+                     details={"kind": kind, "target": target, "count": row["count"],
+                              "call_ids": list(row["call_ids"]), "window_from": row["opened_at"],
+                              "window_to": row["last_at"], "note": "the denials after the first of this window"})
 
 
 def _json_default(value: Any) -> Any:

@@ -2,7 +2,11 @@
 
 Sessions hand it the fields that changed; it merges them per call and upserts in the
 background.  If PostgreSQL is down, changes keep merging in memory and are written, in full,
-once it is back: nothing is lost and no caller waits.  An outage is logged twice: one WARNING
+once it is back: nothing is lost and no caller waits.  With a journal (``store.journal``) every
+change is also appended to local disk (fsync'd, off the caller's path) until it is written, so a
+daemon stopped or killed before the database returns replays it at its next start.  The database
+writes wait for ``ready`` (set once the daemon has checked the schema: it may start without the
+database).  An outage is logged twice: one WARNING
 when the database goes away, one INFO when it is back with how many calls' changes were written
 (no traceback for a connection error; asyncpg's own pool messages are quieted, ``quiet_pool_log``).
 """
@@ -17,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from callrec.store.db import Conn
+from callrec.store.journal import Journal, merge_into
 from callrec.store.record import COLUMNS
 
 log = logging.getLogger("callrec.calllog")
@@ -91,16 +96,32 @@ def _storable(value: Any) -> Any:
 
 
 class CallLogWriter:
-    def __init__(self, pool: asyncpg.Pool, retry_delay: float = 1.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, retry_delay: float = 1.0, journal: Journal | None = None,
+                 ready: bool = True) -> None:
         self.pool = pool
         self.retry_delay = retry_delay
+        self.journal = journal
         self._pending: dict[str, dict[str, Any]] = {}
+        self._inflight: dict[str, dict[str, Any]] = {}  # the batch being written
+        self._unjournaled: list[tuple[str, dict[str, Any]]] = []
         self._wake = asyncio.Event()
+        self._journal_wake = asyncio.Event()
+        self._journal_idle = asyncio.Event()
+        self._journal_idle.set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Database writes wait for this: the daemon sets it once the schema is checked.
+        self.ready = asyncio.Event()
+        if ready:
+            self.ready.set()
         self._task: asyncio.Task[None] | None = None
+        self._journal_task: asyncio.Task[None] | None = None
         self.writes = 0
         self.failures = 0
+        self.journaled = 0  # changes appended to the journal
+        self.replayed = 0  # calls whose changes came from the journal at start
+        # This run's calls, noted until the daemon has read the open rows of earlier runs (None: done).
+        self._own: set[str] | None = set()
         self.down_since: float | None = None  # loop time the current outage began (None: no outage)
 
     @property
@@ -111,6 +132,38 @@ class CallLogWriter:
     def start(self) -> None:
         quiet_pool_log()
         self._task = asyncio.create_task(self._run(), name="calllog-writer")
+        if self.journal is not None:
+            self._journal_task = asyncio.create_task(self._run_journal(), name="calllog-journal")
+
+    def replay(self, state: dict[str, dict[str, Any]]) -> None:
+        """Changes an earlier run journaled and may not have written: queued (they are in the
+        journal already).  Call before anything else is queued."""
+        for call_id, fields in state.items():
+            unknown = set(fields) - _COLUMN_SET - {PARTIES}
+            if unknown:  # a journal from another version: what we know is still worth writing
+                log.warning("call log journal: call %s: unknown fields %s dropped", call_id, sorted(unknown))
+                fields = {k: v for k, v in fields.items() if k not in unknown}
+            if fields:
+                merge_into(self._pending, call_id, fields)
+        self.replayed = len(state)
+        if self._pending:
+            self._idle.clear()
+            self._wake.set()
+
+    def own_calls(self, done: bool = False) -> set[str]:
+        """The calls this run queued changes for (not replayed ones: those are an earlier run's).
+        ``done``: stop noting them (the open rows of earlier runs have been read)."""
+        own = set(self._own or ())
+        if done:
+            self._own = None
+        return own
+
+    def pending_call_ids(self) -> set[str]:
+        """The calls with changes not yet written."""
+        return set(self._pending) | set(self._inflight)
+
+    def pending_fields(self, call_id: str) -> dict[str, Any]:
+        return {**self._inflight.get(call_id, {}), **self._pending.get(call_id, {})}
 
     def update(self, call_id: str, changes: dict[str, Any]) -> None:
         """Queue changed fields of one call (never blocks, never raises on bad data)."""
@@ -120,8 +173,71 @@ class CallLogWriter:
         if unknown:
             raise ValueError(f"not call-log columns: {sorted(unknown)}")
         self._pending.setdefault(call_id, {}).update(changes)
+        if self._own is not None:
+            self._own.add(call_id)
+        if self.journal is not None:
+            self._unjournaled.append((call_id, dict(changes)))
+            self._journal_idle.clear()
+            self._journal_wake.set()
         self._idle.clear()
         self._wake.set()
+
+    # -- the journal --------------------------------------------------------------------------
+
+    async def _run_journal(self) -> None:
+        assert self.journal is not None
+        while True:
+            await self._journal_wake.wait()
+            self._journal_wake.clear()
+            try:
+                if self._unjournaled:
+                    items, self._unjournaled = self._unjournaled, []
+                    await self._journal_append(items)
+                elif self._all_written() and self.journal.size:
+                    # Everything journaled is in the database: a checkpoint.
+                    was_full = self.journal.full
+                    await asyncio.to_thread(self.journal.clear)
+                    if was_full:
+                        log.info("call log journal: written to the database and emptied; journaling again")
+            except OSError as exc:
+                # A disk problem must not stop the call log: the changes stay in memory.
+                log.error("call log journal: %s: %s; changes are kept in memory only until it works again",
+                          self.journal.path, exc.strerror or exc)
+                await asyncio.sleep(self.retry_delay)
+            if not self._unjournaled:
+                self._journal_idle.set()
+
+    async def _journal_append(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        assert self.journal is not None
+        if self.journal.full:
+            return  # said once; a checkpoint clears it
+        if self.journal.size > self.journal.max_bytes:
+            # Compact: one line per pending call, merged (the items are in _pending already).
+            state = {c: self.pending_fields(c) for c in self.pending_call_ids()}
+            await asyncio.to_thread(self.journal.compact, state)
+            if self.journal.size > self.journal.max_bytes:
+                self.journal.full = True
+                log.error("call log journal full: %d bytes for %d pending call(s), database.journal_max_bytes is %d; "
+                          "further changes are kept in memory only (lost if the daemon stops before the database "
+                          "is back)", self.journal.size, len(state), self.journal.max_bytes)
+            return
+        await asyncio.to_thread(self.journal.append, items)
+        self.journaled += len(items)
+        if self._all_written():
+            self._journal_wake.set()  # written to the database meanwhile: a checkpoint is due
+
+    def _all_written(self) -> bool:
+        return not self._pending and not self._inflight and not self._unjournaled
+
+    async def journal_flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every change queued so far is in the journal (True), or the timeout passes."""
+        if self.journal is None:
+            return True
+        try:
+            await asyncio.wait_for(self._journal_idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written (True) or the timeout passes (False)."""
@@ -132,24 +248,36 @@ class CallLogWriter:
             return False
 
     async def close(self, timeout: float = 10.0) -> None:
-        if not await self.flush(timeout):
-            log.error("call log: %d call(s) could not be written before shutdown", len(self._pending))
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        journaled = await self.journal_flush(timeout) and self.journal is not None and not self.journal.full
+        if journaled and (not self.ready.is_set() or self.down_since is not None):
+            # The database is away: waiting for it gains nothing, the journal has every change.
+            if self._pending or self._inflight:
+                log.info("call log: changes of %d call(s) are in the journal %s; written when the database is "
+                         "back, at the next start", len(self.pending_call_ids()), self.journal.path)  # type: ignore[union-attr]
+        elif not await self.flush(timeout):
+            log.error("call log: %d call(s) could not be written before shutdown%s", len(self.pending_call_ids()),
+                      " (they are in the journal)" if journaled else "")
+        for task in (self._task, self._journal_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if self.journal is not None:
+            self.journal.close()
 
     async def _run(self) -> None:
         while True:
             try:
                 await self._wake.wait()
                 self._wake.clear()
+                await self.ready.wait()
                 while self._pending:
                     await self._write_pending()
                 if not self._pending:
                     self._idle.set()
+                    self._journal_wake.set()  # a checkpoint may be due
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let the writer die quietly: log, pause, go on
@@ -159,6 +287,13 @@ class CallLogWriter:
 
     async def _write_pending(self) -> None:
         batch, self._pending = self._pending, {}
+        self._inflight = batch
+        try:
+            await self._write_batch(batch)
+        finally:
+            self._inflight = {}
+
+    async def _write_batch(self, batch: dict[str, dict[str, Any]]) -> None:
         try:
             await self._write(batch.items())
             self.writes += len(batch)
@@ -189,8 +324,9 @@ class CallLogWriter:
         items = list(items)
         if self.down_since is None:
             self.down_since = asyncio.get_running_loop().time()
-            log.warning("call log: database unreachable (%s: %s); changes of %d call(s) are kept in memory and "
-                        "written when it is back", type(exc).__name__, _brief(exc), len(self._pending) + len(items))
+            log.warning("call log: database unreachable (%s: %s); changes of %d call(s) are kept in memory%s and "
+                        "written when it is back", type(exc).__name__, _brief(exc), len(self._pending) + len(items),
+                        " and in the journal" if self.journal is not None else "")
         else:
             log.debug("call log: write failed again (%s: %s)", type(exc).__name__, _brief(exc))
         for call_id, fields in items:

@@ -7,10 +7,11 @@ described.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 
 import asyncpg
@@ -19,6 +20,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
+from callrec.store import audit
 from callrec.web import (
     console,
     logsafe,
@@ -32,7 +34,7 @@ from callrec.web import (
     routes_transcripts,
 )
 from callrec.web.auth import auth_middleware
-from callrec.web.errors import json_error
+from callrec.web.errors import HiddenCall, json_error
 from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
 
 # What the daemon's metrics learn of each request: route template, method, status, seconds.
@@ -51,6 +53,7 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
     try:
         response = await handler(request)
     except web.HTTPException as exc:
+        await _audit_denial(request, exc)
         if exc.content_type != "application/json" and exc.status >= 400:
             # aiohttp's own errors (unknown route, wrong method, body too large) as JSON too.
             message = exc.reason or "error"
@@ -72,6 +75,51 @@ async def error_middleware(request: web.Request, handler: routes_meta.Handler) -
         raise json_error(500, "internal error") from None
     _security_headers(response)
     return response
+
+async def _audit_denial(request: web.Request, exc: web.HTTPException) -> None:
+    """A 403 to a known principal, or a 404 for a call hidden from it, is counted on the audit
+    trail (aggregated per principal, kind, route and window: a prober cannot flood it).  Unknown
+    calls are not denials, and a failure to write never changes the answer."""
+    p = request.get(PRINCIPAL)
+    if p is None:
+        return  # unauthenticated (401) or refused before authentication (CSRF): nobody to name
+    if exc.status == 403:
+        kind, call_id = "forbidden", None
+    elif isinstance(exc, HiddenCall):
+        kind, call_id = "hidden_call", exc.call_id
+    else:
+        return
+    route = request.match_info.route.resource
+    target = f"{request.method} {route.canonical if route is not None else request.path}"
+    try:
+        await audit.note_denial(request.app[POOL], window_s=request.app[SETTINGS].http.denied_audit_window,
+                                actor=p.name, role=p.role, kind=kind, target=target, call_id=call_id,
+                                remote=request.get(CLIENT_ADDRESS))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        log.warning("%s %s: denial not audited: %s", request.method, request.path, type(err).__name__)
+
+
+async def _denial_audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Write the entries of ended denial windows now and then, and of every open one at shutdown
+    (a window left open by a crash is closed by the next start's first sweep)."""
+    window = app[SETTINGS].http.denied_audit_window
+
+    async def sweep() -> None:
+        while True:
+            try:
+                await audit.close_denial_windows(app[POOL], window)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("denial audit: window entries not written: %s", type(exc).__name__)
+            await asyncio.sleep(window / 4)
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    try:
+        await audit.close_denial_windows(app[POOL], None)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("denial audit: the open windows' entries were not written: %s", type(exc).__name__)
+
 
 @web.middleware
 async def _metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -138,4 +186,5 @@ def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: Recordin
         app[REQUEST_OBSERVER] = on_request
     for module in ROUTE_MODULES:
         module.setup(app)
+    app.cleanup_ctx.append(_denial_audit_ctx)
     return app

@@ -27,7 +27,7 @@ from callrec.store import callquery
 from callrec.store.callquery import FilterError
 from callrec.store.db import Db
 from callrec.web import openapi
-from callrec.web.errors import bad_request, json_error, not_found
+from callrec.web.errors import HiddenCall, bad_request, json_error, not_found
 from callrec.web.keys import SETTINGS
 
 log = logging.getLogger("callrec.http")
@@ -159,8 +159,16 @@ async def visible_call(conn: Db, p: Principal, call_id: str, lock: bool = False)
         sql += " FOR UPDATE OF c"
     row = await conn.fetchrow(sql, *params.values)
     if row is None:
-        raise not_found()
+        raise await not_visible(conn, call_id)
     return row
+
+
+async def not_visible(conn: Db, call_id: str) -> web.HTTPException:
+    """The 404 for a call the principal did not get: ``HiddenCall`` (audited as a denial) when the
+    call exists, a plain 404 when it does not.  Both look the same to the client."""
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM calls WHERE id = $1::uuid)", call_id):
+        return HiddenCall(call_id)
+    return not_found()
 
 
 # --- their OpenAPI descriptions ------------------------------------------------------------------

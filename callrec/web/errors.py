@@ -28,6 +28,15 @@ def not_found(what: str = "no such call") -> web.HTTPException:
     return json_error(404, what)
 
 
+class HiddenCall(web.HTTPNotFound):
+    """The 404 for a call that exists but is hidden from the principal: the client sees exactly
+    what an unknown call gives; the error middleware audits it as a denial."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(text=json.dumps({"error": "no such call"}), content_type="application/json")
+        self.call_id = call_id
+
+
 def forbidden(message: str = "your role may not do this") -> web.HTTPException:
     return json_error(403, message)
 

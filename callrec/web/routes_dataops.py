@@ -7,7 +7,7 @@ visibility rule (404 for hidden and unknown alike), every change audited in its 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -31,11 +31,12 @@ from callrec.web.common import (
     call_id_of,
     export_slot,
     filter_of,
+    not_visible,
     read_json,
     respond,
     write_or_drop,
 )
-from callrec.web.errors import bad_request, forbidden, json_error, not_found
+from callrec.web.errors import bad_request, forbidden, json_error
 from callrec.web.keys import POOL, SETTINGS
 
 # Who may read the retention status (config and counts, no call data).
@@ -63,7 +64,7 @@ async def put_legal_hold(request: web.Request) -> web.Response:
         out = await set_legal_hold(conn, call_id, hold, actor=p, reason=reason, remote=remote(request),
                                    visible_sql=visible, visible_args=params.values)
     if out is None:
-        raise not_found()
+        raise await not_visible(request.app[POOL], call_id)
     return respond(out)
 
 
@@ -119,22 +120,29 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
         docs = await evidence.call_documents(pool, ids)
         if with_transcripts:
             await attach_transcripts(pool, docs)
-        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="callrec-evidence-"))
+        local, cap = settings.recordings.local_path, settings.integrity.evidence_max_bytes
         try:
-            target = tmp / "evidence.zip"
-
+            # From the rows and a stat of each file: refused before any audio is read.
+            await asyncio.to_thread(evidence.check_size, docs, local, cap)
+        except evidence.TooLarge as exc:
+            raise json_error(413, str(exc)) from None
+        # The zip is written straight into one temporary file (the audio once, nothing staged
+        # beside it), then sent with its length and the manifest's hash known up front.
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="callrec-evidence-", suffix=".zip")
+        target = Path(name)
+        try:
             def build() -> evidence.ExportResult:
-                folder = tmp / "export"
-                folder.mkdir()
-                result = evidence.write_export(folder, docs, settings.recordings.local_path,
-                                               purpose="evidence_export", created_by=p.name,
-                                               selection={"filter": f.describe(), "limit": f.limit}, key=key,
-                                               prompts=(settings.notice.prompts_dir,
-                                                        settings.notice.local_prompts_path))
-                evidence.zip_folder(folder, target)
-                return result
+                with os.fdopen(fd, "wb") as fh:
+                    return evidence.write_zip(fh, docs, local, purpose="evidence_export", created_by=p.name,
+                                              selection={"filter": f.describe(), "limit": f.limit}, key=key,
+                                              prompts=(settings.notice.prompts_dir,
+                                                       settings.notice.local_prompts_path),
+                                              max_bytes=cap)
 
-            result = await asyncio.to_thread(build)
+            try:
+                result = await asyncio.to_thread(build)
+            except evidence.TooLarge as exc:  # a file grew after the check
+                raise json_error(413, str(exc)) from None
             async with pool.acquire() as conn, conn.transaction():
                 for call_id in ids:
                     await audit.append(conn, actor=p.name, role=p.role, action="evidence_export", call_id=call_id,
@@ -142,6 +150,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
                                                 "transcripts": with_transcripts}, remote=remote(request))
                 await audit.append(conn, actor=p.name, role=p.role, action="export",
                                    details={"format": "evidence-zip", "filter": f.describe(), "calls": len(ids),
+                                            "recordings": result.files, "excluded": result.excluded,
                                             "manifest_sha256": result.manifest_sha256}, remote=remote(request))
             size = (await asyncio.to_thread(target.stat)).st_size
             resp = web.StreamResponse(headers={
@@ -160,7 +169,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
             await resp.write_eof()
             return resp
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await asyncio.to_thread(target.unlink, True)
 
 
 def setup(app: web.Application) -> None:
@@ -197,4 +206,6 @@ openapi.operation(
     responses={"200": {"description": "zip: manifest.json, manifest.json.sig, public-key.pem, SHA256SUMS, audio/",
                        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
                "409": {"description": "no signing key configured, or too many exports running",
-                       "content": openapi.ERR}})
+                       "content": openapi.ERR},
+               "413": {"description": "the selected recordings add up to more than integrity.evidence_max_bytes "
+                                      "(refused before any audio is read)", "content": openapi.ERR}})

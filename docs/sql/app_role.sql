@@ -16,6 +16,8 @@ GRANT SELECT, INSERT ON audit_log TO :"app";
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO :"app";
 -- Search pages counted per principal and window until their audit entry is written.
 GRANT SELECT, INSERT, UPDATE, DELETE ON audit_search_windows TO :"app";
+-- Denied requests (403, hidden calls) counted per principal, kind, target and window likewise.
+GRANT SELECT, INSERT, UPDATE, DELETE ON audit_denial_windows TO :"app";
 GRANT SELECT, INSERT, DELETE ON confidential_policy_rules TO :"app";
 -- Recording controls (pause/resume), post-recording hooks (outbox), retention runs.
 GRANT SELECT, INSERT, UPDATE ON recording_pauses TO :"app";

@@ -77,7 +77,8 @@ async def test_recorded_call_found_streamed_downloaded(api_daemon: Daemon, teste
             "SELECT actor, action FROM audit_log WHERE call_id = $1 ORDER BY id", detail["id"])]
     finally:
         await conn.close()
-    assert trail == [("sup(token:sup-t)", "view"), ("sup(token:sup-t)", "listen"), ("sup(token:sup-t)", "download")]
+    assert trail == [("sup(token:sup-t)", "view"), ("sup(token:sup-t)", "listen"), ("sup(token:sup-t)", "download"),
+                     ("agent9(token:agent-t)", "access_denied")]  # the agent's 404: a hidden call, audited
     assert sup_token not in caplog.text and agent_token not in caplog.text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def raw_settings(sandbox: SandboxInfo | None = None, dsn: str | None = None, /,
     else:
         raw = {"asterisk": secrets_section(), "recordings": {"dir": RECORDINGS_DIR}}
     if dsn is not None:
-        raw["database"] = {"dsn": dsn}
+        # A journal of its own per daemon: tests and parallel runs never share one.
+        raw["database"] = {"dsn": dsn, "journal_dir": tempfile.mkdtemp(prefix="callrec-journal-")}
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return raw

@@ -76,7 +76,7 @@ def test_audio_verify_and_evidence_follow_the_rule(folder: Path, tmp_path: Path)
         assert fh.read() == b"RIFF-mine"
     with pytest.raises(FileNotFoundError):
         open_recording(folder, "2026/11/28/gone.wav")
-    docs = [{"id": f"c{i}", "columns": {"recording_path": rel, "recording_sha256": None},
+    docs = [{"id": f"c{i}", "columns": {"recording_path": rel, "recording_sha256": None, "recording_status": "ready"},
              "consent_evidence": {}} for i, rel in enumerate(("../secret.wav", "link.wav"))]
     out = tmp_path / "export"
     result = write_export(out, docs, folder, purpose="test", created_by="tester", selection={}, key=None)
@@ -119,7 +119,8 @@ def test_a_symlink_inside_the_folder_is_never_read(folder: Path, tmp_path: Path)
             open_recording(folder, rel)
         with pytest.raises(SymlinkedRecording):
             hash_recording(folder, rel)
-    docs = [{"id": "c0", "columns": {"recording_path": "2026/11/28/other.wav", "recording_sha256": None},
+    docs = [{"id": "c0", "columns": {"recording_path": "2026/11/28/other.wav", "recording_sha256": None,
+                         "recording_status": "ready"},
              "consent_evidence": {}}]
     out = tmp_path / "export"
     result = write_export(out, docs, folder, purpose="test", created_by="tester", selection={}, key=None)
