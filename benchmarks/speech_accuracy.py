@@ -148,7 +148,15 @@ def make_audio(into: Path, name: str, lang: str, text: str, seed: int) -> dict[s
     txt, raw, clean = into / f"{name}.txt", into / f"{name}.raw.wav", into / f"{name}.clean.wav"
     noisy, law, phone = into / f"{name}.noisy.wav", into / f"{name}.ulaw.wav", into / f"{name}.phone.wav"
     txt.write_text(text + "\n", encoding="utf-8")
-    run = lambda *cmd: subprocess.run([str(c) for c in cmd], check=True, capture_output=True)  # noqa: E731
+
+    def run(*cmd: object) -> None:
+        try:
+            subprocess.run([str(c) for c in cmd], check=True, capture_output=True)
+        except subprocess.CalledProcessError as exc:  # e.g. festival without the voice
+            err = exc.stderr.decode(errors="replace").strip().splitlines()
+            sys.exit(f"speech accuracy: {cmd[0]} failed ({err[-1] if err else exc.returncode}); the test speech needs "
+                     f"Debian's {PACKAGES}: apt-get install -y {PACKAGES}")
+
     run("text2wave", "-eval", f"({VOICES[lang]})", "-o", raw, txt)
     run("sox", raw, "-r", RATE, "-c", 1, "-b", 16, clean, "silence", 1, 0.02, "0.5%", "reverse", "silence", 1, 0.02,
         "0.5%", "reverse")
@@ -174,7 +182,7 @@ async def matches(dsn: str, texts: list[str], keywords: list[str]) -> list[set[s
 
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         sys.exit(f"speech accuracy: cannot reach PostgreSQL at {dsn} ({exc}); keywords are matched with its "
                  f"russian text-search configuration, as callrec's search does (--dsn)")
     try:
