@@ -41,7 +41,9 @@ bench-dataops: venv
 	$(PY) benchmarks/dataops_bench.py $(BENCH_ARGS)
 
 # Offline transcription: real-time factor with 1 and 2 worker processes, and a parent's event-loop latency
-# (makes its test calls with Debian's festival + sox; BENCH_ARGS=--clips uses the committed clips instead).
+# (makes its test calls with Debian's festival + sox; BENCH_ARGS=--clips uses the committed clips instead);
+# then accuracy: WER, keyword recall and precision on benchmarks/speech_testset.json, ru/en, clean/phone band
+# (keywords matched by the local PostgreSQL). BENCH_ARGS=--speed or --accuracy runs one part.
 bench-speech: venv
 	$(PY) benchmarks/speech_bench.py $(BENCH_ARGS)
 

@@ -3,7 +3,13 @@
 what busy workers do to the event loop of the process that feeds them.  Not a timed test: it prints
 figures for docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/speech_bench.py [--repeat 2] [--configs 1x1,2x1,1x2] [--clips] [--json]
+    .venv/bin/python benchmarks/speech_bench.py [--speed | --accuracy] [--repeat 2] [--configs 1x1,2x1,1x2]
+        [--clips] [--variants default,...] [--langs ru,en] [--conditions clean,phone] [--json]
+
+Runs the speed part (below), then the accuracy part (benchmarks/speech_accuracy.py: WER, keyword recall
+and precision on a fixed test set; ``--variants``, ``--langs``, ``--conditions``, ``--dsn`` are its
+options); ``--speed`` or ``--accuracy`` runs one of them.  With ``--json`` and both parts the output is
+``{"speed": ..., "accuracy": ...}``.
 
 The test set: three calls of about 1.5 minutes made with Debian's Festival at the start of the run
 (24 distinct sentences each: English mono, Russian mono, an English stereo call with caller and agent
@@ -40,6 +46,9 @@ sys.path.insert(0, str(REPO))
 from callrec.config.speech import SpeechSettings  # noqa: E402
 from callrec.speech.model import prepare_model  # noqa: E402
 from callrec.speech.pool import SpeechPool, peak_rss_mb  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import speech_accuracy  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "speech"
 FILES = {"en.wav": "en", "ru.wav": "ru", "stereo.wav": "en"}
@@ -208,20 +217,40 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    part = ap.add_mutually_exclusive_group()
+    part.add_argument("--speed", action="store_true", help="the speed part only")
+    part.add_argument("--accuracy", action="store_true", help="the accuracy part only (speech_accuracy.py)")
     ap.add_argument("--clips", action="store_true", help="the committed test clips instead of Festival calls")
     ap.add_argument("--repeat", type=int, default=2, help="how many times the calls are transcribed per config")
     ap.add_argument("--configs", default="1x1,2x1,1x2", help="WORKERSxTHREADS, comma-separated")
     ap.add_argument("--idle", type=float, default=3.0, help="seconds the idle loop is measured")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    speech_accuracy.add_arguments(ap.add_argument_group("accuracy"))
     args = ap.parse_args()
-    result = asyncio.run(main_async(args))
+    for v in args.variants.split(","):
+        try:
+            speech_accuracy.parse_variant(v)
+        except ValueError as exc:
+            ap.error(str(exc))
+    out: dict[str, Any] = {}
+    if not args.accuracy:
+        started = time.perf_counter()
+        result = asyncio.run(main_async(args))
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        out["speed"] = result
+        if not args.json:
+            idle = result["loop_lag_idle"]
+            print(f"model {result['model']}: joined in {result['join_seconds']} s, checked again in "
+                  f"{result['check_seconds']} s; idle loop lag p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms, "
+                  f"max {idle['max_ms']} ms; speed run took {result['seconds']} s", flush=True)
+    if not args.speed:
+        if not args.json and out:
+            print()
+        out["accuracy"] = speech_accuracy.run_accuracy(args)
+        if not args.json:
+            speech_accuracy.report(out["accuracy"], False)
     if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        idle = result["loop_lag_idle"]
-        print(f"model {result['model']}: joined in {result['join_seconds']} s, checked again in "
-              f"{result['check_seconds']} s; idle loop lag p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms, "
-              f"max {idle['max_ms']} ms")
+        print(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=1, ensure_ascii=False))
 
 
 if __name__ == "__main__":
