@@ -292,6 +292,11 @@ class Daemon:
         m = self.metrics
         m.probe("callrec_calllog_pending_calls", "calls with changes not yet written to the call log",
                 lambda: self.writer.pending_calls if self.writer is not None else None)
+        m.probe("callrec_journal_bytes", "bytes in the local call-log journal (changes not yet confirmed written)",
+                lambda: self._journal.size if self._journal is not None else None)
+        m.probe("callrec_journal_full", "1 when the journal reached database.journal_max_bytes (changes kept in "
+                                        "memory only)",
+                lambda: float(self._journal.full) if self._journal is not None else None)
         m.probe("callrec_database_up", "1 while the call log's database is reachable",
                 lambda: float(self.writer.down_since is None) if self.writer is not None else None)
         m.probe("callrec_ami_connected", "1 while logged in to AMI",

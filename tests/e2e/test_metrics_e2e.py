@@ -50,6 +50,7 @@ async def test_metrics_move_as_calls_are_placed(asterisk: SandboxInfo, database:
         before = await scrape(http, port)
         assert before[("callrec_ari_connected", ())] == 1 and before[("callrec_ami_connected", ())] == 1
         assert before[("callrec_database_up", ())] == 1
+        assert before[("callrec_journal_full", ())] == 0 and before[("callrec_journal_bytes", ())] >= 0
         assert ("callrec_calls_total", (("consent", "implied"), ("door", "ari"))) not in before
         assert before[("callrec_hook_jobs", (("state", "pending"),))] == 0
         assert before[("callrec_speech_jobs", (("state", "pending"),))] == 0
