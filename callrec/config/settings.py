@@ -590,23 +590,21 @@ def _check_words(p: PolicySettings) -> None:
         check_ranges(rule, prefix)
 
 
+def _check_command(key: str, argv: tuple[str, ...], placeholders: tuple[str, ...]) -> None:
+    if not argv:
+        return
+    if not argv[0].startswith("/"):
+        raise ConfigError(f"{key}: the program must be an absolute path, got {argv[0]!r}")
+    for arg in argv:
+        for name in re.findall(r"{([^{}]*)}", arg):
+            if name not in placeholders:
+                raise ConfigError(f"{key}: unknown placeholder {{{name}}} "
+                                  f"(known: {', '.join('{' + p + '}' for p in placeholders)})")
+
+
 def _check_hooks(h: HookSettings) -> None:
-    if h.command:
-        if not h.command[0].startswith("/"):
-            raise ConfigError(f"hooks.command: the program must be an absolute path, got {h.command[0]!r}")
-        for arg in h.command:
-            for name in re.findall(r"{([^{}]*)}", arg):
-                if name not in HOOK_PLACEHOLDERS:
-                    raise ConfigError(f"hooks.command: unknown placeholder {{{name}}} "
-                                      f"(known: {', '.join('{' + p + '}' for p in HOOK_PLACEHOLDERS)})")
-    if h.alert_command:
-        if not h.alert_command[0].startswith("/"):
-            raise ConfigError(f"hooks.alert_command: the program must be an absolute path, got {h.alert_command[0]!r}")
-        for arg in h.alert_command:
-            for name in re.findall(r"{([^{}]*)}", arg):
-                if name not in ALERT_HOOK_PLACEHOLDERS:
-                    raise ConfigError(f"hooks.alert_command: unknown placeholder {{{name}}} "
-                                      f"(known: {', '.join('{' + p + '}' for p in ALERT_HOOK_PLACEHOLDERS)})")
+    _check_command("hooks.command", h.command, HOOK_PLACEHOLDERS)
+    _check_command("hooks.alert_command", h.alert_command, ALERT_HOOK_PLACEHOLDERS)
     for key in ("webhook_url", "alert_webhook_url"):
         value = getattr(h, key)
         if value:

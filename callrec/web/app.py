@@ -7,11 +7,10 @@ described.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 import asyncpg
@@ -34,6 +33,7 @@ from callrec.web import (
     routes_transcripts,
 )
 from callrec.web.auth import auth_middleware
+from callrec.web.common import audit_window_sweeper
 from callrec.web.errors import HiddenCall, json_error
 from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, RECORDING_CONTROL, SETTINGS
 
@@ -97,28 +97,6 @@ async def _audit_denial(request: web.Request, exc: web.HTTPException) -> None:
                                 remote=request.get(CLIENT_ADDRESS))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         log.warning("%s %s: denial not audited: %s", request.method, request.path, type(err).__name__)
-
-
-async def _denial_audit_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Write the entries of ended denial windows now and then, and of every open one at shutdown
-    (a window left open by a crash is closed by the next start's first sweep)."""
-    window = app[SETTINGS].http.denied_audit_window
-
-    async def sweep() -> None:
-        while True:
-            try:
-                await audit.close_denial_windows(app[POOL], window)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("denial audit: window entries not written: %s", type(exc).__name__)
-            await asyncio.sleep(window / 4)
-
-    task = asyncio.create_task(sweep())
-    yield
-    task.cancel()
-    try:
-        await audit.close_denial_windows(app[POOL], None)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("denial audit: the open windows' entries were not written: %s", type(exc).__name__)
 
 
 @web.middleware
@@ -186,5 +164,6 @@ def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: Recordin
         app[REQUEST_OBSERVER] = on_request
     for module in ROUTE_MODULES:
         module.setup(app)
-    app.cleanup_ctx.append(_denial_audit_ctx)
+    app.cleanup_ctx.append(audit_window_sweeper("denial audit", audit.close_denial_windows,
+                                                lambda a: a[SETTINGS].http.denied_audit_window))
     return app

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,7 @@ from callrec.store.callquery import FilterError
 from callrec.store.db import Db
 from callrec.web import openapi
 from callrec.web.errors import HiddenCall, bad_request, json_error, not_found
-from callrec.web.keys import SETTINGS
+from callrec.web.keys import POOL, SETTINGS
 
 log = logging.getLogger("callrec.http")
 
@@ -43,6 +43,47 @@ _CALL_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
 
 
 # --- responses -----------------------------------------------------------------------------------
+
+def audit_window_sweeper(what: str, close: Callable[[asyncpg.Pool, float | None], Awaitable[int]],
+                         window: Callable[[web.Application], float]
+                         ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that writes the entries of ended audit windows (search pages, denials) now
+    and then, and of every open one at shutdown (a window left open by a stop is closed by the next
+    start's first sweep)."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        seconds = window(app)
+
+        async def sweep() -> None:
+            while True:
+                try:
+                    await close(app[POOL], seconds)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("%s: window entries not written: %s", what, type(exc).__name__)
+                await asyncio.sleep(seconds / 4)
+
+        task = asyncio.create_task(sweep())
+        yield
+        task.cancel()
+        try:
+            await close(app[POOL], None)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: the open windows' entries were not written: %s", what, type(exc).__name__)
+
+    return ctx
+
+
+def check_query(request: web.Request, keys: tuple[str, ...]) -> None:
+    """Every query parameter known, given once, without NUL characters (a clear 400 otherwise)."""
+    q = request.query
+    unknown = set(q) - set(keys)
+    if unknown:
+        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
+    for key in keys:
+        if len(q.getall(key, [])) > 1:
+            raise bad_request(f"{key}: given more than once")
+        if "\x00" in q.get(key, ""):
+            raise bad_request(f"{key}: contains a NUL character")
+
 
 def json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):

@@ -14,7 +14,7 @@ from callrec.store import audit
 from callrec.store.callquery import FilterError, parse_time
 from callrec.web import openapi
 from callrec.web.auth import need, remote
-from callrec.web.common import is_call_id, read_json, respond
+from callrec.web.common import check_query, is_call_id, read_json, respond
 from callrec.web.errors import bad_request, json_error, not_found
 from callrec.web.keys import POOL, SETTINGS
 
@@ -24,15 +24,8 @@ MAX_LIMIT = 500
 
 async def list_alerts(request: web.Request) -> web.Response:
     p = need(request, "calls.search")
+    check_query(request, _KEYS)
     q = request.query
-    unknown = set(q) - set(_KEYS)
-    if unknown:
-        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
-    for key in _KEYS:
-        if len(q.getall(key, [])) > 1:
-            raise bad_request(f"{key}: given more than once")
-        if "\x00" in q.get(key, ""):
-            raise bad_request(f"{key}: contains a NUL character")
     rule = q.get("rule")
     if rule is not None and not 1 <= len(rule) <= 64:
         raise bad_request("rule: expected 1-64 characters")

@@ -11,7 +11,7 @@ from callrec.store import audit
 from callrec.store.callquery import FilterError, parse_time
 from callrec.web import openapi
 from callrec.web.auth import need
-from callrec.web.common import is_call_id, respond
+from callrec.web.common import check_query, is_call_id, respond
 from callrec.web.errors import bad_request
 from callrec.web.keys import POOL
 
@@ -33,15 +33,8 @@ def _cursor(value: str) -> int:
 
 async def search(request: web.Request) -> web.Response:
     p = need(request, "audit.search")
+    check_query(request, _KEYS)
     q = request.query
-    unknown = set(q) - set(_KEYS)
-    if unknown:
-        raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
-    for key in _KEYS:
-        if len(q.getall(key, [])) > 1:
-            raise bad_request(f"{key}: given more than once")
-        if "\x00" in q.get(key, ""):
-            raise bad_request(f"{key}: contains a NUL character")
     call_id = q.get("call_id")
     if call_id is not None and not is_call_id(call_id):
         raise bad_request("call_id: expected a call id (UUID)")

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from callrec.web.common import (
     FILTER_PARAMS,
     NOT_FOUND_RESPONSE,
     ReaderDropped,
+    audit_window_sweeper,
     call_id_of,
     export_slot,
     filter_of,
@@ -370,30 +371,9 @@ async def delete_audio(request: web.Request) -> web.Response:
 
 # --- routes and their description -----------------------------------------------------------------
 
-async def _search_audit_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Write the search-page entries of ended windows now and then, and of every open one at
-    shutdown (a window left open by a stop is closed by the next start's first sweep)."""
-    window = app[SETTINGS].http.search_audit_window
-
-    async def sweep() -> None:
-        while True:
-            try:
-                await audit.close_search_windows(app[POOL], window)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("search audit: window entries not written: %s", type(exc).__name__)
-            await asyncio.sleep(window / 4)
-
-    task = asyncio.create_task(sweep())
-    yield
-    task.cancel()
-    try:
-        await audit.close_search_windows(app[POOL], None)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("search audit: the open windows' entries were not written: %s", type(exc).__name__)
-
-
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_search_audit_ctx)
+    app.cleanup_ctx.append(audit_window_sweeper("search audit", audit.close_search_windows,
+                                                lambda a: a[SETTINGS].http.search_audit_window))
     app[EXPORT_SLOTS] = asyncio.Semaphore(2)
     app[EXPORTS_RUNNING] = {}
     r = app.router
