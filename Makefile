@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml requirements/speech.txt
 demo: venv
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
-# The whole suite: tests/unit, then tests/e2e (sandbox Asterisk 22, PostgreSQL, Chromium).
+# The whole suite: tests/unit and tests/e2e (sandbox Asterisk 22, PostgreSQL, Chromium), in TEST_WORKERS
+# processes (pytest-xdist; a test file stays on one worker; worker N drives sandbox slot
+# CALLREC_SANDBOX_SLOT + N).  Most e2e time is waiting on real calls, so two workers fit two cores.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # tests/unit only: no Asterisk, no PostgreSQL, no browser; well under two minutes.
 test-fast: venv

@@ -8,11 +8,27 @@ components are in tests/e2e/conftest.py, out of reach of tests/unit.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def _worker_slot() -> None:
+    """Under pytest-xdist (``make test`` runs two workers), each worker drives its own sandbox Asterisk:
+    worker gwN takes slot CALLREC_SANDBOX_SLOT + N (mod 10).  Set before tools/sandbox.py is imported,
+    which reads the slot once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    base = os.environ.get("CALLREC_SANDBOX_SLOT", "0") or "0"
+    if base.isdigit() and worker[2:].isdigit():
+        os.environ["CALLREC_SANDBOX_SLOT"] = str((int(base) + int(worker[2:])) % 10)
+
+
+_worker_slot()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

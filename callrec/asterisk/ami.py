@@ -14,6 +14,7 @@ panoramisk defects this wrapper covers (tests: test_protocol_edges, test_resilie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,8 @@ class Ami:
         # with on_event() before start().  UserEvent needs "read = call,user" in manager.conf.
         self._handlers: dict[str, list[EventHandler]] = {}
         self.manager: Manager | None = None
+        self._connecting: asyncio.Task[Any] | None = None
+        self._closed = False
         self.logged_in = asyncio.Event()
         self.auth_failed = False
         self.last_error: str | None = None
@@ -72,7 +75,21 @@ class Ami:
         self.manager.register_event("Hangup", self._hangup_event)
         for name in self._handlers:
             self.manager.register_event(name, self._dispatch)
-        self.manager.connect().add_done_callback(self._connect_done)
+        connect = self.manager.connect
+
+        def connecting(*args: Any, **kwargs: Any) -> asyncio.Task[Any] | None:
+            # Kept so close() can cancel a connect still under way.  panoramisk's reconnects come here too,
+            # through timers it set before close(): those must not start a connect that nobody ends.
+            if self._closed:
+                return None
+            self._connecting = connect(*args, **kwargs)
+            return self._connecting
+
+        self.manager.connect = connecting
+        self._closed = False
+        first = self.manager.connect()
+        assert first is not None
+        first.add_done_callback(self._connect_done)
 
     def _connect_done(self, task: asyncio.Future[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -193,7 +210,16 @@ class Ami:
     async def close(self) -> None:
         if self.manager is not None:
             # No reconnect after this, whatever panoramisk has already scheduled.
+            self._closed = True
             self.manager.connect = lambda *args, **kwargs: None
+            task = self._connecting
+            if task is not None and not task.done():
+                # A connect still under way (a slow or silent host): panoramisk's callback would call result()
+                # on the cancelled task and log a traceback when the loop ends.
+                task.remove_done_callback(self.manager.connection_made)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await task
             self.manager.close()
             # panoramisk schedules its own reconnect on connection_lost; stop that.
             self.manager.connection_lost = lambda exc: None

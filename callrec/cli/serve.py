@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from callrec.cli import evidence, hooks, policy, retention
+from callrec.cli import evidence, hooks, policy, retention, speech
 from callrec.cli.common import CommandError, command
 from callrec.cli.database import open_database
 from callrec.config.fields import doc_of
@@ -149,9 +149,32 @@ async def _check(settings: Settings) -> int:
         report("recordings", True, f"{local} readable and writable")
     else:
         report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
-    for what, ok, detail in [*retention.check_lines(settings), *evidence.check_lines(settings)]:
+    report(*journal_line(settings))
+    for what, ok, detail in [*retention.check_lines(settings), *evidence.check_lines(settings),
+                             *speech.check_lines(settings)]:
         report(what, ok, detail)
     return 1 if failures else 0
+
+
+def journal_line(settings: Settings) -> tuple[str, bool, str]:
+    """The call-log journal's folder is usable by this account, and what an earlier run left in it (read only:
+    a running daemon holds the journal's lock and goes on appending)."""
+    from callrec.store.journal import FILE, read
+
+    folder = Path(settings.database.journal_dir)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:  # serve creates the missing part of the path
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return "journal", False, f"database.journal_dir: {probe} is not a folder this account can write to"
+    try:
+        pending, _, _ = read(folder / FILE)
+    except OSError as exc:
+        return "journal", False, f"database.journal_dir: {folder / FILE}: {exc.strerror or exc}"
+    if not pending:
+        return "journal", True, f"{folder}: empty"
+    # A running daemon empties it once these are in the database; a stopped one replays them when it starts.
+    return "journal", True, f"{folder}: {len(pending)} call(s) journaled, not yet confirmed written"
 
 
 # -- what `check` warns about: secrets others can read, listens beyond this host ---------------

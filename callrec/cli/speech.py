@@ -219,3 +219,19 @@ async def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise CommandError(f"speech worker: {task.exception()}", 1)
     return 0
+
+
+def check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
+    """``callrec check``'s speech line: off, or the model found and checked (hashing takes about a second), so a
+    missing extra or a corrupt model shows before the daemon starts, not in its first worker."""
+    s = settings.speech
+    if not s.enabled:
+        return [("speech", True, "off (speech.enabled = false: recordings are not transcribed)")]
+    from callrec.speech.model import ModelError, prepare_model
+
+    try:
+        info = prepare_model(s)
+    except ModelError as exc:
+        return [("speech", False, str(exc))]
+    return [("speech", True, f"model {info.model_id} in {info.path}, {s.workers} worker(s), "
+                             f"transcribe = {s.transcribe}")]

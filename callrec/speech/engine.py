@@ -56,6 +56,8 @@ class EngineOptions:
     threads: int = 1
     compute_type: str = "int8"
     device: str = "cpu"
+    # Words and phrases the decoder is nudged towards (Whisper's prompt): the keywords analysts search for.
+    hotwords: str | None = None
 
     @classmethod
     def from_settings(cls, s: SpeechSettings) -> EngineOptions:
@@ -164,7 +166,7 @@ def _decode(engine: Engine, audio: np.ndarray, language: str | None, duration_ms
         audio, language=language, beam_size=o.beam_size, vad_filter=True,
         vad_parameters={"threshold": o.vad_threshold, "min_silence_duration_ms": o.min_silence_ms,
                         "speech_pad_ms": DECODE_PAD_MS},
-        condition_on_previous_text=False, word_timestamps=True)
+        condition_on_previous_text=False, word_timestamps=True, hotwords=o.hotwords or None)
     out = []
     for seg in segments:  # a generator: decoding happens while iterating
         words = tuple(Word(w.word, _ms(w.start), _ms(w.end), float(w.probability)) for w in seg.words or ())

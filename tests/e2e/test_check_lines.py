@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from support import REPO
 from support.cli import run_cli
 
@@ -100,3 +101,51 @@ def test_features_that_are_off_still_have_their_line(tmp_path: Path, database: s
     assert any(line.startswith("ok   retention: audio 30 day(s), metadata kept forever") for line in lines), lines
     assert any(line.startswith("ok   signing key: Ed25519, fingerprint ") for line in lines), lines
     assert "ok   http: ops API and console on 127.0.0.1:8090" in lines
+
+
+def test_speech_line_off_shipped_model_and_a_broken_model_folder(tmp_path: Path, database: str,
+                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Speech analytics gets its line: off, the model found and hash-checked, or the setting that is wrong (so a
+    broken model shows in `check`, not first in a worker's log)."""
+    lines = run_cli(config(tmp_path, database), "check").stdout.splitlines()
+    assert "ok   speech: off (speech.enabled = false: recordings are not transcribed)" in lines, lines
+    cache = tmp_path_factory.mktemp("speech-cache")  # not inside the recordings folder (tmp_path)
+    cfg = config(tmp_path, database, f'[speech]\nenabled = true\nworkers = 1\ncache_dir = "{cache}"\n')
+    result = run_cli(cfg, "check")
+    line = next((x for x in result.stdout.splitlines() if " speech: " in x), result.stdout + result.stderr)
+    assert line.startswith("ok   speech: model whisper-base:d01c3014881c in "), line
+    assert line.endswith(", 1 worker(s), transcribe = all"), line
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "model.bin").write_bytes(b"not a model")
+    cfg = config(tmp_path, database, f'[speech]\nenabled = true\nworkers = 1\nmodel_dir = "{broken}"\n')
+    result = run_cli(cfg, "check")
+    line = next((x for x in result.stdout.splitlines() if " speech: " in x), result.stdout + result.stderr)
+    assert line.startswith(f"FAIL speech: speech.model_dir: {broken} has no "), line
+    assert result.returncode == 1
+
+
+def test_journal_line_empty_with_pending_calls_and_unwritable(tmp_path: Path, database: str) -> None:
+    """The call-log journal: where it is, whether an earlier run left calls in it, and a folder the daemon could
+    not write to (which would only show when PostgreSQL went away)."""
+    from callrec.store.journal import Journal
+
+    folder = tmp_path / "journal"
+    cfg = config(tmp_path, database)
+    text = cfg.read_text().replace("[database]\n", f'[database]\njournal_dir = "{folder}"\n')
+    cfg.write_text(text)
+    lines = run_cli(cfg, "check").stdout.splitlines()
+    assert f"ok   journal: {folder}: empty" in lines, lines  # not there yet: serve creates it
+    journal = Journal(folder, 1 << 20)
+    journal.open()
+    journal.append([("c1", {"consent": "accepted"}), ("c2", {"consent": "declined"}), ("c1", {"duration": 3.5})])
+    journal.close()
+    lines = run_cli(cfg, "check").stdout.splitlines()
+    assert f"ok   journal: {folder}: 2 call(s) journaled, not yet confirmed written" in lines, lines
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg.write_text(text.replace(str(folder), str(blocker / "journal")))
+    result = run_cli(cfg, "check")
+    assert f"FAIL journal: database.journal_dir: {blocker} is not a folder this account can write to" \
+        in result.stdout.splitlines(), result.stdout
+    assert result.returncode == 1
