@@ -18,14 +18,21 @@ E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 def _worker_slot() -> None:
     """Under pytest-xdist (``make test`` runs two workers), each worker drives its own sandbox Asterisk:
-    worker gwN takes slot CALLREC_SANDBOX_SLOT + N (mod 10).  Set before tools/sandbox.py is imported,
-    which reads the slot once."""
+    worker gwN takes slot CALLREC_SANDBOX_SLOT + N (mod 10), or the N-th of CALLREC_SANDBOX_SLOTS
+    (e.g. ``0,6``) when that is set.  Set before tools/sandbox.py is imported, which reads the slot once."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw"):
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return
+    n = int(worker[2:])
+    listed = [s.strip() for s in os.environ.get("CALLREC_SANDBOX_SLOTS", "").split(",") if s.strip()]
+    if listed:
+        if n >= len(listed):
+            raise pytest.UsageError(f"CALLREC_SANDBOX_SLOTS={','.join(listed)}: no slot for worker {worker}")
+        os.environ["CALLREC_SANDBOX_SLOT"] = listed[n]
         return
     base = os.environ.get("CALLREC_SANDBOX_SLOT", "0") or "0"
-    if base.isdigit() and worker[2:].isdigit():
-        os.environ["CALLREC_SANDBOX_SLOT"] = str((int(base) + int(worker[2:])) % 10)
+    if base.isdigit():
+        os.environ["CALLREC_SANDBOX_SLOT"] = str((int(base) + n) % 10)
 
 
 _worker_slot()

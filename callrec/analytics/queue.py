@@ -480,6 +480,15 @@ def transcribe_once(settings: SpeechSettings, path: str | Path, language: str | 
     return Redactor(settings.redact_patterns)(transcribe_file(engine, path, language))
 
 
+def check_model(settings: SpeechSettings) -> str:
+    """``callrec check``: the model the settings name, found and hash-checked (joined first when needed); its id
+    and folder.  Raises ModelError (names the setting)."""
+    from callrec.speech.model import prepare_model
+
+    info = prepare_model(settings)
+    return f"{info.model_id} in {info.path}"
+
+
 def start_pool_factory(settings: SpeechSettings) -> Callable[[], SpeechPool]:
     """Check (or join) the model now, blocking; then a factory of pools that reuse it.  Raises ModelError."""
     from callrec.speech.model import prepare_model

@@ -227,11 +227,10 @@ def check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
     s = settings.speech
     if not s.enabled:
         return [("speech", True, "off (speech.enabled = false: recordings are not transcribed)")]
-    from callrec.speech.model import ModelError, prepare_model
+    from callrec.analytics.queue import SpeechError, check_model
 
     try:
-        info = prepare_model(s)
-    except ModelError as exc:
+        model = check_model(s)
+    except SpeechError as exc:
         return [("speech", False, str(exc))]
-    return [("speech", True, f"model {info.model_id} in {info.path}, {s.workers} worker(s), "
-                             f"transcribe = {s.transcribe}")]
+    return [("speech", True, f"model {model}, {s.workers} worker(s), transcribe = {s.transcribe}")]

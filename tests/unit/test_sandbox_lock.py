@@ -27,7 +27,9 @@ HOLD = "import sys, sandbox; sandbox.Sandbox().claim(); print('held', flush=True
 def slot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     cache = tmp_path / "sandbox-cache"
     monkeypatch.setenv("CALLREC_SANDBOX_CACHE", str(cache))  # for Sandbox() in this process
-    return {**os.environ, "CALLREC_SANDBOX_CACHE": str(cache), "CALLREC_SANDBOX_SLOT": SLOT,
+    # Not an xdist worker's variables: the child pytest below would take its slot from them (tests/conftest.py).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("PYTEST_XDIST_WORKER", "CALLREC_SANDBOX_SLOTS")}
+    return {**inherited, "CALLREC_SANDBOX_CACHE": str(cache), "CALLREC_SANDBOX_SLOT": SLOT,
             "PYTHONPATH": os.pathsep.join([str(REPO / "tools"), str(REPO / "tests")])}
 
 
