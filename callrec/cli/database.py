@@ -20,7 +20,8 @@ from callrec.store.migrate import pending
 
 # What asyncpg raises when it cannot open a connection: refused, unknown host, time-out, refused
 # credentials or database (PostgresError), an unusable DSN (ValueError, InterfaceError).
-CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError,
+                  asyncpg.exceptions.TargetServerAttributeNotMatched)
 
 
 def where(dsn: str) -> str:
