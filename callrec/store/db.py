@@ -55,8 +55,9 @@ def server_of(conn: asyncpg.Connection) -> str:
 class ServerWatch:
     """The server one DSN's connections reach, shared by every pool of that DSN in this process."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, what: str) -> None:
         self.dsn = dsn
+        self.what = what  # "primary", "read replica": in the switch line
         self.server: str | None = None  # where the latest new connection landed
         self.switches = 0
         self.expired = 0  # times the pools' connections were dropped for a stale one
@@ -67,8 +68,8 @@ class ServerWatch:
         if self.server is not None and server != self.server:
             self.switches += 1
             # The one line of a failover (the call-log writer adds when its backlog is written).
-            log.warning("database: now on %s, was %s (the primary changed); every connection to the old "
-                        "server is dropped and re-made here", server, self.server)
+            log.warning("database: now on %s, was %s (the %s changed); every connection to the old "
+                        "server is dropped and re-made here", server, self.server, self.what)
             await self.expire()
         self.server = server
 
@@ -102,15 +103,15 @@ async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
 _WATCHES: dict[str, ServerWatch] = {}
 
 
-def watch_of(dsn: str) -> ServerWatch:
+def watch_of(dsn: str, what: str = "primary") -> ServerWatch:
     if dsn not in _WATCHES:
-        _WATCHES[dsn] = ServerWatch(dsn)
+        _WATCHES[dsn] = ServerWatch(dsn, what)
     return _WATCHES[dsn]
 
 
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: float = 10.0,
-                       server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
-    watch = watch_of(dsn)
+                       server_settings: dict[str, str] | None = None, what: str = "primary") -> asyncpg.Pool:
+    watch = watch_of(dsn, what)
 
     async def init(conn: asyncpg.Connection) -> None:
         conn.add_query_logger(watch.query_done)

@@ -10,14 +10,18 @@ log has one line for the switch."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 from caller import PlacedCall, Tester
 from sandbox import SandboxInfo, callrec_config
 from support.daemon_proc import CALLREC, wait_registered
+from support.opsapi import T0, call, insert_call, running_bench
 from support.pgpair import PgPair, pg_pair
 from support.waiting import wait_for
 
@@ -46,10 +50,10 @@ async def make_database(pair: PgPair) -> None:
 async def answered(tester: Tester, count: int) -> list[PlacedCall]:
     """``count`` calls placed at once, each past the notice and recording, the caller talking."""
     calls = await asyncio.gather(*(tester.place_call() for _ in range(count)))
-    for call in calls:
-        assert (await call.handed_back())["recording"]
-    speeches = [await call.speak() for call in calls]
-    await asyncio.gather(*(call.spoken(p) for call, p in zip(calls, speeches, strict=True)))
+    for placed in calls:
+        assert (await placed.handed_back())["recording"]
+    speeches = [await placed.speak() for placed in calls]
+    await asyncio.gather(*(placed.spoken(p) for placed, p in zip(calls, speeches, strict=True)))
     return list(calls)
 
 
@@ -136,3 +140,53 @@ async def test_promoted_standby_takes_over_under_load(tmp_path: Path, asterisk: 
     assert text.count("database unreachable") == 1, text
     assert text.count("the database is back") == 1, text
     assert "Traceback" not in text and " ERROR " not in text, text
+
+
+async def test_calls_list_is_read_from_the_replica_writes_go_to_the_primary(tmp_path: Path) -> None:
+    """``[database] read_dsn``: with the standby's replay paused, a call written on the primary is
+    missing from the API's calls list, count and export (they read the replica), while the export's
+    audit entry and a new tag are on the primary (writes never go to the replica)."""
+    with pg_pair() as pair:
+        await make_database(pair)
+        replica = pair.admin_dsn(pair.standby_port, DB)
+        primary = await asyncpg.connect(pair.admin_dsn(pair.primary_port, DB))
+        standby = await asyncpg.connect(replica)
+        try:
+            async with running_bench(pair.admin_dsn(pair.primary_port, DB), tmp_path,
+                                     {"database": {"read_dsn": replica}}) as bench, aiohttp.ClientSession() as http:
+                seeded = len(bench.calls)
+                await wait_for(lambda: standby.fetchval("SELECT count(*) = $1 FROM calls", seeded), 20,
+                               what="the seeded calls replayed on the standby")
+                await standby.execute("SELECT pg_wal_replay_pause()")
+                await wait_for(lambda: standby.fetchval("SELECT pg_get_wal_replay_pause_state() = 'paused'"), 10)
+                late = await insert_call(primary, bench.rec_dir, started=T0 + timedelta(hours=1), agent="202")
+
+                status, body, _ = await call(http, bench, "GET", "/api/v1/calls?limit=100", "admin")
+                assert status == 200, body
+                listed = {item["id"] for item in json.loads(body)["items"]}
+                assert listed == set(bench.calls.values()) and late not in listed
+                status, body, _ = await call(http, bench, "GET", "/api/v1/calls/count", "admin")
+                assert (status, json.loads(body)["count"]) == (200, seeded)
+                status, body, _ = await call(http, bench, "GET", "/api/v1/calls/export?format=json", "admin")
+                assert status == 200 and {r["id"] for r in json.loads(body)} == set(bench.calls.values())
+                # The replica's own statistics saw the search: it was read there.
+                assert await standby.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                              "WHERE application_name = 'callrec-api-read'") >= 1
+
+                # Writes: the export's audit entry and a tag, on the primary (the replica refuses writes).
+                assert await primary.fetchval("SELECT count(*) FROM audit_log WHERE action = 'export'") == 1
+                status, body, _ = await call(http, bench, "POST", f"/api/v1/calls/{bench.calls['other']}/tags",
+                                             "admin", json={"tag": "replica-test"})
+                assert status == 201, body
+                assert await primary.fetchval("SELECT count(*) FROM call_tags WHERE tag = 'replica-test'") == 1
+
+                await standby.execute("SELECT pg_wal_replay_resume()")
+
+                async def counted() -> bool:
+                    status, body, _ = await call(http, bench, "GET", "/api/v1/calls/count", "admin")
+                    return status == 200 and json.loads(body)["count"] == seeded + 1
+
+                await wait_for(counted, 20, what="the late call listed once the replica replays it")
+        finally:
+            await primary.close()
+            await standby.close()
