@@ -150,6 +150,11 @@ async def run_calls(pair: PgPair, info: sandbox_mod.SandboxInfo, tester: Tester,
             "SELECT sum(recording_bytes) AS bytes, sum(recording_duration) AS seconds, count(*) AS calls, "
             "min(recording_channels) AS channels FROM (SELECT * FROM calls ORDER BY started_at DESC LIMIT $1) c "
             "WHERE recording_status = 'ready'", n)
+        # The rows themselves (growth above is in whole 8 kB pages): a call's row and its parties' rows.
+        row_bytes = await conn.fetchval(
+            "SELECT avg(pg_column_size(c.*) + coalesce((SELECT sum(pg_column_size(p.*)) FROM call_parties p "
+            "WHERE p.call_id = c.id), 0)) FROM (SELECT * FROM calls ORDER BY started_at DESC LIMIT $1) c", n)
+        indexes = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename IN ('calls', 'call_parties')")
         statements = await conn.fetch(
             "SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements s "
             "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database() ORDER BY calls DESC LIMIT 8")
@@ -165,6 +170,7 @@ async def run_calls(pair: PgPair, info: sandbox_mod.SandboxInfo, tester: Tester,
         "per_call": {k: round(v, 1) for k, v in per.items()},
         "audio_bytes_per_second": round(float(audio["bytes"]) / float(audio["seconds"]), 1),
         "recording_channels": audio["channels"], "recorded": audio["calls"],
+        "row_bytes": round(float(row_bytes)), "indexes_on_calls_and_parties": indexes,
         "top_statements": [dict(r) for r in statements],
     }
 
@@ -208,6 +214,8 @@ def markdown(result: dict[str, Any]) -> str:
              "postgres_cpu_ms": "PostgreSQL primary CPU, ms (every process)"}
     for key, name in names.items():
         lines.append(f"| {name} | {mono['per_call'][key]:,.0f} | {stereo['per_call'][key]:,.0f} |")
+    lines.append(f"| the call's rows (calls + call_parties, pg_column_size), bytes | {mono['row_bytes']:,} | "
+                 f"{stereo['row_bytes']:,} |")
     lines.append(f"| audio bytes per second | {mono['audio_bytes_per_second']:,.0f} | "
                  f"{stereo['audio_bytes_per_second']:,.0f} |")
     lines.append(f"| audio per hour of call, MB | {mono['audio_bytes_per_second'] * 3600 / 1e6:,.1f} | "
