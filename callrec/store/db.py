@@ -11,6 +11,7 @@ the switch, once per process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -61,6 +62,7 @@ class ServerWatch:
         self.server: str | None = None  # where the latest new connection landed
         self.switches = 0
         self.expired = 0  # times the pools' connections were dropped for a stale one
+        self._tasks: set[asyncio.Task[None]] = set()
         self.pools: list[asyncpg.Pool] = []  # asyncpg pools take no weak references; closed ones are dropped
 
     async def connected(self, conn: asyncpg.Connection) -> None:
@@ -73,11 +75,14 @@ class ServerWatch:
             await self.expire()
         self.server = server
 
-    async def query_done(self, record: Any) -> None:
-        """asyncpg's query logger: a stale connection expires the pools, not one failed query after another."""
+    def query_done(self, record: Any) -> None:
+        """asyncpg's query logger (plain, so a query costs no task): a stale connection expires the
+        pools, not one failed query after another."""
         if is_stale(record.exception):
             log.debug("database: %s: %s; connections expired", record.conn_addr, type(record.exception).__name__)
-            await self.expire()
+            task = asyncio.get_running_loop().create_task(self.expire())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def expire(self) -> None:
         # asyncpg closes an expired connection when it is released, and re-connects an idle one
