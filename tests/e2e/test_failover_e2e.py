@@ -20,9 +20,10 @@ import aiohttp
 import asyncpg
 from caller import PlacedCall, Tester
 from sandbox import SandboxInfo, callrec_config
+from support.cli import run_cli
 from support.daemon_proc import CALLREC, wait_registered
 from support.opsapi import T0, call, insert_call, running_bench
-from support.pgpair import PgPair, pg_pair
+from support.pgpair import PgPair, free_port, pg_pair
 from support.waiting import wait_for
 
 from callrec.store import migrate
@@ -142,7 +143,8 @@ async def test_promoted_standby_takes_over_under_load(tmp_path: Path, asterisk: 
     assert "Traceback" not in text and " ERROR " not in text, text
 
 
-async def test_calls_list_is_read_from_the_replica_writes_go_to_the_primary(tmp_path: Path) -> None:
+async def test_calls_list_is_read_from_the_replica_writes_go_to_the_primary(tmp_path: Path,
+                                                                           asterisk: SandboxInfo) -> None:
     """``[database] read_dsn``: with the standby's replay paused, a call written on the primary is
     missing from the API's calls list, count and export (they read the replica), while the export's
     audit entry and a new tag are on the primary (writes never go to the replica)."""
@@ -187,6 +189,21 @@ async def test_calls_list_is_read_from_the_replica_writes_go_to_the_primary(tmp_
                     return status == 200 and json.loads(body)["count"] == seeded + 1
 
                 await wait_for(counted, 20, what="the late call listed once the replica replays it")
+
+            # `callrec check` names the replica as a standby, and an unreachable one in one line.
+            cfg = tmp_path / "check.toml"
+            cfg.write_text(callrec_config(asterisk, pair.admin_dsn(pair.primary_port, DB),
+                                          database={"read_dsn": replica}))
+            out = (await asyncio.to_thread(run_cli, cfg, "check")).stdout
+            assert "ok   postgresql read replica: server " in out and ", a standby" in out, out
+            gone = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/{DB}"
+            cfg.write_text(callrec_config(asterisk, pair.admin_dsn(pair.primary_port, DB),
+                                          database={"read_dsn": gone}))
+            out = (await asyncio.to_thread(run_cli, cfg, "check")).stdout
+            line = next(x for x in out.splitlines() if "read replica" in x)
+            assert line.startswith("FAIL postgresql read replica: database.read_dsn: cannot connect to PostgreSQL at "
+                                   "127.0.0.1:"), out
+            assert "s3cret" not in out
         finally:
             await primary.close()
             await standby.close()
