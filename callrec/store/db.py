@@ -109,6 +109,11 @@ _WATCHES: dict[str, ServerWatch] = {}
 
 
 def watch_of(dsn: str, what: str = "primary") -> ServerWatch:
+    # Forget closed pools, and the DSNs left with none (a test process opens hundreds).
+    for key, watch in list(_WATCHES.items()):
+        watch.pools = [p for p in watch.pools if not p.is_closing()]
+        if not watch.pools and key != dsn:
+            del _WATCHES[key]
     if dsn not in _WATCHES:
         _WATCHES[dsn] = ServerWatch(dsn, what)
     return _WATCHES[dsn]
@@ -125,8 +130,7 @@ async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 5, timeout: 
     pool = asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout,
                                command_timeout=30, init=init, connect=_connect,
                                server_settings={"application_name": "callrec", **(server_settings or {})})
-    # Before the first connections: a switch while they open expires them too.
-    watch.pools = [p for p in watch.pools if not p.is_closing()] + [pool]
+    watch.pools.append(pool)  # before the first connections: a switch while they open expires them too
     return await pool
 
 
