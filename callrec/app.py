@@ -25,7 +25,7 @@ from callrec.hooks import HookRunner
 from callrec.metrics import Metrics, MetricsServer
 from callrec.recording.control import RecordingControl
 from callrec.store import CallLogWriter, connect_pool, migrate
-from callrec.store.calllog import is_transient
+from callrec.store.calllog import DB_ERRORS, is_transient
 from callrec.store.db import fetch_open_calls
 from callrec.store.journal import Journal, JournalError
 from callrec.store.migrate import pending
@@ -100,7 +100,7 @@ class Daemon:
         db_up = True
         try:
             self.pool = await connect_pool(s.database.dsn, s.database.pool_min, s.database.pool_max)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             if not is_transient(exc):  # refused credentials, no such database: the config is wrong
                 journal.close()
                 raise FatalError(f"database.dsn: cannot connect to PostgreSQL: {_brief(exc)}") from None
@@ -215,7 +215,7 @@ class Daemon:
                     log.error("%s; the call log keeps journaling until it is", exc)
                     failed_setup = True
                 continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 if not is_transient(exc):
                     log.error("database: %s; retrying", _brief(exc))
                 continue

@@ -20,7 +20,8 @@ from callrec.store.migrate import pending
 
 # What asyncpg raises when it cannot open a connection: refused, unknown host, time-out, refused
 # credentials or database (PostgresError), an unusable DSN (ValueError, InterfaceError).
-CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError,
+                  asyncpg.exceptions.TargetServerAttributeNotMatched)
 
 
 def where(dsn: str) -> str:
@@ -35,7 +36,7 @@ def where(dsn: str) -> str:
     return f"{host}/{database}"
 
 
-def unreachable(dsn: str, exc: BaseException) -> CommandError:
+def unreachable(dsn: str, exc: BaseException, key: str = "database.dsn") -> CommandError:
     """The one-line refusal for a database that cannot be opened."""
     text = str(exc) or type(exc).__name__
     try:
@@ -44,7 +45,7 @@ def unreachable(dsn: str, exc: BaseException) -> CommandError:
         password = None
     if password:
         text = text.replace(password, "***")  # asyncpg does not echo it today; make sure it never does
-    return CommandError(f"database.dsn: cannot connect to PostgreSQL at {where(dsn)}: {text}", 2)
+    return CommandError(f"{key}: cannot connect to PostgreSQL at {where(dsn)}: {text}", 2)
 
 
 @overload

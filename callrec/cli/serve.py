@@ -18,7 +18,7 @@ import asyncpg
 
 from callrec.cli import evidence, hooks, policy, retention, speech
 from callrec.cli.common import CommandError, command
-from callrec.cli.database import open_database
+from callrec.cli.database import CONNECT_ERRORS, open_database, unreachable
 from callrec.config.fields import doc_of
 from callrec.config.settings import SECTIONS, Settings, is_loopback
 
@@ -110,6 +110,8 @@ async def _check(settings: Settings) -> int:
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Reached, but the schema could not be read (a missing privilege, a server going down).
         report("postgresql", False, f"database.dsn: {exc}")
+    if settings.database.read_dsn:
+        await check_read_replica(settings.database.read_dsn, report)
     a = settings.asterisk
     ari = Ari(a.ari_url, a.ari_user, a.ari_password, a.app, timeout=a.request_timeout)
     try:
@@ -178,6 +180,23 @@ def journal_line(settings: Settings) -> tuple[str, bool, str]:
 
 
 # -- what `check` warns about: secrets others can read, listens beyond this host ---------------
+
+
+async def check_read_replica(dsn: str, report: Callable[[str, bool, str], None]) -> None:
+    """``database.read_dsn``: reachable, and whether it is a standby (or the primary, as a fallback)."""
+    what = "postgresql read replica"
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": "callrec check"})
+        try:
+            standby = await conn.fetchval("SELECT pg_is_in_recovery()")
+            version = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+    except CONNECT_ERRORS as exc:
+        report(what, False, str(unreachable(dsn, exc, "database.read_dsn")))
+        return
+    report(what, True, f"server {version}, " + ("a standby" if standby else
+                                                 "a primary (no standby answered): searches read the primary"))
 
 
 def group_members(gid: int) -> set[str]:

@@ -88,8 +88,15 @@ class AsteriskSettings:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    dsn: str = setting("postgresql://callrec@127.0.0.1:5432/callrec", "the call log's database",
+    dsn: str = setting("postgresql://callrec@127.0.0.1:5432/callrec", "the call log's database. With a "
+                       "primary and standbys, name them all and ask for the writable one: "
+                       "`postgresql://h1:5432,h2:5432/callrec?target_session_attrs=read-write` (callrec follows a "
+                       "promoted standby; docs/scaling.md)",
                        allowed="a `postgresql://` or `postgres://` URL", secret=True)
+    read_dsn: str = setting("", "a read replica for the HTTP API's searches, counts and exports (the calls list), "
+                            "e.g. `postgresql://replica,primary/callrec?target_session_attrs=prefer-standby`; "
+                            "writes (audit entries included) always go to `dsn`. Empty: everything uses `dsn`",
+                            allowed="empty, or a `postgresql://` or `postgres://` URL", secret=True)
     pool_min: int = setting(1, "connections kept open", range=Range(1))
     pool_max: int = setting(5, "most connections. The HTTP API has its own pool of 4", allowed="at least `pool_min`")
     journal_dir: str = setting(
@@ -493,6 +500,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"asterisk.app: letters, digits, '_', '.', '-' only, got {s.asterisk.app!r}")
     if urlsplit(s.database.dsn).scheme not in ("postgres", "postgresql"):
         raise ConfigError("database.dsn: expected a postgresql:// URL")
+    if s.database.read_dsn and urlsplit(s.database.read_dsn).scheme not in ("postgres", "postgresql"):
+        raise ConfigError("database.read_dsn: expected a postgresql:// URL, or nothing")
     check_ranges(s.database, "database")
     if not s.database.journal_dir.startswith("/"):
         raise ConfigError(f"database.journal_dir: expected an absolute path, got {s.database.journal_dir!r}")

@@ -35,11 +35,19 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 _TRANSIENT_STATES = ("55P03", "25006")
 
 
+# What a database call can raise besides a bug: a connection problem, a refusal, or (a multi-host
+# DSN) no host that takes writes yet.
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+             asyncpg.exceptions.TargetServerAttributeNotMatched)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Retry later (True) or give the write up (False: the data itself is refused)."""
     if isinstance(exc, asyncpg.exceptions._base.DataError):  # a value asyncpg cannot encode
         return False
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+    # No host of a multi-host DSN takes writes yet: a failover under way (the standby not promoted yet).
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError
+                  | asyncpg.exceptions.TargetServerAttributeNotMatched):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""

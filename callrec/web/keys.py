@@ -10,6 +10,8 @@ from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
 
 POOL = web.AppKey("pool", asyncpg.Pool)
+# Searches, counts and exports read through this one: a read replica (``database.read_dsn``), else POOL.
+READ_POOL = web.AppKey("read_pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", Settings)
 PRINCIPAL = web.RequestKey("principal", Principal)
 # The client's address as the routes see it (behind a trusted proxy: the forwarded one), noted once

@@ -46,7 +46,7 @@ from callrec.web.common import (
     write_or_drop,
 )
 from callrec.web.errors import bad_request, json_error, not_found
-from callrec.web.keys import POOL, SETTINGS
+from callrec.web.keys import POOL, READ_POOL, SETTINGS
 from callrec.web.ranges import Unsatisfiable, parse_range
 
 log = logging.getLogger("callrec.http")
@@ -65,8 +65,9 @@ async def search(request: web.Request) -> web.Response:
     p = need(request, "calls.search")
     f = filter_of(request)
     pool = request.app[POOL]
-    rows, cursor = await filtered(callquery.search(pool, f, p))
-    hits = await callquery.page_hits(pool, f, rows)
+    reads = request.app[READ_POOL]  # a read replica when configured; audit entries go to the primary
+    rows, cursor = await filtered(callquery.search(reads, f, p))
+    hits = await callquery.page_hits(reads, f, rows)
     items = [callquery.summary(r) for r in rows]
     if hits is not None:
         # Only the calls of this page, found with the visibility rule: no hit of a hidden call exists here.
@@ -94,7 +95,7 @@ async def count(request: web.Request) -> web.Response:
     f = filter_of(request)
     if f.cursor is not None:
         raise bad_request("cursor: not used by count")
-    return respond({"count": await filtered(callquery.count(request.app[POOL], f, p))})
+    return respond({"count": await filtered(callquery.count(request.app[READ_POOL], f, p))})
 
 
 # --- detail ---------------------------------------------------------------------------------------
@@ -236,8 +237,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     if f.cursor is not None or "limit" in request.query:
         raise bad_request("export takes no limit or cursor: it streams every matching call")
     async with export_slot(request, p):
-        pool = request.app[POOL]
-        await filtered(callquery.prepare(pool, f))
+        pool, reads = request.app[POOL], request.app[READ_POOL]
+        await filtered(callquery.prepare(reads, f))
         await audit.append(pool, actor=p.name, role=p.role, action="export",
                            details={"format": fmt, "filter": f.describe()}, remote=remote(request))
         sql, args = callquery.search_sql(f, p, limit=None)
@@ -251,7 +252,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         resp.headers["Content-Disposition"] = f'attachment; filename="calls-{stamp}.{fmt}"'
         resp.enable_chunked_encoding()
         try:
-            async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+            async with reads.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
                 await conn.execute(callquery.CUSTOM_PLANS)
                 # The first batch is read before the headers go out, so a query error is still a clean error.
                 cur = await conn.cursor(sql, *args)

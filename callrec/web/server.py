@@ -35,6 +35,7 @@ class HttpServer:
         self.recording_control = recording_control
         self.pool = pool
         self._own_pool = pool is None
+        self.read_pool: asyncpg.Pool | None = None
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -43,7 +44,12 @@ class HttpServer:
         if self.pool is None:
             self.pool = await connect_pool(self.settings.database.dsn, 1, 4,
                                            server_settings=api_pool_settings(self.settings))
-        app = make_app(self.settings, self.pool, self.recording_control, self.on_request)
+        if self.settings.database.read_dsn:
+            # No connection at start (min 0): a replica that is down fails its reads (503), not the API.
+            self.read_pool = await connect_pool(
+                self.settings.database.read_dsn, 0, 4, what="read replica",
+                server_settings={**api_pool_settings(self.settings), "application_name": "callrec-api-read"})
+        app = make_app(self.settings, self.pool, self.recording_control, self.on_request, self.read_pool)
         logsafe.install()  # before the first request: aiohttp's parse errors quote request bytes
         self.runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=log, handle_signals=False,
                                     shutdown_timeout=5.0,
@@ -75,3 +81,6 @@ class HttpServer:
         if self._own_pool and self.pool is not None:
             await self.pool.close()
             self.pool = None
+        if self.read_pool is not None:
+            await self.read_pool.close()
+            self.read_pool = None

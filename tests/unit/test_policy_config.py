@@ -102,6 +102,7 @@ def test_env_overrides_and_clear_errors(tmp_path: Path) -> None:
     ({"recordings": {"mixmonitor_options": "b,/bin/sh"}}, "recordings.mixmonitor_options: unsupported"),
     ({"recordings": {"dir": "relative"}}, "recordings.dir: expected an absolute path"),
     ({"database": {"dsn": "mysql://x"}}, "database.dsn: expected a postgresql:// URL"),
+    ({"database": {"read_dsn": "mysql://replica/x"}}, "database.read_dsn: expected a postgresql:// URL, or nothing"),
     ({"bogus": {}}, "bogus: unknown section"),
 ])
 def test_bad_config_names_the_key(raw: dict, message: str) -> None:
