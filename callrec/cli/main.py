@@ -30,6 +30,7 @@ from callrec.cli import (
     serve,
     sounds,
     speech,
+    storage,
     subjects,
 )
 from callrec.cli.common import CommandError, Parser, add_global_options
@@ -37,7 +38,7 @@ from callrec.config.settings import ConfigError, Settings, load_settings
 
 # In the order `callrec --help` lists them.
 GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording,
-          speech)
+          speech, storage)
 
 
 def build_parser() -> Parser:
