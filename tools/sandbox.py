@@ -52,10 +52,6 @@ TEMPLATES = Path(__file__).resolve().parent / "sandbox" / "etc"
 
 SUITE = "sid"
 PACKAGES = ("asterisk", "asterisk-core-sounds-en-wav", "asterisk-core-sounds-ru-wav")
-# Tools the tests run from the same root, beside Asterisk: rclone's `serve s3` is the real S3-compatible server of
-# the object-storage tests (docs/storage.md).  A root built before a tool was listed gets it on demand
-# (``ensure_tools``, chroot apt-get), so existing caches and CI need no rebuild.
-TOOLS = ("rclone",)
 MARKER = ".callrec-sandbox"
 
 HOST = "127.0.0.1"
@@ -448,7 +444,7 @@ class Sandbox:
         cmd = [
             debootstrap,
             "--variant=minbase",
-            "--include=" + ",".join(PACKAGES + TOOLS),
+            "--include=" + ",".join(PACKAGES),
             SUITE,
             str(self.build_dir),
         ]
@@ -464,38 +460,8 @@ class Sandbox:
         if not (self.build_dir / ASTERISK.lstrip("/")).exists():
             raise SandboxError(f"debootstrap finished but {ASTERISK} is missing in {self.build_dir}")
         self.build_dir.rename(self.root)
-        (self.root / MARKER).write_text("\n".join(PACKAGES + TOOLS) + "\n")
+        (self.root / MARKER).write_text("\n".join(PACKAGES) + "\n")
         print(f"sandbox: built {self.root} in {time.monotonic() - started:.0f} s", file=sys.stderr)
-
-    def ensure_tools(self) -> None:
-        """Build the root if needed, then install any of TOOLS it lacks with apt-get inside the root (a root
-        built before the tool was listed). Idempotent; serialized with builds."""
-        self.build()
-        with self._lock():
-            missing = [t for t in TOOLS if not (self.root / "usr/bin" / t).exists()]
-            if not missing:
-                return
-            started = time.monotonic()
-            shutil.copyfile("/etc/resolv.conf", self.root / "etc/resolv.conf")
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C"}
-            log_path = self.cache_dir / "tools.log"
-            with open(log_path, "ab") as log:
-                # A package mirror may serve a Release file older than its Valid-Until (debootstrap does not
-                # check it either); the archive's signatures are still checked.
-                opts = ["-o", "Acquire::Check-Valid-Until=false", "-o", "Acquire::Check-Date=false"]
-                for cmd in (["apt-get", *opts, "update", "-qq"],
-                            ["apt-get", *opts, "install", "-y", "-qq", "--no-install-recommends", *missing]):
-                    rc = subprocess.call(["chroot", str(self.root), *cmd], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                    if rc != 0:
-                        raise SandboxError(f"chroot {' '.join(cmd)} failed (exit {rc}); {log_path} ends with:\n"
-                                           + _tail(log_path, 20))
-            still = [t for t in missing if not (self.root / "usr/bin" / t).exists()]
-            if still:
-                raise SandboxError(f"apt-get finished but {', '.join(still)} is missing in {self.root}")
-            listed = (self.root / MARKER).read_text().split()
-            (self.root / MARKER).write_text("\n".join(dict.fromkeys([*listed, *missing])) + "\n")
-            print(f"sandbox: installed {', '.join(missing)} in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
     def _copy_from_slot0(self) -> bool:
         """A slot's root is a copy of the default slot's root when that one is built (seconds, not a
@@ -849,7 +815,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="make the sid root unless it is there")
-    sub.add_parser("tools", help="install the test tools (rclone) into the root if it lacks them")
     sub.add_parser("configure", help="rewrite <root>/etc/asterisk, prompts and folders")
     up = sub.add_parser("up", help="start Asterisk (build and configure first if needed)")
     up.add_argument("--timeout", type=float, default=60)
@@ -871,9 +836,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "build":
             sb.build()
             print(sb.root)
-        elif args.cmd == "tools":
-            sb.ensure_tools()
-            print(", ".join(f"{sb.root}/usr/bin/{t}" for t in TOOLS))
         elif args.cmd == "configure":
             sb.configure()
         elif args.cmd == "up":

@@ -342,3 +342,41 @@ async def test_wrong_master_key_is_one_clear_error_and_rotation_keeps_everything
     old_config = write_config(tmp_path / "old.toml", database, b.rec, storage={**base, "master_key_file": str(old)})
     stale = run_cli(old_config, "verify", "--no-orphans", env=s3.env)
     assert stale.returncode == 1 and "wrapped by master key" in stale.stderr
+
+
+async def test_local_folder_encrypted_at_rest(database: str, tmp_path: Path) -> None:
+    """kind = "local", encrypt = true: the outbox seals each recording in place; everything reads through it."""
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    settings = api_settings(database, rec, {"storage": {"encrypt": True,
+                                                        "master_key_file": str(master_key_file(tmp_path))}})
+    storage = Storage.of(settings)
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await users.add_user(conn, "admin1", "admin", PASSWORD, None)
+        _, token = await users.create_token(conn, "admin-token", user="admin1")
+    server = HttpServer(settings, pool, storage=storage)
+    await server.start()
+    b = Bench(None, pool, rec, storage, "", f"http://127.0.0.1:{server.port}", token, settings,  # type: ignore
+              tmp_path)
+    try:
+        calls = [await b.call(seconds=5.0), await b.call(seconds=1.0)]
+        assert await b.upload_all() == ["sealed", "sealed"]
+        for c in calls:
+            on_disk = c["path"].read_bytes()
+            assert on_disk.startswith(MAGIC) and c["plain"][HEADER:HEADER + 4096] not in on_disk
+            assert c["path"].with_name(c["path"].name + ".key").exists()
+        plain = calls[0]["plain"]
+        for start, end in ((0, 43), (CHUNK - 3, CHUNK + 2), (CHUNK, 2 * CHUNK - 1), (len(plain) - 7, len(plain) - 1)):
+            status, body, _ = await get_audio(b, calls[0]["id"], f"bytes={start}-{end}")
+            assert status == 206 and body == plain[start:end + 1]
+        async with pool.acquire() as conn:
+            report = await verify(conn, storage, orphan_min_age=0)
+        assert report.ok == 2 and report.problems == 0 and report.files_seen == 2  # key files are not orphans
+        async with aiohttp.ClientSession() as http, http.delete(
+                f"{b.base}/api/v1/calls/{calls[1]['id']}/audio", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+        assert not calls[1]["path"].exists() and not calls[1]["path"].with_name(calls[1]["path"].name + ".key").exists()
+    finally:
+        await server.stop()
+        await pool.close()
