@@ -380,3 +380,35 @@ async def test_local_folder_encrypted_at_rest(database: str, tmp_path: Path) -> 
     finally:
         await server.stop()
         await pool.close()
+
+
+async def test_the_console_player_plays_and_seeks_a_recording_only_in_the_bucket(bench: Bench) -> None:
+    from playwright.async_api import expect
+    from support.console_browser import chromium, log_in, open_tab, play
+
+    b = bench
+    c = await b.call(seconds=12.0)
+    await b.upload_all()
+    await b.expire_grace()
+    assert not c["path"].exists()
+    async with chromium() as browser:
+        tab = await open_tab(browser, b.base)
+        page = tab.page
+        await log_in(page, "admin1", PASSWORD)
+        await page.goto(f"/#/call/{c['id']}")
+        await expect(page.locator("#rf-status")).to_have_text("ready")
+        ranges: list[str] = []
+        statuses: list[int] = []
+        page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/audio") else None)
+        page.on("request", lambda r: ranges.append(r.headers.get("range", "")) if r.url.endswith("/audio") else None)
+        await play(page)
+        await expect(page.locator("#player-state")).to_have_text("Playing")
+        seeked = await page.locator("#player").evaluate("""a => new Promise((resolve, reject) => {
+            a.addEventListener('seeked', () => resolve(a.currentTime), {once: true});
+            a.addEventListener('error', () => reject(new Error('media error ' + a.error.code)), {once: true});
+            a.currentTime = a.duration * 0.8;
+        })""")
+        assert seeked > 5
+        assert any(r.startswith("bytes=") for r in ranges), ranges
+        assert statuses and all(s in (200, 206) for s in statuses), statuses
+        await tab.assert_clean()
