@@ -305,6 +305,9 @@ async def test_storage_migrate_moves_the_archive_with_progress(s3: S3Server, dat
     assert again.returncode == 0 and "0 recording(s)" in again.stderr
     verified = run_cli(config, "verify", "--json", "--no-orphans", env=s3.env)
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] == 3, verified.stdout + verified.stderr
+    check = run_cli(config, "check", env=s3.env)
+    assert f"ok   storage: s3://{BUCKET}/{b.prefix} answers, encrypted" in check.stdout, check.stdout
+    assert f"ok   master key: id {b.storage.master.key_id}" in check.stdout  # type: ignore[union-attr]
     no_creds = run_cli(config, "storage", "status", env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
     assert no_creds.returncode == 1 and "AWS_ACCESS_KEY_ID" in no_creds.stdout + no_creds.stderr
 
