@@ -475,11 +475,17 @@ openapi.operation(
                    "type": "string", "format": "binary"}}}},
                "409": {"description": "the recording path is a symbolic link: refused, nothing served",
                        "content": openapi.ERR},
-               "416": {"description": "range outside the file", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
+               "416": {"description": "range outside the file", "content": openapi.ERR},
+               "500": {"description": "the recording is encrypted and does not open with the configured master key "
+                                      "(the server log names the key ids)", "content": openapi.ERR},
+               "503": {"description": "the recording is in the bucket and the bucket does not answer; try later",
+                       "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation("delete", "/api/v1/calls/{id}/audio", summary="Delete the recording; the row keeps who and when",
                   tags=["calls"], parameters=[CALL_ID_PARAM],
                   responses={"200": openapi.json_response("deleted", {"type": "object"}),
                              "409": {"description": "already deleted, no recording, or legal hold",
+                                     "content": openapi.ERR},
+                             "503": {"description": "the bucket does not answer: nothing was deleted, try later",
                                      "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 _TAGS = openapi.json_response("the call's tags", {"type": "object", "properties": {
     "tags": {"type": "array", "items": {"type": "string"}}}})

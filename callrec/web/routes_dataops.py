@@ -215,4 +215,6 @@ openapi.operation(
                "409": {"description": "no signing key configured, or too many exports running",
                        "content": openapi.ERR},
                "413": {"description": "the selected recordings add up to more than integrity.evidence_max_bytes "
-                                      "(refused before any audio is read)", "content": openapi.ERR}})
+                                      "(refused before any audio is read)", "content": openapi.ERR},
+               "503": {"description": "a recording is in the bucket and the bucket does not answer; try later",
+                       "content": openapi.ERR}})

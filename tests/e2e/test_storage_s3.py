@@ -256,12 +256,24 @@ async def test_evidence_export_ships_plain_audio_that_openssl_verifies(bench: Be
 
 async def test_the_outbox_rides_out_a_storage_outage_and_a_restart(bench: Bench) -> None:
     b = bench
+    remote_only = await b.call(seconds=1.0)
+    await b.upload_all()
+    await b.expire_grace()
     b.s3.stop()
     try:
+        # What is only in the bucket: a clean 503, and a deletion that changes nothing.
+        status, _, _ = await get_audio(b, remote_only["id"])
+        assert status == 503
+        auth = {"Authorization": f"Bearer {b.token}"}
+        async with aiohttp.ClientSession() as http, http.delete(
+                f"{b.base}/api/v1/calls/{remote_only['id']}/audio", headers=auth) as r:
+            assert r.status == 503 and "nothing was deleted" in (await r.json())["error"]
+        assert await b.pool.fetchval("SELECT audio_deleted_at FROM calls WHERE id = $1", remote_only["id"]) is None
         calls = [await b.call(seconds=1.5) for _ in range(3)]
         first = Uploader(b.storage, b.pool)
         assert await b.upload_all(first) == ["retry"] * 3
-        rows = await b.pool.fetch("SELECT path, state, attempts, last_error FROM storage_outbox")
+        rows = await b.pool.fetch("SELECT path, state, attempts, last_error FROM storage_outbox WHERE path <> $1",
+                                  remote_only["rel"])
         assert all(r["state"] == "pending" and r["attempts"] == 1 and r["last_error"] for r in rows)
         assert all(c["path"].exists() for c in calls)  # nothing deleted locally before verification
         assert first.counters.failures == 3
@@ -270,7 +282,7 @@ async def test_the_outbox_rides_out_a_storage_outage_and_a_restart(bench: Bench)
     finally:
         b.s3.start()
     # A new uploader (the daemon restarted) takes the rows up once they are due again.
-    await b.pool.execute("UPDATE storage_outbox SET next_at = now()")
+    await b.pool.execute("UPDATE storage_outbox SET next_at = now() WHERE state = 'pending'")
     assert await b.upload_all(Uploader(b.storage, b.pool)) == ["verified"] * 3
     await b.expire_grace()
     for c in calls:
