@@ -16,12 +16,14 @@ import asyncpg
 import pytest
 import sandbox as sandbox_mod
 from caller import Finished, Tester
+from prometheus_client.parser import text_string_to_metric_families
 from support.daemon_proc import running_daemon
 from support.opsapi import PASSWORD
 from support.s3server import BUCKET, S3Server
 from support.settings import make_settings
 from support.waiting import wait_for
 
+from callrec.app import Daemon
 from callrec.storage.crypto import MAGIC
 from callrec.store import users
 
@@ -34,6 +36,17 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+async def scrape(d: Daemon) -> dict[tuple[str, str], float]:
+    """The storage samples of a scrape, parsed by Prometheus' own text parser: (name, state label) -> value."""
+    await d.metrics.refresh()
+    out = {}
+    for family in text_string_to_metric_families(d.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name.startswith("callrec_storage"):
+                out[(sample.name, sample.labels.get("state", ""))] = sample.value
+    return out
 
 
 async def test_calls_finalized_while_the_bucket_is_down_reach_it_after_a_restart(
@@ -73,6 +86,13 @@ async def test_calls_finalized_while_the_bucket_is_down_reach_it_after_a_restart
                 rows = await pool.fetch("SELECT c.recording_path, c.recording_sha256, o.state, o.last_error "
                                         "FROM calls c JOIN storage_outbox o ON o.path = c.recording_path")
                 assert {r["state"] for r in rows} == {"pending"} and all(r["last_error"] for r in rows)
+                figures = await scrape(d)
+                assert figures[("callrec_storage_outbox", "pending")] == 2
+                assert figures[("callrec_storage_upload_failures_total", "")] >= 2
+                assert figures[("callrec_storage_uploads_total", "")] == 0
+                assert figures[("callrec_storage_outbox_pending_bytes", "")] == sum(
+                    int(b) for b in await pool.fetchval("SELECT array_agg(bytes) FROM storage_outbox"))
+                assert figures[("callrec_storage_outbox_oldest_pending_seconds", "")] > 0
                 local = settings.recordings.local_path
                 for r in rows:  # nothing removed locally; sealed in place (not the WAV any more)
                     data = (local / r["recording_path"]).read_bytes()
@@ -89,6 +109,11 @@ async def test_calls_finalized_while_the_bucket_is_down_reach_it_after_a_restart
             async with pool.acquire() as conn:
                 await users.add_user(conn, "admin1", "admin", PASSWORD, None)
                 _, token = await users.create_token(conn, "admin-token", user="admin1")
+            figures = await scrape(d)
+            assert figures[("callrec_storage_outbox", "done")] == 2
+            assert figures[("callrec_storage_outbox", "pending")] == 0
+            assert figures[("callrec_storage_uploads_total", "")] == 2
+            assert figures[("callrec_storage_local_removed_total", "")] == 2
             assert d.http is not None
             for r in rows:
                 assert not (local / r["recording_path"]).exists()
