@@ -34,7 +34,8 @@ def test_round_trip_and_size(size: int) -> None:
     key = os.urandom(32)
     sealed = seal(plain, key)
     assert len(sealed) == crypto.encrypted_size(size, CHUNK)
-    assert plain not in sealed[crypto.HEADER:] or size == 0
+    if size >= 16:  # shorter, a random plain text may turn up in the ciphertext by chance
+        assert plain not in sealed[crypto.HEADER:]
     if size:
         assert read(sealed, key, 0, size - 1) == plain
 
