@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callrec.config.storage import StorageSettings  # noqa: E402
-from callrec.storage import Storage  # noqa: E402
+from callrec.config.storage import StorageSettings
+from callrec.storage import Storage
 
 
 def main() -> int:
