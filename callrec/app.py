@@ -24,6 +24,8 @@ from callrec.doors.ari import AriDoor
 from callrec.hooks import HookRunner
 from callrec.metrics import Metrics, MetricsServer
 from callrec.recording.control import RecordingControl
+from callrec.storage import KeyProblem, Storage, StorageUnavailable
+from callrec.storage.outbox import Uploader, outbox_figures
 from callrec.store import CallLogWriter, connect_pool, migrate
 from callrec.store.calllog import DB_ERRORS, is_transient
 from callrec.store.db import fetch_open_calls
@@ -63,6 +65,9 @@ class Daemon:
         self.http: HttpServer | None = None
         self.retention: RetentionJob | None = None
         self.hooks: HookRunner | None = None
+        # Where recordings live after finalization, and the outbox that encrypts/uploads them (callrec/storage/).
+        self.storage: Storage | None = None
+        self.uploader: Uploader | None = None
         # Pause/resume for the HTTP API (``await daemon.recording_control.pause(call_id, by=user)``).
         self.recording_control: RecordingControl | None = None
         # Speech analytics ([speech] enabled): the queue's enqueue side and the runner (callrec/analytics/queue.py).
@@ -90,6 +95,12 @@ class Daemon:
         if too_long:
             raise FatalError(f"notice.max_notice_seconds: {s.notice.max_notice_seconds:g}s is shorter than prompt "
                              f"{too_long[0].file} ({too_long[0].duration:g}s): every such notice would fail")
+        try:
+            self.storage = Storage.of(s)
+            if s.storage.remote:
+                self.storage.bucket  # noqa: B018 -- credentials from the environment, checked now (no request)
+        except (KeyProblem, StorageUnavailable) as exc:
+            raise FatalError(str(exc)) from None
         # The journal first: what an earlier run did not write is replayed whatever the database does.
         journal = Journal(Path(s.database.journal_dir), s.database.journal_max_bytes)
         try:
@@ -138,6 +149,10 @@ class Daemon:
         self.hooks.on_attempt.append(self.metrics.observe_hook)
         if db_up:
             self.hooks.start()
+        self.uploader = Uploader(self.storage, self.pool)
+        self.service.on_call_finalized.append(self.uploader.on_call_finalized)
+        if db_up:
+            self.uploader.start()
             if s.speech.enabled:
                 await self._start_speech()
         self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
@@ -229,6 +244,8 @@ class Daemon:
                 self.agi.recover(unfinished)
         assert self.hooks is not None
         self.hooks.start()
+        if self.uploader is not None:
+            self.uploader.start()
         if self.settings.speech.enabled:
             try:
                 await self._start_speech()
@@ -244,7 +261,7 @@ class Daemon:
         s = self.settings
         if s.http.active:
             self.http = HttpServer(s, recording_control=self.recording_control,
-                                   on_request=self.metrics.observe_request)
+                                   on_request=self.metrics.observe_request, storage=self.storage)
             try:
                 await self.http.start()
             except OSError as exc:
@@ -255,7 +272,7 @@ class Daemon:
         s = self.settings
         assert self.pool is not None
         if s.retention.enabled and s.retention.active:
-            self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
+            self.retention = RetentionJob(self.pool, s.retention, self.storage or Storage.of(s))
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
 
     async def _start_speech(self) -> None:
@@ -311,6 +328,17 @@ class Daemon:
         m.describe_db("callrec_hook_jobs", "post-recording hook jobs by state (the outbox)", label="state")
         m.describe_db("callrec_speech_jobs", "transcription jobs by state", label="state")
         m.describe_db("callrec_speech_waiting_audio_seconds", "audio waiting to be transcribed")
+        m.describe_db("callrec_storage_outbox", "recordings in the storage outbox by state (pending: to encrypt or "
+                                                "upload; verified: uploaded, local copy in its grace)", label="state")
+        m.describe_db("callrec_storage_outbox_pending_bytes", "bytes of audio waiting to be uploaded or encrypted")
+        m.describe_db("callrec_storage_outbox_oldest_pending_seconds", "age of the oldest recording waiting in the "
+                                                                       "storage outbox (0: none)")
+        m.probe("callrec_storage_uploads", "recordings uploaded and verified since start",
+                lambda: self.uploader.counters.uploaded if self.uploader is not None else None, kind="counter")
+        m.probe("callrec_storage_upload_failures", "failed outbox steps since start (each retried with backoff)",
+                lambda: self.uploader.counters.failures if self.uploader is not None else None, kind="counter")
+        m.probe("callrec_storage_local_removed", "local copies removed after their object was verified, since start",
+                lambda: self.uploader.counters.local_removed if self.uploader is not None else None, kind="counter")
         m.db_figures(self._db_figures)
         if self.settings.metrics.listen:
             self.metrics_server = MetricsServer(self.settings.metrics.host_port(), m, self.ready)
@@ -335,12 +363,16 @@ class Daemon:
             hooks = await conn.fetch("SELECT state, count(*) AS n FROM hook_jobs GROUP BY state")
             speech = await conn.fetch("SELECT state, count(*) AS n, sum(audio_ms) AS ms FROM speech_jobs "
                                       "GROUP BY state")
+            outbox = await outbox_figures(conn)
         waiting = sum(int(r["ms"] or 0) for r in speech if r["state"] in ("pending", "running"))
-        return {"callrec_hook_jobs": {st: 0.0 for st in ("pending", "done", "failed")}
+        figures: dict[str, float | dict[str, float]] = {
+                "callrec_hook_jobs": {st: 0.0 for st in ("pending", "done", "failed")}
                 | {r["state"]: float(r["n"]) for r in hooks},
                 "callrec_speech_jobs": {st: 0.0 for st in ("pending", "running", "done", "failed", "skipped")}
                 | {r["state"]: float(r["n"]) for r in speech},
                 "callrec_speech_waiting_audio_seconds": waiting / 1000}
+        figures.update(outbox)
+        return figures
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until both ARI and AMI are up; raise FatalError at once on refused credentials."""
@@ -429,6 +461,8 @@ class Daemon:
             await self.service.close()
         if self.hooks is not None:
             await self.hooks.close()
+        if self.uploader is not None:
+            await self.uploader.close()
         if self.recording_control is not None:
             await self.recording_control.close()
         if self.writer is not None:

@@ -31,13 +31,14 @@ import asyncpg
 
 from callrec.config.settings import Settings
 from callrec.config.speech import SpeechSettings
-from callrec.recording.files import OutsideFolder, in_files, readable_recording, sha256_recording
+from callrec.recording.files import OutsideFolder, in_files
 from callrec.speech.engine import AudioError
 from callrec.speech.model import ModelError
 from callrec.speech.pool import SpeechPool
 from callrec.speech.redact import redact_transcript
 from callrec.speech.stats import transcript_stats
 from callrec.speech.transcript import Segment, Transcript, Word
+from callrec.storage import BadCiphertext, Storage, WrongMasterKey
 from callrec.store import speechjobs
 from callrec.store.calllog import CallLogWriter
 from callrec.store.db import Conn
@@ -235,8 +236,10 @@ class SpeechRunner:
     """Claims jobs and transcribes them in a :class:`SpeechPool`, ``[speech] workers`` at a time."""
 
     def __init__(self, settings: Settings, db: asyncpg.Pool, pool_factory: Callable[[], SpeechPool], *,
-                 after_save: Sequence[AfterSave] = (), worker: str | None = None) -> None:
+                 after_save: Sequence[AfterSave] = (), worker: str | None = None,
+                 storage: Storage | None = None) -> None:
         self.settings = settings
+        self.storage = storage if storage is not None else Storage.of(settings)
         self.speech: SpeechSettings = settings.speech
         self.db = db
         self.pool_factory = pool_factory
@@ -354,12 +357,18 @@ class SpeechRunner:
             call_id)
         if call is None or call["recording_status"] != "ready" or not call["recording_sha256"]:
             raise _Permanent(f"no ready recording (status {call['recording_status'] if call else 'no call'})")
-        local = self.settings.recordings.local_path
         try:
-            path = await in_files(readable_recording, local, call["recording_path"])
-            sha, _ = await in_files(sha256_recording, local, call["recording_path"])
-        except (OutsideFolder, FileNotFoundError) as exc:
+            # The plain audio wherever it is stored: the local file, or a copy decrypted or fetched from the bucket.
+            path, sha, copied = await in_files(self.storage.plain_file, call["recording_path"], self._tmp)
+        except (OutsideFolder, FileNotFoundError, BadCiphertext, WrongMasterKey) as exc:
             raise _Permanent(f"recording file: {exc}") from None
+        try:
+            return await self._transcribe_file(job, call, call_id, path, sha)
+        finally:
+            if copied:
+                path.unlink(missing_ok=True)
+
+    async def _transcribe_file(self, job: dict[str, Any], call: Any, call_id: str, path: Path, sha: str) -> str:
         if sha != call["recording_sha256"]:
             raise _Permanent(f"recording file changed since it was finalized: sha256 {sha[:16]}..., the call log "
                              f"says {call['recording_sha256'][:16]}...; not transcribed")

@@ -90,3 +90,12 @@ def json_default(value: Any) -> Any:
 def dump(doc: Any) -> str:
     """An indented JSON document, ASCII-escaped so caller-supplied text cannot drive the terminal."""
     return json.dumps(doc, ensure_ascii=True, default=str, indent=2)
+
+
+def open_storage(settings: Any) -> Any:
+    """The recordings' ``Storage`` (callrec.storage); a master key that cannot be read is one line, exit 2."""
+    from callrec.storage import KeyProblem, Storage
+    try:
+        return Storage.of(settings)
+    except KeyProblem as exc:
+        raise CommandError(str(exc)) from None

@@ -14,8 +14,9 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from callrec.access import cli_principal
-from callrec.cli.common import PROBLEMS, CommandError, call_id, command, dump, group
+from callrec.cli.common import PROBLEMS, CommandError, call_id, command, dump, group, open_storage
 from callrec.cli.database import open_database
+from callrec.cli.storage import add_key_commands
 from callrec.config.settings import Settings
 from callrec.dataops.evidence import (
     EVIDENCE_STATUSES,
@@ -50,12 +51,13 @@ def add_commands(sub: object) -> None:
     ver.add_argument("--orphan-min-age", type=float, default=600.0, metavar="SECONDS",
                      help="files younger than this are not called orphans (their row may be on its way)")
 
-    keys = group(sub, "keys", "the Ed25519 key that signs export manifests")
+    keys = group(sub, "keys", "the Ed25519 key that signs export manifests; the storage master key's rotation")
     kgen = command(keys, "generate", "make a new signing key (private PEM + .pub)", run_keys_generate)
     kgen.add_argument("--out", help="private key file (default: integrity.signing_key)")
     kgen.add_argument("--force", action="store_true", help="replace an existing key")
     kpub = command(keys, "public", "print the public key (PEM) and its fingerprint", run_keys_public)
     kpub.add_argument("--out", help="write the PEM to this file instead of stdout")
+    add_key_commands(keys)
 
     exp = command(sub, "export", "export selected calls with their audio and a manifest", run_export)
     add_out_options(exp)
@@ -103,7 +105,7 @@ async def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(str(exc)) from None
     who = cli_principal()
     async with open_database(settings, current_schema=True) as conn:
-        report = await verify(conn, settings.recordings.local_path, since=since, orphans=not args.no_orphans,
+        report = await verify(conn, open_storage(settings), since=since, orphans=not args.no_orphans,
                               orphan_min_age=args.orphan_min_age)
         await audit.append(conn, actor=who.name, role=who.role, action="verify",
                            details={"checked": report.checked, "ok": report.ok, "missing": len(report.missing),
@@ -193,7 +195,7 @@ async def write(conn: asyncpg.Connection, settings: Settings, ids: list[str], ar
         await attach_transcripts(conn, docs)
     target = Path(args.zip or args.out)
     who = cli_principal().name
-    local = settings.recordings.local_path
+    local = open_storage(settings)
     try:
         await asyncio.to_thread(check_size, docs, local, max_bytes, statuses)
         return await asyncio.to_thread(

@@ -30,14 +30,16 @@ from callrec.cli import (
     serve,
     sounds,
     speech,
+    storage,
     subjects,
 )
 from callrec.cli.common import CommandError, Parser, add_global_options
 from callrec.config.settings import ConfigError, Settings, load_settings
+from callrec.storage import BadCiphertext, WrongMasterKey
 
 # In the order `callrec --help` lists them.
 GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording,
-          speech)
+          speech, storage)
 
 
 def build_parser() -> Parser:
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # The database refused or dropped something mid-command (a missing privilege, a restart).
         print(f"callrec: database: {exc}", file=sys.stderr)
+        return 1
+    except (WrongMasterKey, BadCiphertext) as exc:  # one line naming the recording and the key ids
+        print(f"callrec: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC
 
 from callrec.access import cli_principal
-from callrec.cli.common import call_id, command, dump, group
+from callrec.cli.common import call_id, command, dump, group, open_storage
 from callrec.cli.database import open_database
 from callrec.config.settings import Settings
 from callrec.dataops.deletion import set_legal_hold
@@ -80,7 +80,7 @@ async def run_retention_pass(args: argparse.Namespace, settings: Settings) -> in
     async with open_database(settings, pool=True, current_schema=True) as pool:
         if not r.active:
             print("retention: no retention days configured ([retention] audio_days / metadata_days); nothing to do")
-        report = await run_retention(pool, r, settings.recordings.local_path, dry_run=args.dry_run,
+        report = await run_retention(pool, r, open_storage(settings), dry_run=args.dry_run,
                                      actor=cli_principal().name)
     if args.json:
         print(dump(report.as_dict()))

@@ -153,7 +153,7 @@ async def _check(settings: Settings) -> int:
         report("recordings", False, f"recordings.local_dir: {local} is missing or not readable/writable")
     report(*journal_line(settings))
     for what, ok, detail in [*retention.check_lines(settings), *evidence.check_lines(settings),
-                             *speech.check_lines(settings)]:
+                             *speech.check_lines(settings), *await storage_check_lines(settings)]:
         report(what, ok, detail)
     return 1 if failures else 0
 
@@ -177,6 +177,27 @@ def journal_line(settings: Settings) -> tuple[str, bool, str]:
         return "journal", True, f"{folder}: empty"
     # A running daemon empties it once these are in the database; a stopped one replays them when it starts.
     return "journal", True, f"{folder}: {len(pending)} call(s) journaled, not yet confirmed written"
+
+
+async def storage_check_lines(settings: Settings) -> list[tuple[str, bool, str]]:
+    """`storage` (where recordings go; the bucket answers) and `master key` (it reads) for `check`."""
+    from callrec.storage import KeyProblem, Storage, StorageUnavailable, in_thread
+    s = settings.storage
+    try:
+        store = Storage.of(settings)
+    except KeyProblem as exc:
+        return [("master key", False, str(exc))]
+    lines: list[tuple[str, bool, str]] = []
+    if store.master is not None:
+        lines.append(("master key", True, f"id {store.master.key_id}{'' if s.encrypt else ' (encrypt is off)'}"))
+    if not s.remote:
+        return [("storage", True, "the recordings folder" + (", encrypted at rest" if s.encrypt else "")), *lines]
+    try:
+        await in_thread(store.bucket.check)
+        lines.insert(0, ("storage", True, f"{store.bucket.where('')} answers" + (", encrypted" if s.encrypt else "")))
+    except StorageUnavailable as exc:
+        lines.insert(0, ("storage", False, f"storage.endpoint/bucket: {exc}"))
+    return lines
 
 
 # -- what `check` warns about: secrets others can read, listens beyond this host ---------------

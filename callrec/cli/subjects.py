@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from callrec.access import cli_principal
-from callrec.cli.common import PROBLEMS, CommandError, command, dump, group
+from callrec.cli.common import PROBLEMS, CommandError, command, dump, group, open_storage
 from callrec.cli.database import open_database
 from callrec.cli.evidence import add_out_options, signing_key, warn_export, write
 from callrec.config.settings import Settings
@@ -102,7 +102,7 @@ async def run_erase(args: argparse.Namespace, settings: Settings) -> int:
     # erase_subject runs its own transactions on a pool; the rows above were only the preview.
     who = cli_principal()
     async with open_database(settings, pool=True) as pool:
-        outcomes = await erase_subject(pool, wanted, settings.recordings.local_path, actor=who,
+        outcomes = await erase_subject(pool, wanted, open_storage(settings), actor=who,
                                        reference=args.reference)
     erased = [o for o in outcomes if o.result == "anonymized"]
     kept = [o for o in outcomes if o.result in ("held", "open")]

@@ -25,13 +25,14 @@ from callrec.config.alerts import AlertRule, AlertSettings, parse_alerts
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
 from callrec.config.speech import SpeechSettings, check_speech
+from callrec.config.storage import StorageSettings, check_storage
 
 __all__ = [
     "ALERT_HOOK_PLACEHOLDERS", "CONSENT_MODES", "DEFAULT_RECORD_WORDS", "DTMF_KEYS", "HOOK_PLACEHOLDERS",
     "LOG_LEVELS", "POLICY_ENV_KEYS", "RECORD_WORDS", "RULE_SIDES", "SECTIONS", "AgiSettings", "AlertRule",
     "AlertSettings", "AsteriskSettings", "ConfigError", "DatabaseSettings", "HookSettings", "HttpSettings",
     "IntegritySettings", "LogSettings", "NoticeSettings", "PolicyRule", "PolicySettings", "RecordingSettings",
-    "RetentionSettings", "Settings", "SpeechSettings", "load_settings", "parse_settings",
+    "RetentionSettings", "Settings", "SpeechSettings", "StorageSettings", "load_settings", "parse_settings",
 ]
 
 CONSENT_MODES = ("notice", "opt-out", "opt-in")
@@ -379,6 +380,7 @@ class Settings:
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
     source: str = "<defaults>"
 
 
@@ -388,6 +390,7 @@ SECTIONS: dict[str, type] = {
     "asterisk": AsteriskSettings,
     "database": DatabaseSettings,
     "recordings": RecordingSettings,
+    "storage": StorageSettings,
     "notice": NoticeSettings,
     "policy": PolicySettings,
     "hooks": HookSettings,
@@ -546,6 +549,7 @@ def _validate(s: Settings) -> None:
     _check_words(s.policy)
     _check_hooks(s.hooks)
     check_speech(s.speech)
+    check_storage(s.storage)
     for folder in {s.recordings.dir, str(s.recordings.local_path)}:
         if s.speech.cache_dir == folder or s.speech.cache_dir.startswith(folder.rstrip("/") + "/"):
             # verify would report the joined model as orphan recordings, and retention walks that tree.

@@ -2,10 +2,10 @@
 
 The web API (DELETE audio), the CLI (subject erase), the retention job and subject erasure all
 come through here.  The gate locks the row, refuses a call under legal hold (the refusal is
-audited) or still going on, removes the file (only inside the recordings folder: the one rule in
-``recording.files``), marks the row and appends the audit entry, all in one transaction.  The
-database backs this up: a trigger (migration 006) refuses marking a held call's audio deleted,
-anonymizing it or deleting its row, whatever code tries.
+audited) or still going on, removes the audio wherever it is (``callrec.storage``: the local file
+only inside the recordings folder, the object in the bucket), marks the row and appends the audit
+entry, all in one transaction.  The database backs this up: a trigger (migration 006) refuses
+marking a held call's audio deleted, anonymizing it or deleting its row, whatever code tries.
 
 A call's transcript (migration 008) is made from its audio and goes with it: deleting the audio deletes
 the transcript and the call's transcription job in the same transaction (``_delete_transcript``), and a
@@ -17,7 +17,6 @@ Rows are never deleted.  Anonymizing erases the personal fields and leaves a tom
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from callrec.access import Principal
-from callrec.recording.files import OutsideFolder, in_files, recording_path
+from callrec.storage import Storage, as_storage, in_thread
 from callrec.store import audit
 from callrec.store.db import Conn
 from callrec.store.transcripts import delete_transcript
@@ -62,20 +61,6 @@ class Outcome:
     transcript_deleted: bool = False  # the call's transcript went with the audio
 
 
-def unlink_recording(local_dir: Path, rel: str) -> bool:
-    """Remove a recording's file; False when it was already gone or its path is not inside the
-    recordings folder (then nothing is touched).  Blocking."""
-    try:
-        recording_path(local_dir, rel).unlink()
-        return True
-    except OutsideFolder:
-        return False
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-
-
 def _who(actor: Principal | str) -> tuple[str, str | None]:
     if isinstance(actor, Principal):
         return actor.name, actor.role
@@ -101,17 +86,17 @@ async def _lock(conn: Conn, call_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {GATE_COLUMNS} FROM calls WHERE id = $1::uuid FOR UPDATE", call_id)
 
 
-async def delete_locked_audio(conn: Conn, row: asyncpg.Record, local_dir: Path, *, actor: Principal | str,
+async def delete_locked_audio(conn: Conn, row: asyncpg.Record, storage: Storage | Path, *, actor: Principal | str,
                               reason: str, remote: str | None = None) -> Outcome:
     """Delete the recording of a call whose row the caller has locked (``SELECT GATE_COLUMNS ...
     FOR UPDATE``), inside the caller's transaction.  The gate is checked on the row."""
     refused = await _refused(conn, row, "audio", actor=actor, reason=reason, remote=remote)
     if refused is not None:
         return refused
-    return await _delete_audio(conn, row, local_dir, actor=actor, reason=reason, remote=remote)
+    return await _delete_audio(conn, row, storage, actor=actor, reason=reason, remote=remote)
 
 
-async def _delete_audio(conn: Conn, row: asyncpg.Record, local_dir: Path, *, actor: Principal | str,
+async def _delete_audio(conn: Conn, row: asyncpg.Record, storage: Storage | Path, *, actor: Principal | str,
                         reason: str, remote: str | None) -> Outcome:
     call_id = str(row["id"])
     if row["audio_deleted_at"] is not None:
@@ -119,7 +104,10 @@ async def _delete_audio(conn: Conn, row: asyncpg.Record, local_dir: Path, *, act
     if not row["recording_path"]:
         return Outcome(call_id, "no_audio")
     # The file goes first: if it cannot, the transaction rolls back and the row does not claim it went.
-    existed = await in_files(unlink_recording, local_dir, row["recording_path"])
+    # Local file, object and key files alike (callrec.storage); an unreachable bucket raises, so nothing is marked.
+    existed = await in_thread(as_storage(storage).delete, row["recording_path"])
+    await conn.execute("UPDATE storage_outbox SET state = 'gone', updated_at = now() WHERE path = $1",
+                       row["recording_path"])
     name, role = _who(actor)
     transcript = await _delete_transcript(conn, call_id)
     deleted_at = await conn.fetchval(
@@ -142,17 +130,17 @@ async def _delete_transcript(conn: Conn, call_id: str) -> bool:
     return await delete_transcript(conn, call_id)
 
 
-async def delete_audio(conn: Conn, call_id: str, local_dir: Path, *, actor: Principal | str,
+async def delete_audio(conn: Conn, call_id: str, storage: Storage | Path, *, actor: Principal | str,
                        reason: str = "manual", remote: str | None = None) -> Outcome:
     """Delete one call's recording; the row stays and says so.  Legal hold refuses (audited)."""
     async with conn.transaction():
         row = await _lock(conn, call_id)
         if row is None:
             return Outcome(call_id, "not_found")
-        return await delete_locked_audio(conn, row, local_dir, actor=actor, reason=reason, remote=remote)
+        return await delete_locked_audio(conn, row, storage, actor=actor, reason=reason, remote=remote)
 
 
-async def anonymize_locked(conn: Conn, row: asyncpg.Record, local_dir: Path, *, actor: Principal | str,
+async def anonymize_locked(conn: Conn, row: asyncpg.Record, storage: Storage | Path, *, actor: Principal | str,
                            reason: str, remote: str | None = None, note: dict[str, Any] | None = None) -> Outcome:
     """Erase the audio and personal fields of a call whose row the caller has locked, inside the
     caller's transaction.  The gate is checked on the row."""
@@ -162,7 +150,7 @@ async def anonymize_locked(conn: Conn, row: asyncpg.Record, local_dir: Path, *, 
     call_id = str(row["id"])
     if row["anonymized_at"] is not None:
         return Outcome(call_id, "already")
-    audio = await _delete_audio(conn, row, local_dir, actor=actor, reason=reason, remote=remote)
+    audio = await _delete_audio(conn, row, storage, actor=actor, reason=reason, remote=remote)
     # A call without audio (or whose audio went before transcripts were tied to it) may still have one.
     transcript = audio.transcript_deleted or await _delete_transcript(conn, call_id)
     sets = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(PERSONAL_FIELDS))
@@ -185,14 +173,14 @@ async def anonymize_locked(conn: Conn, row: asyncpg.Record, local_dir: Path, *, 
     return Outcome(call_id, "anonymized", audio_deleted=audio.result == "deleted", transcript_deleted=transcript)
 
 
-async def anonymize(conn: Conn, call_id: str, local_dir: Path, *, actor: Principal | str, reason: str,
+async def anonymize(conn: Conn, call_id: str, storage: Storage | Path, *, actor: Principal | str, reason: str,
                     remote: str | None = None, note: dict[str, Any] | None = None) -> Outcome:
     """Erase a call's audio and personal fields; the row stays as a tombstone.  Legal hold refuses."""
     async with conn.transaction():
         row = await _lock(conn, call_id)
         if row is None:
             return Outcome(call_id, "not_found")
-        return await anonymize_locked(conn, row, local_dir, actor=actor, reason=reason, remote=remote, note=note)
+        return await anonymize_locked(conn, row, storage, actor=actor, reason=reason, remote=remote, note=note)
 
 
 async def _erase_hook_payloads(conn: Conn, call_id: Any) -> int:

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from uuid import UUID
 
@@ -39,10 +39,9 @@ from callrec.recording.files import (
     OutsideFolder,
     SymlinkedRecording,
     hash_stream,
-    open_recording,
-    readable_recording,
     recording_path,
 )
+from callrec.storage import BadCiphertext, Storage, as_storage
 from callrec.store.db import Db
 
 FORMAT = "callrec-evidence/1"
@@ -298,25 +297,22 @@ def _audio_refusal(cols: dict[str, Any], statuses: frozenset[str]) -> str | None
     return None
 
 
-def audio_bytes(docs: list[dict[str, Any]], local_dir: Path,
+def audio_bytes(docs: list[dict[str, Any]], where: Storage | Path,
                 statuses: frozenset[str] = EVIDENCE_STATUSES) -> int:
     """What the audio of an export will take: per exported recording the larger of the size on
-    its row and the file's size now (a stat, no audio read).  Blocking."""
+    its row and the local file's size now (a stat, no audio read).  Blocking."""
+    storage = as_storage(where)
     total = 0
     for doc in docs:
         cols = doc["columns"]
         if _audio_refusal(cols, statuses) is not None:
             continue
         size = int(cols.get("recording_bytes") or 0)
-        try:
-            size = max(size, recording_path(local_dir, cols["recording_path"]).lstat().st_size)
-        except (OutsideFolder, OSError):
-            pass  # not exported either; write_export says why
-        total += size
+        total += max(size, storage.local_size(cols["recording_path"]))
     return total
 
 
-def check_size(docs: list[dict[str, Any]], local_dir: Path, cap: int | None,
+def check_size(docs: list[dict[str, Any]], local_dir: Storage | Path, cap: int | None,
                statuses: frozenset[str] = EVIDENCE_STATUSES) -> int:
     """``audio_bytes``, or TooLarge when it is over ``cap``.  Blocking (stats only)."""
     total = audio_bytes(docs, local_dir, statuses)
@@ -325,8 +321,8 @@ def check_size(docs: list[dict[str, Any]], local_dir: Path, cap: int | None,
     return total
 
 
-def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path, *, purpose: str, created_by: str,
-                 selection: dict[str, Any], key: Ed25519PrivateKey | None,
+def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Storage | Path, *, purpose: str,
+                 created_by: str, selection: dict[str, Any], key: Ed25519PrivateKey | None,
                  prompts: tuple[str, Path] | None = None, statuses: frozenset[str] = EVIDENCE_STATUSES,
                  max_bytes: int | None = None) -> ExportResult:
     """Copy the audio (hashing as it copies) of the recordings whose status is in ``statuses``, and
@@ -335,7 +331,8 @@ def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path,
     reason), SHA256SUMS and the signature.  ``out``: a folder, or a sink (``ZipSink``).
     ``max_bytes``: checked on the rows and file sizes before any audio is read (TooLarge), and
     again on the bytes actually copied.  Blocking file work: run it in a thread."""
-    check_size(docs, local_dir, max_bytes, statuses)
+    storage = as_storage(local_dir)
+    check_size(docs, storage, max_bytes, statuses)
     sink = FolderSink(out) if isinstance(out, Path) else out
     if isinstance(out, Path):
         (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -351,13 +348,17 @@ def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path,
         refusal = _audio_refusal(cols, statuses)
         if refusal is None:
             try:
-                src = readable_recording(local_dir, cols["recording_path"])
-                rel = f"audio/{doc['id']}{src.suffix or '.wav'}"
-                with open_recording(local_dir, cols["recording_path"]) as fin:
-                    size_now = os.fstat(fin.fileno()).st_size
+                # The plain audio wherever it is stored (decrypted when encrypted at rest): what the manifest's
+                # sha256 covers and what a third party checks with OpenSSL alone.
+                blob = storage.open(cols["recording_path"])
+                rel = f"audio/{doc['id']}{PurePosixPath(cols['recording_path']).suffix or '.wav'}"
+                try:
+                    size_now = blob.size
                     if max_bytes is not None and copied + size_now > max_bytes:
                         raise TooLarge(copied + size_now, max_bytes)  # the file grew since the check
-                    digest, size = sink.copy_from(rel, fin, size_now)
+                    digest, size = sink.copy_from(rel, blob.reader(), size_now)  # type: ignore[arg-type]
+                finally:
+                    blob.close()
                 copied += size
             except SymlinkedRecording:  # never read through a link, even one that stays inside
                 refusal = "the recording path is a symbolic link; not exported"
@@ -365,7 +366,9 @@ def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path,
                 refusal = "the recording path leads outside the recordings folder; not exported"
             except FileNotFoundError:
                 result.missing.append(doc["id"])
-                refusal = "the recording file is missing from the recordings folder"
+                refusal = "the recording is missing from its storage"
+            except BadCiphertext as exc:
+                refusal = f"the stored recording does not decrypt: {exc}"
         if refusal is not None:
             doc["file_note"] = refusal
             excluded.append({"call_id": doc["id"], "reason": refusal})
@@ -409,7 +412,7 @@ def write_export(out: Path | _Sink, docs: list[dict[str, Any]], local_dir: Path,
     return result
 
 
-def write_zip(fh: IO[bytes], docs: list[dict[str, Any]], local_dir: Path, **kw: Any) -> ExportResult:
+def write_zip(fh: IO[bytes], docs: list[dict[str, Any]], local_dir: Storage | Path, **kw: Any) -> ExportResult:
     """``write_export`` straight into a zip written to ``fh``: nothing staged beside it."""
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         return write_export(ZipSink(zf), docs, local_dir, **kw)

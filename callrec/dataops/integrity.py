@@ -20,17 +20,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from callrec.recording.files import OutsideFolder, SymlinkedRecording, sha256_recording
+from callrec.recording.files import OutsideFolder, SymlinkedRecording
+from callrec.storage import BadCiphertext, Storage, as_storage
+from callrec.storage.crypto import SIDECAR
 from callrec.store.db import Db
 
 BATCH = 500
 
 
-def hash_recording(base: Path, rel: str) -> tuple[str, int]:
-    """sha256 and size of a row's recording; SymlinkedRecording when its path is a symbolic link,
+def hash_recording(where: Storage | Path, rel: str, remote: bool = False) -> tuple[str, int]:
+    """sha256 and size of a row's recording (its plain audio, wherever it is; ``remote``: the object in the
+    bucket, even when a local copy is there too); SymlinkedRecording when its path is a symbolic link,
     PermissionError when it is not inside the folder."""
+    storage = as_storage(where)
     try:
-        return sha256_recording(base, rel)
+        if remote:
+            return storage.hash_remote(rel)
+        return storage.hash(rel)
     except SymlinkedRecording:
         raise
     except OutsideFolder:
@@ -63,51 +69,71 @@ class VerifyReport:
                 "transcripts_checked": self.transcripts_checked, "transcripts": self.transcripts}
 
 
-async def verify(conn: Db, local_dir: Path, *, since: datetime | None = None,
+async def verify(conn: Db, local_dir: Storage | Path, *, since: datetime | None = None,
                  orphans: bool = True, orphan_min_age: float = 600.0) -> VerifyReport:
+    """Check every recording where it is stored (``Storage``: the recordings folder, the bucket, encrypted or
+    not).  A recording uploaded to the bucket and still kept locally in its grace is checked in both places."""
     report = VerifyReport()
-    base = await asyncio.to_thread(local_dir.resolve)
-    await _check_rows(conn, base, since, report)
+    storage = as_storage(local_dir)
+    storage = Storage(await asyncio.to_thread(storage.local_dir.resolve), storage.settings, storage.environ,
+                      master=storage.master)
+    await _check_rows(conn, storage, since, report)
     await _check_transcripts(conn, since, report)
     if orphans:
-        await _find_orphans(conn, base, orphan_min_age, report)
+        await _find_orphans(conn, storage.local_dir, orphan_min_age, report)
     return report
 
 
-async def _check_rows(conn: Any, base: Path, since: datetime | None, report: VerifyReport) -> None:
+async def _check_rows(conn: Any, storage: Storage, since: datetime | None, report: VerifyReport) -> None:
     last = "00000000-0000-0000-0000-000000000000"
     while True:
         rows = await conn.fetch(
-            "SELECT id, recording_path, recording_sha256, recording_bytes FROM calls "
-            "WHERE recording_sha256 IS NOT NULL AND recording_path IS NOT NULL AND audio_deleted_at IS NULL "
-            "AND finalized_at IS NOT NULL AND ($2::timestamptz IS NULL OR started_at >= $2) AND id > $1::uuid "
-            "ORDER BY id LIMIT $3", last, since, BATCH)
+            "SELECT c.id, c.recording_path, c.recording_sha256, c.recording_bytes, "
+            "o.state IN ('verified', 'done') AS uploaded FROM calls c "
+            "LEFT JOIN storage_outbox o ON o.path = c.recording_path "
+            "WHERE c.recording_sha256 IS NOT NULL AND c.recording_path IS NOT NULL AND c.audio_deleted_at IS NULL "
+            "AND c.finalized_at IS NOT NULL AND ($2::timestamptz IS NULL OR c.started_at >= $2) "
+            "AND c.id > $1::uuid ORDER BY c.id LIMIT $3", last, since, BATCH)
         for row in rows:
             report.checked += 1
-            item = {"id": str(row["id"]), "path": row["recording_path"]}
-            try:
-                digest, size = await asyncio.to_thread(hash_recording, base, row["recording_path"])
-            except SymlinkedRecording as exc:
-                report.symlinked.append({**item, "error": str(exc)})
-                continue
-            except PermissionError as exc:
-                report.unreadable.append({**item, "error": str(exc)})
-                continue
-            except FileNotFoundError:
-                report.missing.append(item)
-                continue
-            except OSError as exc:
-                report.unreadable.append({**item, "error": exc.strerror or str(exc)})
-                continue
-            if digest != row["recording_sha256"] or (row["recording_bytes"] is not None
-                                                     and size != row["recording_bytes"]):
-                report.changed.append({**item, "expected_sha256": row["recording_sha256"], "actual_sha256": digest,
-                                       "expected_bytes": row["recording_bytes"], "actual_bytes": size})
-            else:
+            places = [False]
+            if storage.remote and row["uploaded"] and await asyncio.to_thread(storage.local_exists,
+                                                                              row["recording_path"]):
+                places.append(True)  # the local copy in its grace, and the object
+            if all([await _check_one(storage, row, remote, report) for remote in places]):
                 report.ok += 1
         if len(rows) < BATCH:
             return
         last = str(rows[-1]["id"])
+
+
+async def _check_one(storage: Storage, row: Any, remote: bool, report: VerifyReport) -> bool:
+    item = {"id": str(row["id"]), "path": row["recording_path"]}
+    if remote:
+        item["where"] = "bucket"
+    try:
+        digest, size = await asyncio.to_thread(hash_recording, storage, row["recording_path"], remote)
+    except SymlinkedRecording as exc:
+        report.symlinked.append({**item, "error": str(exc)})
+        return False
+    except PermissionError as exc:
+        report.unreadable.append({**item, "error": str(exc)})
+        return False
+    except FileNotFoundError:
+        report.missing.append(item)
+        return False
+    except BadCiphertext as exc:  # an encrypted recording whose bytes were changed or cut
+        report.changed.append({**item, "expected_sha256": row["recording_sha256"], "error": str(exc)})
+        return False
+    except OSError as exc:  # StorageUnavailable too
+        report.unreadable.append({**item, "error": exc.strerror or str(exc)})
+        return False
+    if digest != row["recording_sha256"] or (row["recording_bytes"] is not None
+                                             and size != row["recording_bytes"]):
+        report.changed.append({**item, "expected_sha256": row["recording_sha256"], "actual_sha256": digest,
+                               "expected_bytes": row["recording_bytes"], "actual_bytes": size})
+        return False
+    return True
 
 
 async def _check_transcripts(conn: Any, since: datetime | None, report: VerifyReport) -> None:
@@ -145,6 +171,8 @@ def _walk(base: Path) -> list[tuple[str, float]]:
                 continue
             if full.is_symlink() or not full.is_file():
                 continue
+            if name.endswith(SIDECAR) or name.startswith("."):
+                continue  # an encrypted recording's key file (checked with it), or a file being sealed
             out.append((full.relative_to(base).as_posix(), st.st_mtime))
     return out
 

@@ -18,6 +18,7 @@ import asyncpg
 
 from callrec.config.dataops import RetentionSettings
 from callrec.dataops.deletion import GATE_COLUMNS, anonymize_locked, delete_locked_audio
+from callrec.storage import Storage
 from callrec.store.db import Db
 
 log = logging.getLogger("callrec.dataops.retention")
@@ -92,8 +93,8 @@ async def count_due(conn: Db, settings: RetentionSettings,
     return out
 
 
-async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: Path, *, dry_run: bool = False,
-                        actor: str = RETENTION_ACTOR, stop: asyncio.Event | None = None,
+async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, storage: Storage | Path, *,
+                        dry_run: bool = False, actor: str = RETENTION_ACTOR, stop: asyncio.Event | None = None,
                         now: datetime | None = None, pause: float = 0.0) -> RetentionReport:
     """One retention pass in bounded batches (one transaction each, rows locked SKIP LOCKED so a
     concurrent run or a hold being set never waits on a whole pass).  Metadata first (it deletes the
@@ -110,7 +111,7 @@ async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, local_d
     try:
         if not dry_run:
             for kind in ("metadata", "audio"):
-                await _run_kind(pool, settings, local_dir, kind, now, actor, report, stop, pause)
+                await _run_kind(pool, settings, storage, kind, now, actor, report, stop, pause)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
         report.errors += 1
@@ -127,7 +128,7 @@ async def run_retention(pool: asyncpg.Pool, settings: RetentionSettings, local_d
     return report
 
 
-async def _run_kind(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: Path, kind: str, now: datetime,
+async def _run_kind(pool: asyncpg.Pool, settings: RetentionSettings, storage: Storage | Path, kind: str, now: datetime,
                     actor: str, report: RetentionReport, stop: asyncio.Event | None, pause: float) -> None:
     args: list[Any] = []
     due = _due_clause(settings, kind, now, args)
@@ -146,11 +147,11 @@ async def _run_kind(pool: asyncpg.Pool, settings: RetentionSettings, local_dir: 
                 try:
                     async with conn.transaction():  # a savepoint: one bad call does not undo the batch
                         if kind == "metadata":
-                            out = await anonymize_locked(conn, row, local_dir, actor=actor, reason="retention")
+                            out = await anonymize_locked(conn, row, storage, actor=actor, reason="retention")
                             report.anonymized += out.result == "anonymized"
                             report.audio_deleted += out.audio_deleted
                         else:
-                            out = await delete_locked_audio(conn, row, local_dir, actor=actor, reason="retention")
+                            out = await delete_locked_audio(conn, row, storage, actor=actor, reason="retention")
                             report.audio_deleted += out.result == "deleted"
                 except (OSError, asyncpg.PostgresError) as exc:
                     # Skipped for the rest of this run; retried at the next one.
@@ -169,10 +170,10 @@ class RetentionJob:
     """The daemon's periodic retention pass.  Runs in the background on the shared pool; a failing
     pass is logged and retried at the next interval, and never touches the call flow."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: RetentionSettings, local_dir: Path) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: RetentionSettings, storage: Storage | Path) -> None:
         self.pool = pool
         self.settings = settings
-        self.local_dir = local_dir
+        self.storage = storage
         self.stop = asyncio.Event()
         self.runs = 0
         self.last_report: RetentionReport | None = None
@@ -183,7 +184,7 @@ class RetentionJob:
         while not self.stop.is_set():
             started = loop.time()
             try:
-                report = await run_retention(self.pool, self.settings, self.local_dir, stop=self.stop,
+                report = await run_retention(self.pool, self.settings, self.storage, stop=self.stop,
                                              pause=BATCH_PAUSE)
                 self.last_report = report
                 if report.audio_deleted or report.anonymized or report.errors:

@@ -10,6 +10,7 @@ import asyncpg
 
 from callrec.access import Principal
 from callrec.dataops.deletion import Outcome, anonymize
+from callrec.storage import Storage
 from callrec.store import audit
 from callrec.store.db import Conn
 
@@ -48,14 +49,14 @@ async def agent_calls(conn: Conn, numbers: Sequence[str]) -> int:
     return count
 
 
-async def erase_subject(pool: asyncpg.Pool, numbers: Sequence[str], local_dir: Path, *, actor: Principal,
+async def erase_subject(pool: asyncpg.Pool, numbers: Sequence[str], storage: Storage | Path, *, actor: Principal,
                         reference: str | None = None) -> list[Outcome]:
     """Anonymize every call of the numbers; held and still-open calls are kept and reported."""
     async with pool.acquire() as conn:
         rows = await find_subject_calls(conn, numbers)
         outcomes = []
         for row in rows:
-            out = await anonymize(conn, str(row["id"]), local_dir, actor=actor, reason="subject_erase",
+            out = await anonymize(conn, str(row["id"]), storage, actor=actor, reason="subject_erase",
                                   note={"reference": reference})
             outcomes.append(out)
         await audit.append(conn, actor=actor.name, role=actor.role, action="subject_erase",

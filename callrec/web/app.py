@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from callrec.config.settings import Settings
 from callrec.recording.control import RecordingControl
+from callrec.storage import Storage
 from callrec.store import audit
 from callrec.web import (
     console,
@@ -35,7 +36,7 @@ from callrec.web import (
 from callrec.web.auth import auth_middleware
 from callrec.web.common import audit_window_sweeper
 from callrec.web.errors import HiddenCall, json_error
-from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, READ_POOL, RECORDING_CONTROL, SETTINGS
+from callrec.web.keys import CLIENT_ADDRESS, POOL, PRINCIPAL, READ_POOL, RECORDING_CONTROL, SETTINGS, STORAGE
 
 # What the daemon's metrics learn of each request: route template, method, status, seconds.
 RequestObserver = Callable[[str, str, int, float], None]
@@ -150,7 +151,8 @@ class AccessLogger(AbstractAccessLogger):
                          response.status, time, who)
 
 def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: RecordingControl | None = None,
-             on_request: RequestObserver | None = None, read_pool: asyncpg.Pool | None = None) -> web.Application:
+             on_request: RequestObserver | None = None, read_pool: asyncpg.Pool | None = None,
+             storage: Storage | None = None) -> web.Application:
     middlewares = [error_middleware, auth_middleware]
     if on_request is not None:
         middlewares.insert(0, _metrics_middleware)  # outermost: it sees the response the client gets
@@ -158,6 +160,7 @@ def make_app(settings: Settings, pool: asyncpg.Pool, recording_control: Recordin
     app[SETTINGS] = settings
     app[POOL] = pool
     app[READ_POOL] = read_pool if read_pool is not None else pool
+    app[STORAGE] = storage if storage is not None else Storage.of(settings)
     app.on_response_prepare.append(_on_response_prepare)
     if recording_control is not None:
         app[RECORDING_CONTROL] = recording_control

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,7 +21,8 @@ import asyncpg
 from aiohttp import web
 
 from callrec.dataops import deletion
-from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
+from callrec.recording.files import OutsideFolder, SymlinkedRecording
+from callrec.storage import BadCiphertext, StorageUnavailable, WrongMasterKey, in_thread
 from callrec.store import audit, callquery, marks
 from callrec.store.callquery import csv_cell
 from callrec.store.db import Db
@@ -46,7 +46,7 @@ from callrec.web.common import (
     write_or_drop,
 )
 from callrec.web.errors import bad_request, json_error, not_found
-from callrec.web.keys import POOL, READ_POOL, SETTINGS
+from callrec.web.keys import POOL, READ_POOL, SETTINGS, STORAGE
 from callrec.web.ranges import Unsatisfiable, parse_range
 
 log = logging.getLogger("callrec.http")
@@ -175,17 +175,26 @@ async def audio(request: web.Request) -> web.StreamResponse:
         raise json_error(404, "the recording of this call was deleted")
     if row["recording_status"] != "ready":
         raise json_error(404, "this call has no recording")
-    base = request.app[SETTINGS].recordings.local_path
+    storage = request.app[STORAGE]
     try:
-        fh = await asyncio.to_thread(open_recording, base, row["recording_path"])
+        blob = await in_thread(storage.open, row["recording_path"])
     except SymlinkedRecording:
         log.warning("call %s: the recording path is a symbolic link; refused (callrec verify lists it)", call_id)
         raise json_error(409, "the recording file is a symbolic link; refused") from None
-    except (OutsideFolder, OSError):
-        log.warning("call %s: recording file missing under %s", call_id, base)
+    except (OutsideFolder, FileNotFoundError):
+        log.warning("call %s: recording missing from storage", call_id)
+        raise json_error(404, "the recording file is missing") from None
+    except StorageUnavailable as exc:
+        log.warning("call %s: recording storage unavailable: %s", call_id, exc)
+        raise json_error(503, "the recording storage is unavailable; try again later") from None
+    except (WrongMasterKey, BadCiphertext) as exc:
+        log.error("call %s: %s", call_id, exc)
+        raise json_error(500, "the recording cannot be decrypted (see the server log)") from None
+    except OSError:
+        log.warning("call %s: recording not readable", call_id, exc_info=True)
         raise json_error(404, "the recording file is missing") from None
     try:
-        size = os.fstat(fh.fileno()).st_size
+        size = blob.size
         try:
             span = parse_range(request.headers.get("Range"), size)
         except Unsatisfiable:
@@ -199,6 +208,15 @@ async def audio(request: web.Request) -> web.StreamResponse:
             pool, window_s=AUDIO_AUDIT_WINDOW_S, actor=p.name, role=p.role,
             action="download" if download else "listen", call_id=call_id,
             details={"range": request.headers.get("Range")}, remote=remote(request))
+        # Only the bytes asked for are read (from the bucket: one ranged GET; encrypted: only the chunks that
+        # hold them are decrypted).  The first block is read before the headers go out, so a storage error
+        # is still a clean status.
+        blocks = await in_thread(blob.iter_range, start, end)
+        try:
+            first = await in_thread(next, blocks, b"")
+        except (StorageUnavailable, BadCiphertext) as exc:
+            log.warning("call %s: recording not readable from storage: %s", call_id, exc)
+            raise json_error(503, "the recording storage is unavailable; try again later") from None
         resp = web.StreamResponse(status=206 if span is not None else 200)
         resp.content_type = "audio/wav"
         resp.headers["Accept-Ranges"] = "bytes"
@@ -212,18 +230,14 @@ async def audio(request: web.Request) -> web.StreamResponse:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         resp.content_length = max(0, end - start + 1)
         await resp.prepare(request)
-        await asyncio.to_thread(fh.seek, start)
-        left = end - start + 1
-        while left > 0:
-            data = await asyncio.to_thread(fh.read, min(CHUNK, left))
-            if not data:
-                break
+        data = first
+        while data:
             await resp.write(data)
-            left -= len(data)
+            data = await in_thread(next, blocks, b"")
         await resp.write_eof()
         return resp
     finally:
-        await asyncio.to_thread(fh.close)
+        await in_thread(blob.close)
 
 
 # --- export ---------------------------------------------------------------------------------------
@@ -356,14 +370,19 @@ async def delete_audio(request: web.Request) -> web.Response:
     p = need(request, "calls.delete_audio")
     call_id = call_id_of(request)
     pool = request.app[POOL]
-    base = request.app[SETTINGS].recordings.local_path
-    async with pool.acquire() as conn, conn.transaction():
-        row = await visible_call(conn, p, call_id, lock=True)
-        # Only a finished recording is deleted from the API (a failed or unclosed one stays for ops).
-        if row["audio_deleted_at"] is None and row["recording_status"] != "ready":
-            out = deletion.Outcome(call_id, "no_audio")
-        else:
-            out = await deletion.delete_audio(conn, call_id, base, actor=p, reason="manual", remote=remote(request))
+    storage = request.app[STORAGE]
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await visible_call(conn, p, call_id, lock=True)
+            # Only a finished recording is deleted from the API (a failed or unclosed one stays for ops).
+            if row["audio_deleted_at"] is None and row["recording_status"] != "ready":
+                out = deletion.Outcome(call_id, "no_audio")
+            else:
+                out = await deletion.delete_audio(conn, call_id, storage, actor=p, reason="manual",
+                                                  remote=remote(request))
+    except StorageUnavailable as exc:  # the transaction rolled back: the row still has its audio
+        log.warning("call %s: audio not deleted, storage unavailable: %s", call_id, exc)
+        raise json_error(503, "the recording storage is unavailable; nothing was deleted, try again later") from None
     # Answered after the transaction: a refusal's audit entry is kept.
     if out.result != "deleted":
         raise json_error(409, _REFUSALS.get(out.result, f"not deleted: {out.result}"))
@@ -457,11 +476,17 @@ openapi.operation(
                    "type": "string", "format": "binary"}}}},
                "409": {"description": "the recording path is a symbolic link: refused, nothing served",
                        "content": openapi.ERR},
-               "416": {"description": "range outside the file", "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
+               "416": {"description": "range outside the file", "content": openapi.ERR},
+               "500": {"description": "the recording is encrypted and does not open with the configured master key "
+                                      "(the server log names the key ids)", "content": openapi.ERR},
+               "503": {"description": "the recording is in the bucket and the bucket does not answer; try later",
+                       "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 openapi.operation("delete", "/api/v1/calls/{id}/audio", summary="Delete the recording; the row keeps who and when",
                   tags=["calls"], parameters=[CALL_ID_PARAM],
                   responses={"200": openapi.json_response("deleted", {"type": "object"}),
                              "409": {"description": "already deleted, no recording, or legal hold",
+                                     "content": openapi.ERR},
+                             "503": {"description": "the bucket does not answer: nothing was deleted, try later",
                                      "content": openapi.ERR}, **NOT_FOUND_RESPONSE})
 _TAGS = openapi.json_response("the call's tags", {"type": "object", "properties": {
     "tags": {"type": "array", "items": {"type": "string"}}}})

@@ -7,6 +7,7 @@ visibility rule (404 for hidden and unknown alike), every change audited in its 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 from datetime import datetime
@@ -20,6 +21,7 @@ from callrec.dataops import evidence
 from callrec.dataops.deletion import set_legal_hold
 from callrec.dataops.retention import count_due
 from callrec.dataops.transcript_export import attach_transcripts
+from callrec.storage import StorageUnavailable
 from callrec.store import audit, callquery
 from callrec.web import openapi
 from callrec.web.auth import need, principal, remote
@@ -37,13 +39,15 @@ from callrec.web.common import (
     write_or_drop,
 )
 from callrec.web.errors import bad_request, forbidden, json_error
-from callrec.web.keys import POOL, SETTINGS
+from callrec.web.keys import POOL, SETTINGS, STORAGE
 
 # Who may read the retention status (config and counts, no call data).
 RETENTION_ROLES = frozenset({"admin", "security", "auditor"})
 # Evidence exports carry audio: at most this many calls per request.
 EVIDENCE_MAX = 500
 CHUNK = 256 * 1024
+
+log = logging.getLogger("callrec.web")
 
 
 async def put_legal_hold(request: web.Request) -> web.Response:
@@ -120,7 +124,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
         docs = await evidence.call_documents(pool, ids)
         if with_transcripts:
             await attach_transcripts(pool, docs)
-        local, cap = settings.recordings.local_path, settings.integrity.evidence_max_bytes
+        local, cap = request.app[STORAGE], settings.integrity.evidence_max_bytes
         try:
             # From the rows and a stat of each file: refused before any audio is read.
             await asyncio.to_thread(evidence.check_size, docs, local, cap)
@@ -143,6 +147,9 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
                 result = await asyncio.to_thread(build)
             except evidence.TooLarge as exc:  # a file grew after the check
                 raise json_error(413, str(exc)) from None
+            except StorageUnavailable as exc:
+                log.warning("evidence export: recording storage unavailable: %s", exc)
+                raise json_error(503, "the recording storage is unavailable; try again later") from None
             async with pool.acquire() as conn, conn.transaction():
                 for call_id in ids:
                     await audit.append(conn, actor=p.name, role=p.role, action="evidence_export", call_id=call_id,
@@ -208,4 +215,6 @@ openapi.operation(
                "409": {"description": "no signing key configured, or too many exports running",
                        "content": openapi.ERR},
                "413": {"description": "the selected recordings add up to more than integrity.evidence_max_bytes "
-                                      "(refused before any audio is read)", "content": openapi.ERR}})
+                                      "(refused before any audio is read)", "content": openapi.ERR},
+               "503": {"description": "a recording is in the bucket and the bucket does not answer; try later",
+                       "content": openapi.ERR}})

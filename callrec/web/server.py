@@ -9,6 +9,7 @@ from aiohttp import web
 
 from callrec.config.settings import Settings, is_loopback
 from callrec.recording.control import RecordingControl
+from callrec.storage import Storage
 from callrec.store.db import connect_pool
 from callrec.web import logsafe
 from callrec.web.app import AccessLogger, RequestObserver, make_app
@@ -29,8 +30,9 @@ class HttpServer:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool | None = None,
                  recording_control: RecordingControl | None = None,
-                 on_request: RequestObserver | None = None) -> None:
+                 on_request: RequestObserver | None = None, storage: Storage | None = None) -> None:
         self.settings = settings
+        self.storage = storage
         self.on_request = on_request
         self.recording_control = recording_control
         self.pool = pool
@@ -49,7 +51,8 @@ class HttpServer:
             self.read_pool = await connect_pool(
                 self.settings.database.read_dsn, 0, 4, what="read replica",
                 server_settings={**api_pool_settings(self.settings), "application_name": "callrec-api-read"})
-        app = make_app(self.settings, self.pool, self.recording_control, self.on_request, self.read_pool)
+        app = make_app(self.settings, self.pool, self.recording_control, self.on_request, self.read_pool,
+                       self.storage)
         logsafe.install()  # before the first request: aiohttp's parse errors quote request bytes
         self.runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=log, handle_signals=False,
                                     shutdown_timeout=5.0,

@@ -34,3 +34,5 @@ GRANT USAGE ON SEQUENCE alerts_id_seq TO :"app";
 -- Search: the words of the transcripts, kept by triggers on transcript_segments (migration 013), which run
 -- with the rights of whoever saves or deletes a transcript.
 GRANT SELECT, INSERT, UPDATE, DELETE ON transcript_lexicon TO :"app";
+-- The storage outbox (migration 017): recordings to encrypt and upload, until verified.
+GRANT SELECT, INSERT, UPDATE ON storage_outbox TO :"app";
