@@ -17,6 +17,7 @@ from callrec.asterisk.ari import Ari
 from callrec.calls.policy import DEFAULT_PROMPTS
 from callrec.calls.prompts import PromptCatalog
 from callrec.calls.service import CallService
+from callrec.config.node import node_name
 from callrec.config.settings import Settings
 from callrec.dataops.retention import RetentionJob
 from callrec.doors.agi import AgiDoor
@@ -26,9 +27,10 @@ from callrec.metrics import Metrics, MetricsServer
 from callrec.recording.control import RecordingControl
 from callrec.store import CallLogWriter, connect_pool, migrate
 from callrec.store.calllog import is_transient
-from callrec.store.db import fetch_open_calls
+from callrec.store.db import adopt_open_calls, fetch_open_calls
 from callrec.store.journal import Journal, JournalError
 from callrec.store.migrate import pending
+from callrec.store.nodes import heartbeat
 from callrec.store.record import CallRecord
 from callrec.store.users import sync_confidential_rules
 from callrec.web.server import HttpServer
@@ -53,6 +55,8 @@ class SettingFatal(FatalError):
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # This node's name: its rows in the call log ([node] name, default the host name).
+        self.node = node_name(settings.node)
         self.pool: asyncpg.Pool | None = None
         self.writer: CallLogWriter | None = None
         self.ami: Ami | None = None
@@ -111,7 +115,7 @@ class Daemon:
                         "when it is back", _brief(exc), journal.path, " and migrations" if run_migrations else "")
             self.pool = await connect_pool(s.database.dsn, 0, s.database.pool_max)  # connects on first use
             db_up = False
-        self.writer = CallLogWriter(self.pool, journal=journal, ready=False)
+        self.writer = CallLogWriter(self.pool, journal=journal, ready=False, node=self.node)
         self.writer.replay(replay)
         if replay:
             log.info("call log journal: changes of %d call(s) from an earlier run to write", len(replay))
@@ -140,7 +144,8 @@ class Daemon:
             self.hooks.start()
             if s.speech.enabled:
                 await self._start_speech()
-        self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
+        self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf,
+                                                  node=self.node)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
         if s.agi.active:
@@ -172,8 +177,8 @@ class Daemon:
         interval = systemd.watchdog_interval()
         if interval is not None:
             self._tasks.append(asyncio.create_task(systemd.watchdog(interval), name="systemd-watchdog"))
-        log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
-                 self.ari.base if self.ari else "off", s.asterisk.app,
+        log.info("callrec started as node %s: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
+                 self.node, self.ari.base if self.ari else "off", s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
 
     async def _setup_database(self, run_migrations: bool) -> list[CallRecord]:
@@ -195,8 +200,14 @@ class Daemon:
             log.warning("call log journal: the earlier run's changes are not all written yet; its open calls are "
                         "followed up with what the database holds")
         async with self.pool.acquire() as conn:
-            # AGI calls an earlier run left open: followed up through ARI like the others.
-            unfinished = await fetch_open_calls(conn) + await fetch_open_calls(conn, "agi")
+            adopted = await adopt_open_calls(conn, self.node)
+            if adopted:
+                log.info("node %s: %d open call(s) from before calls had a node are followed up here", self.node,
+                         adopted)
+            # This node's calls only (other nodes share the call log).  AGI calls an earlier run left open:
+            # followed up through ARI like the others.
+            unfinished = (await fetch_open_calls(conn, node=self.node)
+                          + await fetch_open_calls(conn, "agi", node=self.node))
         # Read after the rows: a call this run took meanwhile is noted before its first write.
         own = self.writer.own_calls(done=True)
         return [r for r in unfinished if r.id not in own]
@@ -252,8 +263,11 @@ class Daemon:
                 raise FatalError(str(exc)) from None
 
     def _start_retention(self) -> None:
+        """Retention, and this node's heartbeat (both once the database is there)."""
         s = self.settings
         assert self.pool is not None
+        self._tasks.append(asyncio.create_task(
+            heartbeat(self.pool, self.node, "pbx", __version__, s.node.heartbeat_interval), name="node-heartbeat"))
         if s.retention.enabled and s.retention.active:
             self.retention = RetentionJob(self.pool, s.retention, s.recordings.local_path)
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))

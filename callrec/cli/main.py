@@ -24,6 +24,7 @@ from callrec.cli import (
     config,
     evidence,
     hooks,
+    nodes,
     policy,
     recording,
     retention,
@@ -37,7 +38,7 @@ from callrec.config.settings import ConfigError, Settings, load_settings
 
 # In the order `callrec --help` lists them.
 GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording,
-          speech)
+          speech, nodes)
 
 
 def build_parser() -> Parser:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from callrec.config.alerts import AlertRule, AlertSettings, parse_alerts
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
+from callrec.config.node import NodeSettings, check_node
 from callrec.config.speech import SpeechSettings, check_speech
 
 __all__ = [
@@ -372,6 +373,7 @@ class Settings:
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     source: str = "<defaults>"
 
 
@@ -391,6 +393,7 @@ SECTIONS: dict[str, type] = {
     "speech": SpeechSettings,
     "alerts": AlertSettings,
     "metrics": MetricsSettings,
+    "node": NodeSettings,
     "log": LogSettings,
 }
 _PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention", "alerts")}
@@ -537,6 +540,7 @@ def _validate(s: Settings) -> None:
     _check_words(s.policy)
     _check_hooks(s.hooks)
     check_speech(s.speech)
+    check_node(s.node)
     for folder in {s.recordings.dir, str(s.recordings.local_path)}:
         if s.speech.cache_dir == folder or s.speech.cache_dir.startswith(folder.rstrip("/") + "/"):
             # verify would report the joined model as orphan recordings, and retention walks that tree.
