@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,9 +34,11 @@ async def beat(db: Db, name: str, kind: str, version: str, *, starting: bool = F
             "last_seen = now()", name, kind, version)
 
 
-async def heartbeat(pool: asyncpg.Pool, name: str, kind: str, version: str, interval: float) -> None:
+async def heartbeat(pool: asyncpg.Pool, name: str, kind: str, version: str, interval: float,
+                    on_beat: Callable[[bool], None] | None = None) -> None:
     """Write `last seen` every ``interval`` seconds for as long as the daemon runs (a task of its own: one
-    small UPSERT, never on a call's path).  A database that is away is tried again at the next beat."""
+    small UPSERT, never on a call's path).  A database that is away is tried again at the next beat.
+    ``on_beat(ok)`` after each try (the API-only process's readiness)."""
     starting = True
     down = False
     while True:
@@ -50,6 +53,8 @@ async def heartbeat(pool: asyncpg.Pool, name: str, kind: str, version: str, inte
                 log.warning("node %s: heartbeat not written (%s); trying again every %.0f s", name,
                             type(exc).__name__, interval)
             down = True
+        if on_beat is not None:
+            on_beat(not down)
         await asyncio.sleep(interval)  # the period itself, not a wait for an event
 
 
