@@ -37,8 +37,7 @@ def add_commands(sub: object) -> None:
 
 
 async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from callrec.apionly import ApiOnly
-    from callrec.app import Daemon, FatalError
+    from callrec.app import ApiOnly, Daemon, FatalError
     from callrec.calls.prompts import PromptError
 
     daemon: Daemon | ApiOnly = ApiOnly(settings) if args.api_only else Daemon(settings)
