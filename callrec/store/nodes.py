@@ -43,6 +43,8 @@ async def heartbeat(pool: asyncpg.Pool, name: str, kind: str, version: str, inte
     down = False
     while True:
         try:
+            if starting:
+                await warn_if_in_use(pool, name, interval)
             await beat(pool, name, kind, version, starting=starting)
             starting = False
             if down:
@@ -56,6 +58,18 @@ async def heartbeat(pool: asyncpg.Pool, name: str, kind: str, version: str, inte
         if on_beat is not None:
             on_beat(not down)
         await asyncio.sleep(interval)  # the period itself, not a wait for an event
+
+
+async def warn_if_in_use(db: Db, name: str, interval: float) -> bool:
+    """A heartbeat under this name came within two intervals: another process may be running with the same
+    name (or this one restarted at once after a crash).  Said once, as a WARNING; True when said."""
+    ago = await db.fetchval("SELECT extract(epoch FROM now() - last_seen)::float8 FROM nodes "
+                            "WHERE name = $1 AND retired_at IS NULL", name)
+    if ago is None or ago > 2 * interval:
+        return False
+    log.warning("node %s: a heartbeat under this name was written %.0f s ago; if another callrec runs with this "
+                "[node] name, give each its own (each node follows up its own open calls at start)", name, ago)
+    return True
 
 
 @dataclass(frozen=True)

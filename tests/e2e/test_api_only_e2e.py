@@ -84,7 +84,7 @@ async def login(http: aiohttp.ClientSession, base: str, user: str, password: str
 
 
 async def test_api_only_is_ready_without_asterisk_and_heartbeats(pair: tuple[ApiProcess, ApiProcess],
-                                                                database: str) -> None:
+                                                                database: str, tmp_path: Path) -> None:
     a, b = pair
     async with aiohttp.ClientSession() as http:
         for p in (a, b):
@@ -98,6 +98,16 @@ async def test_api_only_is_ready_without_asterisk_and_heartbeats(pair: tuple[Api
     finally:
         await conn.close()
     assert [(r["name"], r["kind"]) for r in rows] == [("api-1", "api"), ("api-2", "api")]
+    # A third process under a name in use: it says so (each node's name must be its own).
+    (tmp_path / "dup").mkdir()
+    dup = ApiProcess(tmp_path / "dup", database, "api-1")
+    try:
+        await dup.started()
+        await wait_for(lambda: "a heartbeat under this name was written" in dup.log(), 10,
+                       what="the warning about a name in use", details=dup.log)
+    finally:
+        assert dup.stop() == 0
+    assert "name was written" not in a.log() + b.log()
 
 
 async def test_failed_log_ins_on_one_process_lock_out_on_the_other(pair: tuple[ApiProcess, ApiProcess],
