@@ -15,7 +15,7 @@ import pytest
 from caller import Tester
 from sandbox import SandboxInfo, callrec_config
 from support.cli import run_cli
-from support.daemon_proc import CALLREC, wait_finalized, wait_registered, wait_row
+from support.daemon_proc import CALLREC, wait_finalized, wait_row
 from support.waiting import wait_for
 
 
@@ -52,6 +52,19 @@ class Node:
     def log(self) -> str:
         return (self.tmp_path / f"{self.name}-{self.runs}.log").read_text()
 
+    async def registered(self, tester: Tester) -> None:
+        """Until the node's ARI app is registered on its Asterisk (two daemons starting at once on a busy
+        machine take a while); fails at once, with the log, if the process exited."""
+        async def registered() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            apps = await tester.ari.request("GET", "/applications")
+            return any(a.get("name") == "callrec" for a in apps)
+
+        await wait_for(registered, 60, what=f"{self.name}'s ARI application to register", interval=0.1,
+                       details=self.log)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -73,8 +86,8 @@ async def test_a_node_killed_mid_call_recovers_only_its_own_calls(
     b.start()
     conn = await asyncpg.connect(database)
     try:
-        await wait_registered(tester)
-        await wait_registered(tester2)
+        await a.registered(tester)
+        await b.registered(tester2)
         # Calls on both nodes: a1 ends while its node is down, a2 goes on across the restart; b1 goes on.
         a1, a2, b1 = await tester.place_call(), await tester.place_call(), await tester2.place_call()
         for call in (a1, a2, b1):
@@ -95,7 +108,8 @@ async def test_a_node_killed_mid_call_recovers_only_its_own_calls(
                                   and e["channel"]["id"] == a1.callee_id, 10, "a1's unseen hang-up")
 
         a.start()
-        await wait_finalized(database, a1.callee_id)
+        await a.registered(tester)
+        await wait_finalized(database, a1.callee_id, timeout=60)
         await wait_for(lambda: "following them up" in a.log(), 10, what="node A's recovery log line",
                        details=a.log)
         # Node A said how many of *its* calls it follows up: two (a1 and a2), not B's.
@@ -135,10 +149,12 @@ async def test_nodes_list_and_retire_close_out_a_dead_node(
     a.start()
     b.start()
     conn = await asyncpg.connect(database)
+    calls = []
     try:
-        await wait_registered(tester)
-        await wait_registered(tester2)
+        await a.registered(tester)
+        await b.registered(tester2)
         a1, b1 = await tester.place_call(), await tester2.place_call()
+        calls = [a1, b1]
         for call in (a1, b1):
             assert (await call.handed_back())["recording"]
             await wait_row(database, call.callee_id)
@@ -183,9 +199,10 @@ async def test_nodes_list_and_retire_close_out_a_dead_node(
         by_name = {n["name"]: n for n in map(json.loads, again.stdout.splitlines())}
         assert by_name["pbx-b"]["open_calls"] == 0 and by_name["pbx-b"]["retired_at"]
         await a1.hang_up()
-        await wait_finalized(database, a1.callee_id)
+        await wait_finalized(database, a1.callee_id, timeout=60)
     finally:
-        await b1.hang_up()
+        for call in calls:
+            await call.hang_up()
         codes = a.stop()
         await conn.close()
     assert codes == 0
