@@ -1,4 +1,9 @@
-"""Wiring: builds the pieces, runs them under one supervisor, shuts them down in order."""
+"""Wiring: builds the pieces, runs them under one supervisor, shuts them down in order.
+
+``Daemon`` is a node beside an Asterisk; ``ApiOnly`` (`callrec serve --api-only`) the HTTP API and console
+without Asterisk: no ARI, AMI or FastAGI, no call-log writer, no follow-up of open calls.  Several of those can
+stand behind a load balancer (sessions, the log-in throttle and the per-user export limit live in PostgreSQL);
+their readiness needs only the database."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from callrec.asterisk.ari import Ari
 from callrec.calls.policy import DEFAULT_PROMPTS
 from callrec.calls.prompts import PromptCatalog
 from callrec.calls.service import CallService
+from callrec.config.node import node_name
 from callrec.config.settings import Settings
 from callrec.dataops.retention import RetentionJob
 from callrec.doors.agi import AgiDoor
@@ -28,9 +34,10 @@ from callrec.storage import KeyProblem, Storage, StorageUnavailable
 from callrec.storage.outbox import Uploader, outbox_figures
 from callrec.store import CallLogWriter, connect_pool, migrate
 from callrec.store.calllog import DB_ERRORS, is_transient
-from callrec.store.db import fetch_open_calls
+from callrec.store.db import adopt_open_calls, fetch_open_calls
 from callrec.store.journal import Journal, JournalError
 from callrec.store.migrate import pending
+from callrec.store.nodes import heartbeat
 from callrec.store.record import CallRecord
 from callrec.store.users import sync_confidential_rules
 from callrec.web.server import HttpServer
@@ -55,6 +62,8 @@ class SettingFatal(FatalError):
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # This node's name: its rows in the call log ([node] name, default the host name).
+        self.node = node_name(settings.node)
         self.pool: asyncpg.Pool | None = None
         self.writer: CallLogWriter | None = None
         self.ami: Ami | None = None
@@ -122,7 +131,7 @@ class Daemon:
                         "when it is back", _brief(exc), journal.path, " and migrations" if run_migrations else "")
             self.pool = await connect_pool(s.database.dsn, 0, s.database.pool_max)  # connects on first use
             db_up = False
-        self.writer = CallLogWriter(self.pool, journal=journal, ready=False)
+        self.writer = CallLogWriter(self.pool, journal=journal, ready=False, node=self.node)
         self.writer.replay(replay)
         if replay:
             log.info("call log journal: changes of %d call(s) from an earlier run to write", len(replay))
@@ -155,7 +164,8 @@ class Daemon:
             self.uploader.start()
             if s.speech.enabled:
                 await self._start_speech()
-        self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf)
+        self.recording_control = RecordingControl(self.ami, self.pool, dtmf=s.recordings.pause_dtmf,
+                                                  node=self.node)
         self.ami.on_event("UserEvent", self.recording_control.on_user_event)
         self.service.on_call_finalized.append(self.recording_control.on_call_finalized)
         if s.agi.active:
@@ -187,8 +197,8 @@ class Daemon:
         interval = systemd.watchdog_interval()
         if interval is not None:
             self._tasks.append(asyncio.create_task(systemd.watchdog(interval), name="systemd-watchdog"))
-        log.info("callrec started: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
-                 self.ari.base if self.ari else "off", s.asterisk.app,
+        log.info("callrec started as node %s: ARI %s app %s, AMI %s:%s, %d prompt(s) in %s",
+                 self.node, self.ari.base if self.ari else "off", s.asterisk.app,
                  s.asterisk.ami_host, s.asterisk.ami_port, len(prompts.prompts), ", ".join(sorted(prompts.available())))
 
     async def _setup_database(self, run_migrations: bool) -> list[CallRecord]:
@@ -210,8 +220,14 @@ class Daemon:
             log.warning("call log journal: the earlier run's changes are not all written yet; its open calls are "
                         "followed up with what the database holds")
         async with self.pool.acquire() as conn:
-            # AGI calls an earlier run left open: followed up through ARI like the others.
-            unfinished = await fetch_open_calls(conn) + await fetch_open_calls(conn, "agi")
+            adopted = await adopt_open_calls(conn, self.node)
+            if adopted:
+                log.info("node %s: %d open call(s) from before calls had a node are followed up here", self.node,
+                         adopted)
+            # This node's calls only (other nodes share the call log).  AGI calls an earlier run left open:
+            # followed up through ARI like the others.
+            unfinished = (await fetch_open_calls(conn, node=self.node)
+                          + await fetch_open_calls(conn, "agi", node=self.node))
         # Read after the rows: a call this run took meanwhile is noted before its first write.
         own = self.writer.own_calls(done=True)
         return [r for r in unfinished if r.id not in own]
@@ -269,8 +285,11 @@ class Daemon:
                 raise FatalError(str(exc)) from None
 
     def _start_retention(self) -> None:
+        """Retention, and this node's heartbeat (both once the database is there)."""
         s = self.settings
         assert self.pool is not None
+        self._tasks.append(asyncio.create_task(
+            heartbeat(self.pool, self.node, "pbx", __version__, s.node.heartbeat_interval), name="node-heartbeat"))
         if s.retention.enabled and s.retention.active:
             self.retention = RetentionJob(self.pool, s.retention, self.storage or Storage.of(s))
             self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
@@ -475,6 +494,103 @@ class Daemon:
             await self.ari.close()
         if self.pool is not None:
             await self.pool.close()
+
+
+# -- serve --api-only: the HTTP API and console without Asterisk ----------------------------------------
+
+def api_node_name(settings: Settings) -> str:
+    """The name in the `nodes` table: `[node] name` when set, else `<host>-api` (an API-only process on a PBX
+    host keeps the PBX daemon's row apart)."""
+    return settings.node.name or f"{node_name(settings.node)}-api"[:63]
+
+
+class ApiOnly:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node = api_node_name(settings)
+        self.pool: asyncpg.Pool | None = None
+        self.http: HttpServer | None = None
+        self.metrics = Metrics(__version__)
+        self.metrics_server: MetricsServer | None = None
+        self.database_up = False
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, run_migrations: bool = False) -> None:
+        s = self.settings
+        if not s.http.active:
+            raise FatalError("http.enabled: `serve --api-only` serves the HTTP API; set http.enabled = true and "
+                             "http.listen")
+        try:
+            self.pool = await connect_pool(s.database.dsn, 1, 2)
+            async with self.pool.acquire() as conn:
+                if run_migrations:
+                    await migrate(conn)
+                missing = await pending(conn)
+                if missing:
+                    raise FatalError(f"database: schema not up to date ({', '.join(missing)} pending); "
+                                     "run `callrec migrate`")
+                await sync_confidential_rules(conn, [r.name for r in s.policy.rules if r.confidential])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise FatalError(f"database.dsn: cannot connect to PostgreSQL: {_brief(exc)}") from None
+        self.database_up = True
+        self.http = HttpServer(s, on_request=self.metrics.observe_request)
+        try:
+            await self.http.start()
+        except OSError as exc:
+            self.http = None
+            raise FatalError(str(exc)) from None
+        self._tasks.append(asyncio.create_task(
+            heartbeat(self.pool, self.node, "api", __version__, s.node.heartbeat_interval, self._beat),
+            name="node-heartbeat"))
+        if s.metrics.listen:
+            self.metrics_server = MetricsServer(s.metrics.host_port(), self.metrics, self.ready)
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                self.metrics_server = None
+                raise FatalError(str(exc)) from None
+        systemd.notify("READY=1", "STATUS=serving the HTTP API (no Asterisk)")
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self._tasks.append(asyncio.create_task(systemd.watchdog(interval), name="systemd-watchdog"))
+        log.info("callrec started as API-only node %s: no ARI, AMI or FastAGI", self.node)
+
+    def _beat(self, ok: bool) -> None:
+        self.database_up = ok
+
+    def ready(self) -> dict[str, bool]:
+        """What /ready reports: only the database (no Asterisk here)."""
+        return {"database": self.database_up}
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 0.25)
+            except TimeoutError:
+                pass
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise FatalError(f"internal task {task.get_name()} died: {task.exception()}")
+
+    async def stop(self) -> None:
+        systemd.notify("STOPPING=1")
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
 
 
 def _brief(exc: BaseException) -> str:

@@ -67,6 +67,22 @@ def _slot() -> int:
 
 
 SLOT = _slot()
+
+
+def second_slot() -> int:
+    """The slot of a second sandbox for tests that need two Asterisks (several nodes on one call log):
+    CALLREC_SANDBOX_SLOT2, default (CALLREC_SANDBOX_SLOT + 5) % 10."""
+    raw = os.environ.get("CALLREC_SANDBOX_SLOT2", "") or str((SLOT + 5) % 10)
+    if not raw.isdigit() or int(raw) > 9 or int(raw) == SLOT:
+        raise SystemExit(f"CALLREC_SANDBOX_SLOT2: expected 0-9 other than CALLREC_SANDBOX_SLOT ({SLOT}), got {raw!r}")
+    return int(raw)
+
+
+def slot_ports(slot: int) -> tuple[int, int, int, int]:
+    """(ARI, AMI, SIP, first RTP) ports of a slot."""
+    return 18088 + 10 * slot, 15038 + 10 * slot, 15060 + 10 * slot, 30000 + 1000 * slot
+
+
 ARI_PORT = 18088 + 10 * SLOT
 AMI_PORT = 15038 + 10 * SLOT
 SIP_PORT = 15060 + 10 * SLOT
@@ -128,7 +144,7 @@ class SlotBusy(SandboxError):
 _CLAIMED: dict[str, Any] = {}
 
 
-def claim_slot(cache_dir: Path, checkout: Path = REPO) -> None:
+def claim_slot(cache_dir: Path, checkout: Path = REPO, slot: int = SLOT) -> None:
     """Take this slot for the calling process, or raise ``SlotBusy`` naming the run that has it.
 
     Never waits: two runs on one slot would stop each other's Asterisk, so the second one is told
@@ -146,7 +162,7 @@ def claim_slot(cache_dir: Path, checkout: Path = REPO) -> None:
     except BlockingIOError:
         holder = f.read()
         f.close()
-        raise SlotBusy(busy_message(path, holder)) from None
+        raise SlotBusy(busy_message(path, holder, slot)) from None
     f.seek(0)
     f.truncate()
     json.dump({"pid": os.getpid(), "checkout": str(checkout), "command": " ".join(_proc_cmdline(os.getpid())),
@@ -163,7 +179,7 @@ def release_slot(cache_dir: Path) -> None:
         f.close()  # closing the last descriptor drops the flock
 
 
-def busy_message(path: Path, holder: str) -> str:
+def busy_message(path: Path, holder: str, slot: int = SLOT) -> str:
     """What a second run on a busy slot is told: who holds it, and how to run beside it."""
     try:
         info = json.loads(holder)
@@ -174,9 +190,9 @@ def busy_message(path: Path, holder: str) -> str:
             who += f"; pid {pid} has exited, a process it started still holds the lock"
     except (ValueError, KeyError, TypeError):
         who = "a run that is just starting (no details yet)"
-    return (f"sandbox slot {SLOT} is busy: another run holds {path}: {who}. Two runs on one slot stop each "
+    return (f"sandbox slot {slot} is busy: another run holds {path}: {who}. Two runs on one slot stop each "
             f"other's Asterisk. Wait for that run to end, or set CALLREC_SANDBOX_SLOT to another number "
-            f"(0-9, e.g. CALLREC_SANDBOX_SLOT={(SLOT + 1) % 10}) to run beside it.")
+            f"(0-9, e.g. CALLREC_SANDBOX_SLOT={(slot + 1) % 10}) to run beside it.")
 
 
 def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
@@ -212,12 +228,12 @@ def callrec_config(info: SandboxInfo, dsn: str, header: str = "",
     return "\n".join(lines) + "\n"
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(slot: int = SLOT) -> Path:
     env = os.environ.get("CALLREC_SANDBOX_CACHE")
-    if env:
+    if env and slot == SLOT:
         return Path(env)
-    base = Path.home() / ".cache" / "callrec"
-    return base / "sandbox" if SLOT == 0 else base / f"sandbox-{SLOT}"
+    base = Path(env).parent if env else Path.home() / ".cache" / "callrec"
+    return base / "sandbox" if slot == 0 else base / f"sandbox-{slot}"
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -362,8 +378,11 @@ def resolve_in_root(root: Path, path: str) -> Path:
 class Sandbox:
     """One sid root with Asterisk 22 in a cache folder, and the Asterisk running in it (at most one)."""
 
-    def __init__(self, cache_dir: Path | None = None, repo: Path = REPO) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    def __init__(self, cache_dir: Path | None = None, repo: Path = REPO, slot: int | None = None) -> None:
+        # Another slot than CALLREC_SANDBOX_SLOT's: a second Asterisk for the same run (second_slot()).
+        self.slot = SLOT if slot is None else slot
+        self.ari_port, self.ami_port, self.sip_port, self.rtp_start = slot_ports(self.slot)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(self.slot)
         self.repo = Path(repo)
         self.root = self.cache_dir / "root"
         self.build_dir = self.cache_dir / "build"
@@ -376,16 +395,16 @@ class Sandbox:
     def info(self) -> SandboxInfo:
         return SandboxInfo(
             root=self.root,
-            ari_url=f"http://{HOST}:{ARI_PORT}",
+            ari_url=f"http://{HOST}:{self.ari_port}",
             ari_user=ARI_USER,
             ari_password=ARI_PASSWORD,
             tester_ari_user=TESTER_ARI_USER,
             tester_ari_password=TESTER_ARI_PASSWORD,
             ami_host=HOST,
-            ami_port=AMI_PORT,
+            ami_port=self.ami_port,
             ami_user=AMI_USER,
             ami_password=AMI_PASSWORD,
-            sip_port=SIP_PORT,
+            sip_port=self.sip_port,
             recordings_dir=RECORDINGS_DIR,
             local_recordings_dir=self.root / RECORDINGS_DIR.lstrip("/"),
             prompts_dir=PROMPTS_DIR,
@@ -395,7 +414,7 @@ class Sandbox:
     # ----------------------------------------------------------------- slot
     def claim(self) -> None:
         """Hold this slot for the process's lifetime; ``SlotBusy`` names the run that holds it."""
-        claim_slot(self.cache_dir, self.repo)
+        claim_slot(self.cache_dir, self.repo, self.slot)
 
     def release(self) -> None:
         release_slot(self.cache_dir)
@@ -430,7 +449,7 @@ class Sandbox:
             self._build_locked()
 
     def _build_locked(self) -> None:
-        if SLOT != 0 and self._copy_from_slot0():
+        if self.slot != 0 and self._copy_from_slot0():
             return
         debootstrap = self._ensure_debootstrap()
         for leftover in (self.build_dir, self.root):
@@ -509,11 +528,11 @@ class Sandbox:
         etc.mkdir()
         values = {
             "HOST": HOST,
-            "ARI_PORT": str(ARI_PORT),
-            "AMI_PORT": str(AMI_PORT),
-            "SIP_PORT": str(SIP_PORT),
-            "RTP_START": str(RTP_START),
-            "RTP_END": str(RTP_END),
+            "ARI_PORT": str(self.ari_port),
+            "AMI_PORT": str(self.ami_port),
+            "SIP_PORT": str(self.sip_port),
+            "RTP_START": str(self.rtp_start),
+            "RTP_END": str(self.rtp_start + 999),
             "ARI_USER": ARI_USER,
             "ARI_PASSWORD": ARI_PASSWORD,
             "TESTER_ARI_USER": TESTER_ARI_USER,
@@ -672,7 +691,7 @@ class Sandbox:
     # ----------------------------------------------------------------- start
     def _check_ports(self) -> None:
         busy = []
-        for proto, port in (("tcp", ARI_PORT), ("tcp", AMI_PORT), ("udp", SIP_PORT)):
+        for proto, port in (("tcp", self.ari_port), ("tcp", self.ami_port), ("udp", self.sip_port)):
             kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
             with socket.socket(socket.AF_INET, kind) as s:
                 if proto == "tcp":
@@ -751,7 +770,7 @@ class Sandbox:
                     step = "ARI GET /ari/asterisk/info"
                     ari = self._ari_ok()
                 if booted and not ami:
-                    step = f"AMI banner on port {AMI_PORT}"
+                    step = f"AMI banner on port {self.ami_port}"
                     ami = self._ami_ok()
             except (SandboxError, subprocess.TimeoutExpired, OSError):
                 pass
@@ -759,9 +778,8 @@ class Sandbox:
                 return
             time.sleep(0.2)
 
-    @staticmethod
-    def _ari_ok() -> bool:
-        req = urllib.request.Request(f"http://{HOST}:{ARI_PORT}/ari/asterisk/info")
+    def _ari_ok(self) -> bool:
+        req = urllib.request.Request(f"http://{HOST}:{self.ari_port}/ari/asterisk/info")
         token = base64.b64encode(f"{TESTER_ARI_USER}:{TESTER_ARI_PASSWORD}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
         try:
@@ -770,10 +788,9 @@ class Sandbox:
         except (urllib.error.URLError, OSError):
             return False
 
-    @staticmethod
-    def _ami_ok() -> bool:
+    def _ami_ok(self) -> bool:
         try:
-            with socket.create_connection((HOST, AMI_PORT), timeout=2) as s:
+            with socket.create_connection((HOST, self.ami_port), timeout=2) as s:
                 return s.recv(100).startswith(b"Asterisk Call Manager/")
         except OSError:
             return False

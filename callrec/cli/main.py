@@ -24,6 +24,7 @@ from callrec.cli import (
     config,
     evidence,
     hooks,
+    nodes,
     policy,
     recording,
     retention,
@@ -39,7 +40,7 @@ from callrec.storage import BadCiphertext, WrongMasterKey
 
 # In the order `callrec --help` lists them.
 GROUPS = (serve, config, policy, hooks, calls, alerts, access, sounds, retention, subjects, evidence, recording,
-          speech, storage)
+          speech, storage, nodes)
 
 
 def build_parser() -> Parser:
@@ -54,7 +55,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = _settings(args.config) if args.needs_config else None
+        # `serve --api-only` talks to no Asterisk: its credentials need not be in that host's config.
+        settings = _settings(args.config, asterisk=not getattr(args, "api_only", False)) if args.needs_config else None
         outcome = args.run(args, settings)
         return asyncio.run(outcome) if inspect.iscoroutine(outcome) else int(outcome)
     except CommandError as exc:
@@ -71,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _settings(path: str) -> Settings:
+def _settings(path: str, asterisk: bool = True) -> Settings:
     for key in ("ARI_PASSWORD", "AMI_PASSWORD"):
         if os.environ.get(f"CALLREC_{key}") and not os.environ.get(f"CALLREC_ASTERISK_{key}"):
             print(f"callrec: note: use CALLREC_ASTERISK_{key}, not CALLREC_{key}", file=sys.stderr)
     try:
-        settings = load_settings(path)
+        settings = load_settings(path, asterisk=asterisk)
     except ConfigError as exc:
         raise CommandError(f"config error: {exc}") from None
     except OSError as exc:  # a folder, an unreadable device: load_settings names the usual cases itself

@@ -28,6 +28,8 @@ log = logging.getLogger("callrec")
 def add_commands(sub: object) -> None:
     serve = command(sub, "serve", "run the daemon (ARI app + call log)", run_serve)
     serve.add_argument("--migrate", action="store_true", help="apply pending database migrations first")
+    serve.add_argument("--api-only", action="store_true",
+                       help="only the HTTP API and console: no Asterisk (no ARI, AMI, FastAGI), no calls")
     command(sub, "migrate", "create or update the database schema", run_migrate)
     check = command(sub, "check", "validate the config and reach ARI, AMI and PostgreSQL; with --caller, "
                                   "--did ...: also explain the policy for such a call", run_check)
@@ -35,10 +37,10 @@ def add_commands(sub: object) -> None:
 
 
 async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from callrec.app import Daemon, FatalError
+    from callrec.app import ApiOnly, Daemon, FatalError
     from callrec.calls.prompts import PromptError
 
-    daemon = Daemon(settings)
+    daemon: Daemon | ApiOnly = ApiOnly(settings) if args.api_only else Daemon(settings)
     try:
         await daemon.start(args.migrate)
         await daemon.run_until_stopped()

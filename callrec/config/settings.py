@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from callrec.config.alerts import AlertRule, AlertSettings, parse_alerts
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
+from callrec.config.node import NodeSettings, check_node
 from callrec.config.speech import SpeechSettings, check_speech
 from callrec.config.storage import StorageSettings, check_storage
 
@@ -381,6 +382,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     source: str = "<defaults>"
 
 
@@ -401,6 +403,7 @@ SECTIONS: dict[str, type] = {
     "speech": SpeechSettings,
     "alerts": AlertSettings,
     "metrics": MetricsSettings,
+    "node": NodeSettings,
     "log": LogSettings,
 }
 _PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("policy", "retention", "alerts")}
@@ -408,8 +411,10 @@ _PLAIN_SECTIONS = {name: cls for name, cls in SECTIONS.items() if name not in ("
 POLICY_ENV_KEYS = tuple(f.name for f in dataclasses.fields(PolicySettings) if f.name != "rules")
 
 
-def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, override from the environment, and validate.  Raises ConfigError."""
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None, *,
+                  asterisk: bool = True) -> Settings:
+    """Read, override from the environment, and validate.  Raises ConfigError.  ``asterisk=False``
+    (`serve --api-only`): the Asterisk credentials are not needed."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     source = "<defaults>"
@@ -426,10 +431,11 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
             raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    return parse_settings(raw, environ, source)
+    return parse_settings(raw, environ, source, asterisk=asterisk)
 
 
-def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<dict>") -> Settings:
+def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "<dict>", *,
+                   asterisk: bool = True) -> Settings:
     known = set(SECTIONS)
     for section in raw:
         if section not in known:
@@ -447,7 +453,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str], source: s
     built["retention"] = parse_retention(_table(raw, "retention"), environ, {r.name for r in built["policy"].rules})
     built["alerts"] = parse_alerts(_table(raw, "alerts"), environ)
     settings = Settings(**built, source=source)
-    _validate(settings)
+    _validate(settings, asterisk)
     return settings
 
 
@@ -485,7 +491,7 @@ def _parse_policy(table: Mapping[str, Any], environ: Mapping[str, str]) -> Polic
     return build(PolicySettings, "policy", {**values, "rules": tuple(rules)})
 
 
-def _validate(s: Settings) -> None:
+def _validate(s: Settings, asterisk: bool = True) -> None:
     url = urlsplit(s.asterisk.ari_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ConfigError(f"asterisk.ari_url: expected an http:// or https:// URL, got {s.asterisk.ari_url!r}")
@@ -494,9 +500,9 @@ def _validate(s: Settings) -> None:
     for key in ("ari_user", "ami_user", "app", "ami_host"):
         if not getattr(s.asterisk, key):
             raise ConfigError(f"asterisk.{key}: must not be empty")
-    if s.asterisk.ari_enabled and not s.asterisk.ari_password:
+    if asterisk and s.asterisk.ari_enabled and not s.asterisk.ari_password:
         raise ConfigError("asterisk.ari_password: not set (put it in the file or CALLREC_ASTERISK_ARI_PASSWORD)")
-    if not s.asterisk.ami_password:
+    if asterisk and not s.asterisk.ami_password:
         raise ConfigError("asterisk.ami_password: not set (put it in the file or CALLREC_ASTERISK_AMI_PASSWORD)")
     check_ranges(s.asterisk, "asterisk")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.asterisk.app):
@@ -550,6 +556,7 @@ def _validate(s: Settings) -> None:
     _check_hooks(s.hooks)
     check_speech(s.speech)
     check_storage(s.storage)
+    check_node(s.node)
     for folder in {s.recordings.dir, str(s.recordings.local_path)}:
         if s.speech.cache_dir == folder or s.speech.cache_dir.startswith(folder.rstrip("/") + "/"):
             # verify would report the joined model as orphan recordings, and retention walks that tree.

@@ -157,12 +157,13 @@ async def close_open_pause(db: Db, call_id: str, at: datetime) -> PauseInterval 
     return PauseInterval.from_row(row) if row else None
 
 
-async def find_recording_call(db: Db, *, linkedid: str) -> str | None:
-    """The call being recorded now whose linkedid is this one (the agent's side of the call)."""
+async def find_recording_call(db: Db, *, linkedid: str, node: str | None = None) -> str | None:
+    """The call being recorded now whose linkedid is this one (the agent's side of the call); with ``node``,
+    only that node's (two Asterisks can hand out the same linkedid)."""
     async with _connection(db) as conn:
         found = await conn.fetchval(
             "SELECT id FROM calls WHERE linkedid = $1 AND finalized_at IS NULL AND recording_status = 'recording' "
-            "ORDER BY started_at DESC LIMIT 1", linkedid)
+            "AND ($2::text IS NULL OR node = $2) ORDER BY started_at DESC LIMIT 1", linkedid, node)
     return str(found) if found else None
 
 
@@ -243,9 +244,10 @@ class RecordingControl:
     """The daemon's handle: pause/resume for the HTTP API, the agents' DTMF key, and closing a
     pause that was still open when the call ended."""
 
-    def __init__(self, ami: Ami, db: asyncpg.Pool, *, dtmf: bool = True) -> None:
+    def __init__(self, ami: Ami, db: asyncpg.Pool, *, dtmf: bool = True, node: str | None = None) -> None:
         self.ami = ami
         self.db = db
+        self.node = node  # the agents' key looks up this node's calls only
         self.dtmf = dtmf
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dtmf_handled = 0  # tests wait on this instead of sleeping
@@ -273,7 +275,7 @@ class RecordingControl:
         try:
             call_id = fields.get("CallID", "").strip()
             if not call_id and fields.get("Linkedid"):
-                call_id = await find_recording_call(self.db, linkedid=fields["Linkedid"]) or ""
+                call_id = await find_recording_call(self.db, linkedid=fields["Linkedid"], node=self.node) or ""
             if not call_id:
                 log.warning("pause key on %s: no recorded call found for it (no CallID, linkedid %s)", channel,
                             fields.get("Linkedid", "?"))

@@ -20,7 +20,7 @@ ACTIONS = (
     "login", "login_failed", "logout", "view", "listen", "download", "export", "tag_add", "tag_remove",
     "confidential", "delete_audio", "user_add", "user_disable", "token_create", "token_revoke", "search",
     "transcript_read", "transcript_search", "alerts_list", "alert_rule_add", "alert_rule_delete",
-    "access_denied", "storage_migrate", "keys_rotate",
+    "access_denied", "storage_migrate", "keys_rotate", "node_retire",
 )
 
 

@@ -105,8 +105,11 @@ def _storable(value: Any) -> Any:
 
 class CallLogWriter:
     def __init__(self, pool: asyncpg.Pool, retry_delay: float = 1.0, journal: Journal | None = None,
-                 ready: bool = True) -> None:
+                 ready: bool = True, node: str | None = None) -> None:
         self.pool = pool
+        # This daemon's node ([node] name): written with each call's first row (the journal is the node's own,
+        # so a replayed call is this node's too).
+        self.node = node
         self.retry_delay = retry_delay
         self.journal = journal
         self._pending: dict[str, dict[str, Any]] = {}
@@ -362,6 +365,9 @@ class CallLogWriter:
                 elif "door" in fields:
                     # The first write of a call carries every field (PostgreSQL checks NOT NULL before
                     # ON CONFLICT, so a partial upsert would fail even for an existing row).
+                    if self.node is not None:
+                        fields["node"] = self.node
+                        cols.append("node")
                     placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
                     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
                     sql = (

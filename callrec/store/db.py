@@ -155,10 +155,19 @@ async def fetch_calls(conn: Db, *, limit: int = 50,
     return [dict(r) for r in rows]
 
 
-async def fetch_open_calls(conn: Db, door: str = "ari") -> list[CallRecord]:
-    """Calls an earlier run did not finalize (it was stopped or crashed while they went on)."""
+async def adopt_open_calls(conn: Db, node: str) -> int:
+    """Open rows written before calls had a node (migration 016) become this node's: the first node to
+    start after the upgrade follows them up, once."""
+    status = await conn.execute("UPDATE calls SET node = $1 WHERE finalized_at IS NULL AND node IS NULL", node)
+    return int(status.split()[-1])
+
+
+async def fetch_open_calls(conn: Db, door: str = "ari", node: str | None = None) -> list[CallRecord]:
+    """Calls an earlier run did not finalize (it was stopped or crashed while they went on); with ``node``,
+    only that node's (another node's open calls are its own business, however they look from here)."""
     rows = await conn.fetch(
-        "SELECT * FROM calls WHERE finalized_at IS NULL AND door = $1 ORDER BY started_at", door)
+        "SELECT * FROM calls WHERE finalized_at IS NULL AND door = $1 AND ($2::text IS NULL OR node = $2) "
+        "ORDER BY started_at", door, node)
     out = []
     for r in rows:
         fields = {name: r[name] for name in COLUMNS}

@@ -34,9 +34,8 @@ log = logging.getLogger("callrec.http")
 
 # Exports running at once (CSV/JSON and evidence share the slots): each holds a connection and disk.
 EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
-# Exports running per principal (a user, or a token without a user): at most EXPORTS_PER_PRINCIPAL,
-# so no one principal, whatever its role, can hold every slot.
-EXPORTS_RUNNING = web.AppKey("exports_running", dict)
+# Exports running per principal (a user, or a token without a user), across every process serving the API:
+# at most EXPORTS_PER_PRINCIPAL, so no one principal, whatever its role, can hold every slot.
 EXPORTS_PER_PRINCIPAL = 1
 
 _CALL_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -101,23 +100,24 @@ def respond(data: Any, status: int = 200) -> web.Response:
 
 @contextlib.asynccontextmanager
 async def export_slot(request: web.Request, p: Principal) -> AsyncIterator[None]:
-    """One of the global export slots and this principal's own; 429 when the principal already
-    runs EXPORTS_PER_PRINCIPAL exports, 409 when every slot is taken."""
-    running: dict[object, int] = request.app[EXPORTS_RUNNING]
-    key: object = ("user", p.user_id) if p.user_id is not None else ("name", p.name)
-    if running.get(key, 0) >= EXPORTS_PER_PRINCIPAL:
-        raise json_error(429, "you already have an export running; wait for it to finish")
+    """One of this process's export slots and this principal's own; 429 when the principal already
+    runs EXPORTS_PER_PRINCIPAL exports (in any process serving the API: a PostgreSQL advisory lock
+    held by a connection of the export's own, so a process that dies lets it go), 409 when every
+    slot of this process is taken."""
+    key = f"callrec-export:user:{p.user_id}" if p.user_id is not None else f"callrec-export:name:{p.name}"
     slots = request.app[EXPORT_SLOTS]
-    if slots.locked():
-        raise json_error(409, "too many exports running; try again later")
-    running[key] = running.get(key, 0) + 1
+    # Not from the pool: the export's own query holds a pooled connection for as long as the lock.
+    conn = await asyncpg.connect(request.app[SETTINGS].database.dsn, timeout=10,
+                                 server_settings={"application_name": "callrec-api-export-lock"})
     try:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
+            raise json_error(429, "you already have an export running; wait for it to finish")
+        if slots.locked():
+            raise json_error(409, "too many exports running; try again later")
         async with slots:
             yield
     finally:
-        running[key] -= 1
-        if not running[key]:
-            del running[key]
+        await conn.close()  # the session's advisory lock goes with it
 
 
 class ReaderDropped(Exception):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from callrec.access import hash_password, password_needs_rehash, sha256_hex, verify_password
 from callrec.store import audit
+from callrec.store.db import Db
 from callrec.web import openapi
 from callrec.web.auth import COOKIE, create_session, principal, public, remote
 from callrec.web.common import read_json
@@ -27,7 +28,8 @@ log = logging.getLogger("callrec.http")
 
 
 class LoginThrottle:
-    """Failed log-ins, in memory and bounded (the least recently failing keys are forgotten).
+    """Failed log-ins, in PostgreSQL (``login_failures``): every process that serves the API (several
+    behind a load balancer) sees the same failures, so a guesser gains nothing by switching between them.
 
     - Per user name *and* address (``user:<name>@<address>``): the first ``free`` failures cost
       nothing; after the n-th, the next attempt from that address for that user waits
@@ -37,54 +39,57 @@ class LoginThrottle:
     - Per address (``remote:<address>``), a higher limit: ``remote_limit`` failures within
       ``window`` seconds, whatever the user names, and that address gets 429 until the oldest ages out.
 
-    The address is the client's (``auth.remote``: ``X-Forwarded-For`` only from ``http.trusted_proxies``)."""
+    The address is the client's (``auth.remote``: ``X-Forwarded-For`` only from ``http.trusted_proxies``).
+    Times are the processes' wall clocks (keep the hosts on NTP); ``decide`` is the pure rule."""
 
     def __init__(self, free: int = 5, delay: float = 30.0, max_delay: float = 900.0, memory: float = 86400.0,
-                 remote_limit: int = 50, window: float = 900.0, max_keys: int = 10000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 remote_limit: int = 50, window: float = 900.0, clock: Callable[[], float] = time.time) -> None:
         self.free, self.delay, self.max_delay, self.memory = free, delay, max_delay, memory
-        self.remote_limit, self.window, self.max_keys, self.clock = remote_limit, window, max_keys, clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.remote_limit, self.window, self.clock = remote_limit, window, clock
 
     @staticmethod
     def keys(username: str, address: str | None) -> tuple[str, str]:
         return f"user:{username}@{address}", f"remote:{address}"
 
-    def _recent(self, key: str, now: float, span: float) -> deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return deque()
-        while times and now - times[0] > span:
-            times.popleft()
-        return times
-
-    def wait(self, username: str, address: str | None) -> tuple[str, float] | None:
-        """(the key that throttles, seconds until it lets an attempt through), or None."""
-        now = self.clock()
-        pair, addr = self.keys(username, address)
-        times = self._recent(pair, now, self.memory)
-        if len(times) >= self.free:
-            left = times[-1] + min(self.delay * 2 ** (len(times) - self.free), self.max_delay) - now
+    def decide(self, pair: str, pair_times: list[float], addr: str, addr_times: list[float],
+               now: float) -> tuple[str, float] | None:
+        """(the key that throttles, seconds until it lets an attempt through), or None.  The times are those
+        of the failures still remembered, oldest first."""
+        if len(pair_times) >= self.free:
+            left = pair_times[-1] + min(self.delay * 2 ** (len(pair_times) - self.free), self.max_delay) - now
             if left > 0:
                 return pair, left
-        times = self._recent(addr, now, self.window)
-        if len(times) >= self.remote_limit:
-            return addr, max(times[0] + self.window - now, 0.0)
+        if len(addr_times) >= self.remote_limit:
+            return addr, max(addr_times[0] + self.window - now, 0.0)
         return None
 
-    def failed(self, username: str, address: str | None) -> None:
+    async def wait(self, db: Db, username: str, address: str | None) -> tuple[str, float] | None:
         now = self.clock()
         pair, addr = self.keys(username, address)
-        for key, span in ((pair, self.memory), (addr, self.window)):
-            times = self._recent(key, now, span)
-            times.append(now)
-            self._failures[key] = times
-            self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
+        rows = await db.fetch(
+            "SELECT key, extract(epoch FROM failed_at)::float8 AS t FROM login_failures "
+            "WHERE (key = $1 AND failed_at > to_timestamp($3::float8 - $4::float8)) "
+            "   OR (key = $2 AND failed_at > to_timestamp($3::float8 - $5::float8)) ORDER BY failed_at",
+            pair, addr, now, self.memory, self.window)
+        return self.decide(pair, [r["t"] for r in rows if r["key"] == pair], addr,
+                           [r["t"] for r in rows if r["key"] == addr], now)
 
-    def succeeded(self, username: str, address: str | None) -> None:
-        self._failures.pop(self.keys(username, address)[0], None)
+    async def failed(self, db: Db, username: str, address: str | None) -> None:
+        now = self.clock()
+        pair, addr = self.keys(username, address)
+        await db.execute(
+            "WITH gone AS (DELETE FROM login_failures WHERE key = ANY($1::text[]) "
+            "                AND failed_at < to_timestamp($2::float8 - $3::float8)) "
+            "INSERT INTO login_failures (key, failed_at) SELECT unnest($1::text[]), to_timestamp($2::float8)",
+            [pair, addr], now, max(self.memory, self.window))
+
+    async def succeeded(self, db: Db, username: str, address: str | None) -> None:
+        await db.execute("DELETE FROM login_failures WHERE key = $1", self.keys(username, address)[0])
+
+    async def forget_old(self, db: Db) -> None:
+        """Failures older than anything the throttle still counts (every API process does it now and then)."""
+        await db.execute("DELETE FROM login_failures WHERE failed_at < to_timestamp($1::float8 - $2::float8)",
+                         self.clock(), max(self.memory, self.window))
 
 
 # Throttled log-in attempts are audited aggregated: per throttle key (``user:<name>@<address>`` or
@@ -186,6 +191,7 @@ async def _throttled_audit_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(agg.window / 4)
             try:
                 await _write(app[POOL], agg.due())
+                await app[THROTTLE].forget_old(app[POOL])
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("throttled log-ins: audit entry not written: %s", type(exc).__name__)
 
@@ -221,7 +227,7 @@ async def login(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     throttle = request.app[THROTTLE]
     address = remote(request)
-    blocked = throttle.wait(username, address)
+    blocked = await throttle.wait(pool, username, address)
     if blocked is not None:
         await _write(pool, request.app[THROTTLED_AUDIT].note(blocked[0], username, address))
         raise json_error(429, "too many failed log-ins; try again later",
@@ -234,11 +240,11 @@ async def login(request: web.Request) -> web.Response:
         reason = "unknown user" if row is None else ("disabled" if row["disabled"] and ok else "wrong password")
         await audit.append(pool, actor=username, action="login_failed", details={"reason": reason},
                            remote=remote(request))
-        throttle.failed(username, address)
+        await throttle.failed(pool, username, address)
         raise json_error(401, "wrong user name or password")
     if password_needs_rehash(row["password_hash"]):
         await _rehash(pool, row["id"], row["password_hash"], password)
-    throttle.succeeded(username, address)
+    await throttle.succeeded(pool, username, address)
     hours = request.app[SETTINGS].http.session_hours
     async with pool.acquire() as conn, conn.transaction():
         session_id, csrf = await create_session(conn, row["id"], hours, remote(request))

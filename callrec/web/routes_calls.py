@@ -31,7 +31,6 @@ from callrec.web.auth import need, remote
 from callrec.web.common import (
     CALL_ID_PARAM,
     EXPORT_SLOTS,
-    EXPORTS_RUNNING,
     FILTER_PARAMS,
     NOT_FOUND_RESPONSE,
     ReaderDropped,
@@ -395,7 +394,6 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(audit_window_sweeper("search audit", audit.close_search_windows,
                                                 lambda a: a[SETTINGS].http.search_audit_window))
     app[EXPORT_SLOTS] = asyncio.Semaphore(2)
-    app[EXPORTS_RUNNING] = {}
     r = app.router
     r.add_get("/api/v1/calls", search, allow_head=False)
     r.add_get("/api/v1/calls/count", count, allow_head=False)

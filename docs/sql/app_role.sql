@@ -34,5 +34,8 @@ GRANT USAGE ON SEQUENCE alerts_id_seq TO :"app";
 -- Search: the words of the transcripts, kept by triggers on transcript_segments (migration 013), which run
 -- with the rights of whoever saves or deletes a transcript.
 GRANT SELECT, INSERT, UPDATE, DELETE ON transcript_lexicon TO :"app";
+-- Several nodes (migration 016): each daemon's heartbeat; the log-in throttle shared by every API process.
+GRANT SELECT, INSERT, UPDATE ON nodes TO :"app";
+GRANT SELECT, INSERT, DELETE ON login_failures TO :"app";
 -- The storage outbox (migration 017): recordings to encrypt and upload, until verified.
 GRANT SELECT, INSERT, UPDATE ON storage_outbox TO :"app";

@@ -42,6 +42,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     try:
         sandbox_mod.Sandbox().claim()
+        if any("sandbox2" in getattr(i, "fixturenames", ()) for i in items):
+            sandbox_mod.Sandbox(slot=sandbox_mod.second_slot()).claim()
     except sandbox_mod.SlotBusy as exc:
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
@@ -58,6 +60,35 @@ def sandbox() -> Iterator[sandbox_mod.Sandbox]:
     yield box
     if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
         box.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox2(sandbox: sandbox_mod.Sandbox) -> Iterator[sandbox_mod.Sandbox]:
+    """A second sandbox Asterisk (another PBX node) on slot CALLREC_SANDBOX_SLOT2, default
+    (CALLREC_SANDBOX_SLOT + 5) % 10; stopped at the end unless CALLREC_KEEP_SANDBOX=1."""
+    box = sandbox_mod.Sandbox(slot=sandbox_mod.second_slot())
+    try:
+        box.start()
+    except sandbox_mod.SlotBusy as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+    except Exception as exc:
+        pytest.fail(f"the second sandbox Asterisk 22 (slot {box.slot}) could not be started: {exc}", pytrace=False)
+    yield box
+    if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
+        box.stop()
+
+
+@pytest.fixture
+def asterisk2(sandbox2: sandbox_mod.Sandbox) -> sandbox_mod.SandboxInfo:
+    """The second sandbox, checked before each test like ``asterisk``."""
+    info = sandbox2.info()
+    if not _ari_answers(info):
+        warnings.warn("second sandbox Asterisk stopped answering ARI; restarting it", stacklevel=1)
+        sandbox2.stop()
+        sandbox2.start()
+        if not _ari_answers(info):
+            pytest.fail("the second sandbox Asterisk does not answer ARI even after a restart", pytrace=False)
+    return info
 
 
 def _ari_answers(info: sandbox_mod.SandboxInfo, timeout: float = 4.0) -> bool:
