@@ -158,7 +158,7 @@ class Daemon:
         self.hooks.on_attempt.append(self.metrics.observe_hook)
         if db_up:
             self.hooks.start()
-        self.uploader = Uploader(self.storage, self.pool)
+        self.uploader = Uploader(self.storage, self.pool, node=self.node)
         self.service.on_call_finalized.append(self.uploader.on_call_finalized)
         if db_up:
             self.uploader.start()

@@ -55,13 +55,15 @@ class Counters:
 class Uploader:
     """The daemon's outbox runner.  ``needed``: False when there is nothing to do (kind local, no encryption)."""
 
-    def __init__(self, storage: Storage, pool: asyncpg.Pool) -> None:
+    def __init__(self, storage: Storage, pool: asyncpg.Pool, node: str | None = None) -> None:
         self.storage = storage
+        # Several nodes: this node queues and takes up only the recordings in its own folder (None: every row).
+        self.node = node
         self.settings = storage.settings
         self.pool = pool
         self.counters = Counters()
         self.on_step: list[Callable[[str, str], None]] = []  # (path, outcome) observers: tests, metrics
-        self._incoming: list[tuple[str, str, str, int | None]] = []
+        self._incoming: list[tuple[str, str, str, int | None, str | None]] = []
         self._wake = asyncio.Event()
         self._stop = False
         self._task: asyncio.Task[None] | None = None
@@ -78,7 +80,7 @@ class Uploader:
                 or not record.recording_sha256:
             return
         self._incoming.append((record.recording_path, str(record.id), record.recording_sha256,
-                               record.recording_bytes))
+                               record.recording_bytes, self.node))
         self._wake.set()
 
     async def _flush_incoming(self) -> None:
@@ -86,8 +88,8 @@ class Uploader:
             batch, self._incoming = self._incoming, []
             try:
                 await self.pool.executemany(
-                    "INSERT INTO storage_outbox (path, call_id, sha256, bytes) VALUES ($1, $2::uuid, $3, $4) "
-                    "ON CONFLICT (path) DO NOTHING", batch)
+                    "INSERT INTO storage_outbox (path, call_id, sha256, bytes, node) "
+                    "VALUES ($1, $2::uuid, $3, $4, $5) ON CONFLICT (path) DO NOTHING", batch)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self._incoming[:0] = batch  # kept in memory; the start-up sweep catches them after a crash
                 log.warning("storage outbox: %d recording(s) not queued yet (database: %s); retrying",
@@ -100,12 +102,13 @@ class Uploader:
         if not self.needed:
             return 0
         status = await self.pool.execute(
-            "INSERT INTO storage_outbox (path, call_id, sha256, bytes) "
-            "SELECT c.recording_path, c.id, c.recording_sha256, c.recording_bytes FROM calls c "
+            "INSERT INTO storage_outbox (path, call_id, sha256, bytes, node) "
+            "SELECT c.recording_path, c.id, c.recording_sha256, c.recording_bytes, $2 FROM calls c "
             "WHERE c.recording_status = 'ready' AND c.recording_sha256 IS NOT NULL AND c.recording_path IS NOT NULL "
             "AND c.audio_deleted_at IS NULL AND c.finalized_at > now() - make_interval(days => $1) "
+            "AND ($2::text IS NULL OR c.node IS NULL OR c.node = $2) "
             "AND NOT EXISTS (SELECT 1 FROM storage_outbox o WHERE o.path = c.recording_path) "
-            "ON CONFLICT (path) DO NOTHING", SWEEP_DAYS)
+            "ON CONFLICT (path) DO NOTHING", SWEEP_DAYS, self.node)
         return int(status.split()[-1])
 
     # -- lifecycle --
@@ -155,8 +158,9 @@ class Uploader:
         rows = await self.pool.fetch(
             "UPDATE storage_outbox SET next_at = now() + make_interval(secs => $1), updated_at = now() "
             "WHERE path IN (SELECT path FROM storage_outbox WHERE state IN ('pending', 'verified') "
-            "AND next_at <= now() ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
-            "RETURNING path, call_id, sha256, bytes, state, attempts", LEASE, BATCH)
+            "AND next_at <= now() AND ($3::text IS NULL OR node IS NULL OR node = $3) "
+            "ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
+            "RETURNING path, call_id, sha256, bytes, state, attempts", LEASE, BATCH, self.node)
         for row in rows:
             if self._stop:
                 break

@@ -176,6 +176,28 @@ async def test_upload_read_back_grace_and_range_streaming_from_the_bucket(bench:
     assert copied and sha == calls[1]["sha256"] and path.read_bytes() == calls[1]["plain"]
 
 
+async def test_each_node_uploads_only_the_recordings_in_its_own_folder(bench: Bench) -> None:
+    """Several nodes on one call log: a recording is in the folder of the node that finalized it, so another
+    node's outbox neither queues it (start-up sweep) nor takes it up (claim), even when it is due."""
+    b = bench
+    mine, theirs = await b.call(seconds=2.0), await b.call(seconds=2.5)
+    await b.pool.execute("UPDATE calls SET node = CASE id WHEN $1::uuid THEN 'pbx-a' ELSE 'pbx-b' END",
+                         mine["id"])
+    a, other = Uploader(b.storage, b.pool, node="pbx-a"), Uploader(b.storage, b.pool, node="pbx-b")
+    assert await other.sweep() == 1  # only its own call
+    assert await a.run_due() == 0  # pbx-b's row is due, but not pbx-a's to take
+    assert await a.sweep() == 1
+    queued = {r["call_id"]: r["node"] for r in await b.pool.fetch("SELECT call_id::text, node FROM storage_outbox")}
+    assert queued == {mine["id"]: "pbx-a", theirs["id"]: "pbx-b"}
+    assert await a.run_due() == 1
+    states = {r["call_id"]: r["state"] for r in
+              await b.pool.fetch("SELECT call_id::text, state FROM storage_outbox")}
+    assert states == {mine["id"]: "verified", theirs["id"]: "pending"}
+    assert await other.run_due() == 1
+    assert {r["state"] for r in await b.pool.fetch("SELECT state FROM storage_outbox")} == {"verified"}
+    assert b.s3.get(b.key(theirs["rel"])) == theirs["path"].read_bytes()
+
+
 async def test_verify_finds_a_changed_and_a_missing_object(bench: Bench) -> None:
     b = bench
     good, changed, missing, kept = [await b.call(seconds=2.0) for _ in range(4)]
