@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from callrec import phone
 from callrec.access import Params, Principal, visible_calls_sql
 from callrec.store import said as said_mod
 from callrec.store.db import Db
@@ -59,6 +60,8 @@ class CallFilter:
     since: datetime | None = None  # `from`
     until: datetime | None = None  # `to`
     number: str | None = None
+    # What `number` means (callrec/phone.py), read with [search] default_country when parsed.
+    number_match: phone.NumberMatch | None = None
     direction: str | None = None
     agent: str | None = None
     consent: str | None = None
@@ -106,8 +109,9 @@ TALK_FILTERS = (("silence_over", 100.0, "percent"), ("agent_talk_over", 100.0, "
 
 
 def parse_filter(get: Callable[[str], Sequence[str]], *, max_limit: int = MAX_LIMIT,
-                 default_limit: int = 50) -> CallFilter:
-    """Build a filter from string values (``get(key)`` returns every value given for key)."""
+                 default_limit: int = 50, country: str = phone.DEFAULT_COUNTRY) -> CallFilter:
+    """Build a filter from string values (``get(key)`` returns every value given for key); ``country``:
+    ``[search] default_country``, for numbers written without a country code."""
     f = CallFilter(limit=default_limit)
 
     def one(key: str) -> str | None:
@@ -126,6 +130,7 @@ def parse_filter(get: Callable[[str], Sequence[str]], *, max_limit: int = MAX_LI
         f.until = parse_time("to", v)
     if (v := one("number")) is not None:
         f.number = _text("number", v, 64)
+        f.number_match = phone.parse_query(f.number, country)
     if (v := one("direction")) is not None:
         if v not in DIRECTIONS:
             raise FilterError(f"direction: expected one of {', '.join(DIRECTIONS)}, got {v!r}")
@@ -251,8 +256,7 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     if f.until is not None:
         conds.append(f"c.started_at < {params.add(f.until)}")
     if f.number:
-        p = params.add(like_pattern(f.number, wildcard=True))
-        conds.append(f"(c.caller_number LIKE {p} OR c.called_number LIKE {p})")
+        conds.append(number_sql(f.number_match or phone.parse_query(f.number), params))
     if f.direction:
         conds.append(f"c.direction = {params.add(f.direction)}")
     if f.agent:
@@ -289,6 +293,28 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
         op = "<" if f.order == "desc" else ">"
         conds.append(f"(c.started_at, c.id) {op} ({params.add(when)}, {params.add(call_id)}::uuid)")
     return " AND ".join(conds)
+
+
+def number_sql(m: phone.NumberMatch, params: Params) -> str:
+    """The ``number`` condition over the digit columns (migration 014), each form by its index: equality and
+    a prefix by ``calls_*_digits_idx`` (text_pattern_ops), a suffix by the reversed digits' index."""
+    if m.kind == "exact":
+        p = params.add(m.values[0])
+        return f"(c.caller_digits = {p} OR c.called_digits = {p})"
+    if m.kind == "prefix":
+        ors = []
+        for value in m.values:
+            p = params.add(value + "%")
+            ors += [f"c.caller_digits LIKE {p}", f"c.called_digits LIKE {p}"]
+        return f"({' OR '.join(ors)})"
+    if m.kind == "suffix":
+        p = params.add(m.values[0][::-1] + "%")
+        return f"(reverse(c.caller_digits) LIKE {p} OR reverse(c.called_digits) LIKE {p})"
+    if m.kind == "pattern":
+        p = params.add(m.values[0])
+        return f"(c.caller_digits LIKE {p} OR c.called_digits LIKE {p})"
+    p = params.add(like_pattern(m.values[0], wildcard=True))
+    return f"(c.caller_number LIKE {p} OR c.called_number LIKE {p})"
 
 
 def search_sql(f: CallFilter, principal: Principal, *, limit: int | None,
