@@ -115,3 +115,16 @@ async def test_an_invalid_index_from_a_failed_concurrent_build_is_rebuilt(conn: 
         "AND c.relname LIKE 'calls_%digits%'")}
     assert names == {"calls_caller_digits_idx", "calls_called_digits_idx", "calls_caller_digits_tail_idx",
                      "calls_called_digits_tail_idx"}
+
+
+async def test_count_is_exact_when_small_and_an_estimate_when_huge(bench: Bench, http: aiohttp.ClientSession,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from callrec.store import callquery
+
+    st, body, _ = await call(http, bench, "GET", "/api/v1/calls/count", "admin", params={"number": "+4930*"})
+    assert st == 200 and json.loads(body) == {"count": len(bench.calls), "count_exact": True}
+    await bench.pool.execute("ANALYZE calls")
+    monkeypatch.setattr(callquery, "EXACT_COUNT_UP_TO", 0)  # every result is "huge": the planner's estimate
+    st, body, _ = await call(http, bench, "GET", "/api/v1/calls/count", "admin")
+    answer = json.loads(body)
+    assert st == 200 and answer["count_exact"] is False and 1 <= answer["count"] <= 100
