@@ -99,16 +99,19 @@ async def fill(conn: asyncpg.Connection, calls: int, step: int = 500_000) -> flo
                    CASE WHEN inbound THEN ext_num ELSE agent END,
                    CASE WHEN inbound AND i % 3 <> 0
                         THEN ({first})[1 + (n % 16)] || ' ' || ({surnames})[1 + (n / 16) % {len(SURNAMES)}] END,
-                   CASE WHEN inbound THEN '+7495123' || lpad((100 + i % 50)::text, 4, '0') ELSE '+' || ext_num END,
-                   CASE WHEN inbound THEN '7495123' || lpad((100 + i % 50)::text, 4, '0') ELSE ext_num END,
+                   CASE WHEN inbound THEN '+7495123' || lpad((100 + d)::text, 4, '0') ELSE '+' || ext_num END,
+                   CASE WHEN inbound THEN '7495123' || lpad((100 + d)::text, 4, '0') ELSE ext_num END,
                    CASE WHEN inbound THEN 'inbound' ELSE 'outbound' END, 'notice', 'ended',
                    (ARRAY['implied','implied','implied','implied','implied','implied','granted','declined',
-                          'abandoned','not_given'])[1 + i % 10],
+                          'abandoned','not_given'])[1 + k],
                    started, started + make_interval(secs => 20 + (i::bigint * 7919) % 600),
                    started + make_interval(secs => 21 + (i::bigint * 7919) % 600),
-                   CASE WHEN i % 10 = 7 THEN 'none' ELSE 'ready' END, ((i::bigint * 7919) % 600)::float8, agent,
-                   i % 50 = 0
-              FROM (SELECT i, gen_random_uuid() AS id, i % 5 <> 0 AS inbound,
+                   CASE WHEN k = 7 THEN 'none' ELSE 'ready' END, ((i::bigint * 7919) % 600)::float8, agent,
+                   random() < 0.02
+              FROM (SELECT i, gen_random_uuid() AS id, random() < 0.8 AS inbound,
+                           -- k: consent and recording; d: the DID; random, not derived from i, so that they do
+                           -- not go with the agent (which is)
+                           floor(random() * 10)::int AS k, floor(random() * 50)::int AS d,
                            (1000 + (i::bigint * 48271) % {AGENTS})::text AS agent,
                            timestamptz '{YEAR_START}' + make_interval(secs => (i::float8 * {YEAR_S} / $1)) AS started,
                            n, '79' || lpad(((n::bigint * 99991) % 1000000000)::text, 9, '0') AS ext_num
