@@ -369,10 +369,10 @@ async def explain(dsn: str, result: dict[str, Any], agent_ext: str) -> str:
          else Principal("sup", "supervisor"))
     values = {k: [v] for k, v in result["params"].items()}
     f = callquery.parse_filter(lambda k: values.get(k, []))
-    sql, sql_args = (callquery.count_sql(f, p) if ": count" in result["name"]
-                     else callquery.search_sql(f, p, limit=f.limit + 1))
     conn = await asyncpg.connect(dsn)
     try:
+        sql, sql_args = (callquery.count_sql(f, p) if ": count" in result["name"]
+                         else callquery.search_sql(f, p, limit=f.limit + 1))
         async with conn.transaction():
             await conn.execute(callquery.CUSTOM_PLANS)
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *sql_args)

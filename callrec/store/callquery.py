@@ -82,9 +82,6 @@ class CallFilter:
     cursor: tuple[datetime, str] | None = None
     # The said search fell back to trigram similarity (nothing matched by full text); kept in the cursor.
     fuzzy: bool = False
-    # `q` matches many calls (search() finds out): a page is found faster by reading the log newest first
-    # than by collecting every match and sorting it.
-    q_common: bool = False
 
     def describe(self) -> dict[str, Any]:
         """The filter as given (for the audit trail of an export)."""
@@ -277,12 +274,7 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     for tag in f.tags:
         conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
     if f.q:
-        p = params.add("%" + like_pattern(f.q, wildcard=False) + "%")
-        if f.q_common:
-            conds.append(f"(c.caller_name ILIKE {p} OR c.agent ILIKE {p} OR EXISTS (SELECT 1 FROM call_parties fp "
-                         f"WHERE fp.call_id = c.id AND fp.name ILIKE {p}))")
-        else:
-            conds.append(q_ids_sql(p))
+        conds.append(q_ids_sql(params.add("%" + like_pattern(f.q, wildcard=False) + "%")))
     talk = []
     if f.silence_over is not None:
         talk.append(f"ft.silence_share * 100 > {params.add(f.silence_over)}")
@@ -308,23 +300,6 @@ def q_ids_sql(p: str) -> str:
     part by its trigram index (migration 015), not as OR EXISTS (a scan of the log when little matches)."""
     return (f"c.id IN (SELECT qc.id FROM calls qc WHERE qc.caller_name ILIKE {p} OR qc.agent ILIKE {p} "
             f"UNION ALL SELECT fp.call_id FROM call_parties fp WHERE fp.name ILIKE {p})")
-
-
-# More matches than this and a page of a `q` search reads the log newest first (it meets 50 matches soon);
-# fewer, and the matches are collected by the trigram indexes and sorted.
-Q_COMMON_ABOVE = 3000
-
-
-async def _q_is_common(conn: Db, q: str) -> bool:
-    """Whether ``q`` matches more than Q_COMMON_ABOVE calls: counted up to that by the trigram indexes (the
-    planner's trigram estimates were 14x too low).  Patterns under 3 characters cannot use those indexes."""
-    if len(q) < 3:
-        return True
-    params = Params()
-    p = params.add("%" + like_pattern(q, wildcard=False) + "%")
-    sql = (f"SELECT count(*) FROM (SELECT qc.id FROM calls qc WHERE qc.caller_name ILIKE {p} OR qc.agent ILIKE {p} "
-           f"UNION ALL SELECT fp.call_id FROM call_parties fp WHERE fp.name ILIKE {p} LIMIT {Q_COMMON_ABOVE + 1}) AS m")
-    return int(await conn.fetchval(sql, *params.values)) > Q_COMMON_ABOVE
 
 
 def number_sql(m: phone.NumberMatch, params: Params) -> str:
@@ -499,8 +474,6 @@ async def search(conn: Db, f: CallFilter, principal: Principal,
     """One page and the cursor of the next (None on the last page).  With ``said``: when the full-text
     match finds nothing on the first page, the trigram fallback runs and ``f.fuzzy`` is set."""
     await prepare(conn, f)
-    if f.q:
-        f.q_common = await _q_is_common(conn, f.q)
     if f.fuzzy and f.said is not None:
         await said_mod.expand(conn, f.said)
     rows = await _page(conn, f, principal, full)
