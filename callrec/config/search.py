@@ -22,8 +22,8 @@ class SearchSettings:
 
 
 def check_search(s: SearchSettings) -> None:
-    from callrec.phone import is_country  # phonenumbers' metadata: loaded only when settings are checked
+    import phonenumbers  # its metadata: loaded only when settings are checked
 
-    if not is_country(s.default_country):
+    if s.default_country not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"search.default_country: expected a two-letter region code like RU or DE, "
                           f"got {s.default_country!r}")

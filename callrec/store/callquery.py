@@ -383,11 +383,15 @@ def export_sql(f: CallFilter, principal: Principal, fmt: str) -> tuple[str, list
                            for name in SUMMARY_COLUMNS)
         joins = ""
     else:
-        pairs = ", ".join(f"'{name}', {expr(name)}" for name in SUMMARY_COLUMNS)
-        select = f"json_build_object({pairs}, 'transcript', {_TRANSCRIPT_JSON})::text"
+        # row_to_json of a row with the keys as column names: compact JSON (json_build_object spaces every
+        # ":" and ","; a third more bytes to send).
+        select = ", ".join(f"{expr(name)} AS {name}" for name in SUMMARY_COLUMNS)
+        select += f", {_TRANSCRIPT_JSON} AS transcript"
         joins = f" {TRANSCRIPT_JOIN} {_TRANSCRIPT_STATE}"
     sql = (f"SELECT {select} FROM calls c{joins} WHERE {where} "
            f"ORDER BY c.started_at {direction}, c.id {direction}")
+    if fmt != "csv":
+        sql = f"SELECT row_to_json(r)::text FROM ({sql}) AS r"
     return sql, params.values
 
 
