@@ -375,6 +375,7 @@ async def explain(dsn: str, result: dict[str, Any], agent_ext: str) -> str:
                          else callquery.search_sql(f, p, limit=f.limit + 1))
         async with conn.transaction():
             await conn.execute(callquery.CUSTOM_PLANS)
+            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # as the API's connections
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *sql_args)
     finally:
         await conn.close()

@@ -346,9 +346,9 @@ _DEFUSE = ("CASE WHEN left({x}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') AND {
            "THEN '''' || {x} ELSE NULLIF({x}, '') END")
 # Python writes a whole float as 65.0, PostgreSQL as 65; otherwise both print the shortest exact digits.
 _FLOAT = "CASE WHEN {x} = trunc({x}) AND abs({x}) < 1e15 THEN {x}::text || '.0' ELSE {x}::text END"
-# datetime.isoformat() in UTC: microseconds only when there are some.
-_TIME = ("to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_part('microseconds', {x})"
-         "::bigint % 1000000 <> 0 THEN to_char({x} AT TIME ZONE 'UTC', '.US') ELSE '' END || '+00:00'")
+# ISO 8601 as JSON writes it (the export sets TimeZone UTC): 2026-11-20T09:00:00+00:00, as isoformat() but
+# with the microseconds' trailing zeros dropped; cheaper than to_char.
+_TIME = "to_json({x}) #>> '{{}}'"
 _CSV_KINDS = {"started_at": _TIME, "ended_at": _TIME, "audio_deleted_at": _TIME, "duration": _FLOAT,
               "recording_duration": _FLOAT, "id": "{x}", "confidential": "CASE WHEN {x} THEN 'True' ELSE 'False' END"}
 _DURATION_EXPR = "EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision"
