@@ -13,6 +13,7 @@ as applied and runs again; an index a failed concurrent build left invalid is dr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -62,7 +63,12 @@ def available_migrations() -> list[Migration]:
 async def migrate(conn: Conn) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    # Tried, not waited for in one statement: a session blocked in pg_advisory_lock holds a snapshot, and
+    # the first run's CREATE INDEX CONCURRENTLY waits for every older snapshot: a deadlock.
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            break
+        await asyncio.sleep(0.2)  # the other run is migrating: try again shortly
     try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
