@@ -25,6 +25,7 @@ from callrec.config.alerts import AlertRule, AlertSettings, parse_alerts
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
 from callrec.config.node import NodeSettings, check_node
+from callrec.config.search import SearchSettings, check_search
 from callrec.config.speech import SpeechSettings, check_speech
 from callrec.config.storage import StorageSettings, check_storage
 
@@ -380,6 +381,7 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     node: NodeSettings = field(default_factory=NodeSettings)
@@ -402,6 +404,7 @@ SECTIONS: dict[str, type] = {
     "integrity": IntegritySettings,
     "speech": SpeechSettings,
     "alerts": AlertSettings,
+    "search": SearchSettings,
     "metrics": MetricsSettings,
     "node": NodeSettings,
     "log": LogSettings,
@@ -557,6 +560,7 @@ def _validate(s: Settings, asterisk: bool = True) -> None:
     check_speech(s.speech)
     check_storage(s.storage)
     check_node(s.node)
+    check_search(s.search)
     for folder in {s.recordings.dir, str(s.recordings.local_path)}:
         if s.speech.cache_dir == folder or s.speech.cache_dir.startswith(folder.rstrip("/") + "/"):
             # verify would report the joined model as orphan recordings, and retention walks that tree.
