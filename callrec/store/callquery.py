@@ -31,15 +31,20 @@ TAG_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")
 SUMMARY_COLUMNS = (
     "id", "started_at", "ended_at", "duration", "direction", "caller_number", "caller_name", "called_number",
     "agent", "consent_mode", "consent", "consent_key", "recording_status", "recording_duration",
-    "confidential", "audio_deleted_at", "tags",
+    "confidential", "audio_deleted_at", "tags", "agent_name",
 )
+RECORDING_STATUSES = ("none", "starting", "recording", "finalizing", "ready", "empty", "unclosed", "missing", "failed")
 _DURATION = "EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision AS duration"
 _TAGS = ("COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id), "
          "'{}'::text[]) AS tags")
+# The console user of the agent's extension (console.md "agent names"): an agent's own user first.
+_AGENT_NAME = ("(SELECT u.name FROM users u WHERE u.extension = c.agent AND NOT u.disabled "
+               "ORDER BY u.role <> 'agent', u.id LIMIT 1) AS agent_name")
 _SUMMARY_SELECT = f"""c.id, c.started_at, c.ended_at, {_DURATION},
        c.direction, c.caller_number, c.caller_name, c.called_number, c.agent, c.consent_mode, c.consent,
-       c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at, {_TAGS}"""
-_FULL_SELECT = f"c.*, {_DURATION}, {_TAGS}"
+       c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at, {_TAGS},
+       {_AGENT_NAME}"""
+_FULL_SELECT = f"c.*, {_DURATION}, {_TAGS}, {_AGENT_NAME}"
 # The transcript summary of each row (contract: "transcript" on list and detail items): one transcript
 # and at most one queue job per call (both keyed by call_id), so the joins add no rows.
 TRANSCRIPT_SELECT = """CASE WHEN tr.call_id IS NOT NULL THEN 'done'
@@ -63,6 +68,7 @@ class CallFilter:
     agent: str | None = None
     consent: str | None = None
     recorded: bool | None = None
+    recording: str | None = None  # one recording status (the dashboard's failed / missing / empty links)
     min_duration: float | None = None
     max_duration: float | None = None
     tags: list[str] = field(default_factory=list)
@@ -83,6 +89,7 @@ class CallFilter:
         out: dict[str, Any] = {}
         for key, name in (("since", "from"), ("until", "to"), ("number", "number"), ("direction", "direction"),
                           ("agent", "agent"), ("consent", "consent"), ("recorded", "recorded"),
+                          ("recording", "recording"),
                           ("min_duration", "min_duration"), ("max_duration", "max_duration"), ("q", "q"),
                           ("silence_over", "silence_over"), ("agent_talk_over", "agent_talk_over"),
                           ("agent_talk_under", "agent_talk_under"), ("overtalk_over", "overtalk_over")):
@@ -97,7 +104,7 @@ class CallFilter:
         return out
 
 
-FILTER_KEYS = ("from", "to", "number", "direction", "agent", "consent", "recorded", "min_duration",
+FILTER_KEYS = ("from", "to", "number", "direction", "agent", "consent", "recorded", "recording", "min_duration",
                "max_duration", "tag", "q", "said", "silence_over", "agent_talk_over", "agent_talk_under",
                "overtalk_over", "order", "limit", "cursor")
 # Talk filters: (key, the most a value may be, unit for the error message).
@@ -149,6 +156,12 @@ def parse_filter(get: Callable[[str], Sequence[str]], *, max_limit: int = MAX_LI
             if not 0 <= num <= 10**7:
                 raise FilterError(f"{key}: expected 0 to 10000000 seconds, got {v!r}")
             setattr(f, key, num)
+    if f.min_duration is not None and f.max_duration is not None and f.min_duration > f.max_duration:
+        raise FilterError("min_duration: larger than max_duration; no call can match")
+    if (v := one("recording")) is not None:
+        if v not in RECORDING_STATUSES:
+            raise FilterError(f"recording: expected one of {', '.join(RECORDING_STATUSES)}, got {v!r}")
+        f.recording = v
     for tag in get("tag"):
         if not TAG_RE.match(tag) or tag != tag.strip():
             raise FilterError(f"tag: expected 1-64 printable characters, got {tag!r}")
@@ -261,6 +274,8 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
         conds.append(f"c.consent = {params.add(f.consent)}")
     if f.recorded is not None:
         conds.append("c.recording_status = 'ready'" if f.recorded else "c.recording_status <> 'ready'")
+    if f.recording:
+        conds.append(f"c.recording_status = {params.add(f.recording)}")
     if f.min_duration is not None:
         conds.append(f"c.ended_at - c.started_at >= make_interval(secs => {params.add(f.min_duration)})")
     if f.max_duration is not None:

@@ -1,7 +1,12 @@
 """Numbered SQL migrations (``migrations/NNN_name.sql``), applied once each, in order.
 
-Safe to run twice at once: the whole run holds a transaction-level advisory lock, so a second
-``callrec migrate`` waits and then finds nothing to do.  An applied migration whose file changed
+Safe to run twice at once: the whole run holds an advisory lock, so a second ``callrec migrate``
+waits and then finds nothing to do.  Each migration runs in a transaction of its own, except one
+whose first line is ``-- callrec: no transaction``: its statements (separated by ``;`` at a line's
+end) run one by one outside a transaction, as ``CREATE INDEX CONCURRENTLY`` must, so an index on a
+live ``calls`` table is built without blocking the calls being logged.  Such a file must be safe to
+run again after an interruption (``DROP INDEX CONCURRENTLY IF EXISTS`` before its ``CREATE``: a
+build that was cut short leaves an invalid index behind).  An applied migration whose file changed
 afterwards is an error (migrations are append-only).
 """
 
@@ -32,6 +37,21 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def outside_transaction(self) -> bool:
+        return self.sql.startswith(NO_TRANSACTION)
+
+    def statements(self) -> list[str]:
+        return [s.strip() for s in _STATEMENT_END.split(self.sql) if _has_code(s)]
+
+
+NO_TRANSACTION = "-- callrec: no transaction\n"
+_STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
+
+
+def _has_code(text: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
+
 
 def available_migrations() -> list[Migration]:
     found = []
@@ -49,8 +69,8 @@ def available_migrations() -> list[Migration]:
 async def migrate(conn: Conn) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     applied_now: list[str] = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version    integer PRIMARY KEY,
@@ -68,13 +88,23 @@ async def migrate(conn: Conn) -> list[str]:
                         "add a new migration instead of editing an old one"
                     )
                 continue
-            await conn.execute(mig.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                mig.version, mig.name, mig.checksum,
-            )
+            if mig.outside_transaction:
+                for statement in mig.statements():
+                    await conn.execute(statement)
+                await _record(conn, mig)
+            else:
+                async with conn.transaction():
+                    await conn.execute(mig.sql)
+                    await _record(conn, mig)
             applied_now.append(f"{mig.version:03d}_{mig.name}")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def _record(conn: Conn, mig: Migration) -> None:
+    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                       mig.version, mig.name, mig.checksum)
 
 
 async def pending(conn: Conn) -> list[str]:

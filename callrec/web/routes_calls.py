@@ -17,6 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
@@ -42,6 +43,7 @@ from callrec.web.common import (
     json_default,
     read_json,
     respond,
+    time_zone,
     visible_call,
     write_or_drop,
 )
@@ -232,7 +234,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "json"):
         raise bad_request(f"format: expected csv or json, got {fmt!r}")
-    f = filter_of(request, extra_keys=("format",))
+    f = filter_of(request, extra_keys=("format", "tz"))
+    tz = time_zone(request.query.get("tz"))
     if f.cursor is not None or "limit" in request.query:
         raise bad_request("export takes no limit or cursor: it streams every matching call")
     async with export_slot(request, p):
@@ -257,7 +260,7 @@ async def export(request: web.Request) -> web.StreamResponse:
                 cur = await conn.cursor(sql, *args)
                 batch = await cur.fetch(EXPORT_BATCH)
                 await resp.prepare(request)
-                encode = _csv_encoder() if fmt == "csv" else _json_encoder()
+                encode = _csv_encoder(ZoneInfo(tz)) if fmt == "csv" else _json_encoder()
                 await write_or_drop(request, resp, encode(None, False))
                 first = True
                 while batch:
@@ -274,16 +277,32 @@ async def export(request: web.Request) -> web.StreamResponse:
         return resp
 
 
-def _csv_encoder() -> Callable[[list[Any] | None, bool], bytes]:
+# For people reading the CSV in a spreadsheet: times in the viewer's zone (``tz``), durations in whole
+# seconds, beside the raw values (UTC ISO times, fractional seconds) kept for programs.
+CSV_READABLE_COLUMNS = ("time_zone", "started_local", "ended_local", "duration_rounded",
+                        "recording_duration_rounded")
+
+
+def _local(value: datetime | None, zone: ZoneInfo) -> str:
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def _rounded(value: float | None) -> Any:
+    return round(value) if value is not None else ""
+
+
+def _csv_encoder(zone: ZoneInfo) -> Callable[[list[Any] | None, bool], bytes]:
     def encode(batch: list[Any] | None, end: bool) -> bytes:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\r\n")
         if batch is None:
             if not end:
-                w.writerow(callquery.SUMMARY_COLUMNS)
+                w.writerow(callquery.SUMMARY_COLUMNS + CSV_READABLE_COLUMNS)
         else:
             for row in batch:
-                w.writerow([csv_cell(row[k]) for k in callquery.SUMMARY_COLUMNS])
+                w.writerow([csv_cell(row[k]) for k in callquery.SUMMARY_COLUMNS]
+                           + [zone.key, _local(row["started_at"], zone), _local(row["ended_at"], zone),
+                              _rounded(row["duration"]), _rounded(row["recording_duration"])])
         return buf.getvalue().encode("utf-8")
     return encode
 
@@ -397,6 +416,7 @@ openapi.SCHEMAS["CallSummary"] = {"type": "object", "properties": {
     "consent_mode": {"type": "string"}, "consent": _STR_OR_NULL, "consent_key": _STR_OR_NULL,
     "recording_status": {"type": "string"}, "recording_duration": _NUM_OR_NULL, "confidential": {"type": "boolean"},
     "audio_deleted_at": _STR_OR_NULL, "tags": {"type": "array", "items": {"type": "string"}},
+    "agent_name": {"type": ["string", "null"], "description": "the console user of the agent's extension"},
     "transcript": {"$ref": "#/components/schemas/TranscriptSummary"},
     "hits": {"type": "array", "description": "with said: where it was said (at most 5, in time order)",
              "items": {"$ref": "#/components/schemas/SaidHit"}}}}
@@ -433,6 +453,8 @@ openapi.operation("get", "/api/v1/calls/count", summary="Count the calls a searc
 openapi.operation("get", "/api/v1/calls/export", summary="Export the filtered calls, streamed (audited)",
                   tags=["calls"],
                   parameters=[openapi.query_param("format", {"type": "string", "enum": ["csv", "json"]}),
+                              openapi.query_param("tz", {"type": "string", "maxLength": 64},
+                                                  "CSV: the time zone of its local-time columns; default UTC"),
                               *FILTER_PARAMS],
                   responses={"200": {"description": "CSV or a JSON array of CallSummary", "content": {
                       "text/csv": {"schema": {"type": "string"}},
