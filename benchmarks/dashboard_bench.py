@@ -63,9 +63,11 @@ async def fill(conn: asyncpg.Connection, calls: int) -> None:
              FROM (SELECT i, abs(hashint4(i::int)) AS h FROM generate_series(1, $1) AS i) g""",
         calls, END, step)
     await conn.execute(
-        """INSERT INTO alerts (rule, call_id, kind, phrase, speaker, offset_ms)
-           SELECT (ARRAY['threat','refund','manager'])[1 + abs(hashint4(n::int)) % 3], id, 'said', 'x', 'caller', 1000
-             FROM (SELECT id, row_number() OVER () AS n FROM calls TABLESAMPLE BERNOULLI (2) REPEATABLE (1)) s""")
+        """INSERT INTO alerts (rule, call_id, kind, phrase, speaker, offset_ms, created_at)
+           SELECT (ARRAY['threat','refund','manager'])[1 + abs(hashint4(n::int)) % 3], id, 'said', 'x', 'caller', 1000,
+                  started_at + interval '10 minutes'  -- raised when the transcript is saved, after the call
+             FROM (SELECT id, started_at, row_number() OVER () AS n
+                     FROM calls TABLESAMPLE BERNOULLI (2) REPEATABLE (1)) s""")
     await conn.execute("VACUUM ANALYZE calls")
     await conn.execute("VACUUM ANALYZE alerts")
 

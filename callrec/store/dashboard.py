@@ -1,18 +1,20 @@
 """The dashboard's figures: SQL aggregates over the calls a principal may see, for a time range.
 
 Three GROUP BYs over the calls of the range (per day, consent and recording status; per agent; alerts
-per rule), read from a covering index (migration 018), all under the visibility rule
-(access.visible_calls_sql), so an agent's dashboard counts
-their own calls and confidential calls count only for the roles cleared for them.  Days are the
+per rule), run at once and read from a covering index (migration 018), all under the visibility rule
+(access.visible_calls_sql), so an agent's dashboard counts their own calls and confidential calls count
+only for the roles cleared for them.  Days are the
 viewer's days (``tz``), not UTC's: a call at 01:00 Moscow time belongs to that Moscow day.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -28,34 +30,65 @@ def _range(params: Params, since: datetime, until: datetime) -> str:
     return f"c.started_at >= {params.add(since)} AND c.started_at < {params.add(until)}"
 
 
-async def figures(conn: Db, principal: Principal, since: datetime, until: datetime, tz: str) -> dict[str, Any]:
+def day_bounds(since: datetime, until: datetime, tz: str) -> list[datetime]:
+    """The local midnights (in ``tz``) from the day of ``since`` to the first one at or after ``until``:
+    PostgreSQL's width_bucket then files each call under its local day without a time-zone conversion
+    per row, and a day of a clock change is 23 or 25 hours long, as it is."""
+    zone = ZoneInfo(tz)
+    day = since.astimezone(zone).date()
+    bounds = []
+    while True:
+        midnight = datetime.combine(day, time(0), zone)
+        bounds.append(midnight)
+        if midnight >= until:
+            return bounds
+        day += timedelta(days=1)
+
+
+async def figures(pool: asyncpg.Pool, principal: Principal, since: datetime, until: datetime,
+                  tz: str) -> dict[str, Any]:
     """Every figure of the dashboard for calls started in [since, until), days in time zone ``tz``."""
     params = Params()
     where = f"{_range(params, since, until)} AND {visible_calls_sql(principal, params, 'c')}"
-    n_where = len(params.values)
-    zone = params.add(tz)
+    bounds = day_bounds(since, until, tz)
     days: dict[str, dict[str, Any]] = {}
     consent: dict[str, int] = {}
     recordings: dict[str, int] = {}
     agents: list[dict[str, Any]] = []
     total = 0
-    # Two plain GROUP BYs (hashed, in memory) read the covering index calls_dashboard_idx (migration 018)
-    # without touching the table; one GROUPING SETS query sorted on disk instead.
-    async with _read(conn) as c:
-        await c.execute("SET LOCAL work_mem = '64MB'")
-        by_day = await c.fetch(
-            f"""SELECT (c.started_at AT TIME ZONE {zone})::date AS day, c.consent, c.recording_status, count(*) AS n
-                FROM calls c WHERE {where} GROUP BY 1, 2, 3""", *params.values)
-        by_agent = await c.fetch(
-            f"""SELECT c.agent, count(*) AS n, count(*) FILTER (WHERE c.consent = 'declined') AS declined
-                FROM calls c WHERE {where} AND c.agent IS NOT NULL GROUP BY 1""", *params.values[:n_where])
-        alerts = await _alerts(c, principal, since, until)
-        names = await agent_names(c, [r["agent"] for r in by_agent])
+
+    # Each GROUP BY is hashed in memory and reads the covering index calls_dashboard_idx (migration 018)
+    # without touching the table; the three run at once, each on a connection of its own.
+    async def per_day() -> list[asyncpg.Record]:
+        async with _read(pool) as c:
+            return await c.fetch(
+                f"""SELECT width_bucket(c.started_at, ${len(params.values) + 1}::timestamptz[]) AS bucket,
+                           c.consent, c.recording_status, count(*) AS n
+                    FROM calls c WHERE {where} GROUP BY 1, 2, 3""", *params.values, bounds)
+
+    async def per_agent() -> list[asyncpg.Record]:
+        async with _read(pool) as c:
+            rows = await c.fetch(
+                f"""SELECT c.agent, count(*) AS n, count(*) FILTER (WHERE c.consent = 'declined') AS declined
+                    FROM calls c WHERE {where} AND c.agent IS NOT NULL GROUP BY 1""", *params.values)
+            return list(rows)
+
+    async def alerts_and_names() -> tuple[dict[str, Any], list[asyncpg.Record]]:
+        async with _read(pool) as c:
+            return await _alerts(c, principal, since, until), list(await c.fetch(
+                "SELECT extension, name FROM users WHERE extension IS NOT NULL AND NOT disabled "
+                "ORDER BY extension, role <> 'agent', id"))
+
+    by_day, by_agent, (alerts, users) = await asyncio.gather(per_day(), per_agent(), alerts_and_names())
+    names: dict[str, str] = {}
+    for u in users:
+        names.setdefault(u["extension"], u["name"])
+    zone = ZoneInfo(tz)
     for r in by_day:
         n = int(r["n"])
         key = r["consent"] or "none"
-        day = days.setdefault(r["day"].isoformat(), {"day": r["day"].isoformat(), "total": 0, "consent": {},
-                                                     "recorded": 0})
+        label = bounds[int(r["bucket"]) - 1].astimezone(zone).date().isoformat()
+        day = days.setdefault(label, {"day": label, "total": 0, "consent": {}, "recorded": 0})
         day["total"] += n
         day["consent"][key] = day["consent"].get(key, 0) + n
         if r["recording_status"] == "ready":
@@ -83,35 +116,23 @@ async def figures(conn: Db, principal: Principal, since: datetime, until: dateti
 
 
 @contextlib.asynccontextmanager
-async def _read(db: Db) -> AsyncIterator[Conn]:
-    """One read-only transaction (its own connection when given the pool)."""
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, conn.transaction(readonly=True):
-            yield conn
-    else:
-        async with db.transaction(readonly=True):
-            yield db
+async def _read(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
+    """A connection of the pool in a read-only transaction, with room to hash the groups in memory."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL work_mem = '64MB'")
+        yield conn
 
 
 async def _alerts(conn: Db, principal: Principal, since: datetime, until: datetime) -> dict[str, Any]:
-    """Speech-analytics alerts of the calls in range, per rule (the calls' visibility rule applies)."""
+    """Speech-analytics alerts of the calls in range, per rule (the calls' visibility rule applies).
+    An alert is raised when its call's transcript is saved, after the call started: only alerts raised
+    since the range began are looked at, each call then found by its key."""
     params = Params()
     where = f"{_range(params, since, until)} AND {visible_calls_sql(principal, params, 'c')}"
+    where += f" AND a.created_at >= {params.add(since)}"
     rows = await conn.fetch(
         f"""SELECT a.rule, count(*) AS n, count(DISTINCT a.call_id) AS calls
             FROM alerts a JOIN calls c ON c.id = a.call_id WHERE {where}
             GROUP BY a.rule ORDER BY count(*) DESC, a.rule""", *params.values)
     rules = [{"rule": r["rule"], "alerts": int(r["n"]), "calls": int(r["calls"])} for r in rows]
     return {"total": sum(r["alerts"] for r in rules), "rules": rules}
-
-
-async def agent_names(conn: Db, extensions: list[str]) -> dict[str, str]:
-    """The console user of each extension (an enabled user with that extension; the agent's own user
-    first, then the oldest), for showing names beside extensions."""
-    if not extensions:
-        return {}
-    rows = await conn.fetch(
-        """SELECT DISTINCT ON (extension) extension, name FROM users
-           WHERE extension = ANY($1::text[]) AND NOT disabled
-           ORDER BY extension, role <> 'agent', id""", extensions)
-    return {r["extension"]: r["name"] for r in rows}
