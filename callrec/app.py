@@ -111,7 +111,8 @@ class Daemon:
                         "when it is back", _brief(exc), journal.path, " and migrations" if run_migrations else "")
             self.pool = await connect_pool(s.database.dsn, 0, s.database.pool_max)  # connects on first use
             db_up = False
-        self.writer = CallLogWriter(self.pool, journal=journal, ready=False)
+        self.writer = CallLogWriter(self.pool, journal=journal, ready=False,
+                                    default_country=self.settings.search.default_country)
         self.writer.replay(replay)
         if replay:
             log.info("call log journal: changes of %d call(s) from an earlier run to write", len(replay))

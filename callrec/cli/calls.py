@@ -54,7 +54,7 @@ def add_commands(sub: object) -> None:
     tr.add_argument("--json", action="store_true", help="the stored transcript with word times, as JSON")
 
 
-def _filter(args: argparse.Namespace) -> callquery.CallFilter:
+def _filter(args: argparse.Namespace, country: str) -> callquery.CallFilter:
     values: dict[str, list[str]] = {}
     for key, attr in (("from", "since"), ("to", "until"), ("number", "number"), ("direction", "direction"),
                       ("agent", "agent"), ("consent", "consent"), ("recorded", "recorded"),
@@ -67,12 +67,13 @@ def _filter(args: argparse.Namespace) -> callquery.CallFilter:
             values[key] = [str(value)]
     values["tag"] = list(args.tag)
     values["limit"] = [str(args.limit)]
-    return callquery.parse_filter(lambda k: values.get(k, []), max_limit=10000, default_limit=20)
+    return callquery.parse_filter(lambda k: values.get(k, []), max_limit=10000, default_limit=20,
+                                  country=country)
 
 
 async def run_calls(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        f = _filter(args)
+        f = _filter(args, settings.search.default_country)
     except FilterError as exc:
         raise CommandError(str(exc)) from None
     if args.all and (args.format == "table" or args.json):

@@ -228,7 +228,8 @@ async def run_export(args: argparse.Namespace, settings: Settings) -> int:
         # The manifest is built in memory: a few KB per call.
         raise CommandError(f"export: --limit: expected 1-{EXPORT_MAX}")
     try:
-        f = parse_filter(lambda k: values.get(k, []), max_limit=EXPORT_MAX, default_limit=args.limit)
+        f = parse_filter(lambda k: values.get(k, []), max_limit=EXPORT_MAX, default_limit=args.limit,
+                         country=settings.search.default_country)
     except FilterError as exc:
         raise CommandError(f"export: {exc}") from None
     if not args.call and not values:

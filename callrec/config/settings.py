@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from callrec.config.alerts import AlertRule, AlertSettings, parse_alerts
 from callrec.config.dataops import IntegritySettings, RetentionSettings, check_integrity, parse_retention
 from callrec.config.fields import REQUIRED, ConfigError, Range, build, check_ranges, setting
+from callrec.config.search import SearchSettings, check_search
 from callrec.config.speech import SpeechSettings, check_speech
 
 __all__ = [
@@ -371,6 +372,7 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = "<defaults>"
 
@@ -390,6 +392,7 @@ SECTIONS: dict[str, type] = {
     "integrity": IntegritySettings,
     "speech": SpeechSettings,
     "alerts": AlertSettings,
+    "search": SearchSettings,
     "metrics": MetricsSettings,
     "log": LogSettings,
 }
@@ -537,6 +540,7 @@ def _validate(s: Settings) -> None:
     _check_words(s.policy)
     _check_hooks(s.hooks)
     check_speech(s.speech)
+    check_search(s.search)
     for folder in {s.recordings.dir, str(s.recordings.local_path)}:
         if s.speech.cache_dir == folder or s.speech.cache_dir.startswith(folder.rstrip("/") + "/"):
             # verify would report the joined model as orphan recordings, and retention walks that tree.

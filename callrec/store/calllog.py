@@ -20,6 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from callrec import phone
+from callrec.phone import DEFAULT_COUNTRY
 from callrec.store.db import Conn
 from callrec.store.journal import Journal, merge_into
 from callrec.store.record import COLUMNS
@@ -97,8 +99,9 @@ def _storable(value: Any) -> Any:
 
 class CallLogWriter:
     def __init__(self, pool: asyncpg.Pool, retry_delay: float = 1.0, journal: Journal | None = None,
-                 ready: bool = True) -> None:
+                 ready: bool = True, default_country: str = DEFAULT_COUNTRY) -> None:
         self.pool = pool
+        self.default_country = default_country  # [search] default_country: numbers' search digits
         self.retry_delay = retry_delay
         self.journal = journal
         self._pending: dict[str, dict[str, Any]] = {}
@@ -347,6 +350,7 @@ class CallLogWriter:
             for call_id, fields in items:
                 fields = {k: _storable(v) for k, v in fields.items() if k != "id"}
                 parties = fields.pop(PARTIES, None)
+                _add_digits(fields, self.default_country)
                 cols = list(fields)
                 log.debug("write call %s: %s", call_id, ", ".join(cols))
                 if not cols:
@@ -369,6 +373,13 @@ class CallLogWriter:
                         log.error("call log: call %s has no row; fields %s lost", call_id, sorted(cols))
                 if parties:
                     await _write_parties(conn, call_id, parties)
+
+
+def _add_digits(fields: dict[str, Any], country: str) -> None:
+    """The search digits of the numbers being written (migration 014), parsed here, off the call's path."""
+    for number, digits in (("caller_number", "caller_digits"), ("called_number", "called_digits")):
+        if number in fields:
+            fields[digits] = phone.digits(fields[number], country)
 
 
 async def _write_parties(conn: Conn, call_id: str, parties: list[dict[str, Any]]) -> None:

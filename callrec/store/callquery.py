@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
+from callrec import phone
 from callrec.access import Params, Principal, visible_calls_sql
 from callrec.store import said as said_mod
 from callrec.store.db import Db
@@ -38,8 +41,9 @@ _DURATION = "EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision A
 _TAGS = ("COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id), "
          "'{}'::text[]) AS tags")
 # The console user of the agent's extension (console.md "agent names"): an agent's own user first.
-_AGENT_NAME = ("(SELECT u.name FROM users u WHERE u.extension = c.agent AND NOT u.disabled "
-               "ORDER BY u.role <> 'agent', u.id LIMIT 1) AS agent_name")
+_AGENT_NAME_EXPR = ("(SELECT u.name FROM users u WHERE u.extension = c.agent AND NOT u.disabled "
+                    "ORDER BY u.role <> 'agent', u.id LIMIT 1)")
+_AGENT_NAME = f"{_AGENT_NAME_EXPR} AS agent_name"
 _SUMMARY_SELECT = f"""c.id, c.started_at, c.ended_at, {_DURATION},
        c.direction, c.caller_number, c.caller_name, c.called_number, c.agent, c.consent_mode, c.consent,
        c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at, {_TAGS},
@@ -64,6 +68,8 @@ class CallFilter:
     since: datetime | None = None  # `from`
     until: datetime | None = None  # `to`
     number: str | None = None
+    # What `number` means (callrec/phone.py), read with [search] default_country when parsed.
+    number_match: phone.NumberMatch | None = None
     direction: str | None = None
     agent: str | None = None
     consent: str | None = None
@@ -83,6 +89,9 @@ class CallFilter:
     cursor: tuple[datetime, str] | None = None
     # The said search fell back to trigram similarity (nothing matched by full text); kept in the cursor.
     fuzzy: bool = False
+    # `q` matches many calls (search() finds out): a page is found faster by reading the log newest first
+    # than by collecting every match and sorting it.
+    q_common: bool = False
 
     def describe(self) -> dict[str, Any]:
         """The filter as given (for the audit trail of an export)."""
@@ -113,8 +122,9 @@ TALK_FILTERS = (("silence_over", 100.0, "percent"), ("agent_talk_over", 100.0, "
 
 
 def parse_filter(get: Callable[[str], Sequence[str]], *, max_limit: int = MAX_LIMIT,
-                 default_limit: int = 50) -> CallFilter:
-    """Build a filter from string values (``get(key)`` returns every value given for key)."""
+                 default_limit: int = 50, country: str = phone.DEFAULT_COUNTRY) -> CallFilter:
+    """Build a filter from string values (``get(key)`` returns every value given for key); ``country``:
+    ``[search] default_country``, for numbers written without a country code."""
     f = CallFilter(limit=default_limit)
 
     def one(key: str) -> str | None:
@@ -133,6 +143,7 @@ def parse_filter(get: Callable[[str], Sequence[str]], *, max_limit: int = MAX_LI
         f.until = parse_time("to", v)
     if (v := one("number")) is not None:
         f.number = _text("number", v, 64)
+        f.number_match = phone.parse_query(f.number, country)
     if (v := one("direction")) is not None:
         if v not in DIRECTIONS:
             raise FilterError(f"direction: expected one of {', '.join(DIRECTIONS)}, got {v!r}")
@@ -264,8 +275,7 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     if f.until is not None:
         conds.append(f"c.started_at < {params.add(f.until)}")
     if f.number:
-        p = params.add(like_pattern(f.number, wildcard=True))
-        conds.append(f"(c.caller_number LIKE {p} OR c.called_number LIKE {p})")
+        conds.append(number_sql(f.number_match or phone.parse_query(f.number), params))
     if f.direction:
         conds.append(f"c.direction = {params.add(f.direction)}")
     if f.agent:
@@ -284,8 +294,11 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
         conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
     if f.q:
         p = params.add("%" + like_pattern(f.q, wildcard=False) + "%")
-        conds.append(f"(c.caller_name ILIKE {p} OR c.agent ILIKE {p} OR EXISTS (SELECT 1 FROM call_parties fp "
-                     f"WHERE fp.call_id = c.id AND fp.name ILIKE {p}))")
+        if f.q_common:
+            conds.append(f"(c.caller_name ILIKE {p} OR c.agent ILIKE {p} OR EXISTS (SELECT 1 FROM call_parties fp "
+                         f"WHERE fp.call_id = c.id AND fp.name ILIKE {p}))")
+        else:
+            conds.append(q_ids_sql(p))
     talk = []
     if f.silence_over is not None:
         talk.append(f"ft.silence_share * 100 > {params.add(f.silence_over)}")
@@ -306,6 +319,52 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     return " AND ".join(conds)
 
 
+def q_ids_sql(p: str) -> str:
+    """The calls whose caller name, agent or a party's name holds the ``q`` pattern ``p``, as a set of ids, each
+    part by its trigram index (migration 015), not as OR EXISTS (a scan of the log when little matches)."""
+    return (f"c.id IN (SELECT qc.id FROM calls qc WHERE qc.caller_name ILIKE {p} OR qc.agent ILIKE {p} "
+            f"UNION ALL SELECT fp.call_id FROM call_parties fp WHERE fp.name ILIKE {p})")
+
+
+# More matches than this and a page of a `q` search reads the log newest first (it meets 50 matches soon);
+# fewer, and the matches are collected by the trigram indexes and sorted.
+Q_COMMON_ABOVE = 3000
+
+
+async def _q_is_common(conn: Db, q: str) -> bool:
+    """Whether ``q`` matches more than Q_COMMON_ABOVE calls: counted up to that by the trigram indexes (the
+    planner's trigram estimates were 14x too low).  Patterns under 3 characters cannot use those indexes."""
+    if len(q) < 3:
+        return True
+    params = Params()
+    p = params.add("%" + like_pattern(q, wildcard=False) + "%")
+    sql = (f"SELECT count(*) FROM (SELECT qc.id FROM calls qc WHERE qc.caller_name ILIKE {p} OR qc.agent ILIKE {p} "
+           f"UNION ALL SELECT fp.call_id FROM call_parties fp WHERE fp.name ILIKE {p} LIMIT {Q_COMMON_ABOVE + 1}) AS m")
+    return int(await conn.fetchval(sql, *params.values)) > Q_COMMON_ABOVE
+
+
+def number_sql(m: phone.NumberMatch, params: Params) -> str:
+    """The ``number`` condition over the digit columns (migration 014), each form by its index: equality and
+    a prefix by ``calls_*_digits_idx`` (text_pattern_ops), a suffix by the reversed digits' index."""
+    if m.kind == "exact":
+        p = params.add(m.values[0])
+        return f"(c.caller_digits = {p} OR c.called_digits = {p})"
+    if m.kind == "prefix":
+        ors = []
+        for value in m.values:
+            p = params.add(value + "%")
+            ors += [f"c.caller_digits LIKE {p}", f"c.called_digits LIKE {p}"]
+        return f"({' OR '.join(ors)})"
+    if m.kind == "suffix":
+        p = params.add(m.values[0][::-1] + "%")
+        return f"(reverse(c.caller_digits) LIKE {p} OR reverse(c.called_digits) LIKE {p})"
+    if m.kind == "pattern":
+        p = params.add(m.values[0])
+        return f"(c.caller_digits LIKE {p} OR c.called_digits LIKE {p})"
+    p = params.add(like_pattern(m.values[0], wildcard=True))
+    return f"(c.caller_number LIKE {p} OR c.called_number LIKE {p})"
+
+
 def search_sql(f: CallFilter, principal: Principal, *, limit: int | None,
                full: bool = False) -> tuple[str, list[Any]]:
     """SELECT of CallSummary rows (``full``: every column of calls, then tags); ``limit`` None: all
@@ -318,6 +377,71 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None,
            f"ORDER BY c.started_at {direction}, c.id {direction}")
     if limit is not None:
         sql += f" LIMIT {params.add(limit)}"
+    return sql, params.values
+
+
+# --- export: the rows as PostgreSQL writes them (COPY), the same cells as csv_cell / summary ----------------
+
+# A text cell a spreadsheet would run as a formula gets a ' in front (csv_cell's rule, in SQL).
+_DEFUSE = ("CASE WHEN left({x}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') AND {x} !~ '^[+-]?[0-9 ().-]*$' "
+           "THEN '''' || {x} ELSE NULLIF({x}, '') END")
+# Python writes a whole float as 65.0, PostgreSQL as 65; otherwise both print the shortest exact digits.
+_FLOAT = "CASE WHEN {x} = trunc({x}) AND abs({x}) < 1e15 THEN {x}::text || '.0' ELSE {x}::text END"
+# datetime.isoformat() in UTC: microseconds only when there are some.
+_TIME = ("to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_part('microseconds', {x})"
+         "::bigint % 1000000 <> 0 THEN to_char({x} AT TIME ZONE 'UTC', '.US') ELSE '' END || '+00:00'")
+_CSV_KINDS = {"started_at": _TIME, "ended_at": _TIME, "audio_deleted_at": _TIME, "duration": _FLOAT,
+              "recording_duration": _FLOAT, "id": "{x}", "confidential": "CASE WHEN {x} THEN 'True' ELSE 'False' END"}
+_DURATION_EXPR = "EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision"
+_TAGS_TEXT = "(SELECT string_agg(t.tag, ';' ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id)"
+_TAGS_ARRAY = "COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id), '{}')"
+_TRANSCRIPT_STATE = ("CROSS JOIN LATERAL (SELECT CASE WHEN tr.call_id IS NOT NULL THEN 'done' "
+                     "WHEN sj.state IN ('pending', 'running', 'failed', 'skipped') THEN sj.state ELSE 'none' END "
+                     "AS tr_state) AS st")
+_TRANSCRIPT_JSON = ("json_build_object('state', st.tr_state, 'progress', CASE WHEN st.tr_state = 'done' THEN 1.0 "
+                    "ELSE sj.progress::float8 END, 'silence_share', round(tr.silence_share::numeric, 4), "
+                    "'agent_talk_ratio', round(tr.agent_talk_ratio::numeric, 4), 'overtalk_ms', tr.overtalk_ms, "
+                    "'talk_ms', tr.talk_ms)")
+
+
+# For people reading the CSV in a spreadsheet: times in the viewer's zone, whole seconds, after the raw values
+# (UTC ISO times, fractional seconds) that programs read.
+CSV_READABLE_COLUMNS = ("time_zone", "started_local", "ended_local", "duration_rounded", "recording_duration_rounded")
+
+
+def export_sql(f: CallFilter, principal: Principal, fmt: str, tz: str = "UTC") -> tuple[str, list[Any]]:
+    """The SELECT a streamed export hands to ``COPY (...) TO STDOUT``: for ``csv`` the SUMMARY_COLUMNS as the
+    cells csv_cell makes (formula-safe), for ``json`` one JSON object per row (summary()'s keys, with
+    "transcript"); the visibility rule and the filter as a search, every matching call, in the list's order."""
+    params = Params()
+    where = where_clause(f, principal, params, with_cursor=False)
+    direction = "DESC" if f.order == "desc" else "ASC"
+
+    def expr(name: str) -> str:
+        if name == "duration":
+            return _DURATION_EXPR
+        if name == "tags":
+            return _TAGS_TEXT if fmt == "csv" else _TAGS_ARRAY
+        if name == "agent_name":
+            return _AGENT_NAME_EXPR
+        return f"c.{name}"
+
+    if fmt == "csv":
+        select = ", ".join(f"{_CSV_KINDS.get(name, _DEFUSE).format(x=expr(name))} AS {name}"
+                           for name in SUMMARY_COLUMNS)
+        zone = params.add(tz)
+        local = "to_char({x} AT TIME ZONE " + zone + "::text, 'YYYY-MM-DD HH24:MI:SS')"
+        select += (f", {zone}::text AS time_zone, {local.format(x='c.started_at')} AS started_local, "
+                   f"{local.format(x='c.ended_at')} AS ended_local, "
+                   f"round({_DURATION_EXPR})::bigint AS duration_rounded, "
+                   f"round(c.recording_duration)::bigint AS recording_duration_rounded")
+        joins = ""
+    else:
+        pairs = ", ".join(f"'{name}', {expr(name)}" for name in SUMMARY_COLUMNS)
+        select = f"json_build_object({pairs}, 'transcript', {_TRANSCRIPT_JSON})::text"
+        joins = f" {TRANSCRIPT_JOIN} {_TRANSCRIPT_STATE}"
+    sql = (f"SELECT {select} FROM calls c{joins} WHERE {where} "
+           f"ORDER BY c.started_at {direction}, c.id {direction}")
     return sql, params.values
 
 
@@ -404,6 +528,8 @@ async def search(conn: Db, f: CallFilter, principal: Principal,
     """One page and the cursor of the next (None on the last page).  With ``said``: when the full-text
     match finds nothing on the first page, the trigram fallback runs and ``f.fuzzy`` is set."""
     await prepare(conn, f)
+    if f.q:
+        f.q_common = await _q_is_common(conn, f.q)
     if f.fuzzy and f.said is not None:
         await said_mod.expand(conn, f.said)
     rows = await _page(conn, f, principal, full)
@@ -437,11 +563,32 @@ async def fetch_custom(conn: Db, sql: str, *args: Any) -> list[Any]:
         return list(await c.fetch(sql, *args))
 
 
-async def count(conn: Db, f: CallFilter, principal: Principal) -> int:
-    """How many calls the filter finds (``said`` by full text only)."""
+# Up to this many calls (by the planner's estimate) a count is exact; above it the estimate is the answer:
+# counting millions of rows exactly takes seconds, and a list that long is narrowed before anyone reads it.
+EXACT_COUNT_UP_TO = 20_000
+# An exact count the estimate promised to be small may still take long (the estimate was wrong): then the
+# estimate stands.
+EXACT_COUNT_TIMEOUT = "2s"
+
+
+async def count(conn: Db, f: CallFilter, principal: Principal) -> tuple[int, bool]:
+    """How many calls the filter finds (``said`` by full text only), and whether the figure is exact."""
     await prepare(conn, f)
     sql, args = count_sql(f, principal)
-    return int((await fetch_custom(conn, sql, *args))[0][0])
+    async with said_mod.connection(conn) as c, c.transaction(readonly=True):
+        await c.execute(CUSTOM_PLANS)
+        # The rows the planner expects the filter to find (the count's input, before any Aggregate or Gather).
+        rows_sql = "SELECT 1" + sql[len("SELECT count(*)"):]
+        plan = json.loads(await c.fetchval("EXPLAIN (FORMAT JSON) " + rows_sql, *args))
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+        if estimate > EXACT_COUNT_UP_TO:
+            return estimate, False
+        await c.execute(f"SET LOCAL statement_timeout = '{EXACT_COUNT_TIMEOUT}'")
+        try:
+            async with c.transaction():  # a savepoint: the timeout leaves the outer transaction usable
+                return int(await c.fetchval(sql, *args)), True
+        except asyncpg.QueryCanceledError:
+            return estimate, False
 
 
 def said_audit(f: CallFilter, hits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

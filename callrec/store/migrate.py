@@ -1,13 +1,14 @@
 """Numbered SQL migrations (``migrations/NNN_name.sql``), applied once each, in order.
 
-Safe to run twice at once: the whole run holds an advisory lock, so a second ``callrec migrate``
-waits and then finds nothing to do.  Each migration runs in a transaction of its own, except one
-whose first line is ``-- callrec: no transaction``: its statements (separated by ``;`` at a line's
-end) run one by one outside a transaction, as ``CREATE INDEX CONCURRENTLY`` must, so an index on a
-live ``calls`` table is built without blocking the calls being logged.  Such a file must be safe to
-run again after an interruption (``DROP INDEX CONCURRENTLY IF EXISTS`` before its ``CREATE``: a
-build that was cut short leaves an invalid index behind).  An applied migration whose file changed
+Safe to run twice at once: the whole run holds a session-level advisory lock, so a second
+``callrec migrate`` waits and then finds nothing to do.  An applied migration whose file changed
 afterwards is an error (migrations are append-only).
+
+Each migration runs in a transaction of its own, except one whose first line is ``-- callrec: no
+transaction``: its statements run one by one outside a transaction, so that indexes on a live ``calls``
+table build ``CONCURRENTLY`` (no lock on writes) and a backfill commits in batches.  Such a file must be
+re-runnable from its start (``IF NOT EXISTS``, ``OR REPLACE``): when it is interrupted, it is not recorded
+as applied and runs again; an index a failed concurrent build left invalid is dropped before it is rebuilt.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from callrec.store.db import Conn
 
 _LOCK_KEY = 0x63616C6C72656301  # "callrec\x01"
 _NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+NO_TRANSACTION = "-- callrec: no transaction"
+_CONCURRENT_INDEX_RE = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+([a-z0-9_]+)\s", re.I)
 
 
 class MigrationError(Exception):
@@ -34,23 +38,12 @@ class Migration:
     sql: str
 
     @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+    def transactional(self) -> bool:
+        return not self.sql.startswith(NO_TRANSACTION)
 
     @property
-    def outside_transaction(self) -> bool:
-        return self.sql.startswith(NO_TRANSACTION)
-
-    def statements(self) -> list[str]:
-        return [s.strip() for s in _STATEMENT_END.split(self.sql) if _has_code(s)]
-
-
-NO_TRANSACTION = "-- callrec: no transaction\n"
-_STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
-
-
-def _has_code(text: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
 def available_migrations() -> list[Migration]:
@@ -88,14 +81,14 @@ async def migrate(conn: Conn) -> list[str]:
                         "add a new migration instead of editing an old one"
                     )
                 continue
-            if mig.outside_transaction:
-                for statement in mig.statements():
-                    await conn.execute(statement)
-                await _record(conn, mig)
-            else:
+            if mig.transactional:
                 async with conn.transaction():
                     await conn.execute(mig.sql)
                     await _record(conn, mig)
+            else:
+                for statement in split_statements(mig.sql):
+                    await _run_outside_transaction(conn, statement)
+                await _record(conn, mig)
             applied_now.append(f"{mig.version:03d}_{mig.name}")
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
@@ -105,6 +98,58 @@ async def migrate(conn: Conn) -> list[str]:
 async def _record(conn: Conn, mig: Migration) -> None:
     await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                        mig.version, mig.name, mig.checksum)
+
+
+async def _run_outside_transaction(conn: Conn, statement: str) -> None:
+    m = _CONCURRENT_INDEX_RE.match(statement)
+    if m:
+        # A concurrent build that failed (or was cancelled) leaves an invalid index of this name, which
+        # IF NOT EXISTS would keep: drop it and build again.
+        invalid = await conn.fetchval(
+            "SELECT i.indisvalid = false FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace", m.group(1).lower())
+        if invalid:
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {m.group(1)}")
+    await conn.execute(statement)
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a SQL file, split at each ``;`` outside quotes, dollar quotes and comments."""
+    out: list[str] = []
+    start = i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif ch == "'":
+            end = sql.find("'", i + 1)
+            while end >= 0 and sql.startswith("''", end):
+                end = sql.find("'", end + 2)
+            i = n if end < 0 else end + 1
+        elif ch == "$" and (m := _DOLLAR_RE.match(sql, i)):
+            end = sql.find(m.group(0), m.end())
+            i = n if end < 0 else end + len(m.group(0))
+        elif ch == ";":
+            out.append(sql[start:i])
+            i += 1
+            start = i
+        else:
+            i += 1
+    out.append(sql[start:])
+    return [s.strip() for s in out if _has_code(s)]
+
+
+_DOLLAR_RE = re.compile(r"\$[A-Za-z_]*\$")
+
+
+def _has_code(statement: str) -> bool:
+    lines = [ln for ln in statement.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+    return bool(lines)
 
 
 async def pending(conn: Conn) -> list[str]:

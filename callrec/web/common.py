@@ -199,7 +199,8 @@ def filter_of(request: web.Request, **kw: Any) -> callquery.CallFilter:
     if unknown:
         raise bad_request(f"{sorted(unknown)[0]}: unknown parameter")
     try:
-        return callquery.parse_filter(lambda key: request.query.getall(key, []), **kw)
+        return callquery.parse_filter(lambda key: request.query.getall(key, []),
+                                      country=request.app[SETTINGS].search.default_country, **kw)
     except FilterError as exc:
         raise bad_request(str(exc)) from None
 

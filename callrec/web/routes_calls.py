@@ -9,15 +9,12 @@ confidential mark are changed through store/marks.py, audio deleted through the 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
@@ -25,7 +22,6 @@ from aiohttp import web
 from callrec.dataops import deletion
 from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
 from callrec.store import audit, callquery, marks
-from callrec.store.callquery import csv_cell
 from callrec.store.db import Db
 from callrec.web import openapi
 from callrec.web.auth import need, remote
@@ -58,7 +54,6 @@ CHUNK = 256 * 1024
 # A listen or download is audited at its first request, whatever its Range, then at most once per
 # this many seconds for the same principal, call and action (a player's seeks write no more rows).
 AUDIO_AUDIT_WINDOW_S = 30 * 60
-EXPORT_BATCH = 500
 
 
 # --- search / count -------------------------------------------------------------------------------
@@ -96,7 +91,8 @@ async def count(request: web.Request) -> web.Response:
     f = filter_of(request)
     if f.cursor is not None:
         raise bad_request("cursor: not used by count")
-    return respond({"count": await filtered(callquery.count(request.app[POOL], f, p))})
+    n, exact = await filtered(callquery.count(request.app[POOL], f, p))
+    return respond({"count": n, "count_exact": exact})
 
 
 # --- detail ---------------------------------------------------------------------------------------
@@ -243,7 +239,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         await filtered(callquery.prepare(pool, f))
         await audit.append(pool, actor=p.name, role=p.role, action="export",
                            details={"format": fmt, "filter": f.describe()}, remote=remote(request))
-        sql, args = callquery.search_sql(f, p, limit=None)
+        sql, args = callquery.export_sql(f, p, fmt, tz)
         resp = web.StreamResponse()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         if fmt == "csv":
@@ -253,67 +249,56 @@ async def export(request: web.Request) -> web.StreamResponse:
             resp.content_type = "application/json"
         resp.headers["Content-Disposition"] = f'attachment; filename="calls-{stamp}.{fmt}"'
         resp.enable_chunked_encoding()
+        sink = _CopySink(request, resp, fmt)
         try:
             async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
                 await conn.execute(callquery.CUSTOM_PLANS)
-                # The first batch is read before the headers go out, so a query error is still a clean error.
-                cur = await conn.cursor(sql, *args)
-                batch = await cur.fetch(EXPORT_BATCH)
-                await resp.prepare(request)
-                encode = _csv_encoder(ZoneInfo(tz)) if fmt == "csv" else _json_encoder()
-                await write_or_drop(request, resp, encode(None, False))
-                first = True
-                while batch:
-                    # Encoding runs in a thread: this event loop also serves live calls (ARI, AMI).
-                    await write_or_drop(request, resp, await asyncio.to_thread(encode, batch, first))
-                    first = False
-                    if len(batch) < EXPORT_BATCH:
-                        break
-                    batch = await cur.fetch(EXPORT_BATCH)
-                await write_or_drop(request, resp, encode(None, True))
+                await conn.execute("SET LOCAL TimeZone = 'UTC'")  # JSON times as isoformat() in UTC
+                # PostgreSQL writes the rows (COPY: several times the rows/s of encoding them here), passed on as
+                # they come, so memory stays flat.  The headers go out with the first piece: a query error
+                # before it is still a clean error.
+                if fmt == "csv":
+                    await conn.copy_from_query(sql, *args, output=sink.write, format="csv", header=True,
+                                               timeout=EXPORT_TIMEOUT)
+                else:
+                    # One JSON text per line: CSV with a quote and a delimiter no JSON text holds, so nothing is
+                    # quoted or escaped (COPY's text format would double every backslash).
+                    await conn.copy_from_query(sql, *args, output=sink.write, format="csv", quote="\x01",
+                                               delimiter="\x02", timeout=EXPORT_TIMEOUT)
+                await sink.end()
         except ReaderDropped:
             return resp  # its transaction rolled back, its slot freed on the way out
         await resp.write_eof()
         return resp
 
 
-# For people reading the CSV in a spreadsheet: times in the viewer's zone (``tz``), durations in whole
-# seconds, beside the raw values (UTC ISO times, fractional seconds) kept for programs.
-CSV_READABLE_COLUMNS = ("time_zone", "started_local", "ended_local", "duration_rounded",
-                        "recording_duration_rounded")
+# COPY's time budget: an export is as long as its reader takes; a reader that stalls is dropped instead.
+EXPORT_TIMEOUT = 7 * 86400.0
 
 
-def _local(value: datetime | None, zone: ZoneInfo) -> str:
-    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+class _CopySink:
+    """COPY's output to the response: CSV as it comes; JSON lines joined into one array."""
 
+    def __init__(self, request: web.Request, resp: web.StreamResponse, fmt: str) -> None:
+        self.request, self.resp, self.json = request, resp, fmt == "json"
+        self.held = b""  # JSON: the last ",\n" written, which the end turns into "]"
 
-def _rounded(value: float | None) -> Any:
-    return round(value) if value is not None else ""
+    async def write(self, chunk: bytes) -> None:
+        if not self.resp.prepared:
+            await self.resp.prepare(self.request)
+            if self.json:
+                await write_or_drop(self.request, self.resp, b"[\n")
+        if self.json:
+            out = self.held + chunk.replace(b"\n", b",\n")
+            chunk, self.held = out[:-2], out[-2:]
+        if chunk:
+            await write_or_drop(self.request, self.resp, chunk)
 
-
-def _csv_encoder(zone: ZoneInfo) -> Callable[[list[Any] | None, bool], bytes]:
-    def encode(batch: list[Any] | None, end: bool) -> bytes:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\r\n")
-        if batch is None:
-            if not end:
-                w.writerow(callquery.SUMMARY_COLUMNS + CSV_READABLE_COLUMNS)
-        else:
-            for row in batch:
-                w.writerow([csv_cell(row[k]) for k in callquery.SUMMARY_COLUMNS]
-                           + [zone.key, _local(row["started_at"], zone), _local(row["ended_at"], zone),
-                              _rounded(row["duration"]), _rounded(row["recording_duration"])])
-        return buf.getvalue().encode("utf-8")
-    return encode
-
-
-def _json_encoder() -> Callable[[list[Any] | None, bool], bytes]:
-    def encode(batch: list[Any] | None, first: bool) -> bytes:
-        if batch is None:
-            return b"]\n" if first else b"["
-        parts = [json.dumps(callquery.summary(r), default=json_default, ensure_ascii=False) for r in batch]
-        return (("\n" if first else ",\n") + ",\n".join(parts)).encode("utf-8")
-    return encode
+    async def end(self) -> None:
+        if not self.resp.prepared:
+            await self.write(b"")
+        if self.json:
+            await write_or_drop(self.request, self.resp, b"]\n")
 
 
 # --- tags, confidential, delete audio -------------------------------------------------------------

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -328,4 +329,23 @@ async def test_axe_finds_no_violations_on_the_dashboard_and_the_list(bench: Benc
         await page.goto("/#/search")
         await expect(page.locator("#results-count")).to_have_text(f"Calls found: {len(bench.calls) - 1}")
         await page.screenshot(path=str(DOCS / "console-calls.png"))
+    await tab.assert_clean()
+
+
+async def test_any_written_form_of_a_number_finds_its_call(bench: Bench, browser: Browser) -> None:
+    tab = await wide_tab(browser, bench)
+    page = tab.page
+    await log_in(page, "admin1", PASSWORD)
+    target = bench.calls["y204_declined_1"]  # caller +79167392850
+    for form in ("+7 916 739-28-50", "+7 (916) 739 28 50", "79167392850", "89167392850", "7392850"):
+        await page.get_by_label("Number", exact=True).fill(form)
+        await page.get_by_role("button", name="Search", exact=True).click()
+        # This search's answer (the URL follows it), not the last one's.
+        await expect(page).to_have_url(re.compile(re.escape("#/search?" + urlencode({"number": form})) + "$"))
+        await expect(page.locator("#results-count")).to_have_text("Calls found: 1")
+        assert await shown_ids(page) == [target], form
+    # A reload keeps the number as it was typed.
+    await page.reload()
+    await expect(page.get_by_label("Number", exact=True)).to_have_value("7392850")
+    await expect(page.locator("#results-count")).to_have_text("Calls found: 1")
     await tab.assert_clean()
