@@ -85,7 +85,9 @@
     const s = C.state.search;
     const qs = queryString(s.query);
     place.hash = "#/search" + (qs ? "?" + qs : "");
-    if (location.hash !== place.hash) {
+    // An answer that arrives after the user went elsewhere (a call, the dashboard) leaves the address alone.
+    const here = location.hash === "" || location.hash === "#/search" || location.hash.startsWith("#/search?");
+    if (here && location.hash !== place.hash) {
       if (place.fromUrl) history.replaceState(null, "", place.hash);
       else history.pushState(null, "", place.hash);
     }
