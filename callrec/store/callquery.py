@@ -34,15 +34,21 @@ TAG_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$")
 SUMMARY_COLUMNS = (
     "id", "started_at", "ended_at", "duration", "direction", "caller_number", "caller_name", "called_number",
     "agent", "consent_mode", "consent", "consent_key", "recording_status", "recording_duration",
-    "confidential", "audio_deleted_at", "tags",
+    "confidential", "audio_deleted_at", "tags", "agent_name",
 )
+RECORDING_STATUSES = ("none", "starting", "recording", "finalizing", "ready", "empty", "unclosed", "missing", "failed")
 _DURATION = "EXTRACT(EPOCH FROM (c.ended_at - c.started_at))::double precision AS duration"
 _TAGS = ("COALESCE((SELECT array_agg(t.tag ORDER BY t.tag) FROM call_tags t WHERE t.call_id = c.id), "
          "'{}'::text[]) AS tags")
+# The console user of the agent's extension (console.md "agent names"): an agent's own user first.
+_AGENT_NAME_EXPR = ("(SELECT u.name FROM users u WHERE u.extension = c.agent AND NOT u.disabled "
+                    "ORDER BY u.role <> 'agent', u.id LIMIT 1)")
+_AGENT_NAME = f"{_AGENT_NAME_EXPR} AS agent_name"
 _SUMMARY_SELECT = f"""c.id, c.started_at, c.ended_at, {_DURATION},
        c.direction, c.caller_number, c.caller_name, c.called_number, c.agent, c.consent_mode, c.consent,
-       c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at, {_TAGS}"""
-_FULL_SELECT = f"c.*, {_DURATION}, {_TAGS}"
+       c.consent_key, c.recording_status, c.recording_duration, c.confidential, c.audio_deleted_at, {_TAGS},
+       {_AGENT_NAME}"""
+_FULL_SELECT = f"c.*, {_DURATION}, {_TAGS}, {_AGENT_NAME}"
 # The transcript summary of each row (contract: "transcript" on list and detail items): one transcript
 # and at most one queue job per call (both keyed by call_id), so the joins add no rows.
 TRANSCRIPT_SELECT = """CASE WHEN tr.call_id IS NOT NULL THEN 'done'
@@ -68,6 +74,7 @@ class CallFilter:
     agent: str | None = None
     consent: str | None = None
     recorded: bool | None = None
+    recording: str | None = None  # one recording status (the dashboard's failed / missing / empty links)
     min_duration: float | None = None
     max_duration: float | None = None
     tags: list[str] = field(default_factory=list)
@@ -88,6 +95,7 @@ class CallFilter:
         out: dict[str, Any] = {}
         for key, name in (("since", "from"), ("until", "to"), ("number", "number"), ("direction", "direction"),
                           ("agent", "agent"), ("consent", "consent"), ("recorded", "recorded"),
+                          ("recording", "recording"),
                           ("min_duration", "min_duration"), ("max_duration", "max_duration"), ("q", "q"),
                           ("silence_over", "silence_over"), ("agent_talk_over", "agent_talk_over"),
                           ("agent_talk_under", "agent_talk_under"), ("overtalk_over", "overtalk_over")):
@@ -102,7 +110,7 @@ class CallFilter:
         return out
 
 
-FILTER_KEYS = ("from", "to", "number", "direction", "agent", "consent", "recorded", "min_duration",
+FILTER_KEYS = ("from", "to", "number", "direction", "agent", "consent", "recorded", "recording", "min_duration",
                "max_duration", "tag", "q", "said", "silence_over", "agent_talk_over", "agent_talk_under",
                "overtalk_over", "order", "limit", "cursor")
 # Talk filters: (key, the most a value may be, unit for the error message).
@@ -156,6 +164,12 @@ def parse_filter(get: Callable[[str], Sequence[str]], *, max_limit: int = MAX_LI
             if not 0 <= num <= 10**7:
                 raise FilterError(f"{key}: expected 0 to 10000000 seconds, got {v!r}")
             setattr(f, key, num)
+    if f.min_duration is not None and f.max_duration is not None and f.min_duration > f.max_duration:
+        raise FilterError("min_duration: larger than max_duration; no call can match")
+    if (v := one("recording")) is not None:
+        if v not in RECORDING_STATUSES:
+            raise FilterError(f"recording: expected one of {', '.join(RECORDING_STATUSES)}, got {v!r}")
+        f.recording = v
     for tag in get("tag"):
         if not TAG_RE.match(tag) or tag != tag.strip():
             raise FilterError(f"tag: expected 1-64 printable characters, got {tag!r}")
@@ -267,6 +281,8 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
         conds.append(f"c.consent = {params.add(f.consent)}")
     if f.recorded is not None:
         conds.append("c.recording_status = 'ready'" if f.recorded else "c.recording_status <> 'ready'")
+    if f.recording:
+        conds.append(f"c.recording_status = {params.add(f.recording)}")
     if f.min_duration is not None:
         conds.append(f"c.ended_at - c.started_at >= make_interval(secs => {params.add(f.min_duration)})")
     if f.max_duration is not None:
@@ -363,7 +379,12 @@ _TRANSCRIPT_JSON = ("json_build_object('state', st.tr_state, 'progress', CASE WH
                     "'talk_ms', tr.talk_ms)")
 
 
-def export_sql(f: CallFilter, principal: Principal, fmt: str) -> tuple[str, list[Any]]:
+# For people reading the CSV in a spreadsheet: times in the viewer's zone, whole seconds, after the raw values
+# (UTC ISO times, fractional seconds) that programs read.
+CSV_READABLE_COLUMNS = ("time_zone", "started_local", "ended_local", "duration_rounded", "recording_duration_rounded")
+
+
+def export_sql(f: CallFilter, principal: Principal, fmt: str, tz: str = "UTC") -> tuple[str, list[Any]]:
     """The SELECT a streamed export hands to ``COPY (...) TO STDOUT``: for ``csv`` the SUMMARY_COLUMNS as the
     cells csv_cell makes (formula-safe), for ``json`` one JSON object per row (summary()'s keys, with
     "transcript"); the visibility rule and the filter as a search, every matching call, in the list's order."""
@@ -376,11 +397,19 @@ def export_sql(f: CallFilter, principal: Principal, fmt: str) -> tuple[str, list
             return _DURATION_EXPR
         if name == "tags":
             return _TAGS_TEXT if fmt == "csv" else _TAGS_ARRAY
+        if name == "agent_name":
+            return _AGENT_NAME_EXPR
         return f"c.{name}"
 
     if fmt == "csv":
         select = ", ".join(f"{_CSV_KINDS.get(name, _DEFUSE).format(x=expr(name))} AS {name}"
                            for name in SUMMARY_COLUMNS)
+        zone = params.add(tz)
+        local = "to_char({x} AT TIME ZONE " + zone + "::text, 'YYYY-MM-DD HH24:MI:SS')"
+        select += (f", {zone}::text AS time_zone, {local.format(x='c.started_at')} AS started_local, "
+                   f"{local.format(x='c.ended_at')} AS ended_local, "
+                   f"round({_DURATION_EXPR})::bigint AS duration_rounded, "
+                   f"round(c.recording_duration)::bigint AS recording_duration_rounded")
         joins = ""
     else:
         # row_to_json of a row with the keys as column names: compact JSON (json_build_object spaces every

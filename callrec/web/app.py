@@ -28,6 +28,7 @@ from callrec.web import (
     routes_audit,
     routes_auth,
     routes_calls,
+    routes_console,
     routes_dataops,
     routes_meta,
     routes_recording,
@@ -46,7 +47,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("callrec.http")
 
 ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
-                                   routes_recording, routes_transcripts, routes_alerts, console]
+                                   routes_recording, routes_transcripts, routes_alerts, routes_console, console]
 MAX_BODY = 64 * 1024
 
 @web.middleware

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 from aiohttp import web
@@ -38,6 +39,7 @@ EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
 # at most EXPORTS_PER_PRINCIPAL, so no one principal, whatever its role, can hold every slot.
 EXPORTS_PER_PRINCIPAL = 1
 
+TZ_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-/]{0,63}$")
 _CALL_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -178,6 +180,19 @@ def call_id_of(request: web.Request) -> str:
     return raw.lower()
 
 
+def time_zone(value: str | None) -> str:
+    """An IANA time zone name (the browser's), or UTC; 400 for an unknown one."""
+    if value is None:
+        return "UTC"
+    if not TZ_RE.match(value):
+        raise bad_request("tz: expected a time zone name like Europe/Moscow")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise bad_request(f"tz: unknown time zone {value!r}") from None
+    return value
+
+
 def filter_of(request: web.Request, **kw: Any) -> callquery.CallFilter:
     """The call filter from the query string (``FILTER_PARAMS``); 400 on an unknown or bad parameter."""
     unknown = set(request.query) - set(callquery.FILTER_KEYS) - set(kw.pop("extra_keys", ()))
@@ -228,6 +243,8 @@ FILTER_PARAMS = [
     openapi.query_param("agent", {"type": "string", "maxLength": 64}, "the agent's extension"),
     openapi.query_param("consent", {"type": "string", "enum": list(callquery.CONSENTS)}),
     openapi.query_param("recorded", {"type": "boolean"}, "a recording was made (status ready)"),
+    openapi.query_param("recording", {"type": "string", "enum": list(callquery.RECORDING_STATUSES)},
+                        "the recording's status (failed, missing, empty: the dashboard's problem figures)"),
     openapi.query_param("min_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
     openapi.query_param("max_duration", {"type": "number", "minimum": 0}, "call duration, seconds"),
     openapi.query_param("tag", {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}},

@@ -38,6 +38,7 @@ from callrec.web.common import (
     json_default,
     read_json,
     respond,
+    time_zone,
     visible_call,
     write_or_drop,
 )
@@ -243,7 +244,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "json"):
         raise bad_request(f"format: expected csv or json, got {fmt!r}")
-    f = filter_of(request, extra_keys=("format",))
+    f = filter_of(request, extra_keys=("format", "tz"))
+    tz = time_zone(request.query.get("tz"))
     if f.cursor is not None or "limit" in request.query:
         raise bad_request("export takes no limit or cursor: it streams every matching call")
     async with export_slot(request, p):
@@ -251,7 +253,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         await filtered(callquery.prepare(reads, f))
         await audit.append(pool, actor=p.name, role=p.role, action="export",
                            details={"format": fmt, "filter": f.describe()}, remote=remote(request))
-        sql, args = callquery.export_sql(f, p, fmt)
+        sql, args = callquery.export_sql(f, p, fmt, tz)
         resp = web.StreamResponse()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         if fmt == "csv":
@@ -417,6 +419,7 @@ openapi.SCHEMAS["CallSummary"] = {"type": "object", "properties": {
     "consent_mode": {"type": "string"}, "consent": _STR_OR_NULL, "consent_key": _STR_OR_NULL,
     "recording_status": {"type": "string"}, "recording_duration": _NUM_OR_NULL, "confidential": {"type": "boolean"},
     "audio_deleted_at": _STR_OR_NULL, "tags": {"type": "array", "items": {"type": "string"}},
+    "agent_name": {"type": ["string", "null"], "description": "the console user of the agent's extension"},
     "transcript": {"$ref": "#/components/schemas/TranscriptSummary"},
     "hits": {"type": "array", "description": "with said: where it was said (at most 5, in time order)",
              "items": {"$ref": "#/components/schemas/SaidHit"}}}}
@@ -453,6 +456,8 @@ openapi.operation("get", "/api/v1/calls/count", summary="Count the calls a searc
 openapi.operation("get", "/api/v1/calls/export", summary="Export the filtered calls, streamed (audited)",
                   tags=["calls"],
                   parameters=[openapi.query_param("format", {"type": "string", "enum": ["csv", "json"]}),
+                              openapi.query_param("tz", {"type": "string", "maxLength": 64},
+                                                  "CSV: the time zone of its local-time columns; default UTC"),
                               *FILTER_PARAMS],
                   responses={"200": {"description": "CSV or a JSON array of CallSummary", "content": {
                       "text/csv": {"schema": {"type": "string"}},

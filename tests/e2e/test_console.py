@@ -132,6 +132,7 @@ async def test_a_supervisor_cannot_see_a_confidential_call(bench: Bench, browser
     tab = await open_tab(browser, bench.base)
     page = tab.page
     await log_in(page, "supervisor1", PASSWORD)
+    await page.get_by_role("link", name="Calls", exact=True).click()  # supervisors land on the dashboard
     rows = page.locator("#results-body tr")
     await expect(rows).to_have_count(len(bench.calls) - 1)
     await expect(page.locator(f'#results-body tr[data-call-id="{secret}"]')).to_have_count(0)
@@ -253,6 +254,7 @@ async def test_russian_browser_gets_the_russian_console(bench: Bench, browser: B
     await expect(page.locator("#login-title")).to_have_text("Вход")
     await log_in(page, "admin1", PASSWORD, labels=("Имя пользователя", "Пароль", "Войти"))
     await expect(page.locator("#search-title")).to_have_text("Звонки")
+    await page.get_by_role("button", name="Ещё фильтры", exact=True).click()
     for label in ("Номер", "Направление", "Согласие", "Записан", "Метки", "Оператор (внутренний номер)"):
         await expect(page.locator("#search-form").get_by_label(label, exact=True)).to_be_visible()
     await expect(page.locator("#results thead")).to_contain_text("Звонящий")
@@ -370,6 +372,7 @@ async def test_export_links_download_the_filtered_calls(bench: Bench, browser: B
     tab = await open_tab(browser, bench.base)
     page = tab.page
     await log_in(page, "supervisor1", PASSWORD)
+    await page.get_by_role("link", name="Calls", exact=True).click()  # supervisors land on the dashboard
     await search_for(page, "+4930222")
     await expect(page.locator("#results-body tr")).to_have_count(1)
     async with page.expect_download() as info:
@@ -441,6 +444,7 @@ async def test_security_marks_a_call_confidential_and_deletes_its_recording(benc
     # A supervisor no longer finds it.
     tab2 = await open_tab(browser, bench.base)
     await log_in(tab2.page, "supervisor1", PASSWORD)
+    await tab2.page.get_by_role("link", name="Calls", exact=True).click()  # supervisors land on the dashboard
     await expect(tab2.page.locator("#results-body tr")).to_have_count(len(bench.calls) - 2)
     await expect(tab2.page.locator(f'#results-body tr[data-call-id="{target}"]')).to_have_count(0)
     # A supervisor gets no restricted actions on the calls it does see.
@@ -522,6 +526,7 @@ async def test_every_filter_reaches_the_api(bench: Bench, browser: Browser) -> N
     await log_in(page, "admin1", PASSWORD)
     form = page.locator("#search-form")
     rows = page.locator("#results-body tr")
+    await form.get_by_role("button", name="More filters", exact=True).click()
 
     async def search(expected: set[str]) -> None:
         await form.get_by_role("button", name="Search", exact=True).click()

@@ -66,6 +66,7 @@ async def test_a_call_recorded_through_asterisk_plays_in_the_console(
         page = tab.page
         await log_in(page, admin, PASSWORD)
         await page.get_by_label("Number", exact=True).fill("555*")
+        await page.get_by_role("button", name="More filters", exact=True).click()
         await page.get_by_label("Consent", exact=True).select_option("granted")
         await page.get_by_role("button", name="Search", exact=True).click()
         rows = page.locator("#results-body tr")
@@ -89,4 +90,63 @@ async def test_a_call_recorded_through_asterisk_plays_in_the_console(
         await expect(listen.first).to_contain_text(admin)
         duration = await page.locator("#player").evaluate("a => a.duration")
         assert abs(duration - row["recording_duration"]) < 0.2
+        await tab.assert_clean()
+
+
+async def test_the_dashboard_counts_a_call_recorded_through_asterisk_and_opens_it(
+        daemon: Daemon, tester: Tester, finished: Finished, database: str) -> None:
+    """The dashboard served by the daemon: a real declined call and a real recorded one, counted as SQL counts
+    them, each figure opening its call; the list's search survives a reload."""
+    assert daemon.http is not None and daemon.http.port
+    base = f"http://127.0.0.1:{daemon.http.port}"
+    conn = await asyncpg.connect(database)
+    try:
+        await users.add_user(conn, "qa-supervisor", "supervisor", PASSWORD)
+    finally:
+        await conn.close()
+    recorded = await tester.place_call(args="mode=opt-in")
+    await recorded.answered()
+    await recorded.playback_finished()
+    await recorded.press("1")
+    assert (await recorded.handed_back())["recording"]
+    await recorded.spoken(await recorded.speak())
+    await recorded.hang_up()
+    await finished.wait(recorded.callee_id)
+    declined = await tester.place_call(args="mode=opt-out")  # the opt-out key during the notice
+    await declined.answered()
+    await declined.notice_started()
+    await declined.press("9")
+    assert (await declined.handed_back())["consent"] == "declined"
+    await declined.hang_up()
+    await finished.wait(declined.callee_id)
+    assert daemon.writer is not None and await daemon.writer.flush()
+    conn = await asyncpg.connect(database)
+    try:
+        rows = {r["uniqueid"]: r for r in await conn.fetch(
+            "SELECT id, uniqueid, consent, recording_status FROM calls")}
+    finally:
+        await conn.close()
+    rec_id, dec_id = str(rows[recorded.callee_id]["id"]), str(rows[declined.callee_id]["id"])
+    assert rows[recorded.callee_id]["recording_status"] == "ready" and rows[declined.callee_id]["consent"] == "declined"
+
+    async with chromium() as browser:
+        tab = await open_tab(browser, base)
+        page = tab.page
+        await log_in(page, "qa-supervisor", PASSWORD)
+        await expect(page).to_have_url(re.compile("#/dashboard$"))
+        await expect(page.locator("#dash-total")).to_have_text(str(len(rows)))
+        await expect(page.locator("#dash-declined")).to_have_text("1")
+        await expect(page.locator("#dash-recorded")).to_contain_text("1 (50 %)")
+        await page.locator("#dash-declined a").click()
+        await expect(page.locator("#results-body tr[data-call-id]")).to_have_count(1)
+        await expect(page.locator("#results-body tr[data-call-id]")).to_have_attribute("data-call-id", dec_id)
+        await page.reload()
+        await expect(page.locator("#results-body tr[data-call-id]")).to_have_attribute("data-call-id", dec_id)
+        await page.go_back()
+        await expect(page.locator("#view-dashboard")).to_be_visible()
+        await page.locator("#dash-recorded a").click()
+        await expect(page.locator("#results-body tr[data-call-id]")).to_have_attribute("data-call-id", rec_id)
+        await page.locator("#results-body tr[data-call-id] td").nth(2).click()
+        await expect(page).to_have_url(re.compile(f"#/call/{rec_id}$"))
+        await expect(page.locator("#rf-status")).to_have_text("ready")
         await tab.assert_clean()

@@ -82,6 +82,7 @@ async def test_said_search_lists_hits_and_a_hit_opens_the_call_at_the_word(bench
     tab = await open_tab(browser, bench.base)
     page = tab.page
     await log_in(page, "supervisor1", PASSWORD)
+    await page.get_by_role("link", name="Calls", exact=True).click()  # supervisors land on the dashboard
     await page.get_by_label("Said", exact=True).fill("invoice")
     await page.get_by_role("button", name="Search", exact=True).click()
     await expect(page.locator("#results-body tr[data-call-id]")).to_have_count(1)
@@ -145,6 +146,8 @@ async def test_talk_filters_narrow_the_list_and_said_text_is_never_markup(bench:
     tab = await open_tab(browser, bench.base)
     page = tab.page
     await log_in(page, "supervisor1", PASSWORD)
+    await page.get_by_role("link", name="Calls", exact=True).click()  # supervisors land on the dashboard
+    await page.get_by_role("button", name="More filters", exact=True).click()
     rows = page.locator("#results-body tr[data-call-id]")
     await page.get_by_label("Silence over, %", exact=True).fill("50")
     await page.get_by_role("button", name="Search", exact=True).click()

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from support.opsapi import T0, Bench, call, insert_call, visible
 
-from callrec.store.callquery import SUMMARY_COLUMNS, csv_cell
+from callrec.store.callquery import CSV_READABLE_COLUMNS, SUMMARY_COLUMNS, csv_cell
 
 
 def cell(value: Any) -> str:
@@ -47,9 +47,13 @@ async def test_export_matches_the_list_cell_for_cell(bench: Bench, http: aiohttp
         rows = list(csv.DictReader(io.StringIO(body.decode())))
         assert [r["id"] for r in rows] == list(items)  # the list's order
         for r in rows:
-            assert list(r) == list(SUMMARY_COLUMNS)
+            # The summary's columns, then the readable ones (local times, rounded durations: console.md).
+            assert list(r) == list(SUMMARY_COLUMNS) + list(CSV_READABLE_COLUMNS)
+            assert r["time_zone"] == "UTC" and r["duration_rounded"] == (
+                str(round(float(r["duration"]))) if r["duration"] else "")
             expected = {k: cell(v) for k, v in items[r["id"]].items() if k in SUMMARY_COLUMNS}
             times = ("started_at", "ended_at", "audio_deleted_at")
+            r = {k: v for k, v in r.items() if k in SUMMARY_COLUMNS}
             assert {k: v for k, v in r.items() if k not in times} == {
                 k: v for k, v in expected.items() if k not in times}, role
             assert {k: datetime.fromisoformat(r[k]) if r[k] else "" for k in times} == {
@@ -66,7 +70,7 @@ async def test_export_matches_the_list_cell_for_cell(bench: Bench, http: aiohttp
         ('\'=HYPERLINK("http://x\\y")\n"a",b', "+49 30 1234", "'-1+2", "'=cmd;vip")]
     # Nothing found: a header alone, an empty array.
     st, body, _ = await call(http, bench, "GET", "/api/v1/calls/export?format=csv&agent=none", "admin")
-    assert st == 200 and body.decode().strip() == ",".join(SUMMARY_COLUMNS)
+    assert st == 200 and body.decode().strip() == ",".join(SUMMARY_COLUMNS + CSV_READABLE_COLUMNS)
     st, body, _ = await call(http, bench, "GET", "/api/v1/calls/export?format=json&agent=none", "admin")
     assert st == 200 and json.loads(body) == []
     assert uuid.UUID(rows[0]["id"])

@@ -413,3 +413,53 @@ async def test_failed_logins_are_throttled(bench: Bench, http: aiohttp.ClientSes
     assert st == 200
     reasons = [json.loads(r["details"])["reason"] for r in await audit_rows(bench, action="login_failed")]
     assert reasons == ["wrong password"] * 5 + ["throttled"]
+
+
+# --- console-a: the dashboard and saved searches, role by role ---------------------------------------------------
+
+async def test_dashboard_and_saved_searches_by_role(bench: Bench, http: aiohttp.ClientSession) -> None:
+    window = "from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z&tz=Europe/Moscow"
+    ids: dict[str, int] = {}
+    for role in ROLES:
+        st, body, _ = await call(http, bench, "GET", f"/api/v1/dashboard?{window}", role)
+        if role not in SEARCH_ROLES:
+            assert st == 403, role
+            for method, path in (("GET", "/api/v1/saved-searches"), ("POST", "/api/v1/saved-searches"),
+                                 ("DELETE", "/api/v1/saved-searches/1")):
+                assert (await call(http, bench, method, path, role, json={}))[0] == 403, (role, method)
+            continue
+        d = json.loads(body)
+        # The visibility rule: an agent counts their own calls, a supervisor no confidential one.
+        assert st == 200 and d["total"] == len(visible(role, bench)), role
+        assert sum(a["calls"] for a in d["agents"]) == d["total"], role
+        assert d["days"] == [{"day": "2026-11-20", "total": d["total"], "recorded": d["recorded"],
+                              "consent": d["consent"]}], role
+        st, body, _ = await call(http, bench, "POST", "/api/v1/saved-searches", role,
+                                 json={"name": "Refusals", "query": "consent=declined&agent=202"})
+        assert st == 201, body
+        ids[role] = json.loads(body)["id"]
+        st, body, _ = await call(http, bench, "GET", "/api/v1/saved-searches", role)
+        assert [s["id"] for s in json.loads(body)["items"]] == [ids[role]], role  # one's own only
+    for role, own in ids.items():
+        other = next(i for r, i in ids.items() if r != role)
+        # Another user's saved search does not exist for this one.
+        assert (await call(http, bench, "DELETE", f"/api/v1/saved-searches/{other}", role))[0] == 404
+        assert (await call(http, bench, "PATCH", f"/api/v1/saved-searches/{other}", role,
+                           json={"name": "x"}))[0] == 404
+        st, body, _ = await call(http, bench, "PATCH", f"/api/v1/saved-searches/{own}", role, json={"name": "Renamed"})
+        assert st == 200 and json.loads(body)["name"] == "Renamed"
+        assert (await call(http, bench, "DELETE", f"/api/v1/saved-searches/{own}", role))[0] == 200
+    assert [r["action"] for r in await audit_rows(bench, role="supervisor") if "saved" in r["action"]] == [
+        "saved_search_add", "saved_search_update", "saved_search_delete"]
+    # Bad input: a clear 400 naming the problem.
+    for path, body_json, needle in (
+            ("/api/v1/dashboard?tz=Nowhere/Else", None, "tz: unknown time zone"),
+            ("/api/v1/dashboard?from=2026-12-01T00:00:00Z&to=2026-11-01T00:00:00Z", None, "from: must be before to"),
+            ("/api/v1/saved-searches", {"name": "a", "query": "cursor=abc"}, "query: cursor: unknown parameter"),
+            ("/api/v1/saved-searches", {"name": "a", "query": "min_duration=9&max_duration=3"},
+             "min_duration: larger than max_duration"),
+            ("/api/v1/saved-searches", {"name": " a", "query": ""}, "name: expected"),
+            ("/api/v1/calls?min_duration=9&max_duration=3", None, "min_duration: larger than max_duration")):
+        method = "GET" if body_json is None else "POST"
+        st, body, _ = await call(http, bench, method, path, "admin", json=body_json)
+        assert st == 400 and needle in json.loads(body)["error"], (path, body)

@@ -3,7 +3,8 @@
  * Rules it keeps: no inline script or style (strict CSP); text goes into the page only through
  * textContent (caller names and numbers are caller-supplied); the session is an HttpOnly cookie
  * and the CSRF token lives in memory only (never in localStorage or a URL); call ids travel in
- * the URL fragment, filters never do.  A moment in a call travels as "#/call/<id>/at/<ms>" (no personal
+ * the URL fragment, and so do a search's filters ("#/search?agent=204": reload, back and a shared link keep
+ * the search; the fragment never reaches the server or its logs).  A moment in a call travels as "#/call/<id>/at/<ms>" (no personal
  * data: a call id and an offset).
  */
 "use strict";
@@ -181,20 +182,25 @@
       $("who-user").textContent = state.me.user;
       $("who-role").textContent = t("role." + state.me.role);
       $("nav-search").hidden = !may(SEARCH_ROLES);
+      $("nav-dashboard").hidden = !may(SEARCH_ROLES);
       $("nav-audit").hidden = !may(AUDIT_ROLES);
       $("nav-alerts").hidden = !may(ALERT_ROLES);
     }
   }
 
   // ---- views ----------------------------------------------------------------------------------------------
-  const VIEWS = ["view-loading", "view-login", "view-search", "view-call", "view-alerts", "view-audit"];
+  const VIEWS = ["view-loading", "view-login", "view-dashboard", "view-search", "view-call", "view-alerts",
+                 "view-audit"];
   const HEADINGS = { "view-login": "login-title", "view-search": "search-title", "view-call": "call-title",
-                     "view-alerts": "alerts-title", "view-audit": "audit-title" };
+                     "view-alerts": "alerts-title", "view-audit": "audit-title", "view-dashboard": "dash-title" };
+  // What calls.js and dashboard.js add: routes they answer (true: handled), and what runs after a render.
+  const hooks = { routes: [], rendered: [], rerender: [], reset: [], ready: [] };
   function show(view) {
     if (document.body.dataset.view !== view) status("");
     for (const v of VIEWS) $(v).hidden = v !== view;
     document.body.dataset.view = view;
     for (const [link, target] of [["nav-search", "view-search"], ["nav-alerts", "view-alerts"],
+                                  ["nav-dashboard", "view-dashboard"],
                                   ["nav-audit", "view-audit"]]) {
       if (target === view) $(link).setAttribute("aria-current", "page"); else $(link).removeAttribute("aria-current");
     }
@@ -208,6 +214,8 @@
   }
 
   function homeRoute() {
+    // Supervisors (and QA) and security start on the dashboard; admins and agents on their calls.
+    if (may(["supervisor", "security"])) return "#/dashboard";
     if (may(SEARCH_ROLES)) return "#/search";
     if (may(AUDIT_ROLES)) return "#/audit";
     return "#/login";
@@ -222,6 +230,7 @@
     }
     const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})(?:\/at\/(\d{1,9}))?$/);
     if (callMatch) return openCall(callMatch[1].toLowerCase(), callMatch[2] === undefined ? null : Number(callMatch[2]));
+    for (const hook of hooks.routes) if (hook(hash)) return;
     if (hash === "#/search" && may(SEARCH_ROLES)) {
       show("view-search");
       if (!state.search.data) return runSearch(0);
@@ -247,6 +256,7 @@
     else if (view === "view-call") renderCall();
     else if (view === "view-audit") renderAudit();
     else if (view === "view-alerts") renderAlerts();
+    for (const hook of hooks.rerender) hook(view);
   }
 
   // ---- log-in / log-out ---------------------------------------------------------------------------------
@@ -292,6 +302,7 @@
     state.alerts = { query: null, cursors: [null], page: 0, data: null };
     clearTimeout(state.call.poll);
     state.call = newCall(null);
+    for (const hook of hooks.reset) hook();
   }
 
   // ---- search ---------------------------------------------------------------------------------------------
@@ -307,7 +318,7 @@
     const from = isoFromLocal(f.elements.from.value), to = isoFromLocal(f.elements.to.value);
     if (from) q.set("from", from);
     if (to) q.set("to", to);
-    for (const name of ["number", "direction", "agent", "consent", "recorded", "min_duration", "max_duration", "q",
+    for (const name of ["number", "direction", "agent", "consent", "recorded", "recording", "min_duration", "max_duration", "q",
                         "said", "silence_over", "agent_talk_over", "agent_talk_under", "overtalk_over"]) {
       const v = f.elements[name].value.trim();
       if (v) q.set(name, v);
@@ -323,6 +334,8 @@
     for (const format of ["csv", "json"]) {
       const e = new URLSearchParams(q);
       e.set("format", format);
+      // The CSV's local-time columns in the viewer's zone (the list shows local times too).
+      if (format === "csv") e.set("tz", Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC");
       $("export-" + format).href = "/api/v1/calls/export?" + e.toString();
     }
   }
@@ -333,7 +346,16 @@
     const s = state.search;
     const mine = ++searchSeq;
     if (page === 0 || !s.query) {
-      s.query = searchQuery();
+      const asked = searchQuery();
+      // An impossible filter is said in the user's language before anything is asked of the server.
+      const min = asked.get("min_duration"), max = asked.get("max_duration");
+      if (min !== null && max !== null && Number(min) > Number(max)) {
+        searchSeq++;
+        status("");
+        showError(t("search.min_over_max"));
+        return;
+      }
+      s.query = asked;
       s.cursors = [null];
       page = 0;
       updateExportLinks(s.query);
@@ -352,6 +374,7 @@
       s.cursors = s.cursors.slice(0, page + 1);
       if (data.next_cursor) s.cursors.push(data.next_cursor);
       renderResults();
+      for (const hook of hooks.rendered) hook(page);
       status(t("search.found", { n: data.items.length }));
     } catch (e) {
       if (mine !== searchSeq) return;
@@ -368,7 +391,10 @@
     const items = (s.data && s.data.items) || [];
     for (const c of items) {
       const who = c.caller_name ? c.caller_name + " <" + (c.caller_number || "") + ">" : text(c.caller_number);
-      const link = el("a", { href: "#/call/" + c.id, "aria-label": t("col.open", { who, when: fmtTime(c.started_at) }) },
+      // An outbound call is named by whom the agent called, not by the agent's own extension.
+      const party = c.direction === "outbound" ? text(c.called_number) : who;
+      const link = el("a", { href: "#/call/" + c.id, "aria-label": t(c.direction === "outbound" ? "col.open_to" : "col.open",
+                                                                     { who: party, when: fmtTime(c.started_at) }) },
         fmtTime(c.started_at));
       let rec = fmtEnum("rec.", c.recording_status);
       if (c.audio_deleted_at) rec = t("rec.deleted");
@@ -377,7 +403,7 @@
         el("td", {}, fmtEnum("direction.", c.direction)),
         el("td", {}, who),
         el("td", {}, text(c.called_number)),
-        el("td", {}, text(c.agent)),
+        el("td", {}, c.agent_name ? text(c.agent) + " · " + c.agent_name : text(c.agent)),
         el("td", {}, c.consent ? t("consent." + c.consent) : t("consent.none")),
         el("td", {}, rec),
         el("td", { class: "num" }, fmtDuration(c.duration)),
@@ -1053,9 +1079,15 @@
       if (e.status && e.status !== 401) showError(e.message);
     }
     renderWho();
+    for (const hook of hooks.ready) hook();
     document.body.dataset.ready = "1";
     await route();
   }
+
+  // For calls.js and dashboard.js (loaded after this file): the helpers they share with the rest of the page.
+  window.CALLREC_CONSOLE = { $, t, el, clear, api, state, hooks, may, show, status, showError, reportError, fmtTime,
+                             fmtDuration, fmtNumber, fmtPercent, runSearch, renderResults, searchQuery,
+                             updateExportLinks, SEARCH_ROLES };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
