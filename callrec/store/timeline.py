@@ -27,9 +27,9 @@ def build(call: Mapping[str, Any], pauses: Sequence[Mapping[str, Any]],
           parties: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The timeline of one call row (``calls``), its ``recording_pauses`` and ``call_parties`` rows."""
     start: datetime = call["started_at"]
-    rec_start: datetime | None = call.get("recording_started_at")
-    available = (call.get("recording_status") == "ready" and call.get("audio_deleted_at") is None
-                 and rec_start is not None)
+    available = call.get("recording_status") == "ready" and call.get("audio_deleted_at") is None
+    # A row without the recording's start (written before the column was kept): the file began with the call.
+    rec_start: datetime | None = call.get("recording_started_at") or (start if available else None)
     events: list[dict[str, Any]] = []
 
     def add(kind: str, at: datetime | None, **detail: Any) -> None:
@@ -47,7 +47,7 @@ def build(call: Mapping[str, Any], pauses: Sequence[Mapping[str, Any]],
     if call.get("consent"):
         add("consent", call.get("consent_at") or call.get("handed_back_at"), consent=call["consent"],
             key=call.get("consent_key"))
-    add("recording_start", rec_start)
+    add("recording_start", call.get("recording_started_at"))
     add("handed_back", call.get("handed_back_at"))
     for p in pauses:
         add("pause", p.get("paused_at"), by=p.get("paused_by"), source=p.get("pause_source"))

@@ -52,6 +52,7 @@
     for (const el of document.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
     $("lang").value = state.lang;
     updateTitle();
+    if (UX) UX.timeZone();
   }
 
   function setLang(lang) {
@@ -129,7 +130,7 @@
   }
   function status(message) { $("status").textContent = message || ""; }
   // A 401 has already taken the user back to the log-in form with its own message.
-  function reportError(e) { if (e.status !== 401) showError(e.message); }
+  function reportError(e) { if (e.status !== 401) showError(UX ? UX.localize(e) : e.message); }
 
   // ---- API --------------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -191,7 +192,8 @@
   const HEADINGS = { "view-login": "login-title", "view-search": "search-title", "view-call": "call-title",
                      "view-alerts": "alerts-title", "view-audit": "audit-title" };
   function show(view) {
-    if (document.body.dataset.view !== view) status("");
+    // An error belongs to the page it happened on: leaving the page clears it.
+    if (document.body.dataset.view !== view) { status(""); if (view !== "view-login") showError(""); }
     for (const v of VIEWS) $(v).hidden = v !== view;
     document.body.dataset.view = view;
     for (const [link, target] of [["nav-search", "view-search"], ["nav-alerts", "view-alerts"],
@@ -220,8 +222,12 @@
       $("login-user").focus();
       return;
     }
-    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})(?:\/at\/(\d{1,9}))?$/);
-    if (callMatch) return openCall(callMatch[1].toLowerCase(), callMatch[2] === undefined ? null : Number(callMatch[2]));
+    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})(?:\/at\/(\d{1,9})|\?t=(\d{1,6}(?:\.\d{1,3})?))?$/);
+    if (callMatch) {
+      // "?t=<seconds>": a shared moment; it sets where playing starts and does not play by itself.
+      if (callMatch[3] !== undefined) return openCall(callMatch[1].toLowerCase(), null, Math.round(Number(callMatch[3]) * 1000));
+      return openCall(callMatch[1].toLowerCase(), callMatch[2] === undefined ? null : Number(callMatch[2]));
+    }
     if (hash === "#/search" && may(SEARCH_ROLES)) {
       show("view-search");
       if (!state.search.data) return runSearch(0);
@@ -434,6 +440,7 @@
 
   // ---- one call --------------------------------------------------------------------------------------------
   function stopPlayer() {
+    if (PLAYER) PLAYER.stop();
     const p = $("player");
     state.call.seekMs = null;
     p.pause();
@@ -443,11 +450,12 @@
     $("player-state").textContent = "";
   }
 
-  async function openCall(id, atMs) {
+  async function openCall(id, atMs, startMs) {
     show("view-call");
     if (state.call.id === id && (state.call.data || state.call.missing)) {
       renderCall();
       if (atMs !== null && atMs !== undefined) seekTo(atMs);
+      if (startMs !== null && startMs !== undefined) PLAYER.startAt(startMs);
       return;
     }
     stopPlayer();
@@ -471,8 +479,10 @@
       setPlayerSource();
       loadCallAudit();
       loadTranscript();
+      await PLAYER.open(state.call.data);
       // Opened from a search hit or an alert: go to that moment and play from there.
       if (atMs !== null && atMs !== undefined) seekTo(atMs);
+      if (startMs !== null && startMs !== undefined) PLAYER.startAt(startMs);
     }
     $("call-title").focus();
   }
@@ -623,13 +633,15 @@
   function setPlayerSource() {
     const c = state.call.data, rec = c.recording || {};
     const playable = rec.status === "ready" && !rec.deleted_at && may(AUDIO_ROLES);
-    $("player-box").hidden = !playable;
+    // The box stays without audio: the timeline and the badges explain the call.
+    $("pl-controls").hidden = !playable;
+    $("pl-keys").hidden = !playable;
     const why = !may(AUDIO_ROLES) ? t("call.audio_not_allowed")
       : rec.deleted_at ? t("call.audio_deleted", { when: fmtTime(rec.deleted_at), who: text(rec.deleted_by) })
       : fmtEnum("rec.", rec.status);
     $("no-audio").hidden = playable;
     $("no-audio").textContent = playable ? "" : t("call.no_audio", { why });
-    if (!playable) return;
+    if (!playable) { $("player").removeAttribute("src"); return; }
     const base = "/api/v1/calls/" + encodeURIComponent(c.id) + "/audio";
     // preload="none": nothing is fetched (and no listen is audited) until the user presses play.
     $("player").src = base;
@@ -646,8 +658,15 @@
     updateTitle();
     const flags = $("call-flags");
     clear(flags);
-    if (c.confidential) flags.append(el("span", { class: "flag", id: "flag-confidential" }, t("call.confidential")));
-    if (c.legal_hold) flags.append(el("span", { class: "flag", id: "flag-hold" }, t("call.legal_hold")));
+    if (c.confidential) {
+      flags.append(el("span", { class: "flag", id: "flag-confidential" }, c.confidential_by
+        ? t("call.confidential_by", { who: c.confidential_by, when: fmtTime(c.confidential_at) }) : t("call.confidential")));
+    }
+    if (c.legal_hold) {
+      flags.append(el("span", { class: "flag", id: "flag-hold" }, c.legal_hold_by
+        ? t("call.hold_by", { who: c.legal_hold_by, when: fmtTime(c.legal_hold_at), why: text(c.legal_hold_reason) })
+        : t("call.legal_hold")));
+    }
     const duration = c.duration !== undefined ? c.duration
       : (c.started_at && c.ended_at ? (new Date(c.ended_at) - new Date(c.started_at)) / 1000 : null);
     fillDl($("facts"), [
@@ -694,6 +713,8 @@
     renderPauses();
     renderParties();
     renderCallAudit();
+    PLAYER.render();
+    tagSuggestions();
     const p = $("player");
     if (p.dataset.state) $("player-state").textContent = t("player." + p.dataset.state);
     if (state.call.transcript || state.call.job) renderTranscript();
@@ -748,7 +769,8 @@
     const c = state.call.data, id = state.call.id;
     const body = { legal_hold: !c.legal_hold };
     if (body.legal_hold) {
-      const reason = (window.prompt(t("call.hold_reason")) || "").trim();
+      const reason = await UX.ask({ title: t("call.hold_set"), body: t("call.hold_reason"), label: t("call.hold_reason_label"),
+                                    ok: t("call.hold_set"), required: true });
       if (!reason) return;
       body.reason = reason;
     }
@@ -757,6 +779,9 @@
       const data = await api("PUT", "/api/v1/calls/" + encodeURIComponent(id) + "/legal-hold", body);
       if (state.call.id !== id) return;
       c.legal_hold = data.legal_hold;
+      c.legal_hold_by = data.legal_hold_by;
+      c.legal_hold_at = data.legal_hold_at;
+      c.legal_hold_reason = data.legal_hold_reason;
       renderCall();
       loadCallAudit();
     } catch (e) {
@@ -773,6 +798,8 @@
         { confidential: !c.confidential });
       if (state.call.id !== id) return;
       c.confidential = data.confidential;
+      c.confidential_by = state.me.user;
+      c.confidential_at = new Date().toISOString();
       state.search.data = null;
       renderCall();
       loadCallAudit();
@@ -784,7 +811,8 @@
 
   async function deleteAudio() {
     const id = state.call.id;
-    if (!window.confirm(t("call.delete_confirm"))) return;
+    if (!await UX.ask({ title: t("call.delete_audio"), body: t("call.delete_confirm"), ok: t("call.delete_audio"),
+                        danger: true })) return;
     showError("");
     try {
       const data = await api("DELETE", "/api/v1/calls/" + encodeURIComponent(id) + "/audio");
@@ -861,11 +889,11 @@
       el("td", { dataset: { action: a.action } }, MESSAGES.en["action." + a.action] ? t("action." + a.action) : a.action),
     ];
     if (withCall) {
-      cells.push(el("td", { class: "mono" }, a.call_id
+      cells.push(el("td", { class: "mono hash" }, a.call_id
         ? el("a", { href: "#/call/" + a.call_id }, a.call_id) : t("unknown")));
+      cells.push(el("td", { class: "between" }, a.call_id ? UX.between(a.call) : ""));
     }
-    const details = a.details && Object.keys(a.details).length ? JSON.stringify(a.details) : "";
-    cells.push(el("td", { class: "mono details" }, details));
+    cells.push(el("td", { class: "details" }, UX.details(a.action, a.details)));
     if (withCall) cells.push(el("td", {}, text(a.remote)));
     return el("tr", { dataset: { action: a.action } }, ...cells);
   }
@@ -962,7 +990,7 @@
     const from = isoFromLocal(f.elements.from.value), to = isoFromLocal(f.elements.to.value);
     if (from) q.set("from", from);
     if (to) q.set("to", to);
-    for (const name of ["actor", "action", "call_id"]) {
+    for (const name of ["actor", "action", "call_id", "caller", "agent"]) {
       const v = f.elements[name].value.trim();
       if (v) q.set(name, v);
     }
@@ -971,6 +999,14 @@
 
   async function runAudit(page) {
     const s = state.audit;
+    // A call id or a piece of one: said here, in the user's words, before asking the API.
+    const piece = $("audit-form").elements.call_id.value.trim();
+    if (piece && !/^[0-9a-fA-F-]{4,36}$/.test(piece)) {
+      showError(t("audit.call_bad"));
+      $("a-call").setAttribute("aria-invalid", "true");
+      return;
+    }
+    $("a-call").removeAttribute("aria-invalid");
     if (page === 0 || !s.query) {
       s.query = auditQuery();
       s.cursors = [null];
@@ -1004,8 +1040,26 @@
     $("audit-next").disabled = !(s.data && s.data.next_cursor);
   }
 
+  // ---- tag suggestions: the tags seen on calls this session ----------------------------------------------
+  function tagSuggestions() {
+    const seen = new Set();
+    for (const c of (state.search.data && state.search.data.items) || []) for (const tag of c.tags || []) seen.add(tag);
+    for (const tag of (state.call.data && state.call.data.tags) || []) seen.delete(tag);
+    const list = $("tag-suggestions");
+    clear(list);
+    for (const tag of Array.from(seen).sort()) list.append(el("option", { value: tag }));
+  }
+
+  // ---- the player and the page helpers (player.js, ux.js) ---------------------------------------------
+  const CTX = { $, t, el, clear, api, may, fmtTime, fmtDuration, fmtClock, state, text, reportError, seekTo,
+                AUDIO_ROLES };
+  const UX = window.CallrecUx(CTX);
+  const PLAYER = window.CallrecPlayer(CTX);
+
   // ---- start ------------------------------------------------------------------------------------------------
   async function start() {
+    UX.watchTables();
+    PLAYER.install();
     translatePage();
     $("lang").addEventListener("change", (e) => setLang(e.target.value));
     $("login-form").addEventListener("submit", onLogin);
