@@ -17,6 +17,8 @@ from playwright.async_api import Browser, Page, expect
 from sandbox import SandboxInfo
 from support import REPO
 from support.console_browser import chromium, log_in, open_tab, play
+from support.opsapi import PASSWORD as OPS_PASSWORD
+from support.opsapi import T0, Bench, insert_call
 from support.settings import make_settings
 
 from callrec.app import Daemon
@@ -287,3 +289,18 @@ async def screenshots(browser: Browser, base: str, people: dict[str, str], call_
         await page.screenshot(path=str(path), full_page=name == "phone")
         assert path.stat().st_size > 10_000
         await context.close()
+
+
+async def test_an_outbound_call_is_titled_by_the_called_party(bench: Bench) -> None:
+    async with bench.pool.acquire() as conn:
+        call_id = await insert_call(conn, bench.rec_dir, started=T0, agent="201", caller="201", caller_name="Agent",
+                                    called="+4930999", direction="outbound")
+    async with chromium() as browser:
+        tab = await open_tab(browser, bench.base)
+        page = tab.page
+        await log_in(page, "admin1", OPS_PASSWORD)
+        await page.goto(f"/#/call/{call_id}")
+        await expect(page.locator("#call-title")).to_have_text("Call to +4930999")
+        await page.locator("#lang").select_option("ru")
+        await expect(page.locator("#call-title")).to_have_text("Звонок на +4930999")
+        await tab.assert_clean()

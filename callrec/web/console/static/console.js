@@ -654,7 +654,9 @@
     $("call-body").hidden = !c;
     if (!c) { $("call-title").textContent = t("call.title"); return; }
     const who = c.caller_name ? c.caller_name + " <" + (c.caller_number || "") + ">" : text(c.caller_number);
-    $("call-title").textContent = t("call.title_of", { who });
+    // An outbound call is titled by whom it was made to.
+    $("call-title").textContent = c.direction === "outbound" && c.called_number
+      ? t("call.title_to", { who: c.called_number }) : t("call.title_of", { who });
     updateTitle();
     const flags = $("call-flags");
     clear(flags);
