@@ -11,6 +11,8 @@
   as the call's ``view`` is (the page that asks for it has just written one).
 - ``GET /api/v1/calls/{id}/readers``: who viewed, listened to, downloaded or exported the call, from the
   audit trail (``calls.readers``: supervisor and up).
+- ``GET /api/v1/tags``: the tags in use on the calls the principal sees, most used first (the roles that
+  may tag: the console's tag suggestions).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from aiohttp import web
 
 from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
 from callrec.recording.waveform import compute_peaks
-from callrec.store import audit, timeline
+from callrec.store import audit, marks, timeline
 from callrec.web import openapi
 from callrec.web.auth import need, remote
-from callrec.web.common import CALL_ID_PARAM, NOT_FOUND_RESPONSE, call_id_of, respond, visible_call
-from callrec.web.errors import json_error
+from callrec.web.common import CALL_ID_PARAM, NOT_FOUND_RESPONSE, call_id_of, check_query, respond, visible_call
+from callrec.web.errors import bad_request, json_error
 from callrec.web.keys import POOL, SETTINGS
 from callrec.web.routes_calls import AUDIO_AUDIT_WINDOW_S
 
@@ -106,11 +108,23 @@ async def readers(request: web.Request) -> web.Response:
     return respond({"items": items})
 
 
+async def tags(request: web.Request) -> web.Response:
+    p = need(request, "calls.tag")
+    check_query(request, ("prefix",))
+    prefix = request.query.get("prefix", "")
+    if len(prefix) > 64:
+        raise bad_request("prefix: expected at most 64 characters")
+    async with request.app[POOL].acquire() as conn:
+        items = await marks.tags_in_use(conn, p, prefix)
+    return respond({"items": items})
+
+
 def setup(app: web.Application) -> None:
     app[_COMPUTING] = asyncio.Semaphore(2)
     app.router.add_get("/api/v1/calls/{id}/waveform", waveform, allow_head=False)
     app.router.add_get("/api/v1/calls/{id}/timeline", call_timeline, allow_head=False)
     app.router.add_get("/api/v1/calls/{id}/readers", readers, allow_head=False)
+    app.router.add_get("/api/v1/tags", tags, allow_head=False)
 
 
 # --- their OpenAPI description (one block) ----------------------------------------------------------------
@@ -153,3 +167,10 @@ openapi.operation(
             "actor": {"type": "string"}, "role": _NULL_STR, "action": {"type": "string"},
             "times": {"type": "integer"}, "first_at": {"type": "string"}, "last_at": {"type": "string"}}}}}}),
         **NOT_FOUND_RESPONSE})
+openapi.operation(
+    "get", "/api/v1/tags", tags=["calls"],
+    parameters=[openapi.query_param("prefix", {"type": "string", "maxLength": 64}, "tags starting with this")],
+    summary="Tags in use on the calls this principal sees, most used first (at most 50)",
+    responses={"200": openapi.json_response("the tags", {"type": "object", "properties": {
+        "items": {"type": "array", "items": {"type": "object", "properties": {
+            "tag": {"type": "string"}, "calls": {"type": "integer"}}}}}})})

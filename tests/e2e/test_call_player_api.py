@@ -1,7 +1,7 @@
 """The player's API (issue 13) against a real PostgreSQL: waveform peaks (stereo apart, cached, audited,
 gone with the audio), the timeline from the call log's evidence, who read a call, and the audit trail
 filtered by a piece of a call id, the caller and the agent.  Every new endpoint x every role x every
-kind of seeded call (the authorization matrix of these endpoints)."""
+kind of seeded call (the authorization matrix of these endpoints), and the tags in use (tag suggestions)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from callrec.access import ROLES
 
 READER_ROLES = {"admin", "supervisor", "security", "auditor"}
 AUDIO_ROLES = {"admin", "supervisor", "agent", "security"}
+TAG_ROLES = {"admin", "supervisor", "security"}
 
 
 def who(role: str) -> str:
@@ -160,3 +161,26 @@ async def test_who_read_a_call_and_the_audit_trail_by_piece_of_id_caller_and_age
     await call(http, bench, "GET", f"/api/v1/calls/{c['confidential']}", "admin")
     st, body, _ = await call(http, bench, "GET", f"/api/v1/audit?call_id={c['confidential'][:8]}", "auditor")
     assert st == 200 and json.loads(body)["items"] == []
+
+
+async def test_tags_in_use_follow_the_roles_and_the_visibility_rule(bench: Bench, http: aiohttp.ClientSession) -> None:
+    c = bench.calls
+    for label, tag in (("mine", "billing"), ("other", "billing"), ("other", "vip"), ("confidential", "fraud")):
+        await bench.pool.execute("INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1, $2, 'test')",
+                                 uuid.UUID(c[label]), tag)
+    for role in ROLES:
+        st, body, _ = await call(http, bench, "GET", "/api/v1/tags", role)
+        if role not in TAG_ROLES:
+            assert st == 403, role
+            continue
+        assert st == 200, role
+        got = [(i["tag"], i["calls"]) for i in json.loads(body)["items"]]
+        if role == "supervisor":  # the confidential call's tag is not shown
+            assert got == [("billing", 2), ("vip", 1)], got
+        else:
+            assert got == [("billing", 2), ("fraud", 1), ("vip", 1)], (role, got)
+    st, body, _ = await call(http, bench, "GET", "/api/v1/tags?prefix=V", "admin")
+    assert [i["tag"] for i in json.loads(body)["items"]] == ["vip"]
+    for bad in ("?prefix=" + "x" * 65, "?other=1", "?prefix=a&prefix=b"):
+        st, _, _ = await call(http, bench, "GET", "/api/v1/tags" + bad, "admin")
+        assert st == 400, bad

@@ -6,6 +6,7 @@ keys, a t= link, who listened, the audit trail by a piece of a call id, the phon
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -291,16 +292,20 @@ async def screenshots(browser: Browser, base: str, people: dict[str, str], call_
         await context.close()
 
 
-async def test_an_outbound_call_is_titled_by_the_called_party(bench: Bench) -> None:
+async def test_an_outbound_call_is_titled_by_the_called_party_and_tags_are_suggested(bench: Bench) -> None:
     async with bench.pool.acquire() as conn:
         call_id = await insert_call(conn, bench.rec_dir, started=T0, agent="201", caller="201", caller_name="Agent",
                                     called="+4930999", direction="outbound")
+        await conn.execute("INSERT INTO call_tags (call_id, tag, created_by) VALUES ($1, 'billing', 'test')",
+                           uuid.UUID(bench.calls["other"]))
     async with chromium() as browser:
         tab = await open_tab(browser, bench.base)
         page = tab.page
         await log_in(page, "admin1", OPS_PASSWORD)
         await page.goto(f"/#/call/{call_id}")
         await expect(page.locator("#call-title")).to_have_text("Call to +4930999")
+        # Tag suggestions: the tags in use on the calls this user sees.
+        await expect(page.locator("#tag-suggestions option[value=billing]")).to_have_count(1)
         await page.locator("#lang").select_option("ru")
         await expect(page.locator("#call-title")).to_have_text("Звонок на +4930999")
         await tab.assert_clean()

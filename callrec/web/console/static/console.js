@@ -479,6 +479,7 @@
       setPlayerSource();
       loadCallAudit();
       loadTranscript();
+      loadTagsInUse();
       await PLAYER.open(state.call.data);
       // Opened from a search hit or an alert: go to that moment and play from there.
       if (atMs !== null && atMs !== undefined) seekTo(atMs);
@@ -1042,14 +1043,20 @@
     $("audit-next").disabled = !(s.data && s.data.next_cursor);
   }
 
-  // ---- tag suggestions: the tags seen on calls this session ----------------------------------------------
+  // ---- tag suggestions: the tags in use on the calls this user sees (GET /api/v1/tags) --------------------
+  let tagsInUse = null;
+  async function loadTagsInUse() {
+    if (!may(TAG_ROLES)) return;
+    try {
+      tagsInUse = ((await api("GET", "/api/v1/tags")).items || []).map((x) => x.tag);
+      tagSuggestions();
+    } catch (e) { /* suggestions only: the tag form works without them */ }
+  }
   function tagSuggestions() {
-    const seen = new Set();
-    for (const c of (state.search.data && state.search.data.items) || []) for (const tag of c.tags || []) seen.add(tag);
-    for (const tag of (state.call.data && state.call.data.tags) || []) seen.delete(tag);
+    const own = new Set((state.call.data && state.call.data.tags) || []);
     const list = $("tag-suggestions");
     clear(list);
-    for (const tag of Array.from(seen).sort()) list.append(el("option", { value: tag }));
+    for (const tag of tagsInUse || []) if (!own.has(tag)) list.append(el("option", { value: tag }));
   }
 
   // ---- the player and the page helpers (player.js, ux.js) ---------------------------------------------
