@@ -107,6 +107,7 @@ async def play(page: Page) -> None:
                           " a.addEventListener('playing', () => resolve(a.currentSrc), {once: true});"
                           " a.addEventListener('error', () => reject(new Error('media error ' + a.error.code)),"
                           " {once: true}); }); }")
+    await expect(page.locator("#pl-controls")).to_be_visible()
     wave = page.locator("#wave")
     await wave.scroll_into_view_if_needed()
     await wave.focus()

@@ -453,6 +453,11 @@
   async function openCall(id, atMs, startMs) {
     show("view-call");
     if (state.call.id === id && (state.call.data || state.call.missing)) {
+      if (state.call.data && !$("player").getAttribute("src")) {
+        // Back from another page (which stopped the player): the source and the timeline again.
+        setPlayerSource();
+        await PLAYER.open(state.call.data);
+      }
       renderCall();
       if (atMs !== null && atMs !== undefined) seekTo(atMs);
       if (startMs !== null && startMs !== undefined) PLAYER.startAt(startMs);

@@ -45,7 +45,8 @@ window.CallrecPlayer = function (ctx) {
     const recEnd = recording().available ? offsetMs() + audioDurationMs() : 0;
     return Math.max(tl.duration_ms || 0, recEnd, last, 1);
   }
-  function playable() { return !!(tl && recording().available && audio().getAttribute("src")); }
+  // The audio source is set with the call's detail, before the timeline arrives: the keys work at once.
+  function playable() { return !!audio().getAttribute("src"); }
 
   // ---- loading --------------------------------------------------------------------------------------
   async function open(call) {
@@ -258,7 +259,7 @@ window.CallrecPlayer = function (ctx) {
   function head() {
     const h = $("wave-head");
     const p = audio();
-    const show = !!tl && playable();
+    const show = !!tl && recording().available && playable();
     h.hidden = !show;
     if (!show) return;
     const cur = p.readyState >= 1 ? p.currentTime * 1000 : (state.call.seekMs || 0);
