@@ -23,14 +23,16 @@ ROLES = ("admin", "supervisor", "agent", "security", "auditor")
 # with calls.search; alerts.rules adds and deletes keyword alert rules.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
-                        "calls.delete_audio", "calls.legal_hold", "calls.pause", "audit.search", "alerts.rules"}),
-    "supervisor": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.pause"}),
+                        "calls.delete_audio", "calls.legal_hold", "calls.pause", "audit.search", "alerts.rules",
+                        "calls.readers"}),
+    "supervisor": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.pause",
+                             "calls.readers"}),
     # An agent pauses their own calls (card numbers): the visibility rule limits which.
     "agent": frozenset({"calls.search", "calls.view", "calls.audio", "calls.pause"}),
     "security": frozenset({"calls.search", "calls.view", "calls.audio", "calls.tag", "calls.confidential",
-                           "calls.delete_audio", "calls.legal_hold", "alerts.rules"}),
+                           "calls.delete_audio", "calls.legal_hold", "alerts.rules", "calls.readers"}),
     # The audit trail, and a call's metadata to make sense of it: no listing, no audio.
-    "auditor": frozenset({"calls.view", "audit.search"}),
+    "auditor": frozenset({"calls.view", "audit.search", "calls.readers"}),
 }
 
 

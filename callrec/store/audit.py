@@ -7,6 +7,7 @@ through ``append``.  Other modules (retention, subject requests, verify) use the
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ ACTIONS = (
     "login", "login_failed", "logout", "view", "listen", "download", "export", "tag_add", "tag_remove",
     "confidential", "delete_audio", "user_add", "user_disable", "token_create", "token_revoke", "search",
     "transcript_read", "transcript_search", "alerts_list", "alert_rule_add", "alert_rule_delete",
-    "access_denied", "storage_migrate", "keys_rotate", "node_retire",
+    "access_denied", "storage_migrate", "keys_rotate", "node_retire", "waveform",
 )
 
 
@@ -204,12 +205,17 @@ def _json_default(value: Any) -> Any:
 
 async def search(conn: Db, principal: Principal, *, call_id: str | None = None, actor: str | None = None,
                  action: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                 before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+                 before_id: int | None = None, limit: int = 50, call_id_part: str | None = None,
+                 caller: str | None = None, agent: str | None = None) -> list[dict[str, Any]]:
     """Newest first; keyset on id (``before_id``: the last id of the previous page).
 
     An entry that names a call the principal may not see (``access.visible_calls_sql``: e.g. a
     confidential call for an auditor) is left out, as the call itself is: its details may hold a
-    legal-hold reason or a tag.  Entries of calls whose row is gone (erased) stay visible."""
+    legal-hold reason or a tag.  Entries of calls whose row is gone (erased) stay visible.
+
+    ``call_id_part``: a piece of a call id as people copy it (``3f2a9c1e``); ``caller``: the end of the
+    caller's number (digits) or a piece of their name; ``agent``: the agent's extension.  Each entry
+    carries ``call``: who the call was between, or None (no call, or its row is gone)."""
     params = Params()
     args = params.values
     add = params.add
@@ -217,7 +223,17 @@ async def search(conn: Db, principal: Principal, *, call_id: str | None = None, 
                         f"AND NOT {visible_calls_sql(principal, params)})"]
 
     if call_id is not None:
-        where.append(f"call_id = {add(call_id)}::uuid")
+        where.append(f"audit_log.call_id = {add(call_id)}::uuid")
+    if call_id_part is not None:
+        where.append(f"strpos(audit_log.call_id::text, {add(call_id_part.lower())}) > 0")
+    if caller is not None:
+        digits = re.sub(r"[\s()+-]", "", caller)
+        if digits.isascii() and digits.isdigit():
+            where.append(f"regexp_replace(c.caller_number, '[^0-9]', '', 'g') LIKE '%' || {add(digits)}")
+        else:
+            where.append(f"strpos(lower(c.caller_name), {add(caller.lower())}) > 0")
+    if agent is not None:
+        where.append(f"c.agent = {add(agent)}")
     if actor is not None:
         where.append(f"actor = {add(actor)}")
     if action is not None:
@@ -227,15 +243,34 @@ async def search(conn: Db, principal: Principal, *, call_id: str | None = None, 
     if until is not None:
         where.append(f"at < {add(until)}")
     if before_id is not None:
-        where.append(f"id < {add(before_id)}")
-    sql = "SELECT id, at, actor, role, action, call_id, details, remote FROM audit_log"
+        where.append(f"audit_log.id < {add(before_id)}")
+    sql = ("SELECT audit_log.id, at, actor, audit_log.role, action, audit_log.call_id, details, remote, "
+           "c.id AS c_id, c.caller_number, c.caller_name, c.called_number, c.agent, c.direction "
+           "FROM audit_log LEFT JOIN calls c ON c.id = audit_log.call_id")
     sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY id DESC LIMIT {add(limit)}"
+    sql += f" ORDER BY audit_log.id DESC LIMIT {add(limit)}"
     rows = await conn.fetch(sql, *args)
     out = []
     for r in rows:
-        item = dict(r)
+        item = {k: r[k] for k in ("id", "at", "actor", "role", "action", "call_id", "details", "remote")}
         item["call_id"] = str(item["call_id"]) if item["call_id"] is not None else None
         item["details"] = json.loads(item["details"]) if isinstance(item["details"], str) else item["details"]
+        item["call"] = None if r["c_id"] is None else {
+            k: r[k] for k in ("caller_number", "caller_name", "called_number", "agent", "direction")}
         out.append(item)
     return out
+
+
+# What a supervisor sees of a call's audit trail: who read it, and how (issue 13: "who listened").
+READ_ACTIONS = ("view", "listen", "download", "transcript_read", "evidence_export", "subject_export")
+
+
+async def call_readers(conn: Db, call_id: str) -> list[dict[str, Any]]:
+    """Who viewed, listened to, downloaded or exported one call: per person and action, how many
+    times, first and last.  The caller checks the call's visibility."""
+    rows = await conn.fetch(
+        "SELECT actor, max(role) AS role, action, count(*) AS times, min(at) AS first_at, max(at) AS last_at "
+        "FROM audit_log WHERE call_id = $1::uuid AND action = ANY($2::text[]) "
+        "GROUP BY actor, action ORDER BY max(at) DESC, actor, action LIMIT 500",
+        call_id, list(READ_ACTIONS))
+    return [dict(r) for r in rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callrec.access import Principal
+from callrec.access import Params, Principal, visible_calls_sql
 from callrec.store import audit
 from callrec.store.db import Conn, Db
 
@@ -16,6 +16,16 @@ from callrec.store.db import Conn, Db
 async def call_tags(conn: Db, call_id: str) -> list[str]:
     return [r["tag"] for r in await conn.fetch("SELECT tag FROM call_tags WHERE call_id = $1::uuid ORDER BY tag",
                                                call_id)]
+
+
+async def tags_in_use(conn: Db, principal: Principal, prefix: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    """The tags on calls the principal may see, most used first (the console's tag suggestions)."""
+    params = Params()
+    like = params.add(prefix.lower())
+    sql = (f"SELECT t.tag, count(*) AS calls FROM call_tags t JOIN calls c ON c.id = t.call_id "
+           f"WHERE starts_with(lower(t.tag), {like}) AND {visible_calls_sql(principal, params, 'c')} "
+           f"GROUP BY t.tag ORDER BY count(*) DESC, t.tag LIMIT {params.add(limit)}")
+    return [dict(r) for r in await conn.fetch(sql, *params.values)]
 
 
 async def add_tag(conn: Conn, call_id: str, tag: str, *, actor: Principal, remote: str | None) -> bool:

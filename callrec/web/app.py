@@ -31,6 +31,7 @@ from callrec.web import (
     routes_console,
     routes_dataops,
     routes_meta,
+    routes_player,
     routes_recording,
     routes_transcripts,
 )
@@ -47,7 +48,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("callrec.http")
 
 ROUTE_MODULES: list[ModuleType] = [routes_meta, routes_auth, routes_calls, routes_audit, routes_dataops,
-                                   routes_recording, routes_transcripts, routes_alerts, routes_console, console]
+                                   routes_recording, routes_transcripts, routes_alerts, routes_console, routes_player,
+                                   console]
 MAX_BODY = 64 * 1024
 
 @web.middleware

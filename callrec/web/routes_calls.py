@@ -136,6 +136,9 @@ async def call_detail(conn: Db, row: asyncpg.Record) -> dict[str, Any]:
     out["tags"] = tags
     out["transcript"] = await callquery.transcript_of(conn, str(call_id))
     out["legal_hold"] = bool(r.get("legal_hold") or False)  # column added by the retention migration
+    # Who set or released the hold, when and why: the console's hold badge says so.
+    out["legal_hold_by"], out["legal_hold_at"] = r.get("legal_hold_by"), r.get("legal_hold_at")
+    out["legal_hold_reason"] = r.get("legal_hold_reason")
     out["parties"] = parties
     if pauses is not None:
         out["pauses"] = pauses

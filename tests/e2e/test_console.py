@@ -71,7 +71,9 @@ async def test_log_in_search_open_play_and_see_the_listen_in_the_audit(bench: Be
     # Opening the call was audited as a view, and nothing was listened to yet (preload="none").
     audit = page.locator("#call-audit-body tr")
     await expect(audit.and_(page.locator("[data-action=view]"))).to_have_count(1)
-    assert await audit_actions(bench, bench.calls["mine"], "admin1") == ["view"]
+    # The waveform is read from the recording: audited as such (not as a listen).
+    await expect(page.locator("#wave-legend")).to_contain_text("both parties")
+    assert sorted(await audit_actions(bench, bench.calls["mine"], "admin1")) == ["view", "waveform"]
     await play(page)
     await expect(page.locator("#player-state")).to_have_text("Playing")
     # The listen the player's first request made is in the call's audit entries on the page.
@@ -173,7 +175,8 @@ async def test_an_agent_sees_only_own_calls(bench: Bench, browser: Browser) -> N
     await page.goto(f"/#/call/{bench.calls['deleted']}")
     await expect(page.locator("#rf-status")).to_have_text("audio deleted")
     await expect(page.locator("#no-audio")).to_contain_text("deleted")
-    await expect(page.locator("#player-box")).to_be_hidden()
+    await expect(page.locator("#pl-controls")).to_be_hidden()
+    await expect(page.locator("#badge-recording")).to_have_text("Recording deleted")
     await page.goto(f"/#/call/{bench.calls['other']}")
     await expect(page.locator("#call-missing")).to_be_visible()
     await tab.assert_clean()
@@ -198,7 +201,7 @@ async def test_the_auditor_gets_the_audit_trail_and_no_audio(bench: Bench, brows
     await expect(rows.first).to_contain_text(bench.calls["other"])
     await rows.first.get_by_role("link").click()
     await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
-    await expect(page.locator("#player-box")).to_be_hidden()
+    await expect(page.locator("#pl-controls")).to_be_hidden()
     await expect(page.locator("#no-audio")).to_have_text("No audio to play: your role may not listen to recordings.")
     await tab.assert_clean()
 
@@ -393,14 +396,20 @@ async def test_security_places_and_releases_a_legal_hold(bench: Bench, browser: 
     await log_in(page, "security1", PASSWORD)
     await page.goto(f"/#/call/{target}")
     await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
-    # No reason given: nothing is held.
-    page.once("dialog", lambda d: d.dismiss())
+    # The reason is asked in the page's own dialog (no window.prompt); cancelled: nothing is held.
     await page.get_by_role("button", name="Place a legal hold", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_role("button", name="Cancel", exact=True).click()
+    await expect(dialog).to_be_hidden()
     await expect(page.get_by_role("button", name="Delete the recording", exact=True)).to_be_visible()
     assert not await bench.pool.fetchval("SELECT legal_hold FROM calls WHERE id = $1", uuid.UUID(target))
-    page.once("dialog", lambda d: d.accept("case 2026/117"))
     await page.get_by_role("button", name="Place a legal hold", exact=True).click()
-    await expect(page.locator("#flag-hold")).to_have_text("Legal hold")
+    await dialog.get_by_label("Case or request reference", exact=True).fill("case 2026/117")
+    await dialog.get_by_role("button", name="Place a legal hold", exact=True).click()
+    # The badge says who placed the hold, when and why.
+    await expect(page.locator("#flag-hold")).to_have_text(re.compile(
+        r"^Legal hold: placed by security1\S*, .+2026.+, because: case 2026/117$"))
     # Held: the recording cannot be deleted, so the console offers no delete.
     await expect(page.get_by_role("button", name="Delete the recording", exact=True)).to_be_hidden()
     held = await bench.pool.fetchrow("SELECT legal_hold, legal_hold_by, legal_hold_reason FROM calls WHERE id = $1",
@@ -427,20 +436,23 @@ async def test_security_marks_a_call_confidential_and_deletes_its_recording(benc
     await page.goto(f"/#/call/{target}")
     await expect(page.locator("#call-title")).to_have_text("Call from Carol <+4930222>")
     await page.get_by_role("button", name="Mark confidential", exact=True).click()
-    await expect(page.locator("#flag-confidential")).to_have_text("Confidential")
+    await expect(page.locator("#flag-confidential")).to_have_text(re.compile(r"^Confidential: marked by security1, "))
     await expect(page.get_by_role("button", name="Remove the confidential mark", exact=True)).to_be_visible()
-    # Deleting asks first; declining changes nothing.
-    page.once("dialog", lambda d: d.dismiss())
+    # Deleting asks first, in the page's own dialog; declining changes nothing.
     await page.get_by_role("button", name="Delete the recording", exact=True).click()
-    await expect(page.locator("#player-box")).to_be_visible()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_role("button", name="Cancel", exact=True).click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#pl-controls")).to_be_visible()
     assert wav.is_file()
-    page.once("dialog", lambda d: d.accept())
     await page.get_by_role("button", name="Delete the recording", exact=True).click()
+    await dialog.get_by_role("button", name="Delete the recording", exact=True).click()
     await expect(page.locator("#rf-status")).to_have_text("audio deleted")
-    await expect(page.locator("#player-box")).to_be_hidden()
+    await expect(page.locator("#pl-controls")).to_be_hidden()
     await expect(page.locator("#recording")).to_contain_text("security1")
     assert not wav.exists()
-    assert await audit_actions(bench, target, "security1") == ["view", "confidential", "delete_audio"]
+    assert [a for a in await audit_actions(bench, target, "security1") if a != "waveform"] == [
+        "view", "confidential", "delete_audio"]
     # A supervisor no longer finds it.
     tab2 = await open_tab(browser, bench.base)
     await log_in(tab2.page, "supervisor1", PASSWORD)
@@ -503,11 +515,11 @@ async def test_the_audit_trail_pages_with_its_cursor(bench: Bench, browser: Brow
     rows = page.locator("#audit-body tr")
     await expect(page.locator("#audit-page-no")).to_have_text("Page 1")
     await expect(rows).to_have_count(100)
-    await expect(rows.first).to_contain_text('{"n":120}')
+    await expect(rows.first.locator("td.details")).to_have_text("n: 120")  # details in words, not JSON
     await page.get_by_role("button", name="Next", exact=True).click()
     await expect(page.locator("#audit-page-no")).to_have_text("Page 2")
     await expect(rows).to_have_count(20)
-    await expect(rows.last).to_contain_text('{"n":1}')
+    await expect(rows.last.locator("td.details")).to_have_text("n: 1")
     await expect(page.get_by_role("button", name="Next", exact=True)).to_be_disabled()
     await page.get_by_role("button", name="Previous", exact=True).click()
     await expect(page.locator("#audit-page-no")).to_have_text("Page 1")

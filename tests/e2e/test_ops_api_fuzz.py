@@ -64,3 +64,6 @@ async def test_schemathesis_finds_no_server_error(bench: Bench, tmp_path: Path,
     reached = [i for i in bench.calls.values() if f"GET /api/v1/calls/{i} 200" in caplog.text]
     assert len(reached) >= len(bench.calls) // 2, reached
     assert any(f"GET /api/v1/calls/{i}/audio 20" in caplog.text for i in bench.calls.values())
+    # The player's endpoints (issue 13) on real rows too.
+    for suffix in ("timeline", "waveform", "readers"):
+        assert any(f"GET /api/v1/calls/{i}/{suffix} 200" in caplog.text for i in bench.calls.values()), suffix

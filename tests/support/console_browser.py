@@ -100,14 +100,17 @@ async def log_in(page: Page, user: str, password: str, *, labels: tuple[str, str
 
 
 async def play(page: Page) -> None:
-    """Press play on the native player, as a person would, and wait for the media `playing` event."""
+    """Press play as a person would (Space on the call page's waveform: the console's own key), and wait
+    for the media `playing` event."""
     player = page.locator("#player")
     await player.evaluate("a => { window.__playing = new Promise((resolve, reject) => {"
                           " a.addEventListener('playing', () => resolve(a.currentSrc), {once: true});"
                           " a.addEventListener('error', () => reject(new Error('media error ' + a.error.code)),"
                           " {once: true}); }); }")
-    await player.scroll_into_view_if_needed()
-    await player.focus()
+    await expect(page.locator("#pl-controls")).to_be_visible()
+    wave = page.locator("#wave")
+    await wave.scroll_into_view_if_needed()
+    await wave.focus()
     await page.keyboard.press("Space")
     src = await asyncio.wait_for(page.evaluate("() => window.__playing"), TIMEOUT_MS / 1000)
     assert src.endswith("/audio")

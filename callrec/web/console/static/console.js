@@ -53,6 +53,7 @@
     for (const el of document.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
     $("lang").value = state.lang;
     updateTitle();
+    if (UX) UX.timeZone();
   }
 
   function setLang(lang) {
@@ -130,7 +131,7 @@
   }
   function status(message) { $("status").textContent = message || ""; }
   // A 401 has already taken the user back to the log-in form with its own message.
-  function reportError(e) { if (e.status !== 401) showError(e.message); }
+  function reportError(e) { if (e.status !== 401) showError(UX ? UX.localize(e) : e.message); }
 
   // ---- API --------------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -196,7 +197,8 @@
   // What calls.js and dashboard.js add: routes they answer (true: handled), and what runs after a render.
   const hooks = { routes: [], rendered: [], rerender: [], reset: [], ready: [] };
   function show(view) {
-    if (document.body.dataset.view !== view) status("");
+    // An error belongs to the page it happened on: leaving the page clears it.
+    if (document.body.dataset.view !== view) { status(""); if (view !== "view-login") showError(""); }
     for (const v of VIEWS) $(v).hidden = v !== view;
     document.body.dataset.view = view;
     for (const [link, target] of [["nav-search", "view-search"], ["nav-alerts", "view-alerts"],
@@ -228,8 +230,12 @@
       $("login-user").focus();
       return;
     }
-    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})(?:\/at\/(\d{1,9}))?$/);
-    if (callMatch) return openCall(callMatch[1].toLowerCase(), callMatch[2] === undefined ? null : Number(callMatch[2]));
+    const callMatch = hash.match(/^#\/call\/([0-9a-fA-F-]{36})(?:\/at\/(\d{1,9})|\?t=(\d{1,6}(?:\.\d{1,3})?))?$/);
+    if (callMatch) {
+      // "?t=<seconds>": a shared moment; it sets where playing starts and does not play by itself.
+      if (callMatch[3] !== undefined) return openCall(callMatch[1].toLowerCase(), null, Math.round(Number(callMatch[3]) * 1000));
+      return openCall(callMatch[1].toLowerCase(), callMatch[2] === undefined ? null : Number(callMatch[2]));
+    }
     for (const hook of hooks.routes) if (hook(hash)) return;
     if (hash === "#/search" && may(SEARCH_ROLES)) {
       show("view-search");
@@ -460,6 +466,7 @@
 
   // ---- one call --------------------------------------------------------------------------------------------
   function stopPlayer() {
+    if (PLAYER) PLAYER.stop();
     const p = $("player");
     state.call.seekMs = null;
     p.pause();
@@ -469,11 +476,17 @@
     $("player-state").textContent = "";
   }
 
-  async function openCall(id, atMs) {
+  async function openCall(id, atMs, startMs) {
     show("view-call");
     if (state.call.id === id && (state.call.data || state.call.missing)) {
+      if (state.call.data && !$("player").getAttribute("src")) {
+        // Back from another page (which stopped the player): the source and the timeline again.
+        setPlayerSource();
+        await PLAYER.open(state.call.data);
+      }
       renderCall();
       if (atMs !== null && atMs !== undefined) seekTo(atMs);
+      if (startMs !== null && startMs !== undefined) PLAYER.startAt(startMs);
       return;
     }
     stopPlayer();
@@ -497,8 +510,11 @@
       setPlayerSource();
       loadCallAudit();
       loadTranscript();
+      loadTagsInUse();
+      await PLAYER.open(state.call.data);
       // Opened from a search hit or an alert: go to that moment and play from there.
       if (atMs !== null && atMs !== undefined) seekTo(atMs);
+      if (startMs !== null && startMs !== undefined) PLAYER.startAt(startMs);
     }
     $("call-title").focus();
   }
@@ -649,13 +665,15 @@
   function setPlayerSource() {
     const c = state.call.data, rec = c.recording || {};
     const playable = rec.status === "ready" && !rec.deleted_at && may(AUDIO_ROLES);
-    $("player-box").hidden = !playable;
+    // The box stays without audio: the timeline and the badges explain the call.
+    $("pl-controls").hidden = !playable;
+    $("pl-keys").hidden = !playable;
     const why = !may(AUDIO_ROLES) ? t("call.audio_not_allowed")
       : rec.deleted_at ? t("call.audio_deleted", { when: fmtTime(rec.deleted_at), who: text(rec.deleted_by) })
       : fmtEnum("rec.", rec.status);
     $("no-audio").hidden = playable;
     $("no-audio").textContent = playable ? "" : t("call.no_audio", { why });
-    if (!playable) return;
+    if (!playable) { $("player").removeAttribute("src"); return; }
     const base = "/api/v1/calls/" + encodeURIComponent(c.id) + "/audio";
     // preload="none": nothing is fetched (and no listen is audited) until the user presses play.
     $("player").src = base;
@@ -668,12 +686,21 @@
     $("call-body").hidden = !c;
     if (!c) { $("call-title").textContent = t("call.title"); return; }
     const who = c.caller_name ? c.caller_name + " <" + (c.caller_number || "") + ">" : text(c.caller_number);
-    $("call-title").textContent = t("call.title_of", { who });
+    // An outbound call is titled by whom it was made to.
+    $("call-title").textContent = c.direction === "outbound" && c.called_number
+      ? t("call.title_to", { who: c.called_number }) : t("call.title_of", { who });
     updateTitle();
     const flags = $("call-flags");
     clear(flags);
-    if (c.confidential) flags.append(el("span", { class: "flag", id: "flag-confidential" }, t("call.confidential")));
-    if (c.legal_hold) flags.append(el("span", { class: "flag", id: "flag-hold" }, t("call.legal_hold")));
+    if (c.confidential) {
+      flags.append(el("span", { class: "flag", id: "flag-confidential" }, c.confidential_by
+        ? t("call.confidential_by", { who: c.confidential_by, when: fmtTime(c.confidential_at) }) : t("call.confidential")));
+    }
+    if (c.legal_hold) {
+      flags.append(el("span", { class: "flag", id: "flag-hold" }, c.legal_hold_by
+        ? t("call.hold_by", { who: c.legal_hold_by, when: fmtTime(c.legal_hold_at), why: text(c.legal_hold_reason) })
+        : t("call.legal_hold")));
+    }
     const duration = c.duration !== undefined ? c.duration
       : (c.started_at && c.ended_at ? (new Date(c.ended_at) - new Date(c.started_at)) / 1000 : null);
     fillDl($("facts"), [
@@ -720,6 +747,8 @@
     renderPauses();
     renderParties();
     renderCallAudit();
+    PLAYER.render();
+    tagSuggestions();
     const p = $("player");
     if (p.dataset.state) $("player-state").textContent = t("player." + p.dataset.state);
     if (state.call.transcript || state.call.job) renderTranscript();
@@ -774,7 +803,8 @@
     const c = state.call.data, id = state.call.id;
     const body = { legal_hold: !c.legal_hold };
     if (body.legal_hold) {
-      const reason = (window.prompt(t("call.hold_reason")) || "").trim();
+      const reason = await UX.ask({ title: t("call.hold_set"), body: t("call.hold_reason"), label: t("call.hold_reason_label"),
+                                    ok: t("call.hold_set"), required: true });
       if (!reason) return;
       body.reason = reason;
     }
@@ -783,6 +813,9 @@
       const data = await api("PUT", "/api/v1/calls/" + encodeURIComponent(id) + "/legal-hold", body);
       if (state.call.id !== id) return;
       c.legal_hold = data.legal_hold;
+      c.legal_hold_by = data.legal_hold_by;
+      c.legal_hold_at = data.legal_hold_at;
+      c.legal_hold_reason = data.legal_hold_reason;
       renderCall();
       loadCallAudit();
     } catch (e) {
@@ -799,6 +832,8 @@
         { confidential: !c.confidential });
       if (state.call.id !== id) return;
       c.confidential = data.confidential;
+      c.confidential_by = state.me.user;
+      c.confidential_at = new Date().toISOString();
       state.search.data = null;
       renderCall();
       loadCallAudit();
@@ -810,7 +845,8 @@
 
   async function deleteAudio() {
     const id = state.call.id;
-    if (!window.confirm(t("call.delete_confirm"))) return;
+    if (!await UX.ask({ title: t("call.delete_audio"), body: t("call.delete_confirm"), ok: t("call.delete_audio"),
+                        danger: true })) return;
     showError("");
     try {
       const data = await api("DELETE", "/api/v1/calls/" + encodeURIComponent(id) + "/audio");
@@ -887,11 +923,11 @@
       el("td", { dataset: { action: a.action } }, MESSAGES.en["action." + a.action] ? t("action." + a.action) : a.action),
     ];
     if (withCall) {
-      cells.push(el("td", { class: "mono" }, a.call_id
+      cells.push(el("td", { class: "mono hash" }, a.call_id
         ? el("a", { href: "#/call/" + a.call_id }, a.call_id) : t("unknown")));
+      cells.push(el("td", { class: "between" }, a.call_id ? UX.between(a.call) : ""));
     }
-    const details = a.details && Object.keys(a.details).length ? JSON.stringify(a.details) : "";
-    cells.push(el("td", { class: "mono details" }, details));
+    cells.push(el("td", { class: "details" }, UX.details(a.action, a.details)));
     if (withCall) cells.push(el("td", {}, text(a.remote)));
     return el("tr", { dataset: { action: a.action } }, ...cells);
   }
@@ -988,7 +1024,7 @@
     const from = isoFromLocal(f.elements.from.value), to = isoFromLocal(f.elements.to.value);
     if (from) q.set("from", from);
     if (to) q.set("to", to);
-    for (const name of ["actor", "action", "call_id"]) {
+    for (const name of ["actor", "action", "call_id", "caller", "agent"]) {
       const v = f.elements[name].value.trim();
       if (v) q.set(name, v);
     }
@@ -997,6 +1033,14 @@
 
   async function runAudit(page) {
     const s = state.audit;
+    // A call id or a piece of one: said here, in the user's words, before asking the API.
+    const piece = $("audit-form").elements.call_id.value.trim();
+    if (piece && !/^[0-9a-fA-F-]{4,36}$/.test(piece)) {
+      showError(t("audit.call_bad"));
+      $("a-call").setAttribute("aria-invalid", "true");
+      return;
+    }
+    $("a-call").removeAttribute("aria-invalid");
     if (page === 0 || !s.query) {
       s.query = auditQuery();
       s.cursors = [null];
@@ -1030,8 +1074,32 @@
     $("audit-next").disabled = !(s.data && s.data.next_cursor);
   }
 
+  // ---- tag suggestions: the tags in use on the calls this user sees (GET /api/v1/tags) --------------------
+  let tagsInUse = null;
+  async function loadTagsInUse() {
+    if (!may(TAG_ROLES)) return;
+    try {
+      tagsInUse = ((await api("GET", "/api/v1/tags")).items || []).map((x) => x.tag);
+      tagSuggestions();
+    } catch (e) { /* suggestions only: the tag form works without them */ }
+  }
+  function tagSuggestions() {
+    const own = new Set((state.call.data && state.call.data.tags) || []);
+    const list = $("tag-suggestions");
+    clear(list);
+    for (const tag of tagsInUse || []) if (!own.has(tag)) list.append(el("option", { value: tag }));
+  }
+
+  // ---- the player and the page helpers (player.js, ux.js) ---------------------------------------------
+  const CTX = { $, t, el, clear, api, may, fmtTime, fmtDuration, fmtClock, state, text, reportError, seekTo,
+                AUDIO_ROLES };
+  const UX = window.CallrecUx(CTX);
+  const PLAYER = window.CallrecPlayer(CTX);
+
   // ---- start ------------------------------------------------------------------------------------------------
   async function start() {
+    UX.watchTables();
+    PLAYER.install();
     translatePage();
     $("lang").addEventListener("change", (e) => setLang(e.target.value));
     $("login-form").addEventListener("submit", onLogin);
