@@ -20,18 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
 from callrec.recording.waveform import compute_peaks
+from callrec.storage import BadCiphertext, Storage, StorageUnavailable, WrongMasterKey
 from callrec.store import audit, marks, timeline
 from callrec.web import openapi
 from callrec.web.auth import need, remote
 from callrec.web.common import CALL_ID_PARAM, NOT_FOUND_RESPONSE, call_id_of, check_query, respond, visible_call
 from callrec.web.errors import bad_request, json_error
-from callrec.web.keys import POOL, SETTINGS
+from callrec.web.keys import POOL, STORAGE
 from callrec.web.routes_calls import AUDIO_AUDIT_WINDOW_S
 
 log = logging.getLogger("callrec.http")
@@ -47,9 +50,21 @@ def _no_audio(row: Any) -> None:
         raise json_error(404, "this call has no recording")
 
 
-def _read_peaks(base: Any, rel: str) -> dict[str, Any]:
-    with open_recording(base, rel) as fh:
-        return compute_peaks(fh).as_dict()
+def _read_peaks(storage: Storage, rel: str) -> dict[str, Any]:
+    """Through the storage module, like every other read of audio: a plain local file is read in place; an
+    encrypted one or one only in the bucket is decrypted/downloaded into a private temporary file first
+    (soundfile needs to seek)."""
+    blob = storage.open(rel)
+    try:
+        if blob.where == "local" and not blob.encrypted:
+            with open_recording(storage.local_dir, rel) as fh:
+                return compute_peaks(fh).as_dict()
+    finally:
+        blob.close()
+    with tempfile.TemporaryDirectory(prefix="callrec-waveform-") as scratch:
+        path, _, _ = storage.plain_file(rel, Path(scratch))
+        with path.open("rb") as fh:
+            return compute_peaks(fh).as_dict()
 
 
 async def waveform(request: web.Request) -> web.Response:
@@ -64,11 +79,16 @@ async def waveform(request: web.Request) -> web.Response:
     if cached is None:
         async with request.app[_COMPUTING]:
             try:
-                peaks = await asyncio.to_thread(_read_peaks, request.app[SETTINGS].recordings.local_path,
-                                                row["recording_path"])
+                peaks = await asyncio.to_thread(_read_peaks, request.app[STORAGE], row["recording_path"])
             except SymlinkedRecording:
                 log.warning("call %s: the recording path is a symbolic link; refused", call_id)
                 raise json_error(409, "the recording file is a symbolic link; refused") from None
+            except StorageUnavailable as exc:
+                log.warning("call %s: recording storage unavailable: %s", call_id, exc)
+                raise json_error(503, "the recording storage is unavailable; try again later") from None
+            except (WrongMasterKey, BadCiphertext) as exc:
+                log.error("call %s: %s", call_id, exc)
+                raise json_error(500, "the recording cannot be decrypted (see the server log)") from None
             except (OutsideFolder, OSError, RuntimeError) as exc:
                 # soundfile raises RuntimeError (LibsndfileError) for a file it cannot read.
                 log.warning("call %s: waveform not computed: %s", call_id, type(exc).__name__)

@@ -171,6 +171,12 @@ async def test_upload_read_back_grace_and_range_streaming_from_the_bucket(bench:
     assert status == 206 and body == plain[-100:]
     status, _, headers = await get_audio(b, calls[0]["id"], f"bytes={size}-")
     assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+    # The console player's waveform reads through the same storage: computed from the object alone.
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{b.base}/api/v1/calls/{calls[0]['id']}/waveform", headers={"Authorization": f"Bearer {b.token}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        peaks = await resp.json()
+    assert peaks["channels"] == 1 and abs(peaks["duration_ms"] - 10_000) <= 20 and max(peaks["peaks"][0]) > 0
     # The transcription queue reads through the same storage: a plain copy with the call log's sha256.
     path, sha, copied = b.storage.plain_file(calls[1]["rel"], b.tmp)
     assert copied and sha == calls[1]["sha256"] and path.read_bytes() == calls[1]["plain"]
