@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -443,16 +443,8 @@ class Daemon:
 
         loop.add_signal_handler(signal.SIGHUP, on_hangup_signal)
         self.signals_ready.set()
-        while not self.stopping.is_set():
-            # Refused credentials at start are fatal; an Asterisk that is down is waited for.
-            self.check_credentials()
-            try:
-                await asyncio.wait_for(self.stopping.wait(), 0.25)
-            except TimeoutError:
-                pass
-            for task in self._tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise FatalError(f"internal task {task.get_name()} died: {task.exception()}")
+        # Refused credentials at start are fatal; an Asterisk that is down is waited for.
+        await watch_until_stopped(self.stopping, self._tasks, self.check_credentials)
 
     async def stop(self) -> None:
         """Hand back callers still in the notice, flush the call log, close connections.  Idempotent."""
@@ -498,6 +490,22 @@ class Daemon:
 
 
 # -- serve --api-only: the HTTP API and console without Asterisk ----------------------------------------
+
+async def watch_until_stopped(stopping: asyncio.Event, tasks: Iterable[asyncio.Task[Any]],
+                              each_round: Callable[[], None] | None = None) -> None:
+    """Until ``stopping`` is set: a background task that died is fatal (its error ends the process, not a silent
+    half-working daemon); ``each_round`` runs four times a second."""
+    while not stopping.is_set():
+        if each_round is not None:
+            each_round()
+        try:
+            await asyncio.wait_for(stopping.wait(), 0.25)
+        except TimeoutError:
+            pass
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise FatalError(f"internal task {task.get_name()} died: {task.exception()}")
+
 
 def api_node_name(settings: Settings) -> str:
     """The name in the `nodes` table: `[node] name` when set, else `<host>-api` (an API-only process on a PBX
@@ -568,14 +576,7 @@ class ApiOnly:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
-        while not self.stopping.is_set():
-            try:
-                await asyncio.wait_for(self.stopping.wait(), 0.25)
-            except TimeoutError:
-                pass
-            for task in self._tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise FatalError(f"internal task {task.get_name()} died: {task.exception()}")
+        await watch_until_stopped(self.stopping, self._tasks)
 
     async def stop(self) -> None:
         systemd.notify("STOPPING=1")

@@ -9,9 +9,10 @@ confidential mark are changed through store/marks.py, audio deleted through the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -159,6 +160,30 @@ async def detail(request: web.Request) -> web.Response:
 
 # --- audio ----------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def audio_errors(call_id: str) -> Iterator[None]:
+    """What a failed read of a call's audio answers (the player, the download, the waveform): logged with the
+    call's id, never the path or a key; the client gets a status and a plain sentence."""
+    try:
+        yield
+    except SymlinkedRecording:
+        log.warning("call %s: the recording path is a symbolic link; refused (callrec verify lists it)", call_id)
+        raise json_error(409, "the recording file is a symbolic link; refused") from None
+    except (OutsideFolder, FileNotFoundError):
+        log.warning("call %s: recording missing from storage", call_id)
+        raise json_error(404, "the recording file is missing") from None
+    except StorageUnavailable as exc:
+        log.warning("call %s: recording storage unavailable: %s", call_id, exc)
+        raise json_error(503, "the recording storage is unavailable; try again later") from None
+    except (WrongMasterKey, BadCiphertext) as exc:
+        log.error("call %s: %s", call_id, exc)
+        raise json_error(500, "the recording cannot be decrypted (see the server log)") from None
+    except (OSError, RuntimeError) as exc:
+        # soundfile raises RuntimeError (LibsndfileError) for a file it cannot read.
+        log.warning("call %s: recording not readable: %s", call_id, type(exc).__name__)
+        raise json_error(404, "the recording file is missing or unreadable") from None
+
+
 async def audio(request: web.Request) -> web.StreamResponse:
     p = need(request, "calls.audio")
     call_id = call_id_of(request)
@@ -176,23 +201,8 @@ async def audio(request: web.Request) -> web.StreamResponse:
     if row["recording_status"] != "ready":
         raise json_error(404, "this call has no recording")
     storage = request.app[STORAGE]
-    try:
+    with audio_errors(call_id):
         blob = await in_thread(storage.open, row["recording_path"])
-    except SymlinkedRecording:
-        log.warning("call %s: the recording path is a symbolic link; refused (callrec verify lists it)", call_id)
-        raise json_error(409, "the recording file is a symbolic link; refused") from None
-    except (OutsideFolder, FileNotFoundError):
-        log.warning("call %s: recording missing from storage", call_id)
-        raise json_error(404, "the recording file is missing") from None
-    except StorageUnavailable as exc:
-        log.warning("call %s: recording storage unavailable: %s", call_id, exc)
-        raise json_error(503, "the recording storage is unavailable; try again later") from None
-    except (WrongMasterKey, BadCiphertext) as exc:
-        log.error("call %s: %s", call_id, exc)
-        raise json_error(500, "the recording cannot be decrypted (see the server log)") from None
-    except OSError:
-        log.warning("call %s: recording not readable", call_id, exc_info=True)
-        raise json_error(404, "the recording file is missing") from None
     try:
         size = blob.size
         try:

@@ -26,16 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
-from callrec.recording.files import OutsideFolder, SymlinkedRecording, open_recording
+from callrec.recording.files import open_recording
 from callrec.recording.waveform import compute_peaks
-from callrec.storage import BadCiphertext, Storage, StorageUnavailable, WrongMasterKey
+from callrec.storage import Storage
 from callrec.store import audit, marks, timeline
 from callrec.web import openapi
 from callrec.web.auth import need, remote
 from callrec.web.common import CALL_ID_PARAM, NOT_FOUND_RESPONSE, call_id_of, check_query, respond, visible_call
 from callrec.web.errors import bad_request, json_error
 from callrec.web.keys import POOL, STORAGE
-from callrec.web.routes_calls import AUDIO_AUDIT_WINDOW_S
+from callrec.web.routes_calls import AUDIO_AUDIT_WINDOW_S, audio_errors
 
 log = logging.getLogger("callrec.http")
 
@@ -78,21 +78,8 @@ async def waveform(request: web.Request) -> web.Response:
                                  call_id, sha)
     if cached is None:
         async with request.app[_COMPUTING]:
-            try:
+            with audio_errors(call_id):
                 peaks = await asyncio.to_thread(_read_peaks, request.app[STORAGE], row["recording_path"])
-            except SymlinkedRecording:
-                log.warning("call %s: the recording path is a symbolic link; refused", call_id)
-                raise json_error(409, "the recording file is a symbolic link; refused") from None
-            except StorageUnavailable as exc:
-                log.warning("call %s: recording storage unavailable: %s", call_id, exc)
-                raise json_error(503, "the recording storage is unavailable; try again later") from None
-            except (WrongMasterKey, BadCiphertext) as exc:
-                log.error("call %s: %s", call_id, exc)
-                raise json_error(500, "the recording cannot be decrypted (see the server log)") from None
-            except (OutsideFolder, OSError, RuntimeError) as exc:
-                # soundfile raises RuntimeError (LibsndfileError) for a file it cannot read.
-                log.warning("call %s: waveform not computed: %s", call_id, type(exc).__name__)
-                raise json_error(404, "the recording file is missing or unreadable") from None
         # The audio may have been deleted meanwhile: the insert then stores nothing.
         await pool.execute(
             "INSERT INTO call_waveforms (call_id, recording_sha256, peaks) "
