@@ -24,7 +24,17 @@ import asyncpg.connection
 from callrec.asterisk import ari
 from callrec.cli.main import main
 
-COUNTS = {"ari_requests": 0, "db_round_trips": 0}
+COUNTS: dict[str, Any] = {"ari_requests": 0, "db_round_trips": 0, "by_query": {}}
+
+
+def note(key: str, args: tuple[Any, ...]) -> None:
+    COUNTS[key] += 1
+    if len(args) > 1:  # which request or statement: (self, method, path) or (self, query)
+        what = " ".join(str(a) for a in args[1:3]) if key == "ari_requests" else str(args[1])
+        what = " ".join(what.split())[:70]
+        if key == "ari_requests":
+            what = "/".join(part if len(part) < 30 else "{id}" for part in what.split("/"))
+        COUNTS["by_query"][what] = COUNTS["by_query"].get(what, 0) + 1
 
 
 def counting(func: Any, key: str, only_without_args: bool = False) -> Any:
@@ -32,7 +42,7 @@ def counting(func: Any, key: str, only_without_args: bool = False) -> Any:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         # Connection.execute with arguments goes through _execute (counted there).
         if not only_without_args or len(args) <= 2:
-            COUNTS[key] += 1
+            note(key, args)
         return await func(*args, **kwargs)
     return wrapper
 

@@ -266,7 +266,10 @@ class Bench:
     async def teardown(self) -> int | None:
         rc = None
         if self.tester is not None:
-            await self.tester.close()
+            try:
+                await self.tester.close()
+            except (AriError, AssertionError) as exc:  # the run's own failure is the one to report
+                progress(f"closing the test caller: {exc}")
         if self.http is not None:
             await self.http.close()
         if self.conn is not None:
@@ -345,7 +348,7 @@ class Bench:
             raise BenchError(f"the bare app saw no notice start on {len(missing)} calls, e.g. {missing[0]}")
         return [seen[u] for u in uniqueids]
 
-    async def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, Any]:
         """ARI requests and PostgreSQL round trips so far (the daemon's own counters)."""
         assert self.daemon is not None and self.http is not None
         if self.side == "bare":
@@ -359,7 +362,8 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError("callrec serve wrote no counters on SIGUSR2")
             await asyncio.sleep(0.02)
-        return dict(json.loads(COUNTS.read_text()))
+        data: dict[str, Any] = json.loads(COUNTS.read_text())
+        return data
 
     async def done(self, uniqueids: list[str], timeout: float = 120) -> None:
         """callrec: every call finalized (recording measured and hashed, row written).  Bare app: the
@@ -420,6 +424,10 @@ class Bench:
             "idle_cpu_ms_per_s": round(idle_rate * 1000, 2),
             "ari_requests_per_call": round((after["ari_requests"] - before["ari_requests"]) / n, 2),
             "db_round_trips_per_call": round((after["db_round_trips"] - before["db_round_trips"]) / n, 2),
+            # callrec: each kind of ARI request and SQL statement, per call (--json --samples)
+            "per_call_by_query": {k: round((v - before.get("by_query", {}).get(k, 0)) / n, 2)
+                                  for k, v in sorted(after.get("by_query", {}).items(), key=lambda kv: -kv[1])
+                                  if v > before.get("by_query", {}).get(k, 0)},
         }
 
     async def at_once(self, m: int) -> dict[str, Any]:
