@@ -50,6 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 try:
     import aiohttp
@@ -209,6 +210,7 @@ class Bench:
             await asyncio.sleep(0.5)
         self.tester = Tester(info.ari_url, info.tester_ari_user, info.tester_ari_password)
         self.tester.ari.max_connections = 24  # 20 calls/s: originate, play, hang-up each (Asterisk allows 100)
+        self.tester.ari._timeout = aiohttp.ClientTimeout(total=30)  # a loaded machine answers slowly, not never
         await self.tester.start()
         if self.args.speech:
             await self.start_daemon()
@@ -270,6 +272,7 @@ class Bench:
                 await self.tester.close()
             except (AriError, AssertionError) as exc:  # the run's own failure is the one to report
                 progress(f"closing the test caller: {exc}")
+            await self.hang_up_leftovers()
         if self.http is not None:
             await self.http.close()
         if self.conn is not None:
@@ -289,6 +292,21 @@ class Bench:
             progress("stopping the sandbox Asterisk")
             await asyncio.to_thread(self.box.stop)
         return rc
+
+    async def hang_up_leftovers(self) -> None:
+        """Calls of this run still up after a failure (the test dialplan holds them 600 s): hung up."""
+        assert self.tester is not None
+        mine = {c.caller_id for c in self.tester.calls} | {c.callee_id for c in self.tester.calls}
+        try:
+            left = [ch["id"] for ch in await self.tester.ari.list_channels() if ch.get("id") in mine]
+            for channel_id in left:
+                with contextlib.suppress(AriError):
+                    await self.tester.ari.hangup(channel_id)
+        except AriError as exc:
+            progress(f"hanging up this run's calls: {exc}")
+            return
+        if left:
+            progress(f"hung up {len(left)} call(s) left over")
 
     # -- calls --
 
@@ -702,7 +720,15 @@ def main(argv: list[str] | None = None) -> int:
                              "transcript's delay after hang-up, instead of (a) and (b)")
     parser.add_argument("--busy-seconds", type=float, default=600,
                         help="--speech: length of each recording queued to keep the workers busy (default 600)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--finalize", action="store_true",
+                        help="instead: a 1-hour recording finalized vs sha256sum (benchmarks/finalize_bench.py)")
+    args, rest = parser.parse_known_args(argv)
+    if args.finalize:
+        import finalize_bench  # beside this file; needs PostgreSQL, not Asterisk
+
+        return finalize_bench.main([*rest, *(["--json"] if args.json else [])])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if min(args.sequential, args.burst, args.calls, args.rounds) < 1 or args.rate <= 0:
         parser.error("counts must be at least 1")
     if os.geteuid() != 0:
