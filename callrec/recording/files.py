@@ -287,20 +287,18 @@ async def finalize(path: Path, timeout: float, poll: float = 0.2) -> RecordingFa
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    closed = False
     while True:
-        if await in_files(wav_is_closed, path):
-            closed = True
-            break
-        if loop.time() >= deadline:
+        # One hop to the file pool per look (closed? then measured at once), not one per step.
+        kind, found = await in_files(_try_finish, path, loop.time() >= deadline)
+        if kind != "open":
             break
         await asyncio.sleep(poll)
-    if not await in_files(path.exists):
+    if kind == "missing":
         return RecordingFacts(RecordingStatus.MISSING, {"recording_error": "Asterisk wrote no file"})
-    try:
-        facts = await in_files(measure if closed else measure_unclosed, path)
-    except (RuntimeError, soundfile.LibsndfileError, OSError, ValueError) as exc:
-        return RecordingFacts(RecordingStatus.FAILED, {"recording_error": f"unreadable recording: {exc}"[:500]})
+    if kind == "failed":
+        return RecordingFacts(RecordingStatus.FAILED, {"recording_error": f"unreadable recording: {found}"[:500]})
+    facts: dict[str, Any] = found
+    closed = kind == "closed"
     if not closed:
         facts["recording_error"] = (f"Asterisk did not close the file within {timeout:g}s; "
                                     "measured from its raw audio, file kept")
@@ -312,6 +310,22 @@ async def finalize(path: Path, timeout: float, poll: float = 0.2) -> RecordingFa
             "recording_duration": 0.0, "recording_bytes": 0,
         })
     return RecordingFacts(RecordingStatus.READY, facts)
+
+
+def _try_finish(path: Path, last: bool) -> tuple[str, Any]:
+    """One look at a recording: ("closed", facts) once Asterisk has closed it; ("open", None) while it
+    has not, or on the ``last`` look ("missing", None) or ("unclosed", facts from its raw audio);
+    ("failed", the error) when it cannot be read.  Blocking."""
+    closed = wav_is_closed(path)
+    if not closed:
+        if not last:
+            return "open", None
+        if not path.exists():
+            return "missing", None
+    try:
+        return ("closed", measure(path)) if closed else ("unclosed", measure_unclosed(path))
+    except (RuntimeError, soundfile.LibsndfileError, OSError, ValueError) as exc:
+        return "failed", exc
 
 
 def measure_unclosed(path: Path) -> dict[str, Any]:
