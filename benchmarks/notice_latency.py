@@ -390,9 +390,10 @@ class Bench:
             await self.finalized(uniqueids, timeout)
             return
         assert self.tester is not None
+        since = {c.callee_id: c.since for c in self.tester.calls}
         for u in uniqueids:
             await self.tester.log.wait_for(lambda e, u=u: e.get("type") == "ChannelDestroyed"
-                                           and e["channel"]["id"] == u, timeout, f"channel {u} to end")
+                                           and e["channel"]["id"] == u, timeout, f"channel {u} to end", since[u])
 
     async def complete_call(self) -> str:
         """Notice, hand-back (callrec: implied consent, MixMonitor), the caller talks 1.4 s, hang-up."""
