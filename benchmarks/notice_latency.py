@@ -174,6 +174,7 @@ class Bench:
         self.conn: asyncpg.Connection | None = None
         self.side = "callrec"
         self.stats_url = ""
+        self.off_plan = 0  # callrec calls handed back other than "implied, recording" (overload)
 
     # -- lifecycle --
 
@@ -401,7 +402,9 @@ class Bench:
         call = await self.tester.place_call(args="mode=notice")
         back = await call.handed_back(timeout=60)
         if self.side == "callrec" and (back.get("consent") != "implied" or not back.get("recording")):
-            raise BenchError(f"unexpected hand-back {back}")
+            # An overloaded Asterisk may start the notice or answer MixMonitor too late: the call goes
+            # on as designed ("notice_failed", not recorded).  Counted and shown, not a failed run.
+            self.off_plan += 1
         await call.spoken(await call.speak(SPEECH))
         await call.hang_up()
         return call.callee_id
@@ -416,6 +419,7 @@ class Bench:
         before = await self.counts()
         load0 = os.getloadavg()[0]
         c0, t0 = cpu_seconds(pid), time.monotonic()
+        self.off_plan = 0
         tasks = []
         for i in range(n):
             delay = t0 + i / rate - time.monotonic()
@@ -430,11 +434,15 @@ class Bench:
         lat = await self.side_latencies(ids)
         if self.side == "callrec":
             assert self.conn is not None
-            bad = await self.conn.fetchval("SELECT count(*) FROM calls WHERE uniqueid = ANY($1::text[]) "
-                                           "AND recording_status <> 'ready'", ids)
-            if bad:
-                raise BenchError(f"{bad} of {n} recorded calls did not end with a ready recording")
+            # An overloaded Asterisk may answer MixMonitor late (the call goes on "not recorded",
+            # as designed): counted and shown, not a failed run.
+            not_ready = await self.conn.fetchval("SELECT count(*) FROM calls WHERE uniqueid = ANY($1::text[]) "
+                                                 "AND recording_status <> 'ready'", ids)
+        else:
+            not_ready = 0
         return {
+            "recordings_not_ready": not_ready,
+            "handed_back_unrecorded": self.off_plan,
             "calls": n, "rate_per_s": rate, "wall_s": round(wall, 1), "load_avg_1m": [round(load0, 2),
                                                                                      round(os.getloadavg()[0], 2)],
             "latency_ms": lat,
@@ -612,6 +620,8 @@ def brief(run: dict[str, Any]) -> str:
     if "cpu_ms_per_call" in run:
         text += (f", CPU {run['cpu_ms_per_call']:.1f} ms/call, ARI {run['ari_requests_per_call']:.1f}/call, "
                  f"PostgreSQL {run['db_round_trips_per_call']:.1f}/call")
+    if run.get("recordings_not_ready"):
+        text += f", {run['recordings_not_ready']} recording(s) not ready"
     return text + f", load {run['load_avg_1m'][0]:.2f}"
 
 
