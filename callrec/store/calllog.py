@@ -35,7 +35,6 @@ PARTIES = "parties"
 # operator intervention / server shutting down (57), rollback (40); lock timeout, read-only standby.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 _TRANSIENT_STATES = ("55P03", "25006")
-HOLD_SECONDS = 1.0  # the writer keeps its pool connection this long after its last write
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -274,29 +273,21 @@ class CallLogWriter:
     async def _run(self) -> None:
         while True:
             try:
-                if self._conn is None:
-                    await self._wake.wait()
-                else:
-                    # Keep the connection a moment for the next changes: giving it back costs a
-                    # round trip of its own (the pool resets the session), as much as a write.
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), HOLD_SECONDS)
-                    except TimeoutError:
-                        await self._release()
-                        continue
+                await self._wake.wait()
                 self._wake.clear()
                 await self.ready.wait()
-                while self._pending:
-                    await self._write_pending()
+                try:
+                    while self._pending:
+                        await self._write_pending()
+                finally:
+                    await self._release()
                 if not self._pending:
                     self._idle.set()
                     self._journal_wake.set()  # a checkpoint may be due
             except asyncio.CancelledError:
-                await self._release()
                 raise
             except Exception:  # never let the writer die quietly: log, pause, go on
                 log.exception("call log writer error; continuing")
-                await self._release()
                 self._wake.set()
                 await asyncio.sleep(self.retry_delay)
 
@@ -365,7 +356,8 @@ class CallLogWriter:
         if payload is None:
             await self._write_rows(items)
             return
-        # One connection for a run of flushes, kept HOLD_SECONDS after the last (see _run).
+        # One connection for a run of flushes (released once nothing is pending): a release costs a
+        # round trip of its own (the pool resets the session), as much as the write.
         if self._conn is None:
             self._conn = await self.pool.acquire()
         try:
