@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
-"""How fast the caller hears the notice, and what a call costs the daemon in CPU.
+"""callrec against a bare ARI app, side by side: notice latency, CPU and round trips per call.
 
-    .venv/bin/python benchmarks/notice_latency.py            # Markdown table for the README
-    .venv/bin/python benchmarks/notice_latency.py --json     # the same figures (and samples) as JSON
-    .venv/bin/python benchmarks/notice_latency.py -n 100 -m 50 -k 100 --keep
+    .venv/bin/python benchmarks/notice_latency.py                 # Markdown table (docs/benchmarks.md)
+    .venv/bin/python benchmarks/notice_latency.py --json          # the same figures as JSON (--samples: all)
+    .venv/bin/python benchmarks/notice_latency.py --calls 200 --burst 20 --json   # a smaller run
 
 Runs as root against the sandbox Asterisk 22 (tools/sandbox.py; reused when it already runs) and a
-throwaway database (created, dropped at the end), with ``callrec serve`` as a child process - the
-way it runs in production - and real Local-channel calls placed by tools/caller.py.
+throwaway database (created, dropped at the end), with real Local-channel calls placed by
+tools/caller.py.  Each scenario runs alternately against the baseline, ``benchmarks/bare_app.py`` (an
+aiohttp Stasis app that only plays the same notice and continues), and ``callrec serve`` (as a child
+process, through ``benchmarks/counted_serve.py``, which counts its round trips): bare, callrec, bare,
+callrec.  Every figure is printed for both with its ratio, and the 1-minute load average of each run.
 
-(a) Notice latency: from the call's StasisStart to the notice's PlaybackStarted, both stamped by
-    Asterisk (the call log's ``started_at`` and ``notice_started_at`` are those event timestamps, so
-    no clock of ours is involved; resolution 1 ms).  Measured over N calls one at a time, then over
-    a burst of M calls placed at once.  Each call hangs up as soon as the notice plays.
-(b) Daemon CPU per call: user+system time of the daemon process (all threads, /proc/<pid>/stat)
-    over K complete calls - notice, MixMonitor, a caller who talks 1.4 s, hang-up, the WAV measured
-    and hashed, every call-log write - run in waves of up to C simultaneous calls.  The daemon's
-    idle CPU over the same wall time is measured first and reported (and subtracted) separately.
-    Asterisk's own CPU over the batch is shown for scale.
+(a) At a rate: ``--calls`` complete calls placed ``--rate`` per second (default 1200 at 20/s: 60 s):
+    notice, hand-back (callrec: implied consent, MixMonitor), the caller talks 1.4 s, hang-up; callrec
+    finalizes every recording (measured, hashed, row written).  Notice latency p50/p95/p99 (StasisStart
+    to PlaybackStarted, both Asterisk's time stamps: callrec's call log stores them, the bare app keeps
+    them), the daemon's CPU per call (user+system of all its threads, /proc/<pid>/stat, from the first
+    call until the last is finished, net of its idle CPU measured just before), and per call the ARI
+    requests and PostgreSQL round trips, counted in-process (benchmarks/counted_serve.py).
+(b) At once: ``--burst`` calls (default 50) placed together, each hanging up just after the notice
+    starts: notice latency p50/p95/p99.
 
 With ``--speech`` (speech analytics on: ``[speech] enabled``, 2 workers), instead, in one run:
 (c) notice latency over N sequential calls with the transcription workers idle, then over N more while
@@ -47,12 +50,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 try:
     import aiohttp
     import asyncpg
     from caller import PlacedCall, Tester
 
+    from callrec.asterisk.ari import AriError
     from callrec.store import migrate
 except ImportError as exc:  # pragma: no cover - run with the wrong interpreter
     sys.exit(f"bench: {exc}; run me with the project's venv: make venv && .venv/bin/python {sys.argv[0]}")
@@ -64,6 +69,7 @@ APP = "callrec"
 WORK_DIR = REPO / "var" / "bench"
 CONFIG = WORK_DIR / "callrec.toml"
 DAEMON_LOG = WORK_DIR / "callrec.log"
+COUNTS = WORK_DIR / "counts.json"  # counted_serve.py writes its counters here on SIGUSR2
 SPEECH = "sound:hello-world"  # 1.4 s of a real voice
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
@@ -136,9 +142,8 @@ def write_config(info: sandbox_mod.SandboxInfo, dsn: str, speech: bool = False) 
 
 
 def serve_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "callrec"
-    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "callrec"]
-    return [*base, "-c", str(CONFIG), "serve"]
+    """``callrec serve``, with round-trip counters wrapped around it (benchmarks/counted_serve.py)."""
+    return [sys.executable, str(REPO / "benchmarks" / "counted_serve.py"), "-c", str(CONFIG), "serve"]
 
 
 async def app_registered(http: aiohttp.ClientSession, info: sandbox_mod.SandboxInfo) -> bool:
@@ -167,6 +172,9 @@ class Bench:
         self.http: aiohttp.ClientSession | None = None
         self.tester: Tester | None = None
         self.conn: asyncpg.Connection | None = None
+        self.side = "callrec"
+        self.stats_url = ""
+        self.off_plan = 0  # callrec calls handed back other than "implied, recording" (overload)
 
     # -- lifecycle --
 
@@ -201,42 +209,77 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError(f"another client holds the ARI app {APP!r} (a test run, the demo, a daemon?)")
             await asyncio.sleep(0.5)
+        self.tester = Tester(info.ari_url, info.tester_ari_user, info.tester_ari_password)
+        self.tester.ari.max_connections = 24  # 20 calls/s: originate, play, hang-up each (Asterisk allows 100)
+        self.tester.ari._timeout = aiohttp.ClientTimeout(total=30)  # a loaded machine answers slowly, not never
+        await self.tester.start()
+        if self.args.speech:
+            await self.start_daemon()
+
+    async def start_daemon(self, side: str = "callrec") -> None:
+        """``callrec serve`` (through counted_serve.py: its round trips counted) or the bare app, ready."""
+        assert self.http is not None and self.info is not None
+        info = self.info
+        deadline = time.monotonic() + 30
+        while await app_registered(self.http, info):
+            if time.monotonic() > deadline:
+                raise BenchError(f"another client holds the ARI app {APP!r} (a test run, the demo, a daemon?)")
+            await asyncio.sleep(0.2)
+        self.side = side
         DAEMON_LOG.unlink(missing_ok=True)
+        COUNTS.unlink(missing_ok=True)
+        env = {**os.environ, "CALLREC_BENCH_COUNTS": str(COUNTS), "ARI_PASSWORD": info.ari_password}
+        cmd = serve_cmd() if side == "callrec" else [
+            sys.executable, str(REPO / "benchmarks" / "bare_app.py"), "--ari-url", info.ari_url,
+            "--user", info.ari_user, "--app", APP, "--media", f"sound:{info.prompts_dir}/en/notice"]
         with open(DAEMON_LOG, "ab") as log:
             self.daemon = await asyncio.create_subprocess_exec(
-                *serve_cmd(), stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                *cmd, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env)
         deadline = time.monotonic() + (180 if self.args.speech else 20)  # the first start joins the model
         while True:
             if self.daemon.returncode is not None:
-                raise BenchError(f"callrec serve exited with {self.daemon.returncode}:\n{log_text()[-2000:]}")
+                raise BenchError(f"{side} exited with {self.daemon.returncode}:\n{log_text()[-2000:]}")
             text = log_text()
-            if "ARI events connected" in text and "AMI logged in" in text and await app_registered(self.http, info):
+            ready = ("ARI events connected" in text and "AMI logged in" in text) if side == "callrec" else \
+                "bare app ready on" in text
+            if ready and await app_registered(self.http, info):
                 break
             if time.monotonic() > deadline:
-                raise BenchError(f"callrec serve not ready in time:\n{log_text()[-2000:]}")
+                raise BenchError(f"{side} not ready in time:\n{log_text()[-2000:]}")
             await asyncio.sleep(0.1)
-        progress(f"callrec serve is up (pid {self.daemon.pid})")
-        self.tester = Tester(info.ari_url, info.tester_ari_user, info.tester_ari_password)
-        await self.tester.start()
+        if side == "bare":
+            self.stats_url = "http://" + text.split("bare app ready on ", 1)[1].split()[0] + "/stats"
+        progress(f"{side} is up (pid {self.daemon.pid})")
+
+    async def stop_daemon(self) -> int | None:
+        if self.daemon is None:
+            return None
+        if self.daemon.returncode is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.daemon.wait(), 15)
+            except TimeoutError:
+                self.daemon.kill()
+                await self.daemon.wait()
+        rc = self.daemon.returncode
+        progress(f"{self.side} stopped (exit {rc})")
+        self.daemon = None
+        return rc
 
     async def teardown(self) -> int | None:
         rc = None
         if self.tester is not None:
-            await self.tester.close()
+            try:
+                await self.tester.close()
+            except (AriError, AssertionError) as exc:  # the run's own failure is the one to report
+                progress(f"closing the test caller: {exc}")
+            await self.hang_up_leftovers()
         if self.http is not None:
             await self.http.close()
         if self.conn is not None:
             await self.conn.close()
         if self.daemon is not None:
-            if self.daemon.returncode is None:
-                self.daemon.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(self.daemon.wait(), 15)
-                except TimeoutError:
-                    self.daemon.kill()
-                    await self.daemon.wait()
-            rc = self.daemon.returncode
-            progress(f"callrec serve stopped (exit {rc})")
+            rc = await self.stop_daemon()
         if self.db_created:
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 admin = await asyncpg.connect(self.admin_dsn, timeout=10)
@@ -250,6 +293,21 @@ class Bench:
             progress("stopping the sandbox Asterisk")
             await asyncio.to_thread(self.box.stop)
         return rc
+
+    async def hang_up_leftovers(self) -> None:
+        """Calls of this run still up after a failure (the test dialplan holds them 600 s): hung up."""
+        assert self.tester is not None
+        mine = {c.caller_id for c in self.tester.calls} | {c.callee_id for c in self.tester.calls}
+        try:
+            left = [ch["id"] for ch in await self.tester.ari.list_channels() if ch.get("id") in mine]
+            for channel_id in left:
+                with contextlib.suppress(AriError):
+                    await self.tester.ari.hangup(channel_id)
+        except AriError as exc:
+            progress(f"hanging up this run's calls: {exc}")
+            return
+        if left:
+            progress(f"hung up {len(left)} call(s) left over")
 
     # -- calls --
 
@@ -297,55 +355,142 @@ class Bench:
             ids.append(call.callee_id)
         return await self.latencies(ids)
 
-    async def burst(self, m: int) -> list[float]:
-        calls = await asyncio.gather(*(self.short_call() for _ in range(m)))
-        ids = [c.callee_id for c in calls]
-        await self.finalized(ids)
-        return await self.latencies(ids)
+    async def side_latencies(self, uniqueids: list[str]) -> list[float]:
+        """Notice latency per call (Asterisk's time stamps): callrec's call log, or the bare app's own."""
+        if self.side == "callrec":
+            return await self.latencies(uniqueids)
+        assert self.http is not None
+        async with self.http.get(self.stats_url) as resp:
+            seen = (await resp.json())["latency_ms"]
+        missing = [u for u in uniqueids if u not in seen]
+        if missing:
+            raise BenchError(f"the bare app saw no notice start on {len(missing)} calls, e.g. {missing[0]}")
+        return [seen[u] for u in uniqueids]
 
-    async def full_call(self) -> str:
-        """Notice, implied consent, MixMonitor, the caller talks, hang-up, the WAV finalized."""
+    async def counts(self) -> dict[str, Any]:
+        """ARI requests and PostgreSQL round trips so far (the daemon's own counters)."""
+        assert self.daemon is not None and self.http is not None
+        if self.side == "bare":
+            async with self.http.get(self.stats_url) as resp:
+                data = await resp.json()
+            return {"ari_requests": data["ari_requests"], "db_round_trips": data["db_round_trips"]}
+        COUNTS.unlink(missing_ok=True)
+        self.daemon.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not COUNTS.exists():
+            if time.monotonic() > deadline:
+                raise BenchError("callrec serve wrote no counters on SIGUSR2")
+            await asyncio.sleep(0.02)
+        data: dict[str, Any] = json.loads(COUNTS.read_text())
+        return data
+
+    async def done(self, uniqueids: list[str], timeout: float = 120) -> None:
+        """callrec: every call finalized (recording measured and hashed, row written).  Bare app: the
+        calls' channels are gone (it has nothing to finish after the hand-back)."""
+        if self.side == "callrec":
+            await self.finalized(uniqueids, timeout)
+            return
+        assert self.tester is not None
+        since = {c.callee_id: c.since for c in self.tester.calls}
+        for u in uniqueids:
+            await self.tester.log.wait_for(lambda e, u=u: e.get("type") == "ChannelDestroyed"
+                                           and e["channel"]["id"] == u, timeout, f"channel {u} to end", since[u])
+
+    async def complete_call(self) -> str:
+        """Notice, hand-back (callrec: implied consent, MixMonitor), the caller talks 1.4 s, hang-up."""
         assert self.tester is not None
         call = await self.tester.place_call(args="mode=notice")
         back = await call.handed_back(timeout=60)
-        if back.get("consent") != "implied" or not back.get("recording"):
-            raise BenchError(f"unexpected hand-back {back}")
+        if self.side == "callrec" and (back.get("consent") != "implied" or not back.get("recording")):
+            # An overloaded Asterisk may start the notice or answer MixMonitor too late: the call goes
+            # on as designed ("notice_failed", not recorded).  Counted and shown, not a failed run.
+            self.off_plan += 1
         await call.spoken(await call.speak(SPEECH))
         await call.hang_up()
         return call.callee_id
 
-    async def cpu(self, k: int, concurrency: int, idle_seconds: float) -> dict[str, Any]:
-        assert self.daemon is not None and self.conn is not None
+    async def at_rate(self, n: int, rate: float) -> dict[str, Any]:
+        """``n`` complete calls placed at ``rate`` per second: notice latency, CPU and round trips per call."""
+        assert self.daemon is not None
         pid = self.daemon.pid
-        asterisk = self.box._asterisk_pids()
         c0 = cpu_seconds(pid)
-        await asyncio.sleep(idle_seconds)
-        idle_rate = (cpu_seconds(pid) - c0) / idle_seconds
+        await asyncio.sleep(self.args.idle)
+        idle_rate = (cpu_seconds(pid) - c0) / self.args.idle
+        before = await self.counts()
+        load0 = os.getloadavg()[0]
         c0, t0 = cpu_seconds(pid), time.monotonic()
-        a0 = sum(cpu_seconds(p) for p in asterisk)
-        ids: list[str] = []
-        for start in range(0, k, concurrency):
-            wave = await asyncio.gather(*(self.full_call() for _ in range(min(concurrency, k - start))))
-            await self.finalized(wave)
-            ids.extend(wave)
+        self.off_plan = 0
+        tasks = []
+        for i in range(n):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the call schedule itself, not a wait for an event
+            tasks.append(asyncio.create_task(self.complete_call()))
+        ids = await asyncio.gather(*tasks)
+        await self.done(ids)
         wall = time.monotonic() - t0
         used = cpu_seconds(pid) - c0
-        a_used = sum(cpu_seconds(p) for p in asterisk) - a0
-        bad = await self.conn.fetchval(
-            "SELECT count(*) FROM calls WHERE uniqueid = ANY($1::text[]) AND recording_status <> 'ready'", ids)
-        if bad:
-            raise BenchError(f"{bad} of {k} recorded calls did not end with a ready recording")
+        after = await self.counts()
+        lat = await self.side_latencies(ids)
+        if self.side == "callrec":
+            assert self.conn is not None
+            # An overloaded Asterisk may answer MixMonitor late (the call goes on "not recorded",
+            # as designed): counted and shown, not a failed run.
+            not_ready = await self.conn.fetchval("SELECT count(*) FROM calls WHERE uniqueid = ANY($1::text[]) "
+                                                 "AND recording_status <> 'ready'", ids)
+        else:
+            not_ready = 0
         return {
-            "calls": k,
-            "concurrency": concurrency,
-            "wall_s": round(wall, 2),
-            "daemon_cpu_s": round(used, 2),
-            "daemon_idle_ms_per_s": round(idle_rate * 1000, 2),
-            "daemon_cpu_ms_per_call": round(used * 1000 / k, 1),
-            "daemon_cpu_ms_per_call_net_of_idle": round(max(0.0, used - idle_rate * wall) * 1000 / k, 1),
-            "asterisk_cpu_ms_per_call": round(a_used * 1000 / k, 1),
-            "clock_tick_ms": round(1000 / CLK_TCK, 1),
+            "recordings_not_ready": not_ready,
+            "handed_back_unrecorded": self.off_plan,
+            "calls": n, "rate_per_s": rate, "wall_s": round(wall, 1), "load_avg_1m": [round(load0, 2),
+                                                                                     round(os.getloadavg()[0], 2)],
+            "latency_ms": lat,
+            "cpu_ms_per_call": round(max(0.0, used - idle_rate * wall) * 1000 / n, 2),
+            "cpu_ms_per_call_gross": round(used * 1000 / n, 2),
+            "idle_cpu_ms_per_s": round(idle_rate * 1000, 2),
+            "ari_requests_per_call": round((after["ari_requests"] - before["ari_requests"]) / n, 2),
+            "db_round_trips_per_call": round((after["db_round_trips"] - before["db_round_trips"]) / n, 2),
+            # callrec: each kind of ARI request and SQL statement, per call (--json --samples)
+            "per_call_by_query": {k: round((v - before.get("by_query", {}).get(k, 0)) / n, 2)
+                                  for k, v in sorted(after.get("by_query", {}).items(), key=lambda kv: -kv[1])
+                                  if v > before.get("by_query", {}).get(k, 0)},
         }
+
+    async def at_once(self, m: int) -> dict[str, Any]:
+        """``m`` calls placed at once; each hangs up just after the notice starts."""
+        load0 = os.getloadavg()[0]
+        calls = await asyncio.gather(*(self.short_call() for _ in range(m)))
+        ids = [c.callee_id for c in calls]
+        await self.done(ids)
+        return {"calls": m, "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+                "latency_ms": await self.side_latencies(ids)}
+
+    async def side_by_side(self, result: dict[str, Any]) -> None:
+        """Each scenario bare, callrec, bare, callrec: a drift in the machine's load hits both alike."""
+        args = self.args
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {"rate": {"bare": [], "callrec": []},
+                                                            "burst": {"bare": [], "callrec": []}}
+        for scenario in ("rate", "burst"):
+            for side in ("bare", "callrec") * args.rounds:
+                await self.start_daemon(side)
+                try:
+                    warm = await asyncio.gather(*(self.complete_call() for _ in range(2)))
+                    await self.done(warm)
+                    if scenario == "rate":
+                        progress(f"{side}: {args.calls} complete calls at {args.rate:g}/s")
+                        run = await self.at_rate(args.calls, args.rate)
+                    else:
+                        progress(f"{side}: {args.burst} calls at once")
+                        run = await self.at_once(args.burst)
+                finally:
+                    rc = await self.stop_daemon()
+                if rc not in (0, None):
+                    raise BenchError(f"{side} exited with code {rc} on SIGTERM (see {DAEMON_LOG})")
+                progress(f"{side}: {brief(run)}")
+                runs[scenario][side].append(run)
+        result["runs"] = runs
+        result["figures"] = figures(runs)
 
     # -- speech analytics (--speech) --
 
@@ -469,30 +614,69 @@ def speech_markdown(result: dict[str, Any]) -> str:
     ])
 
 
+def brief(run: dict[str, Any]) -> str:
+    lat = run["latency_ms"]
+    text = f"notice p50 {percentile(lat, 50):.0f} ms, p99 {percentile(lat, 99):.0f} ms"
+    if "cpu_ms_per_call" in run:
+        text += (f", CPU {run['cpu_ms_per_call']:.1f} ms/call, ARI {run['ari_requests_per_call']:.1f}/call, "
+                 f"PostgreSQL {run['db_round_trips_per_call']:.1f}/call")
+    if run.get("recordings_not_ready"):
+        text += f", {run['recordings_not_ready']} recording(s) not ready"
+    return text + f", load {run['load_avg_1m'][0]:.2f}"
+
+
+def figures(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Each figure for both sides (the runs of a side pooled) and its ratio callrec / bare."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, unit: str, bare: float, callrec: float) -> None:
+        ratio = round(callrec / bare, 2) if bare else None
+        out.append({"name": name, "unit": unit, "bare": round(bare, 2), "callrec": round(callrec, 2),
+                    "ratio": ratio})
+
+    def pooled(scenario: str, side: str) -> list[float]:
+        return [x for run in runs[scenario][side] for x in run["latency_ms"]]
+
+    def mean(scenario: str, side: str, key: str) -> float:
+        return statistics.fmean(run[key] for run in runs[scenario][side])
+
+    rate = runs["rate"]["bare"][0]
+    for p in (50, 95, 99):
+        add(f"notice latency at {rate['rate_per_s']:g} calls/s, complete calls, p{p}", "ms",
+            percentile(pooled("rate", "bare"), p), percentile(pooled("rate", "callrec"), p))
+    burst = runs["burst"]["bare"][0]
+    for p in (50, 95, 99):
+        add(f"notice latency, {burst['calls']} calls at once, p{p}", "ms",
+            percentile(pooled("burst", "bare"), p), percentile(pooled("burst", "callrec"), p))
+    add("daemon CPU per complete call (net of idle)", "ms", mean("rate", "bare", "cpu_ms_per_call"),
+        mean("rate", "callrec", "cpu_ms_per_call"))
+    add("ARI requests per call", "", mean("rate", "bare", "ari_requests_per_call"),
+        mean("rate", "callrec", "ari_requests_per_call"))
+    add("PostgreSQL round trips per call", "", mean("rate", "bare", "db_round_trips_per_call"),
+        mean("rate", "callrec", "db_round_trips_per_call"))
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
-    seq, burst, cpu, m = result["sequential"], result["burst"], result["cpu"], result["machine"]
-    idle = (f"{cpu['daemon_idle_ms_per_s']:.1f} ms CPU per second" if cpu["daemon_idle_ms_per_s"]
-            else f"below the {cpu['clock_tick_ms'] / result['idle_s']:.0f} ms/s it can resolve")
+    m, runs = result["machine"], result["runs"]
+    loads = [run["load_avg_1m"][0] for sc in runs.values() for side in sc.values() for run in side]
     lines = [
         f"Machine: {m['cpus']} cores ({m['cpu_model'] or 'unknown CPU'}), Linux {m['kernel']}, "
-        f"Python {m['python']}, {result['asterisk']}, PostgreSQL on the same host.",
+        f"Python {m['python']}, {result['asterisk']}, PostgreSQL on the same host; 1-minute load average at the "
+        f"start of each run {min(loads):.2f}-{max(loads):.2f}.  Runs alternate bare, callrec, bare, callrec.",
         "",
-        "| Notice latency (StasisStart → PlaybackStarted, Asterisk's timestamps) | calls | median | p95 | max |",
-        "|---|---:|---:|---:|---:|",
-        f"| one call at a time | {seq['calls']} | {seq['median_ms']:.0f} ms | {seq['p95_ms']:.0f} ms "
-        f"| {seq['max_ms']:.0f} ms |",
-        f"| burst: {burst['calls']} calls placed at once | {burst['calls']} | {burst['median_ms']:.0f} ms "
-        f"| {burst['p95_ms']:.0f} ms | {burst['max_ms']:.0f} ms |",
-        "",
-        "| CPU per complete call (notice, MixMonitor, 1.4 s of talk, WAV measured, call log) | value |",
-        "|---|---:|",
-        f"| callrec daemon, {cpu['calls']} calls in waves of {cpu['concurrency']} | "
-        f"{cpu['daemon_cpu_ms_per_call']:.1f} ms |",
-        f"| callrec daemon, net of its idle cost ({idle}) | "
-        f"{cpu['daemon_cpu_ms_per_call_net_of_idle']:.1f} ms |",
-        f"| Asterisk, for scale (both Local legs, playback, MixMonitor, the test caller's event feed) | "
-        f"{cpu['asterisk_cpu_ms_per_call']:.1f} ms |",
+        "| figure | bare app | callrec | ratio |",
+        "|---|---:|---:|---:|",
     ]
+    for f in result["figures"]:
+        unit = f" {f['unit']}" if f["unit"] else ""
+        ratio = f"{f['ratio']:.2f}x" if f["ratio"] is not None else "-"
+        lines.append(f"| {f['name']} | {f['bare']:g}{unit} | {f['callrec']:g}{unit} | {ratio} |")
+    lines += ["", "| run | " + " | ".join(["side", "figures"]) + " |", "|---|---|---|"]
+    for scenario, sides in runs.items():
+        for i in range(len(sides["bare"])):
+            for side in ("bare", "callrec"):
+                lines.append(f"| {scenario} #{i + 1} | {side} | {brief(sides[side][i])} |")
     return "\n".join(lines)
 
 
@@ -506,21 +690,12 @@ async def run(args: argparse.Namespace) -> int:
         if args.speech:
             await bench.speech_run(result)
         else:
-            progress("warm-up: 2 calls")
-            await bench.sequential(2)
-            progress(f"(a) {args.sequential} sequential calls")
-            result["sequential"] = summary(await bench.sequential(args.sequential))
-            progress(f"(a) burst of {args.burst} simultaneous calls")
-            result["burst"] = summary(await bench.burst(args.burst))
-            progress(f"(b) daemon CPU: {args.idle:g} s idle, then {args.cpu_calls} complete calls "
-                     f"in waves of {args.concurrency}")
-            result["idle_s"] = args.idle
-            result["cpu"] = await bench.cpu(args.cpu_calls, args.concurrency, args.idle)
+            await bench.side_by_side(result)
     except (BenchError, sandbox_mod.SandboxError, testdb.TestDBError) as exc:
         failed = str(exc)
     except AssertionError as exc:
         failed = str(exc) or "assertion failed"
-    except (OSError, asyncpg.PostgresError, aiohttp.ClientError, TimeoutError) as exc:
+    except (OSError, asyncpg.PostgresError, aiohttp.ClientError, TimeoutError, AriError) as exc:
         failed = f"{type(exc).__name__}: {exc}"
     finally:
         rc = await bench.teardown()
@@ -530,7 +705,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"bench: FAILED: {failed}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result if args.samples else {k: v for k, v in result.items() if k != "runs"}, indent=2))
     else:
         print(speech_markdown(result) if args.speech else markdown(result))
     return 0
@@ -538,13 +713,17 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", "--sequential", type=int, default=30, help="sequential calls (default 30)")
-    parser.add_argument("-m", "--burst", type=int, default=20, help="simultaneous calls in the burst (default 20)")
-    parser.add_argument("-k", "--cpu-calls", type=int, default=40, help="complete calls for the CPU figure (40)")
-    parser.add_argument("-c", "--concurrency", type=int, default=20, help="CPU batch: calls at once (default 20)")
+    parser.add_argument("--calls", type=int, default=1200,
+                        help="complete calls per run of the rate scenario (default 1200: 60 s at 20/s)")
+    parser.add_argument("--rate", type=float, default=20.0, help="calls placed per second (default 20)")
+    parser.add_argument("-m", "--burst", type=int, default=50, help="calls placed at once (default 50)")
+    parser.add_argument("--rounds", type=int, default=2, help="bare/callrec pairs per scenario (default 2)")
+    parser.add_argument("-n", "--sequential", type=int, default=30,
+                        help="--speech: sequential calls (default 30)")
     parser.add_argument("--hold", type=float, default=0.5,
-                        help="(a): seconds a caller stays after the notice starts (default 0.5)")
-    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU baseline (default 5)")
+                        help="calls at once: seconds a caller stays after the notice starts (default 0.5)")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU baseline per run (default 3)")
+    parser.add_argument("--samples", action="store_true", help="--json: every run with its samples too")
     parser.add_argument("--json", action="store_true", help="print JSON (with every sample) instead of Markdown")
     parser.add_argument("--keep", action="store_true", help="leave a sandbox this run started running")
     parser.add_argument("--speech", action="store_true",
@@ -552,8 +731,16 @@ def main(argv: list[str] | None = None) -> int:
                              "transcript's delay after hang-up, instead of (a) and (b)")
     parser.add_argument("--busy-seconds", type=float, default=600,
                         help="--speech: length of each recording queued to keep the workers busy (default 600)")
-    args = parser.parse_args(argv)
-    if min(args.sequential, args.burst, args.cpu_calls, args.concurrency) < 1:
+    parser.add_argument("--finalize", action="store_true",
+                        help="instead: a 1-hour recording finalized vs sha256sum (benchmarks/finalize_bench.py)")
+    args, rest = parser.parse_known_args(argv)
+    if args.finalize:
+        import finalize_bench  # beside this file; needs PostgreSQL, not Asterisk
+
+        return finalize_bench.main([*rest, *(["--json"] if args.json else [])])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if min(args.sequential, args.burst, args.calls, args.rounds) < 1 or args.rate <= 0:
         parser.error("counts must be at least 1")
     if os.geteuid() != 0:
         print("bench: must run as root (the sandbox Asterisk runs in a chroot)", file=sys.stderr)

@@ -9,6 +9,7 @@ would write (``callrec-test-in``), which hands it to callrec.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,31 +24,39 @@ CALLER_SPEECH = "sound:vm-intro"  # 5.6 s of speech
 
 
 class EventLog:
-    """Every event the tester sees, with waiting on a condition (never a bare sleep)."""
+    """Every event the tester sees, with waiting on a condition (never a bare sleep).
+
+    A waiter is a predicate and a future: each new event is offered to the waiting predicates and
+    wakes only the waiter it matches (hundreds of calls in flight in a benchmark would otherwise
+    wake every waiter on every event).  ``since``: look only at events from that index on (a
+    call's events come after it was placed)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
+        self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
 
     async def add(self, event: dict[str, Any]) -> None:
-        async with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
+        self.events.append(event)
+        if self._waiters:
+            waiting = []
+            for match, fut in self._waiters:
+                if fut.done():
+                    continue
+                if match(event):
+                    fut.set_result(event)
+                else:
+                    waiting.append((match, fut))
+            self._waiters = waiting
 
     async def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
-                       what: str = "event") -> dict[str, Any]:
-        async def _wait() -> dict[str, Any]:
-            async with self._changed:
-                seen = 0
-                while True:
-                    for event in self.events[seen:]:
-                        if match(event):
-                            return event
-                    seen = len(self.events)
-                    await self._changed.wait()
-
+                       what: str = "event", since: int = 0) -> dict[str, Any]:
+        for event in itertools.islice(self.events, since, None):
+            if match(event):
+                return event
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.append((match, fut))
         try:
-            return await asyncio.wait_for(_wait(), timeout)
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             kinds = [e.get("type") for e in self.events[-15:]]
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last events: {kinds}") from None
@@ -58,27 +67,31 @@ class PlacedCall:
     caller_id: str  # the ;1 leg (the caller, in the tester app)
     callee_id: str  # the ;2 leg (what callrec sees); its uniqueid is in the call log
     tester: Tester
+    since: int = 0  # the tester's event count when the call was placed: its events come after
 
     async def answered(self, timeout: float = 10.0) -> None:
         await self.tester.log.wait_for(
             lambda e: e.get("type") == "StasisStart" and e["channel"]["id"] == self.caller_id,
-            timeout, f"caller leg {self.caller_id} in the tester app")
+            timeout, f"caller leg {self.caller_id} in the tester app", self.since)
 
     async def notice_started(self, timeout: float = 10.0) -> dict[str, Any]:
         return await self.tester.log.wait_for(
             lambda e: e.get("type") == "PlaybackStarted"
-            and e["playback"].get("target_uri") == f"channel:{self.callee_id}", timeout, "the notice to start")
+            and e["playback"].get("target_uri") == f"channel:{self.callee_id}", timeout, "the notice to start",
+            self.since)
 
     async def playback_finished(self, timeout: float = 20.0) -> dict[str, Any]:
         return await self.tester.log.wait_for(
             lambda e: e.get("type") == "PlaybackFinished"
-            and e["playback"].get("target_uri") == f"channel:{self.callee_id}", timeout, "the notice to end")
+            and e["playback"].get("target_uri") == f"channel:{self.callee_id}", timeout, "the notice to end",
+            self.since)
 
     async def handed_back(self, timeout: float = 30.0) -> dict[str, Any]:
         """The dialplan after callrec: its UserEvent carries the CALLREC_* variables."""
         event = await self.tester.log.wait_for(
             lambda e: e.get("type") == "ChannelUserevent" and e.get("eventname") == "CallrecTest"
-            and e["channel"]["id"] == self.callee_id, timeout, "the dialplan to continue after callrec")
+            and e["channel"]["id"] == self.callee_id, timeout, "the dialplan to continue after callrec",
+            self.since)
         return event.get("userevent") or {}
 
     async def speak(self, media: str = CALLER_SPEECH) -> str:
@@ -90,7 +103,7 @@ class PlacedCall:
     async def spoken(self, playback_id: str, timeout: float = 30.0) -> None:
         await self.tester.log.wait_for(
             lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == playback_id,
-            timeout, "the caller's speech to end")
+            timeout, "the caller's speech to end", self.since)
 
     async def press(self, digits: str) -> None:
         await self.tester.ari.send_dtmf(self.caller_id, digits)
@@ -127,7 +140,7 @@ class Tester:
             if call.callee_id:
                 try:
                     await self.log.wait_for(lambda e, c=call: e.get("type") == "ChannelDestroyed"
-                                            and e["channel"]["id"] == c.callee_id, 5, "hang-up")
+                                            and e["channel"]["id"] == c.callee_id, 5, "hang-up", call.since)
                 except AssertionError:
                     pass
         await self.stream.close()
@@ -143,18 +156,20 @@ class Tester:
                          variables: dict[str, str] | None = None, context: str = "callrec-test-in") -> PlacedCall:
         caller, callee = f"t-{uuid.uuid4()}", f"c-{uuid.uuid4()}"
         vars_ = {"_CALLREC_TEST_LANG": lang, "_CALLREC_TEST_ARGS": args, **(variables or {})}
+        since = len(self.log.events)  # before the request: its events may arrive before the answer
         await self.ari.originate(f"Local/{exten}@{context}/n", app=self.app, caller_id=caller_id,
                                  channel_id=caller, other_channel_id=callee, variables=vars_)
-        call = PlacedCall(caller, callee, self)
+        call = PlacedCall(caller, callee, self, since)
         self.calls.append(call)
         return call
 
     async def place_sip_call(self, exten: str = "100", caller_id: str = '"SIP Caller" <5552000>') -> PlacedCall:
         """Over real SIP/RTP: Asterisk calls itself through the PJSIP endpoint ``self`` on loopback."""
         caller = f"t-{uuid.uuid4()}"
+        since = len(self.log.events)
         await self.ari.originate(f"PJSIP/{exten}@self", app=self.app, caller_id=caller_id, channel_id=caller)
         # The inbound SIP channel gets its own id; find it by the callrec notice it receives.
-        call = PlacedCall(caller, "", self)
+        call = PlacedCall(caller, "", self, since)
         self.calls.append(call)
         return call
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 log = logging.getLogger("callrec.ari")
 
@@ -91,7 +92,7 @@ class Ari:
                 if not text:
                     return None
                 try:
-                    return json.loads(text)
+                    return loads(text)
                 except ValueError:
                     return text
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -241,7 +242,7 @@ class EventStream:
 
     async def _deliver(self, data: str) -> None:
         try:
-            event = json.loads(data)
+            event = loads(data)
         except ValueError:
             log.warning("ARI sent a malformed event (%d bytes) - ignored", len(data))
             return
@@ -273,6 +274,15 @@ class EventStream:
                 await asyncio.wait_for(self._ws.close(), 5)
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
+
+
+def loads(text: str) -> Any:
+    """JSON from Asterisk: orjson (several times faster on every event); what it refuses (a lone
+    surrogate escape in a hostile caller name) goes to the standard parser, which decides as before."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _id(value: str) -> str:

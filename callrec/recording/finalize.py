@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from callrec.config.settings import Settings
@@ -37,18 +38,27 @@ async def finalize_call_recording(settings: Settings, file: str, *, channels: in
     explain a missing or empty recording.  ``why_empty`` gives (bridged_at, MixMonitor options,
     dial status) and is asked after the wait: AMI's DialEnd may arrive after the hang-up."""
     local = settings.recordings.local_path
-    stereo = channels == 2 or await in_files(has_parts, local, file)
-    if stereo:
+    path = None if channels == 2 else await in_files(_mono_path, local, file)  # one hop for both checks
+    if path is None:
         result = await finalize_stereo(local, file, settings.recordings.finalize_timeout)
+    elif isinstance(path, OutsideFolder):
+        return RecordingFacts(RecordingStatus.FAILED, {"recording_error": str(path)[:500]})
     else:
-        try:
-            path = await in_files(recording_path, local, file)
-        except OutsideFolder as exc:
-            return RecordingFacts(RecordingStatus.FAILED, {"recording_error": str(exc)[:500]})
         result = await finalize(path, settings.recordings.finalize_timeout)
         if result.status is RecordingStatus.READY:
             result = RecordingFacts(result.status, {**result.facts, "recording_channels": 1})
     return explain(result, *why_empty())
+
+
+def _mono_path(local: Path, file: str) -> Path | OutsideFolder | None:
+    """The mono recording's path (or why it is refused); None when per-direction parts are on disk
+    (a stereo recording after a restart).  Blocking."""
+    if has_parts(local, file):
+        return None
+    try:
+        return recording_path(local, file)
+    except OutsideFolder as exc:
+        return exc
 
 
 def explain(result: RecordingFacts, bridged_at: datetime | None, options: str,

@@ -14,8 +14,10 @@ when the database goes away, one INFO when it is back with how many calls' chang
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -129,6 +131,7 @@ class CallLogWriter:
         if ready:
             self.ready.set()
         self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None  # the connection held while batches keep coming (see _write)
         self._journal_task: asyncio.Task[None] | None = None
         self.writes = 0
         self.failures = 0
@@ -287,8 +290,11 @@ class CallLogWriter:
                 await self._wake.wait()
                 self._wake.clear()
                 await self.ready.wait()
-                while self._pending:
-                    await self._write_pending()
+                try:
+                    while self._pending:
+                        await self._write_pending()
+                finally:
+                    await self._release()
                 if not self._pending:
                     self._idle.set()
                     self._journal_wake.set()  # a checkpoint may be due
@@ -357,6 +363,44 @@ class CallLogWriter:
                  written)
 
     async def _write(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Write a batch: one statement, one round trip (``batched_write``); the row-by-row way
+        when the batch cannot go that way (a first write missing columns, a value JSON cannot carry)."""
+        items = list(items)
+        payload = _batch_payload([(call_id, self._derived(fields)) for call_id, fields in items])
+        if payload is None:
+            await self._write_rows(items)
+            return
+        # One connection for a run of flushes (released once nothing is pending): a release costs a
+        # round trip of its own (the pool resets the session), as much as the write.
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        try:
+            missing = await self._conn.fetchval(_BATCH_SQL, payload)
+        except BaseException:
+            await self._release()  # a broken connection is not kept
+            raise
+        for call_id in missing or ():
+            log.error("call log: call %s has no row; fields %s lost", call_id,
+                      sorted(k for k in dict(items)[call_id] if k != PARTIES))
+
+    def _derived(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The columns the writer adds to what the call reported: the numbers' search digits, and this node's
+        name with a call's first write (as ``_write_rows`` does)."""
+        out = dict(fields)
+        _add_digits(out, self.default_country)
+        if self.node is not None and "door" in out:
+            out["node"] = self.node
+        return out
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self.pool.release(conn)
+            except Exception as exc:  # the pool drops a connection it cannot reset
+                log.debug("call log: releasing the connection: %s", exc)
+
+    async def _write_rows(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             for call_id, fields in items:
                 fields = {k: _storable(v) for k, v in fields.items() if k != "id"}
@@ -405,3 +449,63 @@ async def _write_parties(conn: Conn, call_id: str, parties: list[dict[str, Any]]
         "joined_at = EXCLUDED.joined_at, left_at = EXCLUDED.left_at",
         [(call_id, p["seq"], _storable(p["number"]), _storable(p["name"]), _storable(p["channel"] or ""), p["role"],
           p["joined_at"], p["left_at"]) for p in parties])
+
+
+# -- one round trip per flush ------------------------------------------------------------------
+# The batch travels as one JSON array, [{"c": <call id>, "f": {<column>: <value>, ...}}, ...];
+# PostgreSQL turns each "f" into a calls row (jsonb_populate_record) and in one statement inserts
+# the calls seen for the first time (their first write carries every column), updates only the
+# columns each other call changed (the others keep their values), and upserts the parties.  It
+# returns the updated calls that had no row (logged, as the row-by-row write does).  A statement
+# is atomic: a batch is written whole or not at all, and a failure falls back to row by row.
+# Besides the call's own fields: what the writer derives (``_derived``); not required of a first write.
+_DERIVED_COLUMNS = ("node", "caller_digits", "called_digits")
+_FULL = frozenset(c for c in COLUMNS if c != "id")
+_DATA_COLUMNS = (*(c for c in COLUMNS if c != "id"), *_DERIVED_COLUMNS)
+_BATCH_SQL = (
+    "WITH d AS (SELECT (e->>'c')::uuid AS call_id, e->'f' AS f, (e->'f') ? 'door' AS fresh "
+    "FROM jsonb_array_elements($1::jsonb) AS e), "
+    f"r AS (SELECT d.call_id, d.f, d.fresh, {', '.join(f'p.{c}' for c in _DATA_COLUMNS)} "
+    "FROM d CROSS JOIN LATERAL jsonb_populate_record(NULL::calls, d.f) AS p), "
+    f"ins AS (INSERT INTO calls (id, {', '.join(_DATA_COLUMNS)}) "
+    f"SELECT call_id, {', '.join(_DATA_COLUMNS)} FROM r WHERE fresh "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in _DATA_COLUMNS)}, "
+    "updated_at = now()), "
+    "upd AS (UPDATE calls AS c SET "
+    + ", ".join(f"{c} = CASE WHEN r.f ? '{c}' THEN r.{c} ELSE c.{c} END" for c in _DATA_COLUMNS)
+    + ", updated_at = now() FROM r WHERE c.id = r.call_id AND NOT r.fresh AND (r.f - 'parties') <> '{}'::jsonb "
+    "RETURNING c.id), "
+    "par AS (INSERT INTO call_parties (call_id, seq, number, name, channel, role, joined_at, left_at) "
+    "SELECT d.call_id, p.seq, p.number, p.name, p.channel, p.role, p.joined_at, p.left_at "
+    "FROM d CROSS JOIN LATERAL jsonb_to_recordset(d.f->'parties') AS p(seq integer, number text, name text, "
+    "channel text, role text, joined_at timestamptz, left_at timestamptz) WHERE d.f ? 'parties' "
+    "ON CONFLICT (call_id, seq) DO UPDATE SET number = EXCLUDED.number, name = EXCLUDED.name, "
+    "channel = EXCLUDED.channel, role = EXCLUDED.role, joined_at = EXCLUDED.joined_at, left_at = EXCLUDED.left_at) "
+    "SELECT array_agg(r.call_id::text) FROM r WHERE NOT r.fresh AND (r.f - 'parties') <> '{}'::jsonb "
+    "AND r.call_id NOT IN (SELECT id FROM upd)"
+)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # asyncpg reads a naive time as UTC; so does this
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
+    raise TypeError(f"not in a batched write: {type(value).__name__}")
+
+
+def _batch_payload(items: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The batch as the JSON ``_BATCH_SQL`` takes, or None when it must go row by row."""
+    entries = []
+    for call_id, fields in items:
+        fields = {k: _storable(v) for k, v in fields.items() if k != "id"}
+        if "door" in fields and not _FULL <= fields.keys():
+            return None  # a first write without every column (an old journal): row by row
+        parties = fields.get(PARTIES)
+        if parties is not None:
+            fields[PARTIES] = [{**p, "number": _storable(p["number"]), "name": _storable(p["name"]),
+                                "channel": _storable(p["channel"] or "")} for p in parties]
+        entries.append({"c": call_id, "f": fields})
+    try:
+        return json.dumps(entries, default=_json_value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None  # NaN or an unexpected type: row by row, where asyncpg's own encoders decide
