@@ -157,7 +157,7 @@ async def test_the_call_page_player_timeline_keys_link_and_who_listened(
         assert abs(after - before - 5) < 0.05, (before, after)
         await page.keyboard.press("ArrowLeft")
         assert abs(await page.locator("#player").evaluate("a => a.currentTime") - before) < 0.05
-        await page.get_by_role("button", name="Forward 10 seconds").click()
+        await page.get_by_role("button", name="+10 s (forward 10 seconds)").click()
         assert abs(await page.locator("#player").evaluate("a => a.currentTime") - before - 10) < 0.05 or \
             await page.locator("#player").evaluate("a => a.currentTime >= a.duration - 0.05")
         # A t= link starts at that second (nothing plays or is fetched until the user plays).

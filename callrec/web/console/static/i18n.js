@@ -315,8 +315,8 @@ window.CALLREC_I18N = {
     "saved.deleted": "Search \u201c{name}\u201d deleted.",
     // console-b: the call page's player, timeline, who listened, audit words, errors, phone layout
     "pl.wave": "Waveform and timeline of the call",
-    "pl.back10": "Back 10 seconds",
-    "pl.fwd10": "Forward 10 seconds",
+    "pl.back10": "−10 s (back 10 seconds)",
+    "pl.fwd10": "+10 s (forward 10 seconds)",
     "pl.play": "Play",
     "pl.pause": "Pause",
     "pl.speed": "Speed",
@@ -762,8 +762,8 @@ window.CALLREC_I18N = {
     "saved.deleted": "Поиск «{name}» удалён.",
     // console-b: the call page's player, timeline, who listened, audit words, errors, phone layout
     "pl.wave": "Волна и хронология звонка",
-    "pl.back10": "Назад на 10 секунд",
-    "pl.fwd10": "Вперёд на 10 секунд",
+    "pl.back10": "−10 s (назад на 10 секунд)",
+    "pl.fwd10": "+10 s (вперёд на 10 секунд)",
     "pl.play": "Слушать",
     "pl.pause": "Пауза",
     "pl.speed": "Скорость",
