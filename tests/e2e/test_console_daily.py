@@ -314,12 +314,19 @@ async def test_outbound_calls_are_named_by_the_called_party(bench: Bench, browse
 @pytest.mark.parametrize("locale", ["en-US", "ru-RU"])
 async def test_axe_finds_no_violations_on_the_dashboard_and_the_list(bench: Bench, browser: Browser,
                                                                      locale: str) -> None:
+    """Also the log-in page and the alerts page (the call and audit pages: test_console_player.py)."""
     tab = await wide_tab(browser, bench, locale=locale)
     page = tab.page
     labels = ("User name", "Password", "Log in") if locale == "en-US" else ("Имя пользователя", "Пароль", "Войти")
+    await page.goto("/")
+    await expect(page.locator("#login-form")).to_be_visible()
+    assert await axe_violations(page) == [], "log-in page"
     await log_in(page, "supervisor1", PASSWORD, labels=labels)
     await expect(page.locator("#dash-total")).not_to_be_empty()
     assert await axe_violations(page) == []
+    await page.goto("/#/alerts")
+    await expect(page.locator("#alerts-body tr").or_(page.locator("#alerts-empty"))).to_be_visible()
+    assert await axe_violations(page) == [], "alerts page"
     await page.goto("/#/search?consent=declined")
     await expect(page.locator("#results-count")).not_to_be_empty()
     await page.locator("#filters-toggle").click()
