@@ -130,6 +130,28 @@ async def test_dashboard_figures_equal_sql_and_link_to_their_calls(bench: Bench,
     await tab.assert_clean()
 
 
+async def test_each_rules_alert_figure_opens_that_rules_alerts(bench: Bench, browser: Browser) -> None:
+    c = bench.calls
+    seeded = {"refund": ["y204_declined_1", "y204_declined_2"], "secrets": ["y205_declined"]}
+    for rule, labels in seeded.items():
+        for label in labels:
+            await bench.pool.execute("INSERT INTO alerts (rule, call_id, kind, phrase, speaker, offset_ms) "
+                                     "VALUES ($1, $2, 'said', $1, 'caller', 1000)", rule, uuid.UUID(c[label]))
+    tab = await wide_tab(browser, bench)
+    page = tab.page
+    await log_in(page, "supervisor1", PASSWORD)
+    await expect(page.locator("#dash-alerts-total")).to_have_text("3")
+    await page.get_by_role("link", name="Alerts of rule refund: 2").click()
+    await expect(page).to_have_url(re.compile(r"#/alerts\?rule=refund$"))
+    rows = page.locator("#alerts-body tr")
+    await expect(rows).to_have_count(2)
+    assert {await r.get_attribute("data-call-id") for r in await rows.all()} == {c[x] for x in seeded["refund"]}
+    await page.go_back()
+    await page.locator("#dash-alerts-total a").click()  # every rule again
+    await expect(rows).to_have_count(3)
+    await tab.assert_clean()
+
+
 async def test_yesterdays_declined_calls_of_agent_204_in_two_actions(bench: Bench, browser: Browser) -> None:
     tab = await wide_tab(browser, bench)
     page = tab.page

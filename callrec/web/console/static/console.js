@@ -242,8 +242,15 @@
       if (!state.search.data) return runSearch(0);
       return renderResults();
     }
-    if (hash === "#/alerts" && may(ALERT_ROLES)) {
+    const alertsMatch = hash.match(/^#\/alerts(?:\?(.*))?$/);
+    if (alertsMatch && may(ALERT_ROLES)) {
       show("view-alerts");
+      // "#/alerts?rule=NAME" (the dashboard's figure of one rule): that rule's alerts.
+      const rule = new URLSearchParams(alertsMatch[1] || "").get("rule");
+      if (rule !== null && rule !== $("alerts-form").elements.rule.value) {
+        $("alerts-form").elements.rule.value = rule;
+        return runAlerts(0);
+      }
       if (!state.alerts.data) return runAlerts(0);
       return renderAlerts();
     }

@@ -85,10 +85,10 @@
     ]);
     pairs($("dash-problems"), PROBLEMS.map((p) => [t("rec." + p), listLink(d.problems[p] || 0, { recording: p }, t("rec." + p)),
                                                    "dash-problem-" + p]));
-    const alertRows = [[t("dash.alerts_total"), el("a", { href: "#/alerts", class: "figure" }, C.fmtNumber(d.alerts.total, 0)),
+    const alertRows = [[t("dash.alerts_total"), el("a", { href: "#/alerts?rule=", class: "figure" }, C.fmtNumber(d.alerts.total, 0)),
                         "dash-alerts-total"]];
     for (const r of d.alerts.rules) {
-      alertRows.push([r.rule, el("a", { href: "#/alerts", class: "figure",
+      alertRows.push([r.rule, el("a", { href: "#/alerts?rule=" + encodeURIComponent(r.rule), class: "figure",
                                         "aria-label": t("dash.alerts_rule", { rule: r.rule, n: r.alerts }) },
                                  C.fmtNumber(r.alerts, 0))]);
     }
