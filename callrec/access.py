@@ -72,8 +72,13 @@ class Params:
         return f"${len(self.values)}"
 
 
-def visible_calls_sql(principal: Principal, params: Params, alias: str = "calls") -> str:
-    """The visibility predicate over ``alias`` (a row of ``calls``).  Unknown roles see nothing."""
+def visible_calls_sql(principal: Principal, params: Params, alias: str = "calls",
+                      started: tuple[str, str] | None = None) -> str:
+    """The visibility predicate over ``alias`` (a row of ``calls``).  Unknown roles see nothing.
+
+    ``started``: the placeholders of a [from, to) range the query already puts on ``started_at``; the
+    agent's set of calls is then taken from that range only (an agent's dashboard over a month reads a
+    month of their calls, not every call they ever had)."""
     a = alias
     if principal.role in ("admin", "security"):
         return "TRUE"
@@ -84,8 +89,14 @@ def visible_calls_sql(principal: Principal, params: Params, alias: str = "calls"
         # As a set of ids (the agent's calls by calls_agent_idx, the calls they were a party to by
         # call_parties_number_idx), not as OR EXISTS: an OR with a subquery cannot use an index, and the newest
         # calls of one agent among 10 million were found by reading the log back until 50 matched (seconds).
+        if started is None:
+            return (f"(NOT {a}.confidential AND {a}.id IN (SELECT va.id FROM calls va WHERE va.agent = {ext} "
+                    f"UNION ALL SELECT vp.call_id FROM call_parties vp WHERE vp.number = {ext}))")
+        lo, hi = started
         return (f"(NOT {a}.confidential AND {a}.id IN (SELECT va.id FROM calls va WHERE va.agent = {ext} "
-                f"UNION ALL SELECT vp.call_id FROM call_parties vp WHERE vp.number = {ext}))")
+                f"AND va.started_at >= {lo} AND va.started_at < {hi} "
+                f"UNION ALL SELECT vp.call_id FROM call_parties vp JOIN calls vc ON vc.id = vp.call_id "
+                f"WHERE vp.number = {ext} AND vc.started_at >= {lo} AND vc.started_at < {hi}))")
     return "FALSE"
 
 

@@ -26,8 +26,10 @@ PROBLEM_STATUSES = ("failed", "missing", "empty", "unclosed")
 MAX_AGENTS = 200  # the busiest agents listed; the rest are counted in the totals only
 
 
-def _range(params: Params, since: datetime, until: datetime) -> str:
-    return f"c.started_at >= {params.add(since)} AND c.started_at < {params.add(until)}"
+def _range(params: Params, principal: Principal, since: datetime, until: datetime) -> str:
+    """Calls started in [since, until) that ``principal`` may see."""
+    lo, hi = params.add(since), params.add(until)
+    return f"c.started_at >= {lo} AND c.started_at < {hi} AND {visible_calls_sql(principal, params, 'c', (lo, hi))}"
 
 
 def day_bounds(since: datetime, until: datetime, tz: str) -> list[datetime]:
@@ -49,7 +51,7 @@ async def figures(pool: asyncpg.Pool, principal: Principal, since: datetime, unt
                   tz: str) -> dict[str, Any]:
     """Every figure of the dashboard for calls started in [since, until), days in time zone ``tz``."""
     params = Params()
-    where = f"{_range(params, since, until)} AND {visible_calls_sql(principal, params, 'c')}"
+    where = _range(params, principal, since, until)
     bounds = day_bounds(since, until, tz)
     days: dict[str, dict[str, Any]] = {}
     consent: dict[str, int] = {}
@@ -128,7 +130,7 @@ async def _alerts(conn: Db, principal: Principal, since: datetime, until: dateti
     An alert is raised when its call's transcript is saved, after the call started: only alerts raised
     since the range began are looked at, each call then found by its key."""
     params = Params()
-    where = f"{_range(params, since, until)} AND {visible_calls_sql(principal, params, 'c')}"
+    where = _range(params, principal, since, until)
     where += f" AND a.created_at >= {params.add(since)}"
     rows = await conn.fetch(
         f"""SELECT a.rule, count(*) AS n, count(DISTINCT a.call_id) AS calls
