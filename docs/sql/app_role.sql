@@ -39,3 +39,8 @@ GRANT SELECT, INSERT, UPDATE ON nodes TO :"app";
 GRANT SELECT, INSERT, DELETE ON login_failures TO :"app";
 -- The storage outbox (migration 017): recordings to encrypt and upload, until verified.
 GRANT SELECT, INSERT, UPDATE ON storage_outbox TO :"app";
+-- The console (migrations 018, 019): saved searches per user; a recording's waveform peaks, kept until the audio
+-- is deleted (a trigger that runs with the rights of whoever marks the audio deleted).
+GRANT SELECT, INSERT, UPDATE, DELETE ON saved_searches TO :"app";
+GRANT USAGE ON SEQUENCE saved_searches_id_seq TO :"app";
+GRANT SELECT, INSERT, UPDATE, DELETE ON call_waveforms TO :"app";

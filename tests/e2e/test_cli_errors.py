@@ -104,10 +104,11 @@ def test_every_command_has_a_handler_and_a_help() -> None:
         return out
 
     found = leaves(build_parser(), ())
-    assert len(found) == 38
+    assert len(found) == 43
     assert {("recording", "pauses"), ("config", "reference"), ("verify-manifest",),
             ("alerts", "rules", "add"), ("transcribe",), ("speech", "status"), ("speech", "retry"),
-            ("speech", "requeue"), ("speech", "worker")} <= set(found)
+            ("speech", "requeue"), ("speech", "worker"), ("nodes", "list"), ("nodes", "retire"),
+            ("storage", "migrate"), ("storage", "status"), ("keys", "rotate")} <= set(found)
     # `callrec alerts` and `callrec alerts rules` list on their own; their subcommands are optional.
     assert callable(build_parser().parse_args(["alerts"]).run)
     assert build_parser().parse_args(["alerts", "rules"]).run is not build_parser().parse_args(["alerts"]).run
