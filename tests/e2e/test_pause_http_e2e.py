@@ -14,7 +14,7 @@ import asyncpg
 import soundfile
 from caller import Finished, Tester
 from sandbox import SandboxInfo
-from test_recording_e2e import TONE, connect_agent, place, row, silent_runs, tone_start, wait_grown
+from test_recording_e2e import TONE, connect_agent, place, row, silent_runs, tone_start, wait_heard, wait_silent
 
 from callrec.app import Daemon
 from callrec.store import users
@@ -51,7 +51,7 @@ async def test_pause_and_resume_over_http_leave_silence_and_are_audited(
             assert r.status == 404
         async with http.post(f"{base}/calls/{call_id}/resume", headers=auth["supervisor"]) as r:
             assert r.status == 409 and "not paused" in (await r.json())["error"]
-        await wait_grown(path, 1.0)
+        await wait_heard(path, 1.0)
         async with http.post(f"{base}/calls/{call_id}/pause", headers=auth["supervisor"]) as r:
             assert r.status == 200, await r.text()
             paused = await r.json()
@@ -59,12 +59,12 @@ async def test_pause_and_resume_over_http_leave_silence_and_are_audited(
             (1, "supervisor1(token:supervisor-token)", "api")
         async with http.post(f"{base}/calls/{call_id}/pause", headers=auth["supervisor"]) as r:
             assert r.status == 409
-        await wait_grown(path, 1.5)
+        await wait_silent(path, 1.5)
         async with http.post(f"{base}/calls/{call_id}/resume", headers=auth["supervisor"]) as r:
             assert r.status == 200
             resumed = await r.json()
         assert resumed["resumed_at"] and resumed["resume_source"] == "api"
-        await wait_grown(path, 1.0)
+        await wait_heard(path, 1.0)
         async with http.get(f"{base}/calls/{call_id}", headers=auth["supervisor"]) as r:
             detail = await r.json()
         assert [(p["seq"], p["pause_source"], p["resume_source"]) for p in detail["pauses"]] == [(1, "api", "api")]

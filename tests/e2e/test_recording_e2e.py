@@ -81,6 +81,45 @@ async def wait_grown(path: Path, seconds: float, timeout: float = 20.0) -> None:
                    details=lambda: f"{size()} of {target} bytes")
 
 
+def tail_samples(path: Path, seconds: float) -> np.ndarray:
+    """The last ``seconds`` of 8 kHz 16-bit audio Asterisk has written to ``path`` so far (header skipped,
+    a half-written last sample dropped)."""
+    header = 44
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return np.zeros(0, dtype=np.int16)
+    start = max(header, size - int(seconds * BYTES_PER_SECOND))
+    start = header + (start - header) // 2 * 2
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(size - start)
+    return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+
+
+async def wait_heard(path: Path, seconds: float, hz: float = 440, timeout: float = 20.0) -> None:
+    """Until the file ends in ``seconds`` in which the caller's tone is heard in every 0.1 s window but one:
+    what the mixer wrote, not merely how much, so a loaded Asterisk that writes late cannot fool the test."""
+    windows = int(seconds * 10)
+
+    def heard() -> int:
+        tail = tail_samples(path, seconds)
+        return int(tone_windows(tail, 8000, hz).sum()) if len(tail) >= windows * 800 else 0
+
+    await wait_for(lambda: heard() >= windows - 1, timeout, what=f"{seconds}s of the {hz:g} Hz tone in {path.name}",
+                   details=lambda: f"{heard()} of {windows} windows")
+
+
+async def wait_silent(path: Path, seconds: float, timeout: float = 20.0) -> None:
+    """Until the file ends in ``seconds`` of digital silence: the pause has reached the file (frames the
+    mixer held from before the pause are written first, later under load)."""
+    def silent() -> bool:
+        tail = tail_samples(path, seconds)
+        return len(tail) >= int(seconds * 8000) and not tail.any()
+
+    await wait_for(silent, timeout, what=f"{seconds}s of silence at the end of {path.name}")
+
+
 async def row(dsn: str, call_id: str) -> asyncpg.Record:
     conn = await asyncpg.connect(dsn)
     try:
@@ -132,11 +171,12 @@ def tone_windows(samples: np.ndarray, rate: int, hz: float) -> np.ndarray:
 
 async def say_secret_while_paused(tester: Tester, call: PlacedCall, path: Path, tone: str) -> str:
     """While the recording is paused: the caller stops the steady tone and says the "card number"
-    (another tone) for 1.5 s of file time, then goes back to the steady tone.  Returns its new id."""
+    (another tone) until the file ends in 1.5 s of silence, then goes back to the steady tone.  Returns its
+    new id."""
     await tester.ari.stop_playback(tone)
     secret = await call.speak(SECRET)
     await tone_start(tester, secret)
-    await wait_grown(path, 1.5)
+    await wait_silent(path, 1.5)
     await tester.ari.stop_playback(secret)
     await tester.log.wait_for(lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == secret,
                               10, "the secret to end")
@@ -193,7 +233,7 @@ async def test_pause_and_resume_from_the_cli_leave_silence_in_the_same_file(
         first_sound = await tone_start(tester, tone)
         assert daemon.writer is not None and await daemon.writer.flush()
         path = daemon.settings.recordings.local_path / (await row(database, call_id))["recording_path"]
-        await wait_grown(path, 1.0)
+        await wait_heard(path, 1.0)
         # A separate process, as an operator runs it.
         paused = await asyncio.to_thread(cli, config, "recording", "pause", call_id, "--by", "ops-alice")
         assert paused.returncode == 0, paused.stderr
@@ -204,7 +244,7 @@ async def test_pause_and_resume_from_the_cli_leave_silence_in_the_same_file(
         resumed = await asyncio.to_thread(cli, config, "recording", "resume", call_id, "--json")
         assert resumed.returncode == 0, resumed.stderr
         assert '"resume_source": "cli"' in resumed.stdout
-        await wait_grown(path, 1.0)
+        await wait_heard(path, 1.0)
         r = await finish(daemon, finished, call, database, call_id)
         assert r["recording_status"] == "ready" and r["recording_channels"] == 1
         pauses = await list_pauses(daemon.pool, call_id)
@@ -232,16 +272,16 @@ async def test_agent_dtmf_key_toggles_pause_and_a_pause_open_at_hangup_is_closed
         first_sound = await tone_start(tester, tone)
         assert daemon.writer is not None and await daemon.writer.flush()
         path = daemon.settings.recordings.local_path / (await row(database, call_id))["recording_path"]
-        await wait_grown(path, 1.0)
+        await wait_heard(path, 1.0)
         await tester.ari.send_dtmf(agent, "*7")  # pause
         await control.wait_dtmf_handled(1)
         tone = await say_secret_while_paused(tester, call, path, tone)
         await tester.ari.send_dtmf(agent, "*7")  # resume
         await control.wait_dtmf_handled(2)
-        await wait_grown(path, 1.0)
+        await wait_heard(path, 1.0)
         await tester.ari.send_dtmf(agent, "*7")  # pause again, and the caller hangs up while paused
         await control.wait_dtmf_handled(3)
-        await wait_grown(path, 1.0)
+        await wait_silent(path, 1.0)
         r = await finish(daemon, finished, call, database, call_id)
         assert r["recording_status"] == "ready" and r["bridged_at"] is not None
         pauses = await list_pauses(daemon.pool, call_id)
@@ -283,7 +323,7 @@ async def test_key_event_without_call_id_is_matched_by_linkedid(
         assert open_.open and open_.pause_source == "dtmf" and open_.paused_by.startswith("Local/agent@")
         await agent_event("pause", 2)  # already paused: refused, nothing changes
         await agent_event("explode", 3)  # not an action: ignored
-        await wait_grown(path, 1.0)
+        await wait_silent(path, 1.0)
         await agent_event("resume", 4)
         r = await finish(daemon, finished, call, database, call_id)
         assert r["recording_status"] == "ready"
@@ -357,13 +397,13 @@ async def test_stereo_puts_caller_left_and_agent_right(asterisk: SandboxInfo, da
         await tester.log.wait_for(lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == speech,
                                   20, "the agent's speech")
         a_rx = a_path.with_name(a_path.stem + "-rx.wav")
-        await wait_grown(a_rx, 2.0)
+        await wait_heard(a_rx, 1.0)
         # A pause is silence on both channels of the stereo file too.
         assert daemon.recording_control is not None
         await daemon.recording_control.pause(a_id, by="qa")
-        await wait_grown(a_rx, 1.0)
+        await wait_silent(a_rx, 1.0)
         await daemon.recording_control.resume(a_id, by="qa")
-        await wait_grown(a_rx, 1.0)
+        await wait_heard(a_rx, 1.0)
         ra = await finish(daemon, finished, a, database, a_id)
         rb = await finish(daemon, finished, b, database, b_id)
         for r, path in ((ra, a_path), (rb, b_path)):
@@ -459,10 +499,10 @@ async def test_stereo_call_paused_when_the_daemon_died_is_merged_and_closed_at_t
             await conn.close()
         path = Path(asterisk.local_recordings_dir) / r["recording_path"]
         rx = path.with_name(path.stem + "-rx.wav")
-        await wait_grown(rx, 1.0)
+        await wait_heard(rx, 1.0)
         paused = await asyncio.to_thread(cli, config, "recording", "pause", call_id)
         assert paused.returncode == 0, paused.stderr
-        await wait_grown(rx, 1.0)
+        await wait_silent(rx, 1.0)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
