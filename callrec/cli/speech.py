@@ -36,14 +36,30 @@ def add_commands(sub: object) -> None:
     which = rt.add_mutually_exclusive_group(required=True)
     which.add_argument("--call", type=call_id, help="the call's id")
     which.add_argument("--failed", action="store_true", help="every failed job")
+    rt.add_argument("--priority", type=_priority, help=PRIORITY_HELP)
     rq = command(speech, "requeue", "transcribe again (e.g. after a model change), whatever the job's state",
                  run_requeue)
     which = rq.add_mutually_exclusive_group(required=True)
     which.add_argument("--call", type=call_id, help="the call's id")
     which.add_argument("--since", type=_date, help="every recorded call that started at or after this date "
                                                    "(YYYY-MM-DD, or an ISO time; UTC unless it says)")
+    rq.add_argument("--priority", type=_priority, help=PRIORITY_HELP)
     command(speech, "worker", "run a transcription worker alone (for another machine; shares the queue)",
             run_worker)
+
+
+PRIORITY_HELP = ("0-100: higher is transcribed sooner, ahead of newer calls (e.g. a dispute under review); "
+                 "default: a job keeps its own, a new job gets 0")
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0-100, got {text!r}")
+    return value
 
 
 def _date(text: str) -> datetime:
@@ -158,9 +174,12 @@ async def run_retry(args: argparse.Namespace, settings: Settings) -> int:
     from callrec.store import speechjobs
 
     ids = None if args.failed else [args.call]
+    details: dict[str, Any] = {"failed": bool(args.failed)}
+    if args.priority is not None:
+        details["priority"] = args.priority
     queued = await _audited(settings, "speech_retry",
-                            lambda conn, reason: speechjobs.retry_failed(conn, ids, reason=reason),
-                            {"failed": bool(args.failed)})
+                            lambda conn, reason: speechjobs.retry_failed(conn, ids, reason=reason,
+                                                                         priority=args.priority), details)
     if args.call and not queued:
         raise CommandError(f"call {args.call}: no failed transcription job", 1)
     print(f"{len(queued)} failed job(s) queued again")
@@ -172,9 +191,11 @@ async def run_requeue(args: argparse.Namespace, settings: Settings) -> int:
 
     async def change(conn: Any, reason: str) -> list[str]:
         ids = [args.call] if args.call else await speechjobs.calls_since(conn, args.since)
-        return await speechjobs.requeue(conn, ids, reason=reason)
+        return await speechjobs.requeue(conn, ids, reason=reason, priority=args.priority)
 
-    details = {"since": utc(args.since)} if args.since else {}
+    details: dict[str, Any] = {"since": utc(args.since)} if args.since else {}
+    if args.priority is not None:
+        details["priority"] = args.priority
     queued = await _audited(settings, "speech_requeue", change, details)
     if args.call and not queued:
         raise CommandError(f"call {args.call}: no finalized recording, or its job is running now", 1)

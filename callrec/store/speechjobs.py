@@ -150,33 +150,36 @@ def _job(row: Any) -> dict[str, Any]:
     return out
 
 
-async def requeue(conn: Conn, call_ids: Sequence[str], *, reason: str) -> list[str]:
+async def requeue(conn: Conn, call_ids: Sequence[str], *, reason: str, priority: int | None = None) -> list[str]:
     """Queue calls again (re-transcribe: a new model, a fixed file), whatever their job's state, except one
-    running now; calls without a job get one.  Returns the calls queued.  Run it in the transaction that audits
-    it."""
+    running now; calls without a job get one.  ``priority`` moves them up the queue (None: a job keeps its own,
+    a new one gets 0).  Returns the calls queued.  Run it in the transaction that audits it."""
     rows = await conn.fetch(
         """WITH wanted AS (
                SELECT c.id, c.language, c.recording_duration, c.ended_at FROM calls c
                WHERE c.id = ANY($1::uuid[]) AND c.recording_status = 'ready' AND c.finalized_at IS NOT NULL)
-           INSERT INTO speech_jobs AS j (call_id, audio_ms, language, reason, created_at)
+           INSERT INTO speech_jobs AS j (call_id, audio_ms, language, reason, created_at, priority)
            SELECT id, greatest(0, round(coalesce(recording_duration, 0) * 1000))::int, language, $2,
-                  coalesce(ended_at, now()) FROM wanted
+                  coalesce(ended_at, now()), coalesce($3::int, 0) FROM wanted
            ON CONFLICT (call_id) DO UPDATE SET state = 'pending', attempts = 0, next_attempt_at = now(),
-               reason = EXCLUDED.reason, last_error = NULL, progress = NULL, lease_until = NULL, done_at = NULL
+               reason = EXCLUDED.reason, last_error = NULL, progress = NULL, lease_until = NULL, done_at = NULL,
+               priority = coalesce($3::int, j.priority)
            WHERE j.state <> 'running'
-           RETURNING j.call_id""", list(call_ids), reason)
+           RETURNING j.call_id""", list(call_ids), reason, priority)
     if rows:
         await notify(conn)
     return [str(r["call_id"]) for r in rows]
 
 
-async def retry_failed(conn: Conn, call_ids: Sequence[str] | None, *, reason: str) -> list[str]:
-    """Failed jobs (all, or the given calls') back to pending with their tries reset."""
+async def retry_failed(conn: Conn, call_ids: Sequence[str] | None, *, reason: str,
+                       priority: int | None = None) -> list[str]:
+    """Failed jobs (all, or the given calls') back to pending with their tries reset (and, given, a new
+    ``priority``)."""
     rows = await conn.fetch(
         """UPDATE speech_jobs SET state = 'pending', attempts = 0, next_attempt_at = now(), reason = $2,
-               done_at = NULL, progress = NULL
+               done_at = NULL, progress = NULL, priority = coalesce($3::int, priority)
            WHERE state = 'failed' AND ($1::uuid[] IS NULL OR call_id = ANY($1::uuid[])) RETURNING call_id""",
-        None if call_ids is None else list(call_ids), reason)
+        None if call_ids is None else list(call_ids), reason, priority)
     if rows:
         await notify(conn)
     return [str(r["call_id"]) for r in rows]

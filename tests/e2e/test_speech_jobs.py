@@ -178,3 +178,30 @@ async def test_status_retry_and_requeue_from_the_shell_are_audited(conn: asyncpg
     assert since.returncode == 0 and "2 call(s) queued" in since.stdout  # all but the running one
     assert run_cli(config, "speech", "retry", "--call", done).returncode == 1  # not failed
     assert run_cli(config, "speech", "requeue", "--since", "yesterday").returncode == 2
+
+
+async def test_priority_from_the_shell_puts_an_older_call_first_and_is_audited(
+        conn: asyncpg.Connection, database: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "callrec.toml", database, tmp_path / "recordings")
+    oldest, middle, newest = await calls(conn, tmp_path, 3, seconds=2)
+    now = datetime.now(UTC)
+    for k, cid in enumerate((oldest, middle, newest)):
+        await conn.execute("UPDATE calls SET started_at = $2, ended_at = $2 WHERE id = $1::uuid", cid,
+                           now - timedelta(minutes=10 - k))
+    assert run_cli(config, "speech", "requeue", "--since", "2000-01-01").returncode == 0
+    assert {j["priority"] for j in [await speechjobs.job(conn, c) for c in (oldest, middle, newest)] if j} == {0}
+    urgent = run_cli(config, "speech", "requeue", "--call", oldest, "--priority", "50")
+    assert urgent.returncode == 0, urgent.stderr
+    entries = await audit_rows(conn, oldest, "speech_requeue")
+    assert [e["details"].get("priority") for e in entries] == [None, 50]
+    # Requeued again without --priority: the job keeps its own.
+    assert run_cli(config, "speech", "requeue", "--call", oldest).returncode == 0
+    assert [j["call_id"] async for j in _drain(conn)] == [oldest, newest, middle]
+    await speechjobs.fail(conn, middle, "w:1", "recording file: no such file", None)
+    retried = run_cli(config, "speech", "retry", "--call", middle, "--priority", "7")
+    assert retried.returncode == 0, retried.stderr
+    job = await speechjobs.job(conn, middle)
+    assert job and (job["state"], job["priority"]) == ("pending", 7)
+    for bad in ("101", "-1", "soon"):
+        wrong = run_cli(config, "speech", "requeue", "--call", oldest, "--priority", bad)
+        assert wrong.returncode == 2 and "--priority" in wrong.stderr and "0-100" in wrong.stderr
