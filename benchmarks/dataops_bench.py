@@ -22,22 +22,16 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import numpy as np
 import soundfile
+from benchkit import bench_database
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO))
-
-import testdb  # noqa: E402
-
-from callrec.config.dataops import RetentionSettings  # noqa: E402
-from callrec.dataops.integrity import verify  # noqa: E402
-from callrec.dataops.retention import run_retention  # noqa: E402
-from callrec.store import connect_pool, migrate  # noqa: E402
+from callrec.config.dataops import RetentionSettings
+from callrec.dataops.integrity import verify
+from callrec.dataops.retention import run_retention
+from callrec.store import connect_pool, migrate
 
 
 def rss_kb() -> int:
@@ -71,13 +65,9 @@ async def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    admin_dsn = testdb.ensure_postgres()
-    name = f"callrec_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
     figures: dict[str, object] = {"calls": args.calls, "seconds_per_recording": args.seconds}
-    try:
+    async with bench_database() as db:
+        dsn = db.dsn
         with tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp:
             rec = Path(tmp)
             conn = await asyncpg.connect(dsn)
@@ -123,9 +113,6 @@ async def main() -> int:
                 await pool.close()
                 await conn.close()
         figures["peak_rss_mb"] = round(rss_kb() / 1024, 1)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     if args.json:
         print(json.dumps(figures))
     else:

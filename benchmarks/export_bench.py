@@ -19,25 +19,15 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+from benchkit import api_server, bench_database
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO))
-
-import testdb  # noqa: E402
-
-from callrec.access import Principal  # noqa: E402
-from callrec.config.settings import parse_settings  # noqa: E402
-from callrec.store import callquery, migrate, users  # noqa: E402
-from callrec.web.server import HttpServer  # noqa: E402
+from callrec.access import Principal
+from callrec.store import callquery, migrate, users
 
 
 def rss_kb(field: str) -> int:
@@ -80,14 +70,9 @@ async def main() -> int:
     ap.add_argument("--rows", "--calls", type=int, default=1_000_000)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
-    admin_dsn = testdb.ensure_postgres()
-    name = f"callrec_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
     results: dict[str, object] = {"rows_in_db": args.rows}
-    try:
-        conn = await asyncpg.connect(dsn)
+    async with bench_database() as db:
+        conn = await asyncpg.connect(db.dsn)
         try:
             await migrate(conn)
             t0 = time.perf_counter()
@@ -112,35 +97,23 @@ async def main() -> int:
                                "rows_per_s": round(copied[0] / seconds)}
         finally:
             await conn.close()
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"},
-                                       "database": {"dsn": dsn},
-                                       "recordings": {"dir": "/var/spool/x", "local_dir": tmp},
-                                       "http": {"listen": "127.0.0.1:0"}}, {})
-            server = HttpServer(settings)
-            await server.start()
-            url = f"http://127.0.0.1:{server.port}/api/v1/calls/export"
-            try:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
-                    results["rss_before_kb"] = rss_kb("VmRSS")
-                    # Warm-up on a tenth of the rows (a time filter), then the peak so far.
-                    cut = "2026-01-01T00:00:00Z"
-                    async with http.get(url, params={"format": "csv", "to": _plus(cut, args.rows // 10)},
-                                        headers={"Authorization": f"Bearer {token}"}) as r:
-                        async for _ in r.content.iter_chunked(256 * 1024):
-                            pass
-                    results["peak_rss_after_10pct_kb"] = rss_kb("VmHWM")
-                    for fmt in ("csv", "json"):
-                        rows, size, seconds = await export(http, url, token, fmt)
-                        assert rows == expected, (fmt, rows, expected)
-                        results[fmt] = {"rows": rows, "bytes": size, "seconds": round(seconds, 1),
-                                        "rows_per_s": round(rows / seconds)}
-                    results["peak_rss_kb"] = rss_kb("VmHWM")
-            finally:
-                await server.stop()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        async with api_server(db.dsn) as base, \
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
+            url = base + "/api/v1/calls/export"
+            results["rss_before_kb"] = rss_kb("VmRSS")
+            # Warm-up on a tenth of the rows (a time filter), then the peak so far.
+            cut = "2026-01-01T00:00:00Z"
+            async with http.get(url, params={"format": "csv", "to": _plus(cut, args.rows // 10)},
+                                headers={"Authorization": f"Bearer {token}"}) as r:
+                async for _ in r.content.iter_chunked(256 * 1024):
+                    pass
+            results["peak_rss_after_10pct_kb"] = rss_kb("VmHWM")
+            for fmt in ("csv", "json"):
+                rows, size, seconds = await export(http, url, token, fmt)
+                assert rows == expected, (fmt, rows, expected)
+                results[fmt] = {"rows": rows, "bytes": size, "seconds": round(seconds, 1),
+                                "rows_per_s": round(rows / seconds)}
+            results["peak_rss_kb"] = rss_kb("VmHWM")
     for fmt in ("csv", "json", "copy"):
         results[f"{fmt}_rows_per_s"] = results[fmt]["rows_per_s"]  # type: ignore[index]
     if args.json:

@@ -31,20 +31,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
+import asyncpg
+import numpy as np
+import soundfile
+from benchkit import bench_database
 
-import asyncpg  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
-import testdb  # noqa: E402
-
-from callrec.recording.files import finalize  # noqa: E402
-from callrec.recording.stereo import finalize_stereo, part_names  # noqa: E402
-from callrec.store import migrate  # noqa: E402
-from callrec.store.record import CallRecord  # noqa: E402
+from callrec.recording.files import finalize
+from callrec.recording.stereo import finalize_stereo, part_names
+from callrec.store import migrate
+from callrec.store.record import CallRecord
 
 RATE = 8000
 
@@ -67,67 +63,62 @@ async def write_row(conn: asyncpg.Connection, call_id: str, facts: dict[str, Any
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    admin_dsn = await asyncio.to_thread(testdb.ensure_postgres)
-    db = f"callrec_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{db}"')
     work = Path(tempfile.mkdtemp(prefix="callrec-finalize-"))
     result: dict[str, Any] = {"minutes": args.minutes, "runs": args.runs}
-    try:
-        conn = await asyncpg.connect(urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{db}")))
-        await migrate(conn)
-        call_id = str(uuid.uuid4())
-        row = CallRecord(id=call_id, door="ari", uniqueid=call_id, started_at=datetime.now(UTC)).row()
-        row["id"] = uuid.UUID(call_id)
-        await conn.execute(f"INSERT INTO calls ({', '.join(row)}) VALUES "
-                           f"({', '.join(f'${i + 1}' for i in range(len(row)))})", *row.values())
-        seconds = args.minutes * 60
-        mono = work / "mono.wav"
-        rx_name, tx_name = part_names("stereo.wav")
-        parts = work / "parts"
-        parts.mkdir()
-        print(f"writing {args.minutes} min of audio (mono, and two per-direction parts)", file=sys.stderr)
-        write_wav(mono, seconds, 1)
-        write_wav(parts / rx_name, seconds, 2)
-        write_wav(parts / tx_name, seconds, 3)
-        sha, fin, stereo = [], [], []
-        for i in range(args.runs):
-            t0 = time.perf_counter()
-            out = subprocess.run(["sha256sum", str(mono)], check=True, capture_output=True, text=True).stdout
-            sha.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            facts = await finalize(mono, timeout=10)
-            await write_row(conn, call_id, facts.facts)
-            fin.append(time.perf_counter() - t0)
-            if facts.facts["recording_sha256"] != out.split()[0]:
-                raise SystemExit("finalize_bench: callrec's sha256 differs from sha256sum's")
-            # The merge removes its parts: each run merges a fresh copy of them.
-            local = work / f"run{i}"
-            shutil.copytree(parts, local)
-            os.sync()
-            t0 = time.perf_counter()
-            sfacts = await finalize_stereo(local, "stereo.wav", timeout=10)
-            await write_row(conn, call_id, sfacts.facts)
-            stereo.append(time.perf_counter() - t0)
-            if sfacts.status.value != "ready" or sfacts.facts["recording_channels"] != 2:
-                raise SystemExit(f"finalize_bench: stereo merge failed: {sfacts}")
-            shutil.rmtree(local)
-            print(f"run {i + 1}: sha256sum {sha[-1]:.3f} s, mono finalize {fin[-1]:.3f} s, "
-                  f"stereo merge + finalize {stereo[-1]:.3f} s", file=sys.stderr)
-        await conn.close()
-        result.update({
-            "file_mb": round(mono.stat().st_size / 1e6, 1),
-            "sha256sum_s": round(statistics.median(sha), 3),
-            "mono_finalize_s": round(statistics.median(fin), 3),
-            "stereo_finalize_s": round(statistics.median(stereo), 3),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
-        })
-        result["mono_ratio"] = round(result["mono_finalize_s"] / result["sha256sum_s"], 1)
-        return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
+    async with bench_database() as db:
+        try:
+            conn = await asyncpg.connect(db.dsn)
+            await migrate(conn)
+            call_id = str(uuid.uuid4())
+            row = CallRecord(id=call_id, door="ari", uniqueid=call_id, started_at=datetime.now(UTC)).row()
+            row["id"] = uuid.UUID(call_id)
+            await conn.execute(f"INSERT INTO calls ({', '.join(row)}) VALUES "
+                               f"({', '.join(f'${i + 1}' for i in range(len(row)))})", *row.values())
+            seconds = args.minutes * 60
+            mono = work / "mono.wav"
+            rx_name, tx_name = part_names("stereo.wav")
+            parts = work / "parts"
+            parts.mkdir()
+            print(f"writing {args.minutes} min of audio (mono, and two per-direction parts)", file=sys.stderr)
+            write_wav(mono, seconds, 1)
+            write_wav(parts / rx_name, seconds, 2)
+            write_wav(parts / tx_name, seconds, 3)
+            sha, fin, stereo = [], [], []
+            for i in range(args.runs):
+                t0 = time.perf_counter()
+                out = subprocess.run(["sha256sum", str(mono)], check=True, capture_output=True, text=True).stdout
+                sha.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                facts = await finalize(mono, timeout=10)
+                await write_row(conn, call_id, facts.facts)
+                fin.append(time.perf_counter() - t0)
+                if facts.facts["recording_sha256"] != out.split()[0]:
+                    raise SystemExit("finalize_bench: callrec's sha256 differs from sha256sum's")
+                # The merge removes its parts: each run merges a fresh copy of them.
+                local = work / f"run{i}"
+                shutil.copytree(parts, local)
+                os.sync()
+                t0 = time.perf_counter()
+                sfacts = await finalize_stereo(local, "stereo.wav", timeout=10)
+                await write_row(conn, call_id, sfacts.facts)
+                stereo.append(time.perf_counter() - t0)
+                if sfacts.status.value != "ready" or sfacts.facts["recording_channels"] != 2:
+                    raise SystemExit(f"finalize_bench: stereo merge failed: {sfacts}")
+                shutil.rmtree(local)
+                print(f"run {i + 1}: sha256sum {sha[-1]:.3f} s, mono finalize {fin[-1]:.3f} s, "
+                      f"stereo merge + finalize {stereo[-1]:.3f} s", file=sys.stderr)
+            await conn.close()
+            result.update({
+                "file_mb": round(mono.stat().st_size / 1e6, 1),
+                "sha256sum_s": round(statistics.median(sha), 3),
+                "mono_finalize_s": round(statistics.median(fin), 3),
+                "stereo_finalize_s": round(statistics.median(stereo), 3),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            })
+            result["mono_ratio"] = round(result["mono_finalize_s"] / result["sha256sum_s"], 1)
+            return result
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

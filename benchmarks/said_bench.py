@@ -20,27 +20,18 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
+from benchkit import api_server, bench_database
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO))
-
-import testdb  # noqa: E402
-
-from callrec.access import Principal  # noqa: E402
-from callrec.config.settings import parse_settings  # noqa: E402
-from callrec.store import callquery, migrate, users  # noqa: E402
-from callrec.web.server import HttpServer  # noqa: E402
+from callrec.access import Principal
+from callrec.store import callquery, migrate, users
 
 RU = """здравствуйте добрый день да нет спасибо пожалуйста хорошо я вы мы он она это что как где когда
 почему можно нужно надо сейчас потом уже ещё только очень просто вот так тоже если чтобы или но а и в на с по
@@ -242,15 +233,9 @@ async def main() -> int:
     ap.add_argument("--keep", metavar="DB", help="use (or fill and keep) this database instead of a throwaway one")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
-    admin_dsn = testdb.ensure_postgres()
-    name = args.keep or f"callrec_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-    if not exists:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
     results: dict[str, Any] = {}
-    try:
+    async with bench_database(keep=args.keep) as db:
+        dsn = db.dsn
         conn = await asyncpg.connect(dsn)
         try:
             if await migrate(conn):
@@ -268,34 +253,21 @@ async def main() -> int:
         finally:
             await conn.close()
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"},
-                                       "database": {"dsn": dsn},
-                                       "recordings": {"dir": "/var/spool/x", "local_dir": tmp},
-                                       "http": {"listen": "127.0.0.1:0"}}, {})
-            server = HttpServer(settings)
-            await server.start()
-            base = f"http://127.0.0.1:{server.port}"
-            try:
-                async with aiohttp.ClientSession() as http:
-                    for label, query in QUERIES.items():
-                        await time_function(pool, query, 3)  # warm-up: caches, plans
-                        fn, info = await time_function(pool, query, args.runs)
-                        await time_http(http, base, token, query, 2)
-                        ht = await time_http(http, base, token, query, args.runs)
-                        results[label] = {"query": query, **info, "function_p50_ms": pct(fn, 50),
-                                          "function_p95_ms": pct(fn, 95), "http_p50_ms": pct(ht, 50),
-                                          "http_p95_ms": pct(ht, 95), "mean_ms": round(statistics.mean(fn), 1)}
-                save = await time_save(pool, args.runs)
-                results["save_transcript (50 segments, replacing)"] = {"p50_ms": pct(save, 50),
-                                                                       "p95_ms": pct(save, 95)}
-            finally:
-                await server.stop()
-                await pool.close()
-    finally:
-        if not args.keep:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        try:
+            async with api_server(dsn) as base, aiohttp.ClientSession() as http:
+                for label, query in QUERIES.items():
+                    await time_function(pool, query, 3)  # warm-up: caches, plans
+                    fn, info = await time_function(pool, query, args.runs)
+                    await time_http(http, base, token, query, 2)
+                    ht = await time_http(http, base, token, query, args.runs)
+                    results[label] = {"query": query, **info, "function_p50_ms": pct(fn, 50),
+                                      "function_p95_ms": pct(fn, 95), "http_p50_ms": pct(ht, 50),
+                                      "http_p95_ms": pct(ht, 95), "mean_ms": round(statistics.mean(fn), 1)}
+            save = await time_save(pool, args.runs)
+            results["save_transcript (50 segments, replacing)"] = {"p50_ms": pct(save, 50),
+                                                                   "p95_ms": pct(save, 95)}
+        finally:
+            await pool.close()
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
         return 0
