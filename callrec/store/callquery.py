@@ -341,11 +341,13 @@ def number_sql(m: phone.NumberMatch, params: Params) -> str:
 
 
 def search_sql(f: CallFilter, principal: Principal, *, limit: int | None,
-               full: bool = False) -> tuple[str, list[Any]]:
+               full: bool = False, ids: list[str] | None = None) -> tuple[str, list[Any]]:
     """SELECT of CallSummary rows (``full``: every column of calls, then tags); ``limit`` None: all
-    (export, streamed with a cursor)."""
+    (export, streamed with a cursor); ``ids``: only these calls."""
     params = Params()
     where = where_clause(f, principal, params, with_cursor=limit is not None)
+    if ids is not None:
+        where += f" AND c.id = ANY({params.add(ids)}::uuid[])"
     direction = "DESC" if f.order == "desc" else "ASC"
     sql = (f"SELECT {_FULL_SELECT if full else _SUMMARY_SELECT}, {TRANSCRIPT_SELECT} FROM calls c {TRANSCRIPT_JOIN} "
            f"WHERE {where} "

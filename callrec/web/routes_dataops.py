@@ -33,6 +33,7 @@ from callrec.web.common import (
     call_id_of,
     export_slot,
     filter_of,
+    is_call_id,
     not_visible,
     read_json,
     respond,
@@ -102,12 +103,26 @@ def _transcripts_flag(request: web.Request) -> bool:
     return values[0] == "true"
 
 
+def _call_ids(request: web.Request) -> list[str] | None:
+    """``call=<id>`` (repeatable): only these calls (one call's page), still under every filter and the
+    visibility rule; None when not given."""
+    values = request.query.getall("call", [])
+    if not values:
+        return None
+    if len(values) > EVIDENCE_MAX:
+        raise bad_request(f"call: at most {EVIDENCE_MAX}")
+    for value in values:
+        if not is_call_id(value):
+            raise bad_request("call: expected a call id")
+    return sorted({v.lower() for v in values})
+
+
 async def evidence_export(request: web.Request) -> web.StreamResponse:
     p = need(request, "calls.audio")
-    f = filter_of(request, max_limit=EVIDENCE_MAX, default_limit=100, extra_keys=("transcripts",))
+    # cursor (with limit and order): exactly the page of a search the console shows.
+    f = filter_of(request, max_limit=EVIDENCE_MAX, default_limit=100, extra_keys=("transcripts", "call"))
     with_transcripts = _transcripts_flag(request)
-    if f.cursor is not None:
-        raise bad_request("cursor: not used by the evidence export")
+    only = _call_ids(request)
     settings = request.app[SETTINGS]
     try:
         key = await asyncio.to_thread(evidence.load_private_key, settings.integrity.signing_key)
@@ -119,7 +134,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
             await callquery.prepare(pool, f)  # said: which words are searchable (a 400 when none)
         except callquery.FilterError as exc:
             raise bad_request(str(exc)) from None
-        sql, args = callquery.search_sql(f, p, limit=f.limit)
+        sql, args = callquery.search_sql(f, p, limit=f.limit, ids=only)
         ids = [str(r["id"]) for r in await callquery.fetch_custom(pool, sql, *args)]
         docs = await evidence.call_documents(pool, ids)
         if with_transcripts:
@@ -138,7 +153,8 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
             def build() -> evidence.ExportResult:
                 with os.fdopen(fd, "wb") as fh:
                     return evidence.write_zip(fh, docs, local, purpose="evidence_export", created_by=p.name,
-                                              selection={"filter": f.describe(), "limit": f.limit}, key=key,
+                                              selection={"filter": f.describe(), "limit": f.limit,
+                                                         "calls": only}, key=key,
                                               prompts=(settings.notice.prompts_dir,
                                                        settings.notice.local_prompts_path),
                                               max_bytes=cap)
@@ -157,6 +173,7 @@ async def evidence_export(request: web.Request) -> web.StreamResponse:
                                                 "transcripts": with_transcripts}, remote=remote(request))
                 await audit.append(conn, actor=p.name, role=p.role, action="export",
                                    details={"format": "evidence-zip", "filter": f.describe(), "calls": len(ids),
+                                            "call_ids": only, "transcripts": with_transcripts,
                                             "recordings": result.files, "excluded": result.excluded,
                                             "manifest_sha256": result.manifest_sha256}, remote=remote(request))
             size = (await asyncio.to_thread(target.stat)).st_size
@@ -208,6 +225,11 @@ openapi.operation(
     tags=["calls"],
     parameters=[*FILTER_PARAMS, openapi.query_param("limit", {"type": "integer", "minimum": 1,
                                                              "maximum": EVIDENCE_MAX}, "most calls (default 100)"),
+                openapi.query_param("cursor", {"type": "string"},
+                                    "a next_cursor of GET /api/v1/calls: the same page of that search"),
+                openapi.query_param("call", {"type": "array", "maxItems": EVIDENCE_MAX,
+                                             "items": {"type": "string", "format": "uuid"}},
+                                    "only these calls (repeatable), under the filters and the visibility rule"),
                 openapi.query_param("transcripts", {"type": "boolean"},
                                     "include each call's transcript (transcripts/<call id>.json, in the manifest)")],
     responses={"200": {"description": "zip: manifest.json, manifest.json.sig, public-key.pem, SHA256SUMS, audio/",

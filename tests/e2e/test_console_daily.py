@@ -221,6 +221,77 @@ async def test_reload_back_and_share_keep_the_search_and_its_place(bench: Bench,
     await other.assert_clean()
 
 
+async def test_the_page_of_results_is_in_the_address(bench: Bench, browser: Browser) -> None:
+    """Page 2 (a keyset cursor in the address): a reload, Back from a call (after a reload, too) and a shared
+    link land on page 2 with the same rows, and Back from a call restores the scroll."""
+    async with bench.pool.acquire() as conn:
+        for n in range(60):
+            await insert_call(conn, None, started=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=n),
+                              agent="207", recorded=False, caller=f"+4930701{n:02d}")
+    tab = await wide_tab(browser, bench)
+    page = tab.page
+    await log_in(page, "admin1", PASSWORD)
+    await page.get_by_label("Number", exact=True).fill("+4930701*")
+    await page.get_by_role("button", name="More filters").click()
+    await page.get_by_label("Per page", exact=True).select_option("25")
+    await expect(page.locator("#results-count")).to_have_text("Calls found: 60")
+    first_page = await shown_ids(page)
+    await page.get_by_role("button", name="Next", exact=True).click()
+    await expect(page.locator("#page-no")).to_have_text("Page 2")
+    await expect(page).to_have_url(re.compile(r"#/search\?number=%2B4930701\*&limit=25&page=2&cursor=[^&]+$"))
+    second_page = await shown_ids(page)
+    assert len(second_page) == 25 and not set(second_page) & set(first_page)
+    # A reload: still page 2, the same first row, and Previous still leads to page 1 (the history entry's state).
+    await page.reload()
+    await expect(page.locator("#page-no")).to_have_text("Page 2")
+    await expect(page.locator("#results-body tr[data-call-id]").first).to_have_attribute("data-call-id", second_page[0])
+    assert await shown_ids(page) == second_page
+    await expect(page.locator("#results-count")).to_have_text("Calls found: 60")
+    await expect(page.get_by_role("button", name="Previous", exact=True)).to_be_enabled()
+    # Back from a call: page 2, scrolled where it was.
+    row = page.locator("#results-body tr[data-call-id]").nth(22)
+    await row.scroll_into_view_if_needed()
+    y = await page.evaluate("window.scrollY")
+    assert y > 300
+    target = await row.get_attribute("data-call-id")
+    await row.locator("td").nth(2).click()
+    await expect(page).to_have_url(re.compile(f"#/call/{target}$"))
+    await page.go_back()
+    await expect(page.locator("#page-no")).to_have_text("Page 2")
+    assert await shown_ids(page) == second_page
+    await page.wait_for_function(f"Math.abs(window.scrollY - {y}) < 5")
+    await expect(page.locator(f'#results-body tr[data-call-id="{target}"] a')).to_be_focused()
+    # A reload on the call page, then Back: the list is fetched again, at page 2 and the same place.
+    await page.locator(f'#results-body tr[data-call-id="{target}"] a').click()
+    await expect(page).to_have_url(re.compile(f"#/call/{target}$"))
+    await page.reload()
+    await expect(page.locator("#view-call")).to_be_visible()
+    await page.go_back()
+    await expect(page.locator("#page-no")).to_have_text("Page 2")
+    assert await shown_ids(page) == second_page
+    await page.wait_for_function(f"Math.abs(window.scrollY - {y}) < 5")
+    # Previous and Next move along the pages, each in the address; the browser's Back returns to page 2.
+    await page.get_by_role("button", name="Previous", exact=True).click()
+    await expect(page.locator("#page-no")).to_have_text("Page 1")
+    assert await shown_ids(page) == first_page
+    await expect(page).to_have_url(re.compile(r"limit=25$"))
+    await page.go_back()
+    await expect(page.locator("#page-no")).to_have_text("Page 2")
+    assert await shown_ids(page) == second_page
+    # A shared link: another profile lands on page 2 with the same rows; its earlier pages start from the first.
+    url = page.url
+    other = await wide_tab(browser, bench)
+    await log_in(other.page, "admin1", PASSWORD)
+    await other.page.goto(url)
+    await expect(other.page.locator("#page-no")).to_have_text("Page 2")
+    assert await shown_ids(other.page) == second_page
+    await other.page.get_by_role("button", name="First page", exact=True).click()
+    await expect(other.page.locator("#page-no")).to_have_text("Page 1")
+    assert await shown_ids(other.page) == first_page
+    await tab.assert_clean()
+    await other.assert_clean()
+
+
 async def test_keys_move_open_and_search(bench: Bench, browser: Browser) -> None:
     tab = await wide_tab(browser, bench)
     page = tab.page

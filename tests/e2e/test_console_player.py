@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from caller import Finished, Tester
@@ -21,6 +22,8 @@ from support.console_browser import chromium, log_in, open_tab, play
 from support.opsapi import PASSWORD as OPS_PASSWORD
 from support.opsapi import T0, Bench, insert_call
 from support.settings import make_settings
+from test_calls_parties_e2e import answer_leg, bridged, call_in, talk_on
+from test_calls_parties_e2e import finish as finish_parties
 
 from callrec.app import Daemon
 from callrec.config.settings import Settings
@@ -198,6 +201,88 @@ async def test_the_call_page_player_timeline_keys_link_and_who_listened(
         await expect(page3.locator("#call-title")).to_contain_text("Test Caller")
         await expect(page3.locator("#error")).to_be_hidden()
         await tab3.assert_clean()
+
+
+async def test_a_real_calls_pause_resume_and_transfer_are_drawn_at_their_evidence_times(
+        daemon: Daemon, tester: Tester, finished: Finished, database: str, people: dict[str, str]) -> None:
+    """A customer calls in to agent 201 through the sandbox Asterisk; a supervisor pauses and resumes the
+    recording through the API while the call runs; 201 transfers the call (blind, #202) and 202 answers.  The
+    call page draws the pause, the resume, 202 joining as the transfer and 201 leaving at the call log's times."""
+    assert daemon.http is not None and daemon.http.port
+    base = f"http://127.0.0.1:{daemon.http.port}"
+    conn = await asyncpg.connect(database)
+    try:
+        _, secret = await users.create_token(conn, "pause-token", user=people["supervisor"])
+    finally:
+        await conn.close()
+    auth = {"Authorization": f"Bearer {secret}"}
+    call, phone, speech = await call_in(tester, "201")
+    await talk_on(tester, speech)
+    assert daemon.writer is not None and await daemon.writer.flush()
+    conn = await asyncpg.connect(database)
+    try:
+        call_id = str(await conn.fetchval("SELECT id FROM calls WHERE uniqueid = $1", call.callee_id))
+    finally:
+        await conn.close()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/v1/calls/{call_id}/pause", headers=auth) as r:
+            assert r.status == 200, await r.text()
+        await talk_on(tester, speech)  # the customer talks on, not recorded
+        async with http.post(f"{base}/api/v1/calls/{call_id}/resume", headers=auth) as r:
+            assert r.status == 200, await r.text()
+    await talk_on(tester, speech)
+    await tester.ari.send_dtmf(phone, "#202")  # agent 201: blind transfer to 202
+    await tester.log.wait_for(lambda e: e.get("type") == "BridgeBlindTransfer", 20, "the blind transfer")
+    await answer_leg(tester, "agent", "202")
+    await bridged(tester, call.callee_id, times=2)
+    await talk_on(tester, speech)  # the customer talks to 202
+    await call.hang_up()
+    r = await finish_parties(daemon, finished, database, call.callee_id)
+    assert str(r["id"]) == call_id and r["recording_status"] == "ready"
+    conn = await asyncpg.connect(database)
+    try:
+        [pause] = await conn.fetch("SELECT * FROM recording_pauses WHERE call_id = $1", r["id"])
+        party_rows = await conn.fetch("SELECT * FROM call_parties WHERE call_id = $1 ORDER BY seq", r["id"])
+    finally:
+        await conn.close()
+    start = r["started_at"]
+    [target] = [p for p in party_rows if p["role"] == "transfer_target"]
+    [transferer] = [p for p in party_rows if p["role"] == "transferer"]
+    assert target["number"] == "202" and transferer["number"] == "201"
+    evidence = {"pause": ms_between(pause["paused_at"], start), "resume": ms_between(pause["resumed_at"], start),
+                "transfer": ms_between(target["joined_at"], start)}
+    assert evidence["pause"] < evidence["resume"] < evidence["transfer"]
+    left = ms_between(transferer["left_at"], start)
+
+    async with chromium() as browser:
+        tab = await open_tab(browser, base)
+        page = tab.page
+        await log_in(page, people["supervisor"], PASSWORD)
+        await page.goto(f"/#/call/{call_id}")
+        await expect(page.locator("#timeline-body tr[data-kind=hangup]")).to_have_count(1)
+        span, drawn = await marks(page)
+        assert span >= ms_between(r["ended_at"], start)
+        for kind, want in evidence.items():
+            [got] = [m["ms"] for m in drawn if m["kind"] == kind]
+            assert abs(got - want) <= MARK_SLACK_MS, (kind, got, want)
+        # 201 leaving at the transfer: its own mark when it left well before the hang-up.
+        if ms_between(r["ended_at"], transferer["left_at"]) > 500:
+            [got] = [m["ms"] for m in drawn if m["kind"] == "party_left"]
+            assert abs(got - left) <= MARK_SLACK_MS, ("party_left", got, left)
+        # The table lists them in words, at their millisecond times.
+        for kind, words in (("pause", f"Recording paused by {people['supervisor']}(token:pause-token) "
+                                      "(console or API)"),
+                            ("resume", f"Recording resumed by {people['supervisor']}(token:pause-token) "
+                                       "(console or API)"),
+                            ("transfer", "Transferred to")):
+            cells = page.locator(f"#timeline-body tr[data-kind={kind}] td")
+            ms = evidence[kind]
+            await expect(cells.nth(0)).to_have_text(f"{ms // 60000}:{ms // 1000 % 60:02d}.{ms % 1000:03d}")
+            await expect(cells.nth(2)).to_contain_text(words)
+        await expect(page.locator("#timeline-body tr[data-kind=transfer] td").nth(2)).to_contain_text("202")
+        # The paused stretch is listed with the pauses too.
+        await expect(page.locator("#pauses-box")).to_be_visible()
+        await tab.assert_clean()
 
 
 async def test_a_declined_call_shows_its_timeline_without_audio(

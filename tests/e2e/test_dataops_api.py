@@ -188,6 +188,33 @@ async def test_evidence_export_filters_limits_and_deleted_audio(bench: DataBench
         assert not [n for n in zf.namelist() if n.startswith("audio/")]
     [doc] = manifest["calls"]
     assert doc["file"] is None and "audio deleted" in doc["file_note"]
-    for query in ("limit=501", "limit=0", "cursor=abc", "nonsense=1", "from=yesterday"):
+    for query in ("limit=501", "limit=0", "cursor=abc", "nonsense=1", "from=yesterday", "call=abc"):
         status, body, _ = await request(http, bench, "GET", f"/api/v1/calls/export/evidence?{query}", "admin")
         assert status == 400 and "error" in json.loads(body), query
+
+
+@pytest.mark.parametrize("role", ["admin", "agent", "supervisor"])
+async def test_evidence_export_of_chosen_calls_and_of_a_page(bench: DataBench, http: aiohttp.ClientSession,
+                                                             role: str) -> None:
+    """call=<id> (repeatable): those calls only, still under the visibility rule; cursor: the same page as the
+    call list's."""
+    c = bench.calls
+    chosen = [c["mine"]["id"], c["secret"]["id"]]
+    status, body, _ = await request(http, bench, "GET", "/api/v1/calls/export/evidence?"
+                                    + "&".join(f"call={i}" for i in chosen), role)
+    assert status == 200, body
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        got = {d["id"] for d in json.loads(zf.read("manifest.json"))["calls"]}
+    assert got == {str(c[label]["id"]) for label in ("mine", "secret") if sees(role, label)}
+    # Page 2 of a one-call-a-page search: the zip holds the very call the list shows there.
+    status, body, _ = await request(http, bench, "GET", "/api/v1/calls?limit=1", role)
+    listed = json.loads(body)
+    if not listed["next_cursor"]:
+        return
+    status, body, _ = await request(http, bench, "GET", f"/api/v1/calls?limit=1&cursor={listed['next_cursor']}", role)
+    [second] = json.loads(body)["items"]
+    status, body, _ = await request(http, bench, "GET", "/api/v1/calls/export/evidence?limit=1&cursor="
+                                    + listed["next_cursor"], role)
+    assert status == 200, body
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert [d["id"] for d in json.loads(zf.read("manifest.json"))["calls"]] == [second["id"]]

@@ -33,7 +33,7 @@ LANG_COOKIE = "callrec_lang"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
-STATIC_FILES = ("console.js", "calls.js", "dashboard.js", "player.js", "ux.js", "i18n.js", "console.css",
+STATIC_FILES = ("console.js", "calls.js", "dashboard.js", "evidence.js", "player.js", "ux.js", "i18n.js", "console.css",
                 "favicon.svg")
 
 

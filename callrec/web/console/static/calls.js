@@ -1,7 +1,7 @@
 /* callrec console: the calls list that keeps its place and forgives.
  *
- * The search lives in the URL fragment ("#/search?agent=204&consent=declined"): a reload, the back button and a
- * shared link open the same search (the fragment never reaches the server, its logs or a Referer).  Date
+ * The search lives in the URL fragment ("#/search?agent=204&consent=declined", and "&page=2&cursor=..." after the
+ * first page): a reload, the back button and a shared link open the same search and page (the fragment never reaches the server, its logs or a Referer).  Date
  * presets, chips for the active filters, a total count, saved searches, whole-row click and keys (/ j k Enter).
  * Text goes into the page through textContent only.
  */
@@ -23,6 +23,36 @@
     if (limit !== "50") out.set("limit", limit);
     if (out.get("order") === "desc") out.delete("order");
     return out.toString();
+  }
+
+  // The page of results in the address too: its number and its keyset cursor (an opaque position in the
+  // list, no secret).  The cursors of the pages before it ride in the history entry's state, so a reload and
+  // Back keep "Previous" working; a shared link has only its own page's cursor.
+  function pageParams() {
+    const s = C.state.search;
+    const cursor = s.page > 0 ? s.cursors[s.page] : null;
+    return cursor ? "page=" + (s.page + 1) + "&cursor=" + encodeURIComponent(cursor) : "";
+  }
+  function listHash() {
+    const qs = [queryString(C.state.search.query), pageParams()].filter((x) => x).join("&");
+    return "#/search" + (qs ? "?" + qs : "");
+  }
+  function normalHash(hash) {
+    const qs = hash.startsWith("#/search?") ? new URLSearchParams(hash.slice("#/search?".length)).toString() : "";
+    return "#/search" + (qs ? "?" + qs : "");
+  }
+  // Where the list was when a call was opened: kept in this history entry, so it outlives a reload.
+  function remember(callId) {
+    place.scroll = window.scrollY;
+    place.opened = callId;
+    history.replaceState(Object.assign({}, history.state, { scroll: place.scroll, opened: callId }), "");
+  }
+  function restorePlace(scroll, opened) {
+    window.scrollTo(0, scroll);
+    if (opened) {
+      const link = document.querySelector('#results-body tr[data-call-id="' + opened + '"] a');
+      if (link) link.focus({ preventScroll: true });
+    }
   }
 
   function pad(n) { return String(n).padStart(2, "0"); }
@@ -60,42 +90,57 @@
   function onRoute(hash) {
     if (!(hash === "#/search" || hash.startsWith("#/search?")) || !C.may(C.SEARCH_ROLES)) return false;
     C.show("view-search");
-    const wanted = hash.startsWith("#/search?") ? hash.slice("#/search?".length) : "";
+    const params = new URLSearchParams(hash.startsWith("#/search?") ? hash.slice("#/search?".length) : "");
     const s = C.state.search;
-    const current = s.query ? queryString(s.query) : null;
-    if (s.data && current === new URLSearchParams(wanted).toString()) {
+    if (s.data && s.query && listHash() === normalHash(hash)) {
       // Back from a call: the same search, page and place.
       C.renderResults();
       decorate();
-      window.scrollTo(0, place.scroll);
-      if (place.opened) {
-        const link = document.querySelector('#results-body tr[data-call-id="' + place.opened + '"] a');
-        if (link) link.focus({ preventScroll: true });
-      }
+      restorePlace(place.scroll, place.opened);
       return true;
     }
-    fillForm(new URLSearchParams(wanted));
+    const pageNo = params.get("page"), cursor = params.get("cursor");
+    params.delete("page");
+    params.delete("cursor");
+    fillForm(params);
     place.fromUrl = true;
-    C.runSearch(0);
+    let landing = null;
+    if (cursor && /^[1-9][0-9]{0,5}$/.test(pageNo || "") && Number(pageNo) > 1) {
+      const page = Number(pageNo) - 1;
+      const kept = history.state && Array.isArray(history.state.cursors) ? history.state.cursors : null;
+      // The earlier cursors of this entry, if they lead to this very page; otherwise only this page's.
+      const cursors = kept && kept.length === page + 1 && kept[page] === cursor ? kept.slice() : new Array(page + 1);
+      cursors[0] = null;
+      cursors[page] = cursor;
+      landing = { page, cursors };
+    }
+    C.runSearch(landing ? landing.page : 0, landing);
     return true;
   }
 
-  // After each search's first page: the URL, the count, the chips, the export links.
+  // After each page of results: the URL, the count, the chips.
   function onRendered(page) {
     const s = C.state.search;
-    const qs = queryString(s.query);
-    place.hash = "#/search" + (qs ? "?" + qs : "");
+    const fromUrl = place.fromUrl;
+    place.hash = listHash();
     // An answer that arrives after the user went elsewhere (a call, the dashboard) leaves the address alone.
     const here = location.hash === "" || location.hash === "#/search" || location.hash.startsWith("#/search?");
-    if (here && location.hash !== place.hash) {
-      if (place.fromUrl) history.replaceState(null, "", place.hash);
-      else history.pushState(null, "", place.hash);
+    const entry = { cursors: s.cursors.slice(0, s.page + 1) };
+    if (here) {
+      if (fromUrl) history.replaceState(Object.assign({}, history.state, entry), "", place.hash);
+      else if (location.hash !== place.hash) history.pushState(entry, "", place.hash);
     }
     place.fromUrl = false;
     place.selected = -1;
     decorate();
-    if (page === 0) loadCount(s.query);
+    if (page === 0 || fromUrl || place.count === undefined) loadCount(s.query);
     renderChips();
+    // A reload (or Back after one): the list scrolled where it was when a call was opened from it.
+    if (fromUrl && here && history.state && typeof history.state.scroll === "number") {
+      place.scroll = history.state.scroll;
+      place.opened = history.state.opened || null;
+      restorePlace(place.scroll, place.opened);
+    }
   }
 
   let countSeq = 0;
@@ -186,8 +231,7 @@
   }
 
   function open(tr) {
-    place.scroll = window.scrollY;
-    place.opened = tr.dataset.callId;
+    remember(tr.dataset.callId);
     location.hash = "#/call/" + tr.dataset.callId;
   }
 
@@ -196,8 +240,7 @@
     if (!tr) return;
     if (event.target.closest("a, button")) {
       // A link in the row: it navigates itself; remember where the list was.
-      place.scroll = window.scrollY;
-      place.opened = tr.dataset.callId;
+      remember(tr.dataset.callId);
       return;
     }
     if (window.getSelection && String(window.getSelection())) return;  // selecting text, not opening
@@ -235,8 +278,7 @@
       select(Math.max(0, Math.min(all.length - 1, at)), true);
     } else if (event.key === "Enter" && target.closest("#results-body a")) {
       const tr = target.closest("tr[data-call-id]");
-      place.scroll = window.scrollY;
-      place.opened = tr ? tr.dataset.callId : null;
+      remember(tr ? tr.dataset.callId : null);
     } else if (event.key === "Enter" && place.selected >= 0 && !target.closest("a, button")) {
       const tr = rows()[place.selected];
       if (tr) { event.preventDefault(); open(tr); }

@@ -194,8 +194,8 @@
                  "view-audit"];
   const HEADINGS = { "view-login": "login-title", "view-search": "search-title", "view-call": "call-title",
                      "view-alerts": "alerts-title", "view-audit": "audit-title", "view-dashboard": "dash-title" };
-  // What calls.js and dashboard.js add: routes they answer (true: handled), and what runs after a render.
-  const hooks = { routes: [], rendered: [], rerender: [], reset: [], ready: [] };
+  // What calls.js, dashboard.js and evidence.js add: routes they answer (true: handled), and what runs after a render.
+  const hooks = { routes: [], rendered: [], rerender: [], reset: [], ready: [], callRendered: [] };
   function show(view) {
     // An error belongs to the page it happened on: leaving the page clears it.
     if (document.body.dataset.view !== view) { status(""); if (view !== "view-login") showError(""); }
@@ -355,10 +355,12 @@
 
   let searchSeq = 0; // the latest search: answers to earlier ones arrive late and are dropped
 
-  async function runSearch(page) {
+  // landing: {page, cursors} when the address names a page of results (a reload, Back, a shared link): the
+  // filters are already in the form, the page's keyset cursor and the earlier ones known come with it.
+  async function runSearch(page, landing) {
     const s = state.search;
     const mine = ++searchSeq;
-    if (page === 0 || !s.query) {
+    if (page === 0 || !s.query || landing) {
       const asked = searchQuery();
       // An impossible filter is said in the user's language before anything is asked of the server.
       const min = asked.get("min_duration"), max = asked.get("max_duration");
@@ -369,8 +371,8 @@
         return;
       }
       s.query = asked;
-      s.cursors = [null];
-      page = 0;
+      s.cursors = landing ? landing.cursors : [null];
+      page = landing ? landing.page : 0;
       updateExportLinks(s.query);
     }
     const q = new URLSearchParams(s.query);
@@ -433,7 +435,8 @@
     $("results-empty").hidden = items.length > 0 || !s.data;
     $("page-no").textContent = s.data ? t("search.page", { n: s.page + 1 }) : "";
     $("page-first").disabled = s.page === 0;
-    $("page-prev").disabled = s.page === 0;
+    // A shared link to page N knows that page's cursor only: the earlier ones are reached from the first page.
+    $("page-prev").disabled = s.page === 0 || (s.page > 1 && !s.cursors[s.page - 1]);
     $("page-next").disabled = !(s.data && s.data.next_cursor);
   }
 
@@ -759,6 +762,7 @@
     const p = $("player");
     if (p.dataset.state) $("player-state").textContent = t("player." + p.dataset.state);
     if (state.call.transcript || state.call.job) renderTranscript();
+    for (const hook of hooks.callRendered) hook();
   }
 
   function renderTags() {
@@ -1162,7 +1166,7 @@
   // For calls.js and dashboard.js (loaded after this file): the helpers they share with the rest of the page.
   window.CALLREC_CONSOLE = { $, t, el, clear, api, state, hooks, may, show, status, showError, reportError, fmtTime,
                              fmtDuration, fmtNumber, fmtPercent, runSearch, renderResults, searchQuery,
-                             updateExportLinks, SEARCH_ROLES };
+                             updateExportLinks, sessionEnded, SEARCH_ROLES };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

@@ -21,6 +21,7 @@ window.CallrecUx = function (ctx) {
     "you already have an export running; wait for it to finish": "err.api.export_running",
     "too many exports running; try again later": "err.api.exports_busy",
     "recording control unavailable": "err.api.control",
+    "no signing key configured on the server (integrity.signing_key)": "err.api.no_signing_key",
   };
   const BY_STATUS = { 0: "err.network", 403: "err.forbidden", 404: "err.not_found", 408: "err.timeout",
                       409: "err.conflict", 413: "err.too_large", 415: "err.generic", 429: "err.throttled",
