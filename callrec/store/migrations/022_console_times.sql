@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS dashboard_hours (
     calls            integer NOT NULL,
     PRIMARY KEY (hour, confidential, consent, recording_status)
 );
-COMMENT ON TABLE dashboard_hours IS 'calls per UTC hour, confidentiality, consent and recording status (triggers on calls)';
+COMMENT ON TABLE dashboard_hours IS
+    'calls per UTC hour, confidentiality, consent and recording status (triggers on calls)';
 
 CREATE TABLE IF NOT EXISTS dashboard_agent_days (
     day          date NOT NULL,  -- the UTC day
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS dashboard_agent_days (
     declined     integer NOT NULL,
     PRIMARY KEY (day, confidential, agent)
 );
-COMMENT ON TABLE dashboard_agent_days IS 'calls and declined calls per UTC day, confidentiality and agent (triggers on calls)';
+COMMENT ON TABLE dashboard_agent_days IS
+    'calls and declined calls per UTC day, confidentiality and agent (triggers on calls)';
 
 CREATE TABLE IF NOT EXISTS dashboard_alert_hours (
     hour         timestamptz NOT NULL,  -- the UTC hour the alert's call started in
@@ -44,10 +46,6 @@ CREATE TABLE IF NOT EXISTS dashboard_alert_hours (
 );
 COMMENT ON TABLE dashboard_alert_hours IS 'alerts per rule and UTC hour and confidentiality of their calls (triggers)';
 
--- One function for the three kinds of change; old_rows / new_rows are the statement's transition tables.
--- A change is a set of signed counts per key (-1 for a row as it was, +1 as it is), summed and applied in key
--- order (two writers lock the rows they share in the same order).  An update that moves no call from one key
--- to another (most: a state, a time) writes nothing.
 CREATE OR REPLACE FUNCTION dashboard_alerts_add(started timestamptz, confidential boolean, rule text, n integer)
     RETURNS void LANGUAGE sql AS $$
     INSERT INTO dashboard_alert_hours AS s (hour, confidential, rule, alerts)
@@ -78,38 +76,76 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION dashboard_counts() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    cols constant text := 'started_at, confidential, coalesce(consent, '''') AS consent, recording_status, agent';
-    src text;
+-- A function per kind of change (static SQL: its plans are cached; a dynamic statement was planned at every
+-- write); old_rows / new_rows are the statement's transition tables.  A change is a
+-- set of signed counts per key (-1 for a row as it was, +1 as it is), summed and applied in key order (two
+-- writers lock the rows they share in the same order).  An update that moves no call from one key to
+-- another (most: a state, a time) writes nothing.
+CREATE OR REPLACE FUNCTION dashboard_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    src := CASE TG_OP
-        WHEN 'INSERT' THEN format('SELECT %s, 1 AS n FROM new_rows', cols)
-        WHEN 'DELETE' THEN format('SELECT %s, -1 AS n FROM old_rows', cols)
-        ELSE format('SELECT %s, -1 AS n FROM old_rows UNION ALL SELECT %s, 1 FROM new_rows', cols, cols) END;
-    EXECUTE 'WITH d AS (' || src || '), '
-        'h AS (INSERT INTO dashboard_hours AS s (hour, confidential, consent, recording_status, calls) '
-        '      SELECT date_trunc(''hour'', d.started_at, ''UTC''), d.confidential, d.consent, d.recording_status, '
-        '             sum(d.n) FROM d GROUP BY 1, 2, 3, 4 HAVING sum(d.n) <> 0 ORDER BY 1, 2, 3, 4 '
-        '      ON CONFLICT (hour, confidential, consent, recording_status) '
-        '      DO UPDATE SET calls = s.calls + EXCLUDED.calls) '
-        'INSERT INTO dashboard_agent_days AS s (day, confidential, agent, calls, declined) '
-        '    SELECT (d.started_at AT TIME ZONE ''UTC'')::date, d.confidential, d.agent, sum(d.n), '
-        '           coalesce(sum(d.n) FILTER (WHERE d.consent = ''declined''), 0) '
-        '      FROM d WHERE d.agent IS NOT NULL GROUP BY 1, 2, 3 '
-        '    HAVING sum(d.n) <> 0 OR sum(d.n) FILTER (WHERE d.consent = ''declined'') <> 0 ORDER BY 1, 2, 3 '
-        '    ON CONFLICT (day, confidential, agent) '
-        '    DO UPDATE SET calls = s.calls + EXCLUDED.calls, declined = s.declined + EXCLUDED.declined';
-    IF TG_OP = 'UPDATE' THEN  -- a call's alerts follow it to its new hour or confidentiality
-        PERFORM dashboard_alerts_add(o.started_at, o.confidential, a.rule, -1)
-           FROM old_rows o JOIN new_rows w ON w.id = o.id JOIN alerts a ON a.call_id = o.id
-          WHERE w.confidential <> o.confidential
-             OR date_trunc('hour', w.started_at, 'UTC') <> date_trunc('hour', o.started_at, 'UTC');
-        PERFORM dashboard_alerts_add(w.started_at, w.confidential, a.rule, 1)
-           FROM old_rows o JOIN new_rows w ON w.id = o.id JOIN alerts a ON a.call_id = o.id
-          WHERE w.confidential <> o.confidential
-             OR date_trunc('hour', w.started_at, 'UTC') <> date_trunc('hour', o.started_at, 'UTC');
-    END IF;
+    WITH d AS (SELECT started_at, confidential, coalesce(consent, '') AS consent, recording_status, agent, 1 AS n
+               FROM new_rows),
+    h AS (INSERT INTO dashboard_hours AS s (hour, confidential, consent, recording_status, calls)
+          SELECT date_trunc('hour', d.started_at, 'UTC'), d.confidential, d.consent, d.recording_status, sum(d.n)
+            FROM d GROUP BY 1, 2, 3, 4 HAVING sum(d.n) <> 0 ORDER BY 1, 2, 3, 4
+          ON CONFLICT (hour, confidential, consent, recording_status) DO UPDATE SET calls = s.calls + EXCLUDED.calls)
+    INSERT INTO dashboard_agent_days AS s (day, confidential, agent, calls, declined)
+        SELECT (d.started_at AT TIME ZONE 'UTC')::date, d.confidential, d.agent, sum(d.n),
+               coalesce(sum(d.n) FILTER (WHERE d.consent = 'declined'), 0)
+          FROM d WHERE d.agent IS NOT NULL GROUP BY 1, 2, 3
+        HAVING sum(d.n) <> 0 OR sum(d.n) FILTER (WHERE d.consent = 'declined') <> 0 ORDER BY 1, 2, 3
+    ON CONFLICT (day, confidential, agent)
+    DO UPDATE SET calls = s.calls + EXCLUDED.calls, declined = s.declined + EXCLUDED.declined;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION dashboard_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH d AS (SELECT started_at, confidential, coalesce(consent, '') AS consent, recording_status, agent, -1 AS n
+               FROM old_rows),
+    h AS (INSERT INTO dashboard_hours AS s (hour, confidential, consent, recording_status, calls)
+          SELECT date_trunc('hour', d.started_at, 'UTC'), d.confidential, d.consent, d.recording_status, sum(d.n)
+            FROM d GROUP BY 1, 2, 3, 4 HAVING sum(d.n) <> 0 ORDER BY 1, 2, 3, 4
+          ON CONFLICT (hour, confidential, consent, recording_status) DO UPDATE SET calls = s.calls + EXCLUDED.calls)
+    INSERT INTO dashboard_agent_days AS s (day, confidential, agent, calls, declined)
+        SELECT (d.started_at AT TIME ZONE 'UTC')::date, d.confidential, d.agent, sum(d.n),
+               coalesce(sum(d.n) FILTER (WHERE d.consent = 'declined'), 0)
+          FROM d WHERE d.agent IS NOT NULL GROUP BY 1, 2, 3
+        HAVING sum(d.n) <> 0 OR sum(d.n) FILTER (WHERE d.consent = 'declined') <> 0 ORDER BY 1, 2, 3
+    ON CONFLICT (day, confidential, agent)
+    DO UPDATE SET calls = s.calls + EXCLUDED.calls, declined = s.declined + EXCLUDED.declined;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION dashboard_counts_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH d AS (SELECT started_at, confidential, coalesce(consent, '') AS consent, recording_status, agent, -1 AS n
+               FROM old_rows
+               UNION ALL SELECT started_at, confidential, coalesce(consent, '') AS consent, recording_status, agent, 1
+               FROM new_rows),
+    h AS (INSERT INTO dashboard_hours AS s (hour, confidential, consent, recording_status, calls)
+          SELECT date_trunc('hour', d.started_at, 'UTC'), d.confidential, d.consent, d.recording_status, sum(d.n)
+            FROM d GROUP BY 1, 2, 3, 4 HAVING sum(d.n) <> 0 ORDER BY 1, 2, 3, 4
+          ON CONFLICT (hour, confidential, consent, recording_status) DO UPDATE SET calls = s.calls + EXCLUDED.calls)
+    INSERT INTO dashboard_agent_days AS s (day, confidential, agent, calls, declined)
+        SELECT (d.started_at AT TIME ZONE 'UTC')::date, d.confidential, d.agent, sum(d.n),
+               coalesce(sum(d.n) FILTER (WHERE d.consent = 'declined'), 0)
+          FROM d WHERE d.agent IS NOT NULL GROUP BY 1, 2, 3
+        HAVING sum(d.n) <> 0 OR sum(d.n) FILTER (WHERE d.consent = 'declined') <> 0 ORDER BY 1, 2, 3
+    ON CONFLICT (day, confidential, agent)
+    DO UPDATE SET calls = s.calls + EXCLUDED.calls, declined = s.declined + EXCLUDED.declined;
+    -- A call's alerts follow it to another hour or confidentiality: the calls whose (hour, confidential)
+    -- changed are those whose -1 and +1 do not cancel out (not a join of the two transition tables: planned
+    -- as a nested loop, that took seconds a batch).
+    WITH k AS (SELECT id, date_trunc('hour', started_at, 'UTC') AS hour, confidential, -1 AS n FROM old_rows
+               UNION ALL SELECT id, date_trunc('hour', started_at, 'UTC'), confidential, 1 FROM new_rows),
+    m AS (SELECT id, hour, confidential, sum(n) AS n FROM k GROUP BY 1, 2, 3 HAVING sum(n) <> 0)
+    INSERT INTO dashboard_alert_hours AS s (hour, confidential, rule, alerts)
+        SELECT m.hour, m.confidential, a.rule, sum(m.n) FROM m JOIN alerts a ON a.call_id = m.id
+         GROUP BY 1, 2, 3 HAVING sum(m.n) <> 0 ORDER BY 1, 2, 3
+    ON CONFLICT (hour, confidential, rule) DO UPDATE SET alerts = s.alerts + EXCLUDED.alerts;
     RETURN NULL;
 END;
 $$;
@@ -144,11 +180,12 @@ BEGIN
     DROP TRIGGER IF EXISTS dashboard_alert_counts_delete ON alerts;
     DROP TRIGGER IF EXISTS dashboard_alert_counts_truncate ON alerts;
     CREATE TRIGGER dashboard_counts_insert AFTER INSERT ON calls REFERENCING NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts();
+        FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts_insert();
     CREATE TRIGGER dashboard_counts_update AFTER UPDATE ON calls
-        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts();
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts_update();
     CREATE TRIGGER dashboard_counts_delete AFTER DELETE ON calls REFERENCING OLD TABLE AS old_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts();
+        FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts_delete();
     CREATE TRIGGER dashboard_counts_truncate AFTER TRUNCATE ON calls
         FOR EACH STATEMENT EXECUTE FUNCTION dashboard_counts_truncate();
     CREATE TRIGGER dashboard_alert_counts_truncate AFTER TRUNCATE ON alerts
@@ -158,7 +195,8 @@ BEGIN
     CREATE TRIGGER dashboard_alert_counts_insert AFTER INSERT ON alerts REFERENCING NEW TABLE AS new_rows
         FOR EACH STATEMENT EXECUTE FUNCTION dashboard_alert_counts();
     CREATE TRIGGER dashboard_alert_counts_update AFTER UPDATE ON alerts
-        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION dashboard_alert_counts();
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION dashboard_alert_counts();
     CREATE TRIGGER dashboard_alert_counts_delete AFTER DELETE ON alerts REFERENCING OLD TABLE AS old_rows
         FOR EACH STATEMENT EXECUTE FUNCTION dashboard_alert_counts();
     TRUNCATE dashboard_hours, dashboard_agent_days, dashboard_alert_hours;
