@@ -232,7 +232,8 @@ class CallSession:
     def dtmf(self, digit: str, now: datetime) -> list[Action]:
         if self.state not in (State.NOTIFYING, State.AWAITING_KEY):
             return []
-        self._set(keys_pressed=(self.record.keys_pressed + digit)[:64])
+        if len(self.record.keys_pressed) < 64:  # the first 64 keys are kept, each with its time
+            self._set(keys_pressed=self.record.keys_pressed + digit, keys_at=[*self.record.keys_at, now])
         mode = self.decision.mode
         if (mode == "opt-out" and digit == self.opt_out_key) or (mode == "opt-in" and digit == self.opt_in_key):
             actions: list[Action] = []

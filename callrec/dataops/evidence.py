@@ -118,8 +118,8 @@ def fingerprint(key: Ed25519PublicKey) -> str:
 # -- building an export -------------------------------------------------------------------------
 
 EVIDENCE_FIELDS = ("consent_mode", "language", "notice_prompt", "notice_prompt_sha256", "notice_prompt_duration",
-                   "notice_started_at", "notice_finished_at", "notice_completed", "keys_pressed", "consent",
-                   "consent_key", "consent_at")
+                   "notice_started_at", "notice_finished_at", "notice_completed", "keys_pressed", "keys_at",
+                   "consent", "consent_key", "consent_at")
 TIME_FIELDS = ("started_at", "ended_at", "recording_started_at", "handed_back_at", "finalized_at")
 
 

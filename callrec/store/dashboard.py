@@ -1,10 +1,14 @@
 """The dashboard's figures: SQL aggregates over the calls a principal may see, for a time range.
 
 Three GROUP BYs over the calls of the range (per day, consent and recording status; per agent; alerts
-per rule), run at once and read from a covering index (migration 018), all under the visibility rule
-(access.visible_calls_sql), so an agent's dashboard counts their own calls and confidential calls count
-only for the roles cleared for them.  Days are the
-viewer's days (``tz``), not UTC's: a call at 01:00 Moscow time belongs to that Moscow day.
+per rule), run at once, all under the visibility rule (access.visible_calls_sql), so an agent's dashboard
+counts their own calls and confidential calls count only for the roles cleared for them.  For the other
+roles the range's whole UTC hours (days, for the agents' figures) are read from the counts the database
+keeps beside ``calls`` (migration 022: dashboard_hours, dashboard_agent_days, dashboard_alert_hours, kept by
+triggers in the statement that changes a call or an alert, so always equal to the aggregates), and only
+the range's ragged ends from ``calls`` (covering index calls_dashboard_idx, migration 018): a year costs
+about as much as a day.  Days are the viewer's days (``tz``), not UTC's: a call at 01:00 Moscow time
+belongs to that Moscow day.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,10 +30,60 @@ PROBLEM_STATUSES = ("failed", "missing", "empty", "unclosed")
 MAX_AGENTS = 200  # the busiest agents listed; the rest are counted in the totals only
 
 
-def _range(params: Params, principal: Principal, since: datetime, until: datetime) -> str:
-    """Calls started in [since, until) that ``principal`` may see."""
-    lo, hi = params.add(since), params.add(until)
-    return f"c.started_at >= {lo} AND c.started_at < {hi} AND {visible_calls_sql(principal, params, 'c', (lo, hi))}"
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+_COLS = "c.id, c.started_at, c.consent, c.recording_status, c.agent"
+
+
+def _calls_in(params: Params, principal: Principal, spans: list[tuple[datetime, datetime]]) -> str:
+    """The calls started in any of ``spans`` that ``principal`` may see, as rows of ``_COLS``.
+
+    An agent's are read as the rule (access.visible_calls_sql) defines them, in two disjoint parts: their own
+    calls from calls_agent_dashboard_idx alone, and the others they were a party to; not as a set of ids
+    matched against every call of the range (a year of the agent's calls against a million entries)."""
+    parts = []
+    for since, until in spans:
+        lo, hi = params.add(since), params.add(until)
+        span = f"c.started_at >= {lo} AND c.started_at < {hi}"
+        if principal.role == "agent" and principal.extension:
+            ext = params.add(principal.extension)
+            parts.append(f"SELECT {_COLS} FROM calls c WHERE c.agent = {ext} AND {span} AND NOT c.confidential")
+            parts.append(f"SELECT {_COLS} FROM calls c WHERE {span} AND NOT c.confidential "
+                         f"AND c.agent IS DISTINCT FROM {ext} "
+                         f"AND c.id IN (SELECT vp.call_id FROM call_parties vp WHERE vp.number = {ext})")
+        else:
+            parts.append(f"SELECT {_COLS} FROM calls c WHERE {span} "
+                         f"AND {visible_calls_sql(principal, params, 'c', (lo, hi))}")
+    return " UNION ALL ".join(parts) if parts else f"SELECT {_COLS} FROM calls c WHERE FALSE"
+
+
+def _counted(principal: Principal) -> str | None:
+    """Which rows of the count tables (migration 022) ``principal`` may see, or None: read ``calls``."""
+    if principal.role in ("admin", "security"):
+        return "TRUE"
+    if principal.role in ("supervisor", "auditor"):
+        return "NOT s.confidential"
+    return None  # an agent: their calls are not a key of the counts
+
+
+def _whole(since: datetime, until: datetime, unit: timedelta) -> tuple[datetime, datetime] | None:
+    """The whole UTC hours (``unit`` = HOUR) or days (DAY) inside [since, until), or None."""
+    def floor(t: datetime) -> datetime:
+        t = t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        return t.replace(hour=0) if unit == DAY else t
+
+    lo, hi = floor(since), floor(until)
+    if lo < since:
+        lo += unit
+    return (lo, hi) if lo < hi else None
+
+
+def _plan(principal: Principal, since: datetime, until: datetime, unit: timedelta,
+          usable: bool = True) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
+    """The part of the range read from the counts (whole units) and the parts read from ``calls``."""
+    whole = _whole(since, until, unit) if usable and _counted(principal) is not None else None
+    if whole is None:
+        return None, [(since, until)]
+    return whole, [span for span in ((since, whole[0]), (whole[1], until)) if span[0] < span[1]]
 
 
 def day_bounds(since: datetime, until: datetime, tz: str) -> list[datetime]:
@@ -50,30 +104,43 @@ def day_bounds(since: datetime, until: datetime, tz: str) -> list[datetime]:
 async def figures(pool: asyncpg.Pool, principal: Principal, since: datetime, until: datetime,
                   tz: str) -> dict[str, Any]:
     """Every figure of the dashboard for calls started in [since, until), days in time zone ``tz``."""
-    params = Params()
-    where = _range(params, principal, since, until)
     bounds = day_bounds(since, until, tz)
     days: dict[str, dict[str, Any]] = {}
     consent: dict[str, int] = {}
     recordings: dict[str, int] = {}
     agents: list[dict[str, Any]] = []
     total = 0
+    visible = _counted(principal)
 
-    # Each GROUP BY is hashed in memory and reads the covering index calls_dashboard_idx (migration 018)
-    # without touching the table; the three run at once, each on a connection of its own.
+    # The whole hours of the range from dashboard_hours, when each local day is made of whole UTC hours (a
+    # zone a half or quarter hour off UTC reads calls); the ragged ends from the covering index
+    # calls_dashboard_idx (migration 018) without touching the table.  The three run at once, each on a
+    # connection of its own.
     async def per_day() -> list[asyncpg.Record]:
+        whole, spans = _plan(principal, since, until, HOUR,
+                             all(b.astimezone(UTC).minute == b.astimezone(UTC).second == 0 for b in bounds))
+        params = Params()
+        b = params.add(bounds)
+        sql = (f"SELECT width_bucket(c.started_at, {b}::timestamptz[]) AS bucket, c.consent, c.recording_status, "
+               f"count(*) AS n FROM ({_calls_in(params, principal, spans)}) c GROUP BY 1, 2, 3")
+        if whole is not None:
+            sql += (f" UNION ALL SELECT width_bucket(s.hour, {b}::timestamptz[]), NULLIF(s.consent, ''), "
+                    f"s.recording_status, sum(s.calls) FROM dashboard_hours s WHERE s.hour >= {params.add(whole[0])} "
+                    f"AND s.hour < {params.add(whole[1])} AND {visible} GROUP BY 1, 2, 3 HAVING sum(s.calls) <> 0")
         async with _read(pool) as c:
-            return await c.fetch(
-                f"""SELECT width_bucket(c.started_at, ${len(params.values) + 1}::timestamptz[]) AS bucket,
-                           c.consent, c.recording_status, count(*) AS n
-                    FROM calls c WHERE {where} GROUP BY 1, 2, 3""", *params.values, bounds)
+            return list(await c.fetch(sql, *params.values))
 
     async def per_agent() -> list[asyncpg.Record]:
+        whole, spans = _plan(principal, since, until, DAY)
+        params = Params()
+        sql = (f"SELECT c.agent, count(*) AS n, count(*) FILTER (WHERE c.consent = 'declined') AS declined "
+               f"FROM ({_calls_in(params, principal, spans)}) c WHERE c.agent IS NOT NULL GROUP BY 1")
+        if whole is not None:
+            sql += (f" UNION ALL SELECT s.agent, sum(s.calls), sum(s.declined) FROM dashboard_agent_days s "
+                    f"WHERE s.day >= {params.add(whole[0].date())} AND s.day < {params.add(whole[1].date())} "
+                    f"AND {visible} GROUP BY 1")
         async with _read(pool) as c:
-            rows = await c.fetch(
-                f"""SELECT c.agent, count(*) AS n, count(*) FILTER (WHERE c.consent = 'declined') AS declined
-                    FROM calls c WHERE {where} AND c.agent IS NOT NULL GROUP BY 1""", *params.values)
-            return list(rows)
+            return list(await c.fetch(sql, *params.values))
 
     async def alerts_and_names() -> tuple[dict[str, Any], list[asyncpg.Record]]:
         async with _read(pool) as c:
@@ -98,10 +165,14 @@ async def figures(pool: asyncpg.Pool, principal: Principal, since: datetime, unt
         consent[key] = consent.get(key, 0) + n
         recordings[r["recording_status"]] = recordings.get(r["recording_status"], 0) + n
         total += n
+    per: dict[str, list[int]] = {}
     for r in by_agent:
-        n = int(r["n"])
-        agents.append({"agent": r["agent"], "calls": n, "declined": int(r["declined"]),
-                       "decline_rate": round(int(r["declined"]) / n, 4)})
+        counts = per.setdefault(r["agent"], [0, 0])
+        counts[0] += int(r["n"])
+        counts[1] += int(r["declined"])
+    for agent, (n, declined) in per.items():
+        if n:  # an agent whose counted calls all moved away (counts at 0) is not listed
+            agents.append({"agent": agent, "calls": n, "declined": declined, "decline_rate": round(declined / n, 4)})
     agents.sort(key=lambda a: (-a["calls"], a["agent"]))
     agents = agents[:MAX_AGENTS]
     for a in agents:
@@ -126,15 +197,20 @@ async def _read(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
 
 
 async def _alerts(conn: Db, principal: Principal, since: datetime, until: datetime) -> dict[str, Any]:
-    """Speech-analytics alerts of the calls in range, per rule (the calls' visibility rule applies).
-    An alert is raised when its call's transcript is saved, after the call started: only alerts raised
-    since the range began are looked at, each call then found by its key."""
+    """Speech-analytics alerts of the calls in range, per rule (the calls' visibility rule applies): the whole
+    hours from dashboard_alert_hours, the ragged ends (and an agent's calls) from the calls and their alerts.
+    A rule alerts a call once (UNIQUE (rule, call_id)): its alerts are its calls."""
+    whole, spans = _plan(principal, since, until, HOUR)
     params = Params()
-    where = _range(params, principal, since, until)
-    where += f" AND a.created_at >= {params.add(since)}"
-    rows = await conn.fetch(
-        f"""SELECT a.rule, count(*) AS n, count(DISTINCT a.call_id) AS calls
-            FROM alerts a JOIN calls c ON c.id = a.call_id WHERE {where}
-            GROUP BY a.rule ORDER BY count(*) DESC, a.rule""", *params.values)
-    rules = [{"rule": r["rule"], "alerts": int(r["n"]), "calls": int(r["calls"])} for r in rows]
+    sql = (f"SELECT a.rule, count(*) AS n FROM ({_calls_in(params, principal, spans)}) c "
+           f"JOIN alerts a ON a.call_id = c.id GROUP BY 1")
+    if whole is not None:
+        sql += (f" UNION ALL SELECT s.rule, sum(s.alerts) FROM dashboard_alert_hours s "
+                f"WHERE s.hour >= {params.add(whole[0])} AND s.hour < {params.add(whole[1])} "
+                f"AND {_counted(principal)} GROUP BY 1")
+    per: dict[str, int] = {}
+    for r in await conn.fetch(sql, *params.values):
+        per[r["rule"]] = per.get(r["rule"], 0) + int(r["n"])
+    rules = [{"rule": rule, "alerts": n, "calls": n}
+             for rule, n in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])) if n]
     return {"total": sum(r["alerts"] for r in rules), "rules": rules}

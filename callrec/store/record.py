@@ -31,6 +31,7 @@ class CallRecord:
     consent: str | None = None
     consent_key: str | None = None
     keys_pressed: str = ""
+    keys_at: list[datetime] = field(default_factory=list)  # keys_at[i]: when keys_pressed[i] came (migration 022)
     notice_prompt: str | None = None
     notice_prompt_sha256: str | None = None
     notice_prompt_duration: float | None = None

@@ -3,9 +3,10 @@
 Pure: rows in, events out.  Each event has its wall-clock time (``at``), its offset from the call's
 start (``call_ms``) and, when it falls inside the recording, its offset in the audio (``audio_ms``),
 which is where the console's player seeks.  Events: the call starting, the notice starting and
-ending, keys pressed and consent settled (the log keeps their time as ``consent_at``), recording
-starting, each pause and resume, parties joining and leaving (a transfer target joining is a
-transfer), the call handed back to the dialplan, and the hang-up.
+ending, each key pressed at its own time (``keys_at``; a row from before those were kept shows its
+keys as one event at ``consent_at``), consent settled, recording starting, each pause and resume,
+parties joining and leaving (a transfer target joining is a transfer), the call handed back to the
+dialplan, and the hang-up.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 # Order of events at the same instant: cause before effect.
-_ORDER = ("call_start", "notice_start", "keys", "notice_end", "consent", "recording_start", "handed_back",
-          "party_joined", "transfer", "pause", "resume", "party_left", "hangup")
+_ORDER = ("call_start", "notice_start", "key", "keys", "notice_end", "consent", "recording_start",
+          "handed_back", "party_joined", "transfer", "pause", "resume", "party_left", "hangup")
 
 
 def _ms(later: datetime, earlier: datetime) -> int:
@@ -42,8 +43,13 @@ def build(call: Mapping[str, Any], pauses: Sequence[Mapping[str, Any]],
     add("call_start", start, direction=call.get("direction"))
     add("notice_start", call.get("notice_started_at"))
     add("notice_end", call.get("notice_finished_at"), completed=call.get("notice_completed"))
-    if call.get("keys_pressed"):
-        add("keys", call.get("consent_at") or call.get("notice_finished_at"), keys=call["keys_pressed"])
+    keys: str = call.get("keys_pressed") or ""
+    keys_at: Sequence[datetime] = call.get("keys_at") or ()
+    if keys and len(keys_at) == len(keys):
+        for key, pressed in zip(keys, keys_at, strict=True):
+            add("key", pressed, key=key)
+    elif keys:  # a row from before the keys' own times were kept (migration 022): all at consent
+        add("keys", call.get("consent_at") or call.get("notice_finished_at"), keys=keys)
     if call.get("consent"):
         add("consent", call.get("consent_at") or call.get("handed_back_at"), consent=call["consent"],
             key=call.get("consent_key"))

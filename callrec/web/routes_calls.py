@@ -125,7 +125,8 @@ async def call_detail(conn: Db, row: asyncpg.Record) -> dict[str, Any]:
         "notice_prompt": r["notice_prompt"], "sha256": r["notice_prompt_sha256"],
         "duration": r["notice_prompt_duration"], "started_at": r["notice_started_at"],
         "finished_at": r["notice_finished_at"], "completed": r["notice_completed"], "consent": r["consent"],
-        "consent_key": r["consent_key"], "keys_pressed": r["keys_pressed"], "consent_at": r["consent_at"],
+        "consent_key": r["consent_key"], "keys_pressed": r["keys_pressed"], "keys_at": r["keys_at"],
+        "consent_at": r["consent_at"],
     }
     out["recording"] = {
         "status": r["recording_status"], "duration": r["recording_duration"], "bytes": r["recording_bytes"],

@@ -62,7 +62,10 @@ async def test_one_round_trip_per_flush_and_the_same_rows_as_row_by_row(
         moscow = timezone(timedelta(hours=3))
         change = {"state": "ended", "ended_at": datetime(2026, 12, 6, 0, 0, 1, tzinfo=moscow),
                   "warnings": ["one", "два", "три"], "recording_duration": 61.25, "recording_bytes": 982044,
-                  "hangup_cause_text": None, "parties": [party(1), party(2, datetime(2026, 12, 5, 21, 1, tzinfo=UTC))]}
+                  "hangup_cause_text": None, "keys_pressed": "59",
+                  "keys_at": [datetime(2026, 12, 6, 0, 0, 0, 250000, tzinfo=moscow),
+                              datetime(2026, 12, 5, 21, 0, 0, 987654, tzinfo=UTC)],
+                  "parties": [party(1), party(2, datetime(2026, 12, 5, 21, 1, tzinfo=UTC))]}
         ghost_id = str(uuid.uuid4())
         sent.clear()
         writer.update(new_id, {**new, "parties": [party(1)]})
@@ -86,9 +89,12 @@ async def test_one_round_trip_per_flush_and_the_same_rows_as_row_by_row(
         assert old_row["node"] == "pbx-1"
         assert old_row["caller_digits"] == "79167392855"
         assert old_row["ended_at"] == datetime(2026, 12, 5, 21, 0, 1, tzinfo=UTC)
+        # Each key's time (migration 022), to the microsecond, whatever the zone it came in.
+        assert old_row["keys_at"] == [datetime(2026, 12, 5, 21, 0, 0, 250000, tzinfo=UTC),
+                                      datetime(2026, 12, 5, 21, 0, 0, 987654, tzinfo=UTC)]
         assert old_parties[0]["number"] == "101\\x00" and old_parties[0]["channel"] == ""
         new_row, new_parties = await rows(pool, new_id)
-        assert new_row["state"] == "notifying" and new_row["warnings"] == ["one", "два"]
+        assert new_row["state"] == "notifying" and new_row["warnings"] == ["one", "два"] and new_row["keys_at"] == []
         assert [p["seq"] for p in new_parties] == [1]
         assert not await pool.fetchval("SELECT count(*) FROM calls WHERE id = $1", uuid.UUID(ghost_id))
     finally:

@@ -53,10 +53,15 @@ async def people(database: str) -> AsyncIterator[dict[str, str]]:
 
 
 async def recorded_call(daemon: Daemon, tester: Tester, finished: Finished, database: str, *, args: str,
-                        key: str, speak: int) -> asyncpg.Record:
+                        key: str, speak: int, early: str = "") -> asyncpg.Record:
+    """A call through the sandbox; ``early``: a key pressed during the notice, seconds before ``key``."""
     call = await tester.place_call(args=args)
     await call.answered()
     await call.notice_started()
+    if early:
+        await call.press(early)
+        await call.tester.log.wait_for(lambda e: e.get("type") == "ChannelDtmfReceived"
+                                       and e["channel"]["id"] == call.callee_id, 10, "the early key", call.since)
     if args == "mode=opt-in":
         await call.playback_finished()
     await call.press(key)
@@ -109,8 +114,8 @@ async def test_the_call_page_player_timeline_keys_link_and_who_listened(
         daemon: Daemon, tester: Tester, finished: Finished, database: str, people: dict[str, str]) -> None:
     assert daemon.http is not None and daemon.http.port
     base = f"http://127.0.0.1:{daemon.http.port}"
-    row = await recorded_call(daemon, tester, finished, database, args="mode=opt-in", key="1", speak=2)
-    assert row["consent"] == "granted" and row["recording_status"] == "ready"
+    row = await recorded_call(daemon, tester, finished, database, args="mode=opt-in", key="1", speak=2, early="5")
+    assert row["consent"] == "granted" and row["recording_status"] == "ready" and row["keys_pressed"] == "51"
     assert row["recording_duration"] > 9, row["recording_duration"]  # room for +5 s twice
     call_id = str(row["id"])
     start = row["started_at"]
@@ -119,6 +124,9 @@ async def test_the_call_page_player_timeline_keys_link_and_who_listened(
                 "consent": ms_between(row["consent_at"], start),
                 "recording_start": ms_between(row["recording_started_at"], start),
                 "hangup": ms_between(row["ended_at"], start)}
+    # Each key at its own time: 5 during the notice, 1 seconds later in the window after it.
+    key_ms = [ms_between(t, start) for t in row["keys_at"]]
+    assert len(key_ms) == 2 and key_ms[1] - key_ms[0] > 1000, key_ms
 
     async with chromium() as browser:
         tab = await open_tab(browser, base)
@@ -135,6 +143,13 @@ async def test_the_call_page_player_timeline_keys_link_and_who_listened(
         found = {m["kind"]: m["ms"] for m in drawn}
         for kind, want in evidence.items():
             assert abs(found[kind] - want) <= MARK_SLACK_MS, (kind, found[kind], want)
+        drawn_keys = [m["ms"] for m in drawn if m["kind"] == "key"]
+        assert len(drawn_keys) == 2, drawn
+        for got, want in zip(drawn_keys, key_ms, strict=True):
+            assert abs(got - want) <= MARK_SLACK_MS, ("key", drawn_keys, key_ms)
+        key_rows = page.locator("#timeline-body tr[data-kind=key]")
+        await expect(key_rows.nth(0).locator("td").nth(2)).to_have_text("Key pressed: 5")
+        await expect(key_rows.nth(1).locator("td").nth(2)).to_have_text("Key pressed: 1")
         # The table: millisecond times from the call's start, the recording's own clock beside them.
         rec_row = page.locator("#timeline-body tr[data-kind=recording_start] td")
         ms = evidence["recording_start"]

@@ -24,13 +24,14 @@ def test_appended_changes_replay_merged_with_their_types(tmp_path: Path) -> None
     assert oct((tmp_path / "j").stat().st_mode & 0o777) == "0o700"
     j.append([("a", {"door": "ari", "started_at": T, "warnings": ["x\n\x00y"], "notice_completed": True}),
               ("b", {"state": "new"})])
-    j.append([("a", {"state": "ended", "ended_at": T, "recording_bytes": 12})])
+    j.append([("a", {"state": "ended", "ended_at": T, "recording_bytes": 12, "keys_at": [T, T]})])
     j.close()
     state = Journal(tmp_path / "j", 1024 * 1024).open()
     assert state == {"a": {"door": "ari", "started_at": T, "warnings": ["x\n\x00y"], "notice_completed": True,
-                           "state": "ended", "ended_at": T, "recording_bytes": 12},
+                           "state": "ended", "ended_at": T, "recording_bytes": 12, "keys_at": [T, T]},
                      "b": {"state": "new"}}
     assert isinstance(state["a"]["ended_at"], datetime) and state["a"]["ended_at"].tzinfo is not None
+    assert all(isinstance(t, datetime) for t in state["a"]["keys_at"])  # each key's time, as written
 
 
 def test_a_torn_last_line_is_dropped_and_appending_goes_on_after_the_good_part(

@@ -67,6 +67,27 @@ def test_digits_are_ignored_in_notice_mode_but_kept_as_evidence() -> None:
     assert s.record.keys_pressed == "9" and s.record.consent is None and s.state is State.NOTIFYING
 
 
+def test_each_key_is_kept_with_its_own_time_up_to_64() -> None:
+    s = make("opt-in")
+    s.start()
+    s.notice_started(at(0.1))
+    assert s.take_changes()  # the new row
+    assert s.dtmf("5", at(1.25)) == []
+    assert s.take_changes() == {"keys_pressed": "5", "keys_at": [at(1.25)]}  # both go to the writer together
+    s.notice_finished(at(4))
+    s.dtmf("1", at(6.5))
+    assert (s.record.keys_pressed, s.record.keys_at) == ("51", [at(1.25), at(6.5)])
+    assert s.record.consent_at == at(6.5)
+    # Keys after the decision are not the notice's: nothing changes.
+    assert s.dtmf("7", at(7)) == [] and s.record.keys_at == [at(1.25), at(6.5)]
+    # A caller who keeps pressing: the first 64 keys, each with its time, and the lists stay paired.
+    s = make("notice")
+    s.start()
+    for i in range(70):
+        s.dtmf("2", at(i / 10))
+    assert len(s.record.keys_pressed) == 64 and s.record.keys_at == [at(i / 10) for i in range(64)]
+
+
 def test_opt_out_key_during_notice_declines_stops_notice_and_confirms() -> None:
     s = make("opt-out")
     s.start()

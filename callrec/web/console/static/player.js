@@ -155,6 +155,7 @@ window.CallrecPlayer = function (ctx) {
     switch (e.kind) {
       case "call_start": return t("tl.ev.call_start", { direction: d.direction ? t("direction." + d.direction) : "" });
       case "notice_end": return t(d.completed === false ? "tl.ev.notice_cut" : "tl.ev.notice_end");
+      case "key": return t("tl.ev.key", { key: d.key });
       case "keys": return t("tl.ev.keys", { keys: d.keys });
       case "consent": return t("tl.ev.consent." + d.consent, { key: d.key || t("unknown") });
       case "pause": case "resume":
