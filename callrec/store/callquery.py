@@ -264,8 +264,13 @@ def decode_cursor_fuzzy(value: str, order: str) -> tuple[tuple[datetime, str], b
     return (when, call_id), len(items) == 4
 
 
-def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cursor: bool = True) -> str:
-    """The WHERE clause (without the word) of a search: visibility AND every filter."""
+def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cursor: bool = True,
+                 probe: bool = False, skip_q: bool = False, skip_first_tag: bool = False) -> str:
+    """The WHERE clause (without the word) of a search: visibility AND every filter.
+
+    ``probe``: ``tag`` and ``q`` looked up call by call (for a search whose other conditions find few calls,
+    such as an agent's); otherwise as sets, for the planner to choose.  ``skip_q`` / ``skip_first_tag``: the
+    query reads that condition from its own index already (search_sql's drivers)."""
     conds = [visible_calls_sql(principal, params, "c")]
     if f.since is not None:
         conds.append(f"c.started_at >= {params.add(f.since)}")
@@ -287,10 +292,18 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
         conds.append(f"c.ended_at - c.started_at >= make_interval(secs => {params.add(f.min_duration)})")
     if f.max_duration is not None:
         conds.append(f"c.ended_at - c.started_at <= make_interval(secs => {params.add(f.max_duration)})")
-    for tag in f.tags:
-        conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
-    if f.q:
-        conds.append(q_ids_sql(params.add("%" + like_pattern(f.q, wildcard=False) + "%")))
+    for i, tag in enumerate(f.tags):
+        if i == 0 and skip_first_tag:
+            continue
+        if probe:
+            # A scalar subquery stays a per-row probe of the primary key (an EXISTS may become a join that
+            # reads every call with the tag first).
+            conds.append(f"(SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)}) "
+                         "IS NOT NULL")
+        else:
+            conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
+    if f.q and not skip_q:
+        conds.append(q_sql(f.q, params, probe=probe))
     talk = []
     if f.silence_over is not None:
         talk.append(f"ft.silence_share * 100 > {params.add(f.silence_over)}")
@@ -309,6 +322,29 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
         op = "<" if f.order == "desc" else ">"
         conds.append(f"(c.started_at, c.id) {op} ({params.add(when)}, {params.add(call_id)}::uuid)")
     return " AND ".join(conds)
+
+
+def q_pattern(q: str) -> str:
+    """The ILIKE pattern of a ``q`` text: the text anywhere, case-insensitive, ``%`` and ``_`` as themselves."""
+    return "%" + like_pattern(q, wildcard=False) + "%"
+
+
+def q_by_names(q: str) -> bool:
+    """Whether ``q`` can be matched against call_search.names (migration 023: the names one per line) with
+    the same answer as against each name: a text without a line break cannot match across two of them."""
+    return "\n" not in q
+
+
+def q_sql(q: str, params: Params, *, probe: bool = False) -> str:
+    """The calls whose caller name, agent or a party's name holds ``q``: by call_search's names (as a set
+    of ids by its trigram index, or ``probe``: the call's own row), or, for a text with a line break, each
+    name by its trigram index (migration 015)."""
+    p = params.add(q_pattern(q))
+    if not q_by_names(q):
+        return q_ids_sql(p)
+    if probe:
+        return f"(SELECT qs.names FROM call_search qs WHERE qs.call_id = c.id) ILIKE {p}"
+    return f"c.id IN (SELECT qs.call_id FROM call_search qs WHERE qs.names ILIKE {p})"
 
 
 def q_ids_sql(p: str) -> str:
@@ -340,19 +376,92 @@ def number_sql(m: phone.NumberMatch, params: Params) -> str:
     return f"(c.caller_number LIKE {p} OR c.called_number LIKE {p})"
 
 
-def search_sql(f: CallFilter, principal: Principal, *, limit: int | None,
-               full: bool = False) -> tuple[str, list[Any]]:
+def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: bool = False,
+               driver: str | None = None, walk_rows: int = 0,
+               older_than: tuple[datetime, Any] | None = None) -> tuple[str, list[Any]]:
     """SELECT of CallSummary rows (``full``: every column of calls, then tags); ``limit`` None: all
-    (export, streamed with a cursor)."""
+    (export, streamed with a cursor).
+
+    ``driver`` (search() chooses it, see plan()): where the rows come from in the list's order --
+    None: calls by their own indexes (tag and q as sets); "probe": the same, tag and q checked call by call;
+    "tag": the first tag's calls in order (call_tags_tag_started_idx); "q_walk": the newest ``walk_rows``
+    rows of call_search in order, those holding ``q``; "q_set": the calls holding ``q`` by call_search's
+    trigram index, only those after ``older_than`` (a (started_at, id) in the list's order)."""
     params = Params()
-    where = where_clause(f, principal, params, with_cursor=limit is not None)
     direction = "DESC" if f.order == "desc" else "ASC"
-    sql = (f"SELECT {_FULL_SELECT if full else _SUMMARY_SELECT}, {TRANSCRIPT_SELECT} FROM calls c {TRANSCRIPT_JOIN} "
-           f"WHERE {where} "
-           f"ORDER BY c.started_at {direction}, c.id {direction}")
+    op = "<" if f.order == "desc" else ">"
+    select = f"SELECT {_FULL_SELECT if full else _SUMMARY_SELECT}, {TRANSCRIPT_SELECT}"
+    if driver == "tag":
+        d = "dt"
+        where = where_clause(f, principal, params, with_cursor=False, probe=True, skip_first_tag=True)
+        conds = [f"dt.tag = {params.add(f.tags[0])}", *_order_conds(f, d, params, limit is not None, op)]
+        source = "call_tags dt JOIN calls c ON c.id = dt.call_id"
+        sql = f"{select} FROM {source} {TRANSCRIPT_JOIN} WHERE {' AND '.join(conds)} AND {where}"
+        order = f"dt.started_at {direction}, dt.call_id {direction}"
+    elif driver == "q_walk":
+        assert f.q is not None
+        d = "ws"
+        inner = " AND ".join(_order_conds(f, d, params, limit is not None, op)) or "TRUE"
+        walk = (f"(SELECT ws.call_id, ws.started_at, ws.names FROM call_search ws WHERE {inner} "
+                f"ORDER BY ws.started_at {direction}, ws.call_id {direction} LIMIT {params.add(walk_rows)}) AS s")
+        pattern = params.add(q_pattern(f.q))
+        where = where_clause(f, principal, params, with_cursor=False, skip_q=True)
+        sql = (f"{select} FROM {walk} JOIN calls c ON c.id = s.call_id {TRANSCRIPT_JOIN} "
+               f"WHERE s.names ILIKE {pattern} AND {where}")
+        order = f"s.started_at {direction}, s.call_id {direction}"
+    elif driver == "q_set":
+        assert f.q is not None and older_than is not None
+        pattern = params.add(q_pattern(f.q))
+        where = where_clause(f, principal, params, with_cursor=limit is not None, skip_q=True)
+        bound = f"(qs.started_at, qs.call_id) {op} ({params.add(older_than[0])}, {params.add(older_than[1])}::uuid)"
+        sql = (f"{select} FROM calls c {TRANSCRIPT_JOIN} WHERE c.id IN (SELECT qs.call_id FROM call_search qs "
+               f"WHERE qs.names ILIKE {pattern} AND {bound}) AND {where}")
+        order = f"c.started_at {direction}, c.id {direction}"
+    else:
+        where = where_clause(f, principal, params, with_cursor=limit is not None, probe=driver == "probe")
+        sql = f"{select} FROM calls c {TRANSCRIPT_JOIN} WHERE {where}"
+        order = f"c.started_at {direction}, c.id {direction}"
+    sql += f" ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {params.add(limit)}"
     return sql, params.values
+
+
+def _order_conds(f: CallFilter, d: str, params: Params, with_cursor: bool, op: str) -> list[str]:
+    """``from``, ``to`` and the cursor on a driver table's (started_at, call_id), the calls' own (kept equal by
+    migration 023's triggers), so that its index reads only that range."""
+    conds = []
+    if f.since is not None:
+        conds.append(f"{d}.started_at >= {params.add(f.since)}")
+    if f.until is not None:
+        conds.append(f"{d}.started_at < {params.add(f.until)}")
+    if with_cursor and f.cursor is not None:
+        when, call_id = f.cursor
+        w = params.add(when)
+        conds.append(f"{d}.started_at {op}= {w}")  # the range for the index; the row comparison decides
+        conds.append(f"({d}.started_at, {d}.call_id) {op} ({w}, {params.add(call_id)}::uuid)")
+    return conds
+
+
+# How many of the newest calls a `q=` search reads in order before it asks the trigram index instead: a text
+# in 0.2 % of the calls fills a page of 50 within them (~10 ms); a rarer one has few matches, which the
+# trigram index finds and sorts quickly.
+Q_WALK_ROWS = 30_000
+
+
+def plan(f: CallFilter, principal: Principal) -> str | None:
+    """The driver of a search page (search_sql): a filter that finds few calls by its own index (an agent's
+    calls, one agent, a number) checks tag and q call by call; otherwise a tag's calls are read in order from
+    its index, and a q= text by walking the newest calls, then by its trigram index (search())."""
+    if f.said is not None:
+        return None  # its own ranking and fallback (search()); tag and q as sets
+    if principal.role == "agent" or f.agent is not None or f.number is not None:
+        return "probe" if (f.tags or f.q) else None
+    if f.tags:
+        return "tag"
+    if f.q is not None and q_by_names(f.q):
+        return "q_walk"
+    return None
 
 
 # --- export: the rows as PostgreSQL writes them (COPY), the same cells as csv_cell / summary ----------------
@@ -426,7 +535,7 @@ def export_sql(f: CallFilter, principal: Principal, fmt: str, tz: str = "UTC") -
 
 def count_sql(f: CallFilter, principal: Principal) -> tuple[str, list[Any]]:
     params = Params()
-    where = where_clause(f, principal, params, with_cursor=False)
+    where = where_clause(f, principal, params, with_cursor=False, probe=plan(f, principal) == "probe")
     return f"SELECT count(*) FROM calls c WHERE {where}", params.values
 
 
@@ -521,10 +630,35 @@ async def search(conn: Db, f: CallFilter, principal: Principal,
 
 
 async def _page(conn: Db, f: CallFilter, principal: Principal, full: bool) -> list[Any]:
-    sql, args = search_sql(f, principal, limit=f.limit + 1, full=full)
+    driver = plan(f, principal)
+    if driver == "q_walk":
+        return await _q_page(conn, f, principal, full)
+    sql, args = search_sql(f, principal, limit=f.limit + 1, full=full, driver=driver)
     if f.said is None:
         return list(await conn.fetch(sql, *args))
     return await fetch_custom(conn, sql, *args)
+
+
+async def _q_page(conn: Db, f: CallFilter, principal: Principal, full: bool) -> list[Any]:
+    """A `q=` page: the newest Q_WALK_ROWS calls (of the range, after the cursor) read in order, those that
+    hold q; when they are not a page, the rest from the trigram index, after the last call read."""
+    want = f.limit + 1
+    sql, args = search_sql(f, principal, limit=want, full=full, driver="q_walk", walk_rows=Q_WALK_ROWS)
+    rows = list(await conn.fetch(sql, *args))
+    if len(rows) >= want:
+        return rows
+    params = Params()
+    op = "<" if f.order == "desc" else ">"
+    direction = "DESC" if f.order == "desc" else "ASC"
+    conds = " AND ".join(_order_conds(f, "ws", params, True, op)) or "TRUE"
+    last = await conn.fetchrow(f"SELECT ws.started_at, ws.call_id FROM call_search ws WHERE {conds} "
+                               f"ORDER BY ws.started_at {direction}, ws.call_id {direction} "
+                               f"OFFSET {params.add(Q_WALK_ROWS - 1)} LIMIT 1", *params.values)
+    if last is None:
+        return rows  # the walk read every call there is
+    sql, args = search_sql(f, principal, limit=want - len(rows), full=full, driver="q_set",
+                           older_than=(last["started_at"], last["call_id"]))
+    return rows + list(await conn.fetch(sql, *args))
 
 
 # A prepared statement's generic plan cannot know how common the searched words are: for `said` it chose a
