@@ -330,8 +330,10 @@ def q_pattern(q: str) -> str:
 
 
 def q_by_names(q: str) -> bool:
-    """Whether ``q`` can be matched against call_search.names (migration 023: the names one per line) with
-    the same answer as against each name: a text without a line break cannot match across two of them."""
+    """Whether ``q`` can be matched against call_search.names (migration 023: the names a line each, in lower
+    case) with the same answer as against each name: a text without a line break cannot match across two of
+    them.  ``names LIKE lower(pattern)`` is ``ILIKE`` as PostgreSQL runs it in a UTF-8 database (it lowers
+    both sides, then compares as LIKE)."""
     return "\n" not in q
 
 
@@ -343,8 +345,8 @@ def q_sql(q: str, params: Params, *, probe: bool = False) -> str:
     if not q_by_names(q):
         return q_ids_sql(p)
     if probe:
-        return f"(SELECT qs.names FROM call_search qs WHERE qs.call_id = c.id) ILIKE {p}"
-    return f"c.id IN (SELECT qs.call_id FROM call_search qs WHERE qs.names ILIKE {p})"
+        return f"(SELECT qs.names FROM call_search qs WHERE qs.call_id = c.id) LIKE lower({p})"
+    return f"c.id IN (SELECT qs.call_id FROM call_search qs WHERE qs.names LIKE lower({p}))"
 
 
 def q_ids_sql(p: str) -> str:
@@ -407,7 +409,7 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
         pattern = params.add(q_pattern(f.q))
         where = where_clause(f, principal, params, with_cursor=False, skip_q=True)
         sql = (f"{select} FROM {walk} JOIN calls c ON c.id = s.call_id {TRANSCRIPT_JOIN} "
-               f"WHERE s.names ILIKE {pattern} AND {where}")
+               f"WHERE s.names LIKE lower({pattern}) AND {where}")
         order = f"s.started_at {direction}, s.call_id {direction}"
     elif driver == "q_set":
         assert f.q is not None and older_than is not None
@@ -415,7 +417,7 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
         where = where_clause(f, principal, params, with_cursor=limit is not None, skip_q=True)
         bound = f"(qs.started_at, qs.call_id) {op} ({params.add(older_than[0])}, {params.add(older_than[1])}::uuid)"
         sql = (f"{select} FROM calls c {TRANSCRIPT_JOIN} WHERE c.id IN (SELECT qs.call_id FROM call_search qs "
-               f"WHERE qs.names ILIKE {pattern} AND {bound}) AND {where}")
+               f"WHERE qs.names LIKE lower({pattern}) AND {bound}) AND {where}")
         order = f"c.started_at {direction}, c.id {direction}"
     else:
         where = where_clause(f, principal, params, with_cursor=limit is not None, probe=driver == "probe")

@@ -5,8 +5,8 @@
 --
 -- call_tags.started_at: the call's start beside each tag (kept by triggers), for (tag, started_at, call_id).
 -- call_search: one row per call, its start and the names `q=` searches (caller name, agent, parties' names,
--- one per line), kept by triggers on calls and call_parties; read newest first by call_search_started_idx
--- when a text is common, by its trigram index when rare (callquery.py).
+-- one per line, in lower case), kept by triggers on calls and call_parties; read newest first by
+-- call_search_started_idx when a text is common, by its trigram index when rare (callquery.py).
 --
 -- Runs statement by statement outside a transaction (store/migrate.py): the triggers first, so that rows
 -- written meanwhile are kept; then the backfill in committed batches; then the indexes CONCURRENTLY.
@@ -21,16 +21,19 @@ CREATE TABLE IF NOT EXISTS call_search (
     names      text NOT NULL
 );
 
-COMMENT ON TABLE call_search IS 'per call: calls.started_at and the names q= searches, one per line (trigger-kept)';
+COMMENT ON TABLE call_search IS 'per call: calls.started_at and the names q= searches, a line each, lower case (trigger-kept)';
 
 -- The names q= searches, in one text: the caller's name, the agent, each party's name, a line each (a text
--- without a line break matches the whole exactly when it matches one of them).
+-- without a line break matches the whole exactly when it matches one of them), in lower case: `names LIKE
+-- lower(pattern)` is what ILIKE does in a UTF-8 database (lower both, then LIKE), without lowering every
+-- row it reads again.
 CREATE OR REPLACE FUNCTION callrec_call_search_refresh(cid uuid) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO call_search (call_id, started_at, names)
     SELECT c.id, c.started_at,
-           concat_ws(E'\n', c.caller_name, c.agent,
-                     (SELECT string_agg(p.name, E'\n' ORDER BY p.seq) FROM call_parties p WHERE p.call_id = c.id))
+           lower(concat_ws(E'\n', c.caller_name, c.agent,
+                           (SELECT string_agg(p.name, E'\n' ORDER BY p.seq) FROM call_parties p
+                             WHERE p.call_id = c.id)))
       FROM calls c WHERE c.id = cid
     ON CONFLICT (call_id) DO UPDATE SET started_at = EXCLUDED.started_at, names = EXCLUDED.names
      WHERE (call_search.started_at, call_search.names) IS DISTINCT FROM (EXCLUDED.started_at, EXCLUDED.names);
@@ -103,9 +106,9 @@ BEGIN
         EXIT WHEN upto IS NULL;
         INSERT INTO call_search (call_id, started_at, names)
         SELECT c.id, c.started_at,
-               concat_ws(E'\n', c.caller_name, c.agent,
-                         (SELECT string_agg(p.name, E'\n' ORDER BY p.seq) FROM call_parties p
-                           WHERE p.call_id = c.id))
+               lower(concat_ws(E'\n', c.caller_name, c.agent,
+                               (SELECT string_agg(p.name, E'\n' ORDER BY p.seq) FROM call_parties p
+                                 WHERE p.call_id = c.id)))
           FROM calls c WHERE c.id > last AND c.id <= upto
         ON CONFLICT (call_id) DO NOTHING;  -- a row there already was written by the trigger: current
         UPDATE call_tags t SET started_at = c.started_at FROM calls c
