@@ -107,7 +107,14 @@ async def fill(conn: asyncpg.Connection, calls: int, step: int = 500_000, dsn: s
         INSERT INTO call_tags (call_id, tag, created_by)
         SELECT id, ({_sql_array(TAGS)})[1 + abs(hashtext(id::text)) % {len(TAGS)}], 'bench'
           FROM calls WHERE abs(hashtext(id::text || 'tag')) % 20 = 0""")
+    await conn.execute(RARE_TAG_SQL)
     return time.perf_counter() - t0
+
+
+# A rare tag, on 1 call in 100,000 (100 at 10 million).
+RARE_TAG = "legal-review"
+RARE_TAG_SQL = (f"INSERT INTO call_tags (call_id, tag, created_by) SELECT id, '{RARE_TAG}', 'bench' FROM calls "
+                "WHERE abs(hashtext(id::text || 'rare')) % 100000 = 0 ON CONFLICT DO NOTHING")
 
 
 async def fill_batch(conn: asyncpg.Connection, calls: int, lo: int, hi: int) -> None:
@@ -235,10 +242,12 @@ def queries(s: dict[str, list[str]]) -> list[tuple[str, list[dict[str, str]]]]:
         ("number wide prefix +7916*", [{"number": "+7916*"}, {"number": "+7903*"}, {"number": "8926*"}]),
         ("number DID +74951230101", [{"number": "+74951230101"}, {"number": "+74951230120"}]),
         ("q= surname", [{"q": "Petrov"}, {"q": "Smirnov"}, {"q": "Kozlova"}, {"q": "Olga Vo"}]),
+        ("q= full name (rare)", [{"q": "Oleg Shchukin"}, {"q": "Anna Zverev"}, {"q": "ivan makeev"}]),
         ("q= no match", [{"q": "Zzyzx"}, {"q": "Qwertyuiop"}]),
         ("agent", each("agent", lambda v: {"agent": v})),
         ("agent in a month", agent_month),
         ("tag", [{"tag": t} for t in TAGS[:5]]),
+        ("tag, rare (1 call in 100,000)", [{"tag": RARE_TAG}]),
         ("tag + agent", [{"tag": "vip", "agent": a} for a in s["agent"][:5]]),
         ("consent declined", [{"consent": "declined"}]),
         ("consent declined in a day", [{"consent": "declined", **day_of(v)} for v in s["day"]]),
@@ -249,7 +258,9 @@ def queries(s: dict[str, list[str]]) -> list[tuple[str, list[dict[str, str]]]]:
 
 
 COUNTS = [("count: all", [{}]), ("count: a day", None), ("count: number", None), ("count: consent declined",
-          [{"consent": "declined"}]), ("count: q= surname", [{"q": "Petrov"}])]
+          [{"consent": "declined"}]), ("count: q= surname", [{"q": "Petrov"}]),
+          ("count: q= full name (rare)", [{"q": "Oleg Shchukin"}]), ("count: tag", [{"tag": "vip"}]),
+          ("count: tag, rare", [{"tag": RARE_TAG}])]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -359,7 +370,7 @@ async def main() -> int:
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
                     plan = queries(s)
                     counts = [(n, v if v is not None else (
-                        [{"from": d["from"], "to": d["to"]} for d in plan[16][1]] if "day" in n else
+                        [{"from": d["from"], "to": d["to"]} for d in dict(plan)["a day"]] if "day" in n else
                         [{"number": x} for x in s["number"]])) for n, v in COUNTS]
                     for who, label in (("sup", "supervisor"), ("agentx", "agent")):
                         for fname, variants in plan:
@@ -419,16 +430,31 @@ async def explain(dsn: str, result: dict[str, Any], agent_ext: str) -> str:
     values = {k: [v] for k, v in result["params"].items()}
     f = callquery.parse_filter(lambda k: values.get(k, []))
     conn = await asyncpg.connect(dsn)
+    out: list[str] = []
     try:
-        sql, sql_args = (callquery.count_sql(f, p) if ": count" in result["name"]
-                         else callquery.search_sql(f, p, limit=f.limit + 1))
-        async with conn.transaction():
-            await conn.execute(callquery.CUSTOM_PLANS)
-            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # as the API's connections
-            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *sql_args)
+        driver = callquery.plan(f, p)
+        if ": count" in result["name"]:
+            queries = [callquery.count_sql(f, p)]
+        elif driver == "q_walk":  # the walk, and the fallback when the walk does not fill the page
+            queries = [callquery.search_sql(f, p, limit=f.limit + 1, driver="q_walk",
+                                            walk_rows=callquery.Q_WALK_ROWS)]
+            rows = await conn.fetch(*queries[0])
+            last = await conn.fetchrow("SELECT started_at, call_id FROM call_search ORDER BY started_at DESC, "
+                                       "call_id DESC OFFSET $1 LIMIT 1", callquery.Q_WALK_ROWS - 1)
+            if len(rows) <= f.limit and last is not None and not f.since and not f.until:
+                queries.append(callquery.search_sql(f, p, limit=f.limit + 1 - len(rows), driver="q_set",
+                                                    older_than=(last["started_at"], last["call_id"])))
+        else:
+            queries = [callquery.search_sql(f, p, limit=f.limit + 1, driver=driver)]
+        out.append(f"(driver: {driver}, {len(queries)} quer{'y' if len(queries) == 1 else 'ies'})")
+        for sql, sql_args in queries:
+            async with conn.transaction():
+                await conn.execute(callquery.CUSTOM_PLANS)
+                await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # as the API's connections
+                out += [r[0] for r in await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *sql_args)]
     finally:
         await conn.close()
-    return "\n".join(r[0] for r in rows)
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
