@@ -265,12 +265,11 @@ def decode_cursor_fuzzy(value: str, order: str) -> tuple[tuple[datetime, str], b
 
 
 def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cursor: bool = True,
-                 probe: bool = False, skip_q: bool = False, skip_first_tag: bool = False) -> str:
+                 skip_q: bool = False, skip_first_tag: bool = False) -> str:
     """The WHERE clause (without the word) of a search: visibility AND every filter.
 
-    ``probe``: ``tag`` and ``q`` looked up call by call (for a search whose other conditions find few calls,
-    such as an agent's); otherwise as sets, for the planner to choose.  ``skip_q`` / ``skip_first_tag``: the
-    query reads that condition from its own index already (search_sql's drivers)."""
+    ``skip_q`` / ``skip_first_tag``: the query reads that condition from its own index already (search_sql's
+    drivers)."""
     conds = [visible_calls_sql(principal, params, "c")]
     if f.since is not None:
         conds.append(f"c.started_at >= {params.add(f.since)}")
@@ -295,15 +294,9 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     for i, tag in enumerate(f.tags):
         if i == 0 and skip_first_tag:
             continue
-        if probe:
-            # A scalar subquery stays a per-row probe of the primary key (an EXISTS may become a join that
-            # reads every call with the tag first).
-            conds.append(f"(SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)}) "
-                         "IS NOT NULL")
-        else:
-            conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
+        conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
     if f.q and not skip_q:
-        conds.append(q_sql(f.q, params, probe=probe))
+        conds.append(q_sql(f.q, params))
     talk = []
     if f.silence_over is not None:
         talk.append(f"ft.silence_share * 100 > {params.add(f.silence_over)}")
@@ -337,15 +330,13 @@ def q_by_names(q: str) -> bool:
     return "\n" not in q
 
 
-def q_sql(q: str, params: Params, *, probe: bool = False) -> str:
-    """The calls whose caller name, agent or a party's name holds ``q``: by call_search's names (as a set
-    of ids by its trigram index, or ``probe``: the call's own row), or, for a text with a line break, each
-    name by its trigram index (migration 015)."""
+def q_sql(q: str, params: Params) -> str:
+    """The calls whose caller name, agent or a party's name holds ``q``, as a set of ids: by call_search's
+    names and their trigram index, or, for a text with a line break, each name by its trigram index
+    (migration 015)."""
     p = params.add(q_pattern(q))
     if not q_by_names(q):
         return q_ids_sql(p)
-    if probe:
-        return f"(SELECT qs.names FROM call_search qs WHERE qs.call_id = c.id) LIKE lower({p})"
     return f"c.id IN (SELECT qs.call_id FROM call_search qs WHERE qs.names LIKE lower({p}))"
 
 
@@ -385,17 +376,17 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
     (export, streamed with a cursor).
 
     ``driver`` (search() chooses it, see plan()): where the rows come from in the list's order --
-    None: calls by their own indexes (tag and q as sets); "probe": the same, tag and q checked call by call;
-    "tag": the first tag's calls in order (call_tags_tag_started_idx); "q_walk": the newest ``walk_rows``
-    rows of call_search in order, those holding ``q``; "q_set": the calls holding ``q`` by call_search's
-    trigram index, only those after ``older_than`` (a (started_at, id) in the list's order)."""
+    None: calls by their own indexes (tag and q as sets, the planner's choice); "tag": the first tag's calls
+    in order (call_tags_tag_started_idx); "q_walk": the next ``walk_rows`` rows of call_search in order (after
+    the cursor, or after ``older_than``), those holding ``q``; "q_set": the calls holding ``q`` by
+    call_search's trigram index, only those after ``older_than`` (a (started_at, id) in the list's order)."""
     params = Params()
     direction = "DESC" if f.order == "desc" else "ASC"
     op = "<" if f.order == "desc" else ">"
     select = f"SELECT {_FULL_SELECT if full else _SUMMARY_SELECT}, {TRANSCRIPT_SELECT}"
     if driver == "tag":
         d = "dt"
-        where = where_clause(f, principal, params, with_cursor=False, probe=True, skip_first_tag=True)
+        where = where_clause(f, principal, params, with_cursor=False, skip_first_tag=True)
         conds = [f"dt.tag = {params.add(f.tags[0])}", *_order_conds(f, d, params, limit is not None, op)]
         source = "call_tags dt JOIN calls c ON c.id = dt.call_id"
         sql = f"{select} FROM {source} {TRANSCRIPT_JOIN} WHERE {' AND '.join(conds)} AND {where}"
@@ -403,7 +394,7 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
     elif driver == "q_walk":
         assert f.q is not None
         d = "ws"
-        inner = " AND ".join(_order_conds(f, d, params, limit is not None, op)) or "TRUE"
+        inner = " AND ".join(_order_conds(f, d, params, limit is not None, op, older_than)) or "TRUE"
         walk = (f"(SELECT ws.call_id, ws.started_at, ws.names FROM call_search ws WHERE {inner} "
                 f"ORDER BY ws.started_at {direction}, ws.call_id {direction} LIMIT {params.add(walk_rows)}) AS s")
         pattern = params.add(q_pattern(f.q))
@@ -420,7 +411,7 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
                f"WHERE qs.names LIKE lower({pattern}) AND {bound}) AND {where}")
         order = f"c.started_at {direction}, c.id {direction}"
     else:
-        where = where_clause(f, principal, params, with_cursor=limit is not None, probe=driver == "probe")
+        where = where_clause(f, principal, params, with_cursor=limit is not None)
         sql = f"{select} FROM calls c {TRANSCRIPT_JOIN} WHERE {where}"
         order = f"c.started_at {direction}, c.id {direction}"
     sql += f" ORDER BY {order}"
@@ -429,36 +420,43 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
     return sql, params.values
 
 
-def _order_conds(f: CallFilter, d: str, params: Params, with_cursor: bool, op: str) -> list[str]:
-    """``from``, ``to`` and the cursor on a driver table's (started_at, call_id), the calls' own (kept equal by
-    migration 023's triggers), so that its index reads only that range."""
+def _order_conds(f: CallFilter, d: str, params: Params, with_cursor: bool, op: str,
+                 after: tuple[datetime, Any] | None = None) -> list[str]:
+    """``from``, ``to`` and the cursor (or ``after``, a later point) on a driver table's (started_at, call_id),
+    the calls' own (kept equal by migration 023's triggers), so that its index reads only that range."""
     conds = []
     if f.since is not None:
         conds.append(f"{d}.started_at >= {params.add(f.since)}")
     if f.until is not None:
         conds.append(f"{d}.started_at < {params.add(f.until)}")
-    if with_cursor and f.cursor is not None:
-        when, call_id = f.cursor
+    point = after if after is not None else f.cursor if with_cursor else None
+    if point is not None:
+        when, call_id = point
         w = params.add(when)
         conds.append(f"{d}.started_at {op}= {w}")  # the range for the index; the row comparison decides
         conds.append(f"({d}.started_at, {d}.call_id) {op} ({w}, {params.add(call_id)}::uuid)")
     return conds
 
 
-# How many of the newest calls a `q=` search reads in order before it asks the trigram index instead: a text
-# in 0.2 % of the calls fills a page of 50 within them (~10 ms); a rarer one has few matches, which the
-# trigram index finds and sorts quickly.
-Q_WALK_ROWS = 30_000
+# A `q=` search first reads the newest calls in order (call_search_started_idx), this many, and keeps those that
+# match: a text in 0.2 % of the calls fills a page of 50 there.  When they are not a page, what it found tells
+# how common the text is: with Q_WALK_ON matches or more it reads on, as far as it expects to need (at most
+# Q_WALK_MAX calls in all); with fewer, the trigram index finds the rest (few, so quickly found and sorted).
+# Reading on costs ~0.3 us a call; a trigram match costs a row read out of order (~5-10 us), so reading on
+# wins while the text is in more than ~1 call in 2,000.
+Q_WALK_ROWS = 20_000
+Q_WALK_ON = 8
+Q_WALK_MAX = 200_000
 
 
 def plan(f: CallFilter, principal: Principal) -> str | None:
     """The driver of a search page (search_sql): a filter that finds few calls by its own index (an agent's
-    calls, one agent, a number) checks tag and q call by call; otherwise a tag's calls are read in order from
-    its index, and a q= text by walking the newest calls, then by its trigram index (search())."""
+    calls, one agent, a number) leaves tag and q to the planner; otherwise a tag's calls are read in order from
+    its index, and a q= text by walking the newest calls, then by its trigram index (_q_page)."""
     if f.said is not None:
         return None  # its own ranking and fallback (search()); tag and q as sets
     if principal.role == "agent" or f.agent is not None or f.number is not None:
-        return "probe" if (f.tags or f.q) else None
+        return None  # a few thousand calls by their own index: the planner checks tag and q among them
     if f.tags:
         return "tag"
     if f.q is not None and q_by_names(f.q):
@@ -537,7 +535,7 @@ def export_sql(f: CallFilter, principal: Principal, fmt: str, tz: str = "UTC") -
 
 def count_sql(f: CallFilter, principal: Principal) -> tuple[str, list[Any]]:
     params = Params()
-    where = where_clause(f, principal, params, with_cursor=False, probe=plan(f, principal) == "probe")
+    where = where_clause(f, principal, params, with_cursor=False)
     return f"SELECT count(*) FROM calls c WHERE {where}", params.values
 
 
@@ -642,24 +640,33 @@ async def _page(conn: Db, f: CallFilter, principal: Principal, full: bool) -> li
 
 
 async def _q_page(conn: Db, f: CallFilter, principal: Principal, full: bool) -> list[Any]:
-    """A `q=` page: the newest Q_WALK_ROWS calls (of the range, after the cursor) read in order, those that
-    hold q; when they are not a page, the rest from the trigram index, after the last call read."""
+    """A `q=` page: the next calls (of the range, after the cursor) read in order, those that hold q, as long as
+    they are common enough (Q_WALK_*); then the rest from the trigram index, after the last call read."""
     want = f.limit + 1
-    sql, args = search_sql(f, principal, limit=want, full=full, driver="q_walk", walk_rows=Q_WALK_ROWS)
-    rows = list(await conn.fetch(sql, *args))
-    if len(rows) >= want:
-        return rows
-    params = Params()
+    rows: list[Any] = []
+    after: tuple[datetime, Any] | None = None  # the last call read
+    walk, read = Q_WALK_ROWS, 0
     op = "<" if f.order == "desc" else ">"
     direction = "DESC" if f.order == "desc" else "ASC"
-    conds = " AND ".join(_order_conds(f, "ws", params, True, op)) or "TRUE"
-    last = await conn.fetchrow(f"SELECT ws.started_at, ws.call_id FROM call_search ws WHERE {conds} "
-                               f"ORDER BY ws.started_at {direction}, ws.call_id {direction} "
-                               f"OFFSET {params.add(Q_WALK_ROWS - 1)} LIMIT 1", *params.values)
-    if last is None:
-        return rows  # the walk read every call there is
-    sql, args = search_sql(f, principal, limit=want - len(rows), full=full, driver="q_set",
-                           older_than=(last["started_at"], last["call_id"]))
+    while True:
+        sql, args = search_sql(f, principal, limit=want - len(rows), full=full, driver="q_walk", walk_rows=walk,
+                               older_than=after)
+        rows += await conn.fetch(sql, *args)
+        if len(rows) >= want:
+            return rows
+        params = Params()
+        conds = " AND ".join(_order_conds(f, "ws", params, True, op, after)) or "TRUE"
+        last = await conn.fetchrow(f"SELECT ws.started_at, ws.call_id FROM call_search ws WHERE {conds} "
+                                   f"ORDER BY ws.started_at {direction}, ws.call_id {direction} "
+                                   f"OFFSET {params.add(walk - 1)} LIMIT 1", *params.values)
+        if last is None:
+            return rows  # the walk read every call there is
+        after, read = (last["started_at"], last["call_id"]), read + walk
+        if len(rows) < Q_WALK_ON or read >= Q_WALK_MAX:
+            break
+        # As far as the matches so far say the page needs, and a quarter more.
+        walk = min(Q_WALK_MAX - read, int((want - len(rows)) * read / len(rows) * 1.25) + 1)
+    sql, args = search_sql(f, principal, limit=want - len(rows), full=full, driver="q_set", older_than=after)
     return rows + list(await conn.fetch(sql, *args))
 
 
