@@ -40,6 +40,7 @@ import testdb  # noqa: E402
 from callrec.access import Principal  # noqa: E402
 from callrec.config.settings import parse_settings  # noqa: E402
 from callrec.store import callquery, migrate, users  # noqa: E402
+from callrec.store.migrate import split_statements  # noqa: E402
 from callrec.web.server import HttpServer  # noqa: E402
 
 AGENTS = 2000
@@ -164,11 +165,10 @@ async def fill_batch(conn: asyncpg.Connection, calls: int, lo: int, hi: int) -> 
 FILLED = ("calls", "call_parties", "call_tags")
 
 
-def backfill_023() -> str:
-    """Migration 023's backfill statement (the DO block)."""
+def backfill_023() -> list[str]:
+    """Migration 023's backfill statements (its DO blocks), each to run by itself (they commit in batches)."""
     text = (REPO / "callrec" / "store" / "migrations" / "023_search_order.sql").read_text(encoding="utf-8")
-    start = text.index("\nDO $$")
-    return text[start + 1:text.index("END $$;", start) + len("END $$;")]
+    return [st for st in split_statements(text) if "\nDO $$" in "\n" + st]
 
 
 async def drop_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
@@ -333,7 +333,8 @@ async def main() -> int:
                     await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
                 # What migration 023 adds to a filled log, as it does (its backfill; its indexes below).
                 t0 = time.perf_counter()
-                await conn.execute(backfill_023())
+                for statement in backfill_023():
+                    await conn.execute(statement)
                 info["backfill_023_s"] = round(time.perf_counter() - t0, 1)
                 t0 = time.perf_counter()
                 info["index_s"] = await build_indexes(conn, defs)

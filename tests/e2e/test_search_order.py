@@ -2,8 +2,8 @@
 PostgreSQL, every page through the API holds exactly the calls, in exactly the order, that the plain
 definition gives (each name matched by itself with ILIKE, the tag by EXISTS, ordered by start then id), for
 every role and both orders, whichever way the search went: the walk of the newest calls, read on or not, its
-fallback to the trigram index, the tag's index, the planner's sets; and the triggers keep call_search and call_tags.started_at
-right through the call-log writer, renames, deletions, and the migration's backfill."""
+fallback to the trigram index, the tag's index, the planner's sets; and the triggers keep call_search and
+call_tags.started_at right through the call-log writer, renames, deletions, and the migration's backfill."""
 
 from __future__ import annotations
 
