@@ -439,7 +439,7 @@ async def explain(dsn: str, result: dict[str, Any], agent_ext: str) -> str:
         elif driver == "q_walk":  # the walk, and the fallback when the walk does not fill the page
             queries = [callquery.search_sql(f, p, limit=f.limit + 1, driver="q_walk",
                                             walk_rows=callquery.Q_WALK_ROWS)]
-            rows = await conn.fetch(*queries[0])
+            rows = await conn.fetch(queries[0][0], *queries[0][1])
             last = await conn.fetchrow("SELECT started_at, call_id FROM call_search ORDER BY started_at DESC, "
                                        "call_id DESC OFFSET $1 LIMIT 1", callquery.Q_WALK_ROWS - 1)
             if len(rows) <= f.limit and last is not None and not f.since and not f.until:

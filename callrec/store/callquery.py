@@ -405,11 +405,14 @@ def search_sql(f: CallFilter, principal: Principal, *, limit: int | None, full: 
     elif driver == "q_set":
         assert f.q is not None and older_than is not None
         pattern = params.add(q_pattern(f.q))
-        where = where_clause(f, principal, params, with_cursor=limit is not None, skip_q=True)
-        bound = f"(qs.started_at, qs.call_id) {op} ({params.add(older_than[0])}, {params.add(older_than[1])}::uuid)"
-        sql = (f"{select} FROM calls c {TRANSCRIPT_JOIN} WHERE c.id IN (SELECT qs.call_id FROM call_search qs "
-               f"WHERE qs.names LIKE lower({pattern}) AND {bound}) AND {where}")
-        order = f"c.started_at {direction}, c.id {direction}"
+        inner = " AND ".join(_order_conds(f, "qs", params, False, op, older_than))
+        # The matches sorted by their own start first, then the calls row by row until the page is full: the
+        # calls of matches further down the list are never read.
+        matches = (f"(SELECT qs.call_id, qs.started_at FROM call_search qs WHERE qs.names LIKE lower({pattern}) "
+                   f"AND {inner} ORDER BY qs.started_at {direction}, qs.call_id {direction}) AS s")
+        where = where_clause(f, principal, params, with_cursor=False, skip_q=True)
+        sql = f"{select} FROM {matches} JOIN calls c ON c.id = s.call_id {TRANSCRIPT_JOIN} WHERE {where}"
+        order = f"s.started_at {direction}, s.call_id {direction}"
     else:
         where = where_clause(f, principal, params, with_cursor=limit is not None)
         sql = f"{select} FROM calls c {TRANSCRIPT_JOIN} WHERE {where}"
