@@ -270,7 +270,23 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
 
     ``skip_q`` / ``skip_first_tag``: the query reads that condition from its own index already (search_sql's
     drivers)."""
-    conds = [visible_calls_sql(principal, params, "c")]
+    # One agent's calls (the filter, or an agent's own visibility) as ids from indexes alone: a tag is matched
+    # against them before any call row is read (reading the agent's 5,000 rows at 10 million calls first took
+    # 130 ms when they were not cached; the ids alone, 9 ms).
+    narrow = None
+    tagged = bool(f.tags[1 if skip_first_tag else 0:])
+    agent_own = principal.role == "agent" and bool(principal.extension)
+    if tagged and agent_own:
+        e = params.add(principal.extension)
+        narrow = (f"SELECT na.id FROM calls na WHERE na.agent = {e} "
+                  f"UNION ALL SELECT np.call_id FROM call_parties np WHERE np.number = {e}")
+        # The tags' conditions below hold the agent's set of calls: visibility is then that and no
+        # confidential call (the planner otherwise reads every call of the agent before it looks at a tag).
+        conds = ["(NOT c.confidential)"]
+    else:
+        conds = [visible_calls_sql(principal, params, "c")]
+        if tagged and f.agent:
+            narrow = f"SELECT na.id FROM calls na WHERE na.agent = {params.add(f.agent)}"
     if f.since is not None:
         conds.append(f"c.started_at >= {params.add(f.since)}")
     if f.until is not None:
@@ -294,7 +310,11 @@ def where_clause(f: CallFilter, principal: Principal, params: Params, *, with_cu
     for i, tag in enumerate(f.tags):
         if i == 0 and skip_first_tag:
             continue
-        conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
+        if narrow:
+            conds.append(f"c.id IN (SELECT ft.call_id FROM call_tags ft WHERE ft.tag = {params.add(tag)} "
+                         f"AND ft.call_id IN ({narrow}))")
+        else:
+            conds.append(f"EXISTS (SELECT 1 FROM call_tags ft WHERE ft.call_id = c.id AND ft.tag = {params.add(tag)})")
     if f.q and not skip_q:
         conds.append(q_sql(f.q, params))
     talk = []
