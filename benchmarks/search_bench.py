@@ -40,6 +40,7 @@ import testdb  # noqa: E402
 from callrec.access import Principal  # noqa: E402
 from callrec.config.settings import parse_settings  # noqa: E402
 from callrec.store import callquery, migrate, users  # noqa: E402
+from callrec.store.migrate import split_statements  # noqa: E402
 from callrec.web.server import HttpServer  # noqa: E402
 
 AGENTS = 2000
@@ -80,62 +81,102 @@ def _sql_array(values: tuple[str, ...] | list[str]) -> str:
     return "ARRAY[" + ",".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-async def fill(conn: asyncpg.Connection, calls: int, step: int = 500_000) -> float:
-    """Generated calls, in batches of ``step`` rows (one statement each, so progress shows); seconds taken."""
-    surnames, first = _sql_array(SURNAMES), _sql_array(FIRST)
+async def fill(conn: asyncpg.Connection, calls: int, step: int = 500_000, dsn: str | None = None,
+               jobs: int = 1) -> float:
+    """Generated calls, in batches of ``step`` rows (one statement each, so progress shows); seconds taken.
+    ``jobs`` > 1: that many connections to ``dsn`` take batches in turn (each batch is the same statement over
+    its own range of ``i``, so the data are the same; only the order of the rows on disk differs)."""
     t0 = time.perf_counter()
-    for lo in range(0, calls, step):
-        hi = min(calls, lo + step) - 1
-        # n: the caller (3 million distinct numbers, some calling often); inbound 80 %; the agent 1000-2999.
-        await conn.execute(f"""
-            WITH ins AS (
-            INSERT INTO calls (id, door, uniqueid, channel, caller_number, caller_digits, caller_name, called_number,
-                               called_digits, direction, consent_mode, state, consent, started_at, ended_at,
-                               finalized_at, recording_status, recording_duration, agent, confidential)
-            SELECT id, 'ari', 'u' || i, 'PJSIP/trunk-' || i,
-                   CASE WHEN inbound THEN (CASE WHEN i % 10 < 7 THEN '+' ELSE '8' END)
-                                          || CASE WHEN i % 10 < 7 THEN ext_num ELSE substr(ext_num, 2) END
-                        ELSE agent END,
-                   CASE WHEN inbound THEN ext_num ELSE agent END,
-                   CASE WHEN inbound AND i % 3 <> 0
-                        THEN ({first})[1 + (n % 16)] || ' ' || ({surnames})[1 + (n / 16) % {len(SURNAMES)}] END,
-                   CASE WHEN inbound THEN '+7495123' || lpad((100 + d)::text, 4, '0') ELSE '+' || ext_num END,
-                   CASE WHEN inbound THEN '7495123' || lpad((100 + d)::text, 4, '0') ELSE ext_num END,
-                   CASE WHEN inbound THEN 'inbound' ELSE 'outbound' END, 'notice', 'ended',
-                   (ARRAY['implied','implied','implied','implied','implied','implied','granted','declined',
-                          'abandoned','not_given'])[1 + k],
-                   started, started + make_interval(secs => 20 + (i::bigint * 7919) % 600),
-                   started + make_interval(secs => 21 + (i::bigint * 7919) % 600),
-                   CASE WHEN k = 7 THEN 'none' ELSE 'ready' END, ((i::bigint * 7919) % 600)::float8, agent,
-                   random() < 0.02
-              FROM (SELECT i, gen_random_uuid() AS id, random() < 0.8 AS inbound,
-                           -- k: consent and recording; d: the DID; random, not derived from i, so that they do
-                           -- not go with the agent (which is)
-                           floor(random() * 10)::int AS k, floor(random() * 50)::int AS d,
-                           (1000 + (i::bigint * 48271) % {AGENTS})::text AS agent,
-                           timestamptz '{YEAR_START}' + make_interval(secs => (i::float8 * {YEAR_S} / $1)) AS started,
-                           n, '79' || lpad(((n::bigint * 99991) % 1000000000)::text, 9, '0') AS ext_num
-                      FROM (SELECT i, (floor(power(random(), 2) * 3000000))::int AS n
-                              FROM generate_series($2::int, $3::int) AS i) AS g) AS s
-            RETURNING id, caller_number, caller_name, agent, started_at, ended_at)
-            INSERT INTO call_parties (call_id, seq, number, name, channel, role, joined_at, left_at)
-            SELECT c.id, p.seq, CASE p.seq WHEN 0 THEN c.caller_number ELSE c.agent END,
-                   CASE p.seq WHEN 0 THEN c.caller_name ELSE 'Agent ' || c.agent END, '',
-                   CASE p.seq WHEN 0 THEN 'caller' ELSE 'agent' END, c.started_at, c.ended_at
-              FROM ins c CROSS JOIN (VALUES (0), (1)) AS p(seq)""", calls, lo, hi)
-        print(f"  filled {hi + 1:,} calls, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    batches = [(lo, min(calls, lo + step) - 1) for lo in range(0, calls, step)]
+    done = 0
+
+    async def worker(c: asyncpg.Connection) -> None:
+        nonlocal done
+        while batches:
+            lo, hi = batches.pop(0)
+            await fill_batch(c, calls, lo, hi)
+            done += hi - lo + 1
+            print(f"  filled {done:,} calls, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    extra = [await asyncpg.connect(dsn) for _ in range(jobs - 1)] if dsn and jobs > 1 else []
+    try:
+        await asyncio.gather(worker(conn), *(worker(c) for c in extra))
+    finally:
+        for c in extra:
+            await c.close()
     await conn.execute(f"""
         INSERT INTO call_tags (call_id, tag, created_by)
         SELECT id, ({_sql_array(TAGS)})[1 + abs(hashtext(id::text)) % {len(TAGS)}], 'bench'
           FROM calls WHERE abs(hashtext(id::text || 'tag')) % 20 = 0""")
+    await conn.execute(RARE_TAG_SQL)
     return time.perf_counter() - t0
+
+
+# A rare tag, on 1 call in 100,000 (100 at 10 million).
+RARE_TAG = "legal-review"
+RARE_TAG_SQL = (f"INSERT INTO call_tags (call_id, tag, created_by) SELECT id, '{RARE_TAG}', 'bench' FROM calls "
+                "WHERE abs(hashtext(id::text || 'rare')) % 100000 = 0 ON CONFLICT DO NOTHING")
+
+
+async def fill_batch(conn: asyncpg.Connection, calls: int, lo: int, hi: int) -> None:
+    """Calls ``lo``..``hi`` (inclusive) of ``calls``, with their two parties."""
+    surnames, first = _sql_array(SURNAMES), _sql_array(FIRST)
+    # n: the caller (3 million distinct numbers, some calling often); inbound 80 %; the agent 1000-2999.
+    await conn.execute(f"""
+        WITH ins AS (
+        INSERT INTO calls (id, door, uniqueid, channel, caller_number, caller_digits, caller_name, called_number,
+                           called_digits, direction, consent_mode, state, consent, started_at, ended_at,
+                           finalized_at, recording_status, recording_duration, agent, confidential)
+        SELECT id, 'ari', 'u' || i, 'PJSIP/trunk-' || i,
+               CASE WHEN inbound THEN (CASE WHEN i % 10 < 7 THEN '+' ELSE '8' END)
+                                      || CASE WHEN i % 10 < 7 THEN ext_num ELSE substr(ext_num, 2) END
+                    ELSE agent END,
+               CASE WHEN inbound THEN ext_num ELSE agent END,
+               CASE WHEN inbound AND i % 3 <> 0
+                    THEN ({first})[1 + (n % 16)] || ' ' || ({surnames})[1 + (n / 16) % {len(SURNAMES)}] END,
+               CASE WHEN inbound THEN '+7495123' || lpad((100 + d)::text, 4, '0') ELSE '+' || ext_num END,
+               CASE WHEN inbound THEN '7495123' || lpad((100 + d)::text, 4, '0') ELSE ext_num END,
+               CASE WHEN inbound THEN 'inbound' ELSE 'outbound' END, 'notice', 'ended',
+               (ARRAY['implied','implied','implied','implied','implied','implied','granted','declined',
+                      'abandoned','not_given'])[1 + k],
+               started, started + make_interval(secs => 20 + (i::bigint * 7919) % 600),
+               started + make_interval(secs => 21 + (i::bigint * 7919) % 600),
+               CASE WHEN k = 7 THEN 'none' ELSE 'ready' END, ((i::bigint * 7919) % 600)::float8, agent,
+               random() < 0.02
+          FROM (SELECT i, gen_random_uuid() AS id, random() < 0.8 AS inbound,
+                       -- k: consent and recording; d: the DID; random, not derived from i, so that they do
+                       -- not go with the agent (which is)
+                       floor(random() * 10)::int AS k, floor(random() * 50)::int AS d,
+                       (1000 + (i::bigint * 48271) % {AGENTS})::text AS agent,
+                       timestamptz '{YEAR_START}' + make_interval(secs => (i::float8 * {YEAR_S} / $1)) AS started,
+                       n, '79' || lpad(((n::bigint * 99991) % 1000000000)::text, 9, '0') AS ext_num
+                  FROM (SELECT i, (floor(power(random(), 2) * 3000000))::int AS n
+                          FROM generate_series($2::int, $3::int) AS i) AS g) AS s
+        RETURNING id, caller_number, caller_name, agent, started_at, ended_at)
+        INSERT INTO call_parties (call_id, seq, number, name, channel, role, joined_at, left_at)
+        SELECT c.id, p.seq, CASE p.seq WHEN 0 THEN c.caller_number ELSE c.agent END,
+               CASE p.seq WHEN 0 THEN c.caller_name ELSE 'Agent ' || c.agent END, '',
+               CASE p.seq WHEN 0 THEN 'caller' ELSE 'agent' END, c.started_at, c.ended_at
+          FROM ins c CROSS JOIN (VALUES (0), (1)) AS p(seq)""", calls, lo, hi)
+
+
+# The tables the fill writes (their triggers are off meanwhile: call_search and call_tags.started_at are then
+# filled as migration 023 fills them on a database that had calls before it).
+FILLED = ("calls", "call_parties", "call_tags")
+
+
+def backfill_023() -> list[str]:
+    """Migration 023's backfill statements (its DO blocks), each to run by itself (they commit in batches)."""
+    text = (REPO / "callrec" / "store" / "migrations" / "023_search_order.sql").read_text(encoding="utf-8")
+    return [st for st in split_statements(text) if "\nDO $$" in "\n" + st]
 
 
 async def drop_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     """Take the secondary indexes of the filled tables off (kept: primary keys); their definitions."""
     rows = await conn.fetch(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i JOIN pg_index x ON x.indexrelid = i.indexname::regclass "
-        "WHERE i.tablename IN ('calls', 'call_parties', 'call_tags') AND NOT x.indisprimary ORDER BY i.indexname")
+        "WHERE i.tablename IN ('calls', 'call_parties', 'call_tags', 'call_search') AND NOT x.indisprimary "
+        "ORDER BY i.indexname")
     for r in rows:
         await conn.execute(f"DROP INDEX {r['indexname']}")
     return [(r["indexname"], r["indexdef"]) for r in rows]
@@ -201,10 +242,12 @@ def queries(s: dict[str, list[str]]) -> list[tuple[str, list[dict[str, str]]]]:
         ("number wide prefix +7916*", [{"number": "+7916*"}, {"number": "+7903*"}, {"number": "8926*"}]),
         ("number DID +74951230101", [{"number": "+74951230101"}, {"number": "+74951230120"}]),
         ("q= surname", [{"q": "Petrov"}, {"q": "Smirnov"}, {"q": "Kozlova"}, {"q": "Olga Vo"}]),
+        ("q= full name (rare)", [{"q": "Oleg Shchukin"}, {"q": "Anna Zverev"}, {"q": "ivan makeev"}]),
         ("q= no match", [{"q": "Zzyzx"}, {"q": "Qwertyuiop"}]),
         ("agent", each("agent", lambda v: {"agent": v})),
         ("agent in a month", agent_month),
         ("tag", [{"tag": t} for t in TAGS[:5]]),
+        ("tag, rare (1 call in 100,000)", [{"tag": RARE_TAG}]),
         ("tag + agent", [{"tag": "vip", "agent": a} for a in s["agent"][:5]]),
         ("consent declined", [{"consent": "declined"}]),
         ("consent declined in a day", [{"consent": "declined", **day_of(v)} for v in s["day"]]),
@@ -215,7 +258,9 @@ def queries(s: dict[str, list[str]]) -> list[tuple[str, list[dict[str, str]]]]:
 
 
 COUNTS = [("count: all", [{}]), ("count: a day", None), ("count: number", None), ("count: consent declined",
-          [{"consent": "declined"}]), ("count: q= surname", [{"q": "Petrov"}])]
+          [{"consent": "declined"}]), ("count: q= surname", [{"q": "Petrov"}]),
+          ("count: q= full name (rare)", [{"q": "Oleg Shchukin"}]), ("count: tag", [{"tag": "vip"}]),
+          ("count: tag, rare", [{"tag": RARE_TAG}])]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -261,6 +306,9 @@ async def main() -> int:
     ap.add_argument("--runs", type=int, default=20, help="timed requests per filter and principal")
     ap.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
     ap.add_argument("--db", help="use this existing filled database (from --keep) instead of filling one")
+    ap.add_argument("--jobs", type=int, default=1, help="connections filling batches at once")
+    ap.add_argument("--fill-only", action="store_true",
+                    help="fill, build the indexes and stop (implies --keep; measure later with --db)")
     ap.add_argument("--json", action="store_true", help="print a list of {name, p50_ms, p95_ms}")
     args = ap.parse_args()
     rng = random.Random(11)
@@ -278,16 +326,28 @@ async def main() -> int:
             if not args.db:
                 await migrate(conn)
                 defs = await drop_indexes(conn)
-                await conn.execute("ALTER TABLE calls DISABLE TRIGGER USER")
-                info["fill_s"] = round(await fill(conn, args.calls), 1)
-                await conn.execute("ALTER TABLE calls ENABLE TRIGGER USER")
+                for table in FILLED:
+                    await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+                info["fill_s"] = round(await fill(conn, args.calls, dsn=dsn, jobs=args.jobs), 1)
+                for table in FILLED:
+                    await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+                # What migration 023 adds to a filled log, as it does (its backfill; its indexes below).
+                t0 = time.perf_counter()
+                for statement in backfill_023():
+                    await conn.execute(statement)
+                info["backfill_023_s"] = round(time.perf_counter() - t0, 1)
                 t0 = time.perf_counter()
                 info["index_s"] = await build_indexes(conn, defs)
                 info["index_total_s"] = round(time.perf_counter() - t0, 1)
                 await conn.execute("VACUUM ANALYZE calls")
                 await conn.execute("VACUUM ANALYZE call_parties")
                 await conn.execute("VACUUM ANALYZE call_tags")
+                await conn.execute("VACUUM ANALYZE call_search")
                 await users.add_user(conn, "sup", "supervisor", None)
+                if args.fill_only:
+                    print(json.dumps(info), flush=True)
+                    print(f"database kept: {name}", flush=True)
+                    return 0
             info["calls"] = await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE relname = 'calls'")
             s = await samples(conn, rng)
             agent_ext = s["agent"][0]
@@ -311,7 +371,7 @@ async def main() -> int:
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
                     plan = queries(s)
                     counts = [(n, v if v is not None else (
-                        [{"from": d["from"], "to": d["to"]} for d in plan[16][1]] if "day" in n else
+                        [{"from": d["from"], "to": d["to"]} for d in dict(plan)["a day"]] if "day" in n else
                         [{"number": x} for x in s["number"]])) for n, v in COUNTS]
                     for who, label in (("sup", "supervisor"), ("agentx", "agent")):
                         for fname, variants in plan:
@@ -340,13 +400,14 @@ async def main() -> int:
         info["slowest"] = slowest["name"]
         info["explain"] = await explain(dsn, slowest, s["agent"][0])
     finally:
-        if not args.keep and not args.db:
+        if not args.keep and not args.db and not args.fill_only:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
     if args.json:
         print(json.dumps([{"name": r["name"], "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"]} for r in results]))
         return 0
-    print(f"calls: {info['calls']:,}" + (f"; fill {info['fill_s']} s; indexes built (CONCURRENTLY) in "
+    print(f"calls: {info['calls']:,}" + (f"; fill {info['fill_s']} s; migration 023's backfill "
+                                         f"{info['backfill_023_s']} s; indexes built (CONCURRENTLY) in "
                                          f"{info['index_total_s']} s" if "fill_s" in info else ""))
     if "index_s" in info:
         for k, v in info["index_s"].items():
@@ -370,16 +431,31 @@ async def explain(dsn: str, result: dict[str, Any], agent_ext: str) -> str:
     values = {k: [v] for k, v in result["params"].items()}
     f = callquery.parse_filter(lambda k: values.get(k, []))
     conn = await asyncpg.connect(dsn)
+    out: list[str] = []
     try:
-        sql, sql_args = (callquery.count_sql(f, p) if ": count" in result["name"]
-                         else callquery.search_sql(f, p, limit=f.limit + 1))
-        async with conn.transaction():
-            await conn.execute(callquery.CUSTOM_PLANS)
-            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # as the API's connections
-            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *sql_args)
+        driver = callquery.plan(f, p)
+        if ": count" in result["name"]:
+            queries = [callquery.count_sql(f, p)]
+        elif driver == "q_walk":  # the walk, and the fallback when the walk does not fill the page
+            queries = [callquery.search_sql(f, p, limit=f.limit + 1, driver="q_walk",
+                                            walk_rows=callquery.Q_WALK_ROWS)]
+            rows = await conn.fetch(queries[0][0], *queries[0][1])
+            last = await conn.fetchrow("SELECT started_at, call_id FROM call_search ORDER BY started_at DESC, "
+                                       "call_id DESC OFFSET $1 LIMIT 1", callquery.Q_WALK_ROWS - 1)
+            if len(rows) <= f.limit and last is not None and not f.since and not f.until:
+                queries.append(callquery.search_sql(f, p, limit=f.limit + 1 - len(rows), driver="q_set",
+                                                    older_than=(last["started_at"], last["call_id"])))
+        else:
+            queries = [callquery.search_sql(f, p, limit=f.limit + 1, driver=driver)]
+        out.append(f"(driver: {driver}, {len(queries)} quer{'y' if len(queries) == 1 else 'ies'})")
+        for sql, sql_args in queries:
+            async with conn.transaction():
+                await conn.execute(callquery.CUSTOM_PLANS)
+                await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # as the API's connections
+                out += [r[0] for r in await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *sql_args)]
     finally:
         await conn.close()
-    return "\n".join(r[0] for r in rows)
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 GRANT SELECT ON schema_migrations TO :"app";
 GRANT SELECT, INSERT, UPDATE ON calls, call_parties TO :"app";
 GRANT SELECT, INSERT, DELETE ON call_tags, web_sessions TO :"app";
+-- Search in order (migration 023): call_search and call_tags.started_at are written by triggers on calls,
+-- call_parties and call_tags, which run with the rights of whoever writes a call, a party or a tag.
+GRANT SELECT, INSERT, UPDATE ON call_search TO :"app";
+GRANT UPDATE (started_at) ON call_tags TO :"app";
 -- The console's /console/session replaces a session's CSRF token.
 GRANT UPDATE (csrf_sha256) ON web_sessions TO :"app";
 GRANT SELECT ON users TO :"app";
