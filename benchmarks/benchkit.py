@@ -2,13 +2,13 @@
 
     from benchkit import bench_database, api_server
 
-    async with bench_database(keep=args.keep) as db:      # db.dsn, db.existed
+    async with bench_database() as db:                    # db.name, db.dsn, db.existed
         ...fill...
         async with api_server(db.dsn) as base:            # "http://127.0.0.1:PORT"
             ...time requests to base + "/api/v1/..."...
 
-The database is made on the PostgreSQL that tools/testdb.py finds (or starts); a throwaway one is dropped at the
-end, even after an error, ``keep`` names one that is made if missing and left in place to measure again.
+The database is made on the PostgreSQL that tools/testdb.py finds (or starts) and dropped at the end, even after an
+error, unless ``drop=False`` keeps it (by name, to measure again).
 """
 
 from __future__ import annotations
@@ -44,18 +44,23 @@ class BenchDatabase:
 
 
 @asynccontextmanager
-async def bench_database(keep: str | None = None, prefix: str = "callrec_bench") -> AsyncIterator[BenchDatabase]:
+async def bench_database(name: str | None = None, *, drop: bool = True,
+                         must_exist: bool = False) -> AsyncIterator[BenchDatabase]:
+    """``name``: a database to use, made if missing unless ``must_exist`` (default: a new
+    ``callrec_bench_<random>``); ``drop``: drop it at the end (False keeps it to measure again)."""
     admin_dsn = testdb.ensure_postgres()
-    name = keep or f"{prefix}_{uuid.uuid4().hex[:8]}"
+    name = name or f"callrec_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_dsn)
     try:
         existed = bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+        if must_exist and not existed:
+            raise SystemExit(f"database {name}: not found (fill one first and keep it)")
         if not existed:
             await admin.execute(f'CREATE DATABASE "{name}"')
         try:
             yield BenchDatabase(name, urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}")), existed)
         finally:
-            if not keep:
+            if drop:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()

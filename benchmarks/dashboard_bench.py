@@ -18,26 +18,16 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+from benchkit import api_server, bench_database
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO))
-
-import testdb  # noqa: E402
-
-from callrec.config.settings import parse_settings  # noqa: E402
-from callrec.store import migrate, users  # noqa: E402
-from callrec.web.server import HttpServer  # noqa: E402
+from callrec.store import migrate, users
 
 TARGET_MS = 300.0
 END = datetime(2026, 12, 5, tzinfo=UTC)
@@ -87,14 +77,9 @@ async def main() -> int:
                     "when done: the disk is shared)")
     ap.add_argument("--reuse", metavar="DATABASE", help="time a database kept by --keep (migrated, not refilled)")
     args = ap.parse_args()
-    admin_dsn = testdb.ensure_postgres()
-    name = args.reuse or f"callrec_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    if not args.reuse:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
     results: dict[str, Any] = {"calls": args.calls, "runs": args.runs, "target_ms": TARGET_MS, "ranges": {}}
-    try:
+    async with bench_database(args.reuse, drop=not (args.keep or args.reuse), must_exist=bool(args.reuse)) as db:
+        dsn = db.dsn
         conn = await asyncpg.connect(dsn)
         try:
             await migrate(conn)
@@ -111,40 +96,26 @@ async def main() -> int:
         finally:
             await conn.close()
         ranges = {"7 days": 7, "30 days (default)": 30, "this month": 5, "365 days": DAYS}
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"},
-                                       "database": {"dsn": dsn},
-                                       "recordings": {"dir": "/var/spool/x", "local_dir": tmp},
-                                       "http": {"listen": "127.0.0.1:0"}}, {})
-            server = HttpServer(settings)
-            await server.start()
-            url = f"http://127.0.0.1:{server.port}/api/v1/dashboard"
-            try:
-                async with aiohttp.ClientSession() as http:
-                    for label, days in ranges.items():
-                        for role, token in tokens.items():
-                            params = {"from": (END - timedelta(days=days)).isoformat(), "to": END.isoformat(),
-                                      "tz": "Europe/Moscow"}
-                            times = []
-                            for _ in range(args.runs + 1):  # the first run warms the cache, not counted
-                                t0 = time.perf_counter()
-                                async with http.get(url, params=params,
-                                                    headers={"Authorization": f"Bearer {token}"}) as r:
-                                    body = await r.json()
-                                    assert r.status == 200, body
-                                times.append((time.perf_counter() - t0) * 1000)
-                            times = times[1:]
-                            results["ranges"].setdefault(label, {})[role] = {
-                                "p50_ms": round(statistics.median(times), 1), "p95_ms": round(pct(times, 0.95), 1),
-                                "calls_counted": body["total"]}
-            finally:
-                await server.stop()
-    finally:
+        async with api_server(dsn) as base, aiohttp.ClientSession() as http:
+            url = base + "/api/v1/dashboard"
+            for label, days in ranges.items():
+                for role, token in tokens.items():
+                    params = {"from": (END - timedelta(days=days)).isoformat(), "to": END.isoformat(),
+                              "tz": "Europe/Moscow"}
+                    times = []
+                    for _ in range(args.runs + 1):  # the first run warms the cache, not counted
+                        t0 = time.perf_counter()
+                        async with http.get(url, params=params,
+                                            headers={"Authorization": f"Bearer {token}"}) as r:
+                            body = await r.json()
+                            assert r.status == 200, body
+                        times.append((time.perf_counter() - t0) * 1000)
+                    times = times[1:]
+                    results["ranges"].setdefault(label, {})[role] = {
+                        "p50_ms": round(statistics.median(times), 1), "p95_ms": round(pct(times, 0.95), 1),
+                        "calls_counted": body["total"]}
         if args.keep or args.reuse:
-            print(f"kept database {name}", file=sys.stderr)
-        else:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            print(f"kept database {db.name}", file=sys.stderr)
     over = [f"{label} / {role}" for label, per in results["ranges"].items()
             for role, r in per.items() if r["p95_ms"] >= TARGET_MS]
     results["over_target"] = over

@@ -234,7 +234,7 @@ async def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
     results: dict[str, Any] = {}
-    async with bench_database(keep=args.keep) as db:
+    async with bench_database(args.keep, drop=not args.keep) as db:
         dsn = db.dsn
         conn = await asyncpg.connect(dsn)
         try:

@@ -21,27 +21,17 @@ import asyncio
 import json
 import random
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+from benchkit import REPO, api_server, bench_database
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO))
-
-import testdb  # noqa: E402
-
-from callrec.access import Principal  # noqa: E402
-from callrec.config.settings import parse_settings  # noqa: E402
-from callrec.store import callquery, migrate, users  # noqa: E402
-from callrec.store.migrate import split_statements  # noqa: E402
-from callrec.web.server import HttpServer  # noqa: E402
+from callrec.access import Principal
+from callrec.store import callquery, migrate, users
+from callrec.store.migrate import split_statements
 
 AGENTS = 2000
 SURNAMES = ("Ivanov Smirnov Kuznetsov Popov Vasiliev Petrov Sokolov Mikhailov Novikov Fedorov Morozov Volkov "
@@ -312,15 +302,11 @@ async def main() -> int:
     ap.add_argument("--json", action="store_true", help="print a list of {name, p50_ms, p95_ms}")
     args = ap.parse_args()
     rng = random.Random(11)
-    admin_dsn = testdb.ensure_postgres()
-    name = args.db or f"callrec_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
     info: dict[str, Any] = {"calls": args.calls}
     results: list[dict[str, Any]] = []
-    try:
-        if not args.db:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+    async with bench_database(args.db, drop=not (args.keep or args.db or args.fill_only),
+                              must_exist=bool(args.db)) as db:
+        name, dsn = db.name, db.dsn
         conn = await asyncpg.connect(dsn)
         try:
             if not args.db:
@@ -359,50 +345,36 @@ async def main() -> int:
             newest = await conn.fetchval("SELECT max(started_at) FROM calls")
         finally:
             await conn.close()
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = parse_settings({"asterisk": {"ari_password": "x", "ami_password": "y"},
-                                       "database": {"dsn": dsn},
-                                       "recordings": {"dir": "/var/spool/x", "local_dir": tmp},
-                                       "http": {"listen": "127.0.0.1:0"}}, {})
-            server = HttpServer(settings)
-            await server.start()
-            base = f"http://127.0.0.1:{server.port}"
-            try:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
-                    plan = queries(s)
-                    counts = [(n, v if v is not None else (
-                        [{"from": d["from"], "to": d["to"]} for d in dict(plan)["a day"]] if "day" in n else
-                        [{"number": x} for x in s["number"]])) for n, v in COUNTS]
-                    for who, label in (("sup", "supervisor"), ("agentx", "agent")):
-                        for fname, variants in plan:
-                            ms, found = await run_filter(http, base + "/api/v1/calls", tokens[who], variants,
-                                                         args.runs)
-                            results.append({"name": f"{label}: {fname}", "p50_ms": round(pct(ms, 50), 1),
-                                            "p95_ms": round(pct(ms, 95), 1), "rows": found,
-                                            "params": variants[0]})
-                            print(f"  {results[-1]['name']}: {results[-1]['p50_ms']} / {results[-1]['p95_ms']} ms",
-                                  file=sys.stderr, flush=True)
-                        for fname, variants in counts:
-                            ms, _ = await run_filter(http, base + "/api/v1/calls/count", tokens[who], variants,
-                                                     args.runs)
-                            _, body = await timed(http, base + "/api/v1/calls/count", tokens[who], variants[0])
-                            results.append({"name": f"{label}: {fname}", "p50_ms": round(pct(ms, 50), 1),
-                                            "p95_ms": round(pct(ms, 95), 1), "params": variants[0],
-                                            "count": body["count"], "count_exact": body.get("count_exact")})
-                        start = (newest - __import__("datetime").timedelta(days=200)).isoformat()
-                        ms = await deep_paging(http, base, tokens[who], args.runs, start)
-                        results.append({"name": f"{label}: deep keyset paging (200 days back)",
-                                        "p50_ms": round(pct(ms, 50), 1), "p95_ms": round(pct(ms, 95), 1),
-                                        "params": {}})
-            finally:
-                await server.stop()
+        async with api_server(dsn) as base, \
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
+            plan = queries(s)
+            counts = [(n, v if v is not None else (
+                [{"from": d["from"], "to": d["to"]} for d in dict(plan)["a day"]] if "day" in n else
+                [{"number": x} for x in s["number"]])) for n, v in COUNTS]
+            for who, label in (("sup", "supervisor"), ("agentx", "agent")):
+                for fname, variants in plan:
+                    ms, found = await run_filter(http, base + "/api/v1/calls", tokens[who], variants,
+                                                 args.runs)
+                    results.append({"name": f"{label}: {fname}", "p50_ms": round(pct(ms, 50), 1),
+                                    "p95_ms": round(pct(ms, 95), 1), "rows": found,
+                                    "params": variants[0]})
+                    print(f"  {results[-1]['name']}: {results[-1]['p50_ms']} / {results[-1]['p95_ms']} ms",
+                          file=sys.stderr, flush=True)
+                for fname, variants in counts:
+                    ms, _ = await run_filter(http, base + "/api/v1/calls/count", tokens[who], variants,
+                                             args.runs)
+                    _, body = await timed(http, base + "/api/v1/calls/count", tokens[who], variants[0])
+                    results.append({"name": f"{label}: {fname}", "p50_ms": round(pct(ms, 50), 1),
+                                    "p95_ms": round(pct(ms, 95), 1), "params": variants[0],
+                                    "count": body["count"], "count_exact": body.get("count_exact")})
+                start = (newest - __import__("datetime").timedelta(days=200)).isoformat()
+                ms = await deep_paging(http, base, tokens[who], args.runs, start)
+                results.append({"name": f"{label}: deep keyset paging (200 days back)",
+                                "p50_ms": round(pct(ms, 50), 1), "p95_ms": round(pct(ms, 95), 1),
+                                "params": {}})
         slowest = max(results, key=lambda r: r["p95_ms"])
         info["slowest"] = slowest["name"]
         info["explain"] = await explain(dsn, slowest, s["agent"][0])
-    finally:
-        if not args.keep and not args.db and not args.fill_only:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     if args.json:
         print(json.dumps([{"name": r["name"], "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"]} for r in results]))
         return 0
