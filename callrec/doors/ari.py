@@ -12,6 +12,7 @@ import asyncio
 import logging
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from callrec.asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStream
 from callrec.calls.actor import CallActor, Input, stop_actors
@@ -39,6 +40,11 @@ log = logging.getLogger("callrec.ari")
 # it: one request per call fewer.
 LINKEDID_VAR = "CHANNEL(linkedid)"
 AMI_HANGUP_GRACE = 2.0  # seconds ARI gets to report a hang-up itself before AMI's report is used
+# The ARI events this door reads (on_event, ari_parties): Asterisk is asked for these only (the app's
+# event filter).  A channel followed after the hand-back would otherwise bring every ChannelVarset and
+# ChannelDialplan of the dialplan's lines, some 17 events per call, each parsed to be dropped.
+ARI_EVENTS = ("StasisStart", "StasisEnd", "PlaybackStarted", "PlaybackFinished", "ChannelDtmfReceived",
+              "ChannelHangupRequest", "ChannelDestroyed", *sorted(ari_parties.PARTY_EVENTS))
 
 
 class AriLink:
@@ -168,7 +174,7 @@ class AriLink:
         delay = 0.2
         for attempt in range(1, attempts + 1):
             try:
-                await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
+                await set_variables(ari, self.channel_id, variables)
                 await ari.continue_in_dialplan(self.channel_id)
                 return True
             except AriNotFound:
@@ -331,11 +337,23 @@ class AriDoor:
 
     async def on_connected(self) -> None:
         """After a (re)connect: catch up on what happened while the websocket was down."""
+        await self.filter_events()
         records, self._to_recover = self._to_recover, []
         self._to_recover += await recover_lost(records, self.service, self)
         for actor in list(self.calls.values()):
             actor.post("resync")  # each call checks itself, in order with its own actions
         await self._adopt_orphans()
+
+    async def filter_events(self) -> bool:
+        """Ask Asterisk for the events this door reads only (``PUT /applications/{app}/eventFilter``).
+        Refused (an Asterisk without it): every event still comes, and the others are ignored as before."""
+        try:
+            await self.ari.request("PUT", f"/applications/{quote(self.ari.app, safe='')}/eventFilter",
+                                   body={"allowed": [{"type": kind} for kind in ARI_EVENTS]})
+            return True
+        except AriError as exc:
+            log.info("ARI event filter not set (%s): every event of the app is read", exc)
+            return False
 
     # -- calls an earlier run left open (callrec.calls.recovery) --
 
@@ -494,6 +512,39 @@ class AriDoor:
         await stop_actors(list(self.calls.values()), timeout)
         if self._side_tasks:
             await asyncio.wait(list(self._side_tasks), timeout=timeout)
+
+
+async def set_variables(ari: Ari, channel_id: str, variables: dict[str, str]) -> None:
+    """Channel variables in one request where ARI 22 allows it: ``ARRAY(A,B,...)`` = ``a,b,...``
+    (one ``POST .../variable`` sets them all, as the dialplan's ``Set(ARRAY(...)=...)`` does).  A value
+    ARRAY() would split or rewrite goes in a request of its own, as do all of them when there is one."""
+    one = {k: v for k, v in variables.items() if array_safe(v)}
+    rest = {k: v for k, v in variables.items() if k not in one}
+    if len(one) == 1:
+        rest, one = variables, {}
+    requests = [ari.set_variable(channel_id, k, v) for k, v in rest.items()]
+    if one:
+        requests.append(ari.set_variable(channel_id, f"ARRAY({','.join(one)})", ",".join(one.values())))
+    await asyncio.gather(*requests)
+
+
+def array_safe(value: str) -> bool:
+    """Whether ARRAY() hands ``value`` over unchanged: Asterisk's argument parser splits at commas outside
+    parentheses and brackets, and drops double quotes and backslashes (checked on 22.10.1)."""
+    if any(c in value for c in ',"\\'):
+        return False
+    for opening, closing in (("(", ")"), ("[", "]")):
+        depth = 0
+        for c in value:
+            if c == opening:
+                depth += 1
+            elif c == closing:
+                depth -= 1
+                if depth < 0:
+                    return False
+        if depth:
+            return False
+    return True
 
 
 def playback_id(kind: str, call_id: str) -> str:
