@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -205,28 +206,31 @@ class AriDoor:
 
     # -- events in --
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: dict[str, Any]) -> Awaitable[None] | None:
         kind = event["type"]
         at = _event_time(event)
         if kind == "Dial":
             self._dial_status(event)
         if self.parties.on_event(self.calls, event, at):
-            return  # who joined or left the call (agents, transfers)
+            return None  # who joined or left the call (agents, transfers)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None
         if kind == "StasisStart" and channel is not None:
             known = self.calls.get(str(channel.get("id")))
             if known is not None:
                 known.post("entered_again", at)  # a second Stasis() on a call in hand
-                return
+                return None
             if self.closing:
                 self._pass_through(str(channel.get("id", "")), "callrec is stopping")
-                return
+                return None
             try:
                 self.start_call(channel, [str(a) for a in event.get("args") or []], at)
             except Exception:
                 log.exception("cannot take call %s; it goes on unrecorded", channel.get("name"))
                 self._pass_through(str(channel.get("id", "")), "internal error")
-            return
+                return None
+            # The notice first: the call's actor sends its play request before the next event is read
+            # (in a burst, the events already received would otherwise all be handled first).
+            return asyncio.sleep(0)
         if kind in ("PlaybackStarted", "PlaybackFinished"):
             playback = event.get("playback") or {}
             target = str(playback.get("target_uri", ""))
@@ -237,12 +241,12 @@ class AriDoor:
                 else:
                     actor.post("playback_finished", at, id=playback.get("id"),
                                failed=playback.get("state") == "failed")
-            return
+            return None
         if channel is None:
-            return
+            return None
         actor = self.calls.get(str(channel.get("id")))
         if actor is None:
-            return
+            return None
         if kind == "ChannelDtmfReceived":
             digit = str(event.get("digit", ""))
             if len(digit) == 1:
@@ -255,6 +259,7 @@ class AriDoor:
                        cause_text=event.get("cause_txt"))
         elif kind == "StasisEnd":
             actor.post("left_app", at)
+        return None
 
     def _dial_status(self, event: dict[str, Any]) -> None:
         """ARI's Dial event comes on the same stream as the hang-up, so it is known before
