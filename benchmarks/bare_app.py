@@ -41,6 +41,7 @@ class BareApp:
         self.media = args.media
         self.auth = aiohttp.BasicAuth(args.user, os.environ.get("ARI_PASSWORD", ""))  # not on the command line
         self.requests = 0
+        self.events: dict[str, int] = {}  # ARI events read, by type (as counted_serve.py counts callrec's)
         self.started: dict[str, datetime] = {}  # channel id -> StasisStart
         self.latency_ms: dict[str, float] = {}
         self.session: aiohttp.ClientSession | None = None
@@ -59,6 +60,7 @@ class BareApp:
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        self.events[f"ARI {kind}"] = self.events.get(f"ARI {kind}", 0) + 1
         if kind == "StasisStart":
             channel_id = event["channel"]["id"]
             self.started[channel_id] = stamp(event)
@@ -80,7 +82,7 @@ class BareApp:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({"ari_requests": self.requests, "db_round_trips": 0,
-                                  "latency_ms": self.latency_ms})
+                                  "events": self.events, "latency_ms": self.latency_ms})
 
     async def run(self, stats_host: str, stats_port: int) -> None:
         connector = aiohttp.TCPConnector(limit=8, keepalive_timeout=10)

@@ -373,7 +373,8 @@ class Bench:
         if self.side == "bare":
             async with self.http.get(self.stats_url) as resp:
                 data = await resp.json()
-            return {"ari_requests": data["ari_requests"], "db_round_trips": data["db_round_trips"]}
+            return {"ari_requests": data["ari_requests"], "db_round_trips": data["db_round_trips"],
+                    "events": data.get("events", {})}
         COUNTS.unlink(missing_ok=True)
         self.daemon.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 10
@@ -455,6 +456,9 @@ class Bench:
             "per_call_by_query": {k: round((v - before.get("by_query", {}).get(k, 0)) / n, 2)
                                   for k, v in sorted(after.get("by_query", {}).items(), key=lambda kv: -kv[1])
                                   if v > before.get("by_query", {}).get(k, 0)},
+            "per_call_events": {k: round((v - before.get("events", {}).get(k, 0)) / n, 2)
+                                for k, v in sorted(after.get("events", {}).items(), key=lambda kv: -kv[1])
+                                if v > before.get("events", {}).get(k, 0)},
         }
 
     async def at_once(self, m: int) -> dict[str, Any]:

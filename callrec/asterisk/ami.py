@@ -62,6 +62,8 @@ class Ami:
         self.auth_failed = False
         self.last_error: str | None = None
         self.logins = 0
+        self._filter_tasks: set[asyncio.Task[None]] = set()
+        self.filtered = False  # Asterisk took the event filter of this connection (_filter_events)
 
     async def start(self) -> None:
         """Start connecting (in the background; retries until Asterisk answers)."""
@@ -110,10 +112,49 @@ class Ami:
             self.last_error = None
             self.logged_in.set()
             log.info("AMI logged in to %s:%s as %s", self.host, self.port, self.user)
+            self._filter_events()
         else:
             self.auth_failed = True
             self.last_error = f"AMI login refused for user {self.user!r}: {resp.get('Message', '')}"
             log.error("%s", self.last_error)
+
+    def event_names(self) -> list[str]:
+        """The AMI events callrec reads: Hangup and those registered with on_event()."""
+        return ["Hangup", *sorted(set(self._handlers) - {"Hangup"})]
+
+    def _filter_events(self) -> None:
+        """Ask Asterisk for only the events callrec reads (AMI ``Filter``, this session only).
+
+        The "call" class carries some 20 events per call (Newchannel, Newstate, VarSet...), each
+        parsed by panoramisk to be dropped; the filter keeps the few used.  ``Filter`` needs the
+        "system" write permission, which MixMonitor needs too.  manager.conf's ``eventfilter``
+        lines (asterisk.conf.example) do the same for the user; both may be there.  Refused (an
+        older Asterisk, no "system" right): every event still comes, and is ignored as before.
+        """
+        manager = self.manager
+        self.filtered = False
+        if manager is None or manager.protocol is None:
+            return
+        futures = [manager.send_action({"Action": "Filter", "Operation": "Add",
+                                        "MatchCriteria": f"action(include),name({name})", "Filter": ""})
+                   for name in self.event_names()]
+
+        async def answered() -> None:
+            try:
+                replies = await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+            except (TimeoutError, OSError):
+                log.info("AMI Filter unanswered: every call event is read (and ignored)")
+                return
+            refused = [r for r in replies if not getattr(r, "success", False)]
+            self.filtered = not refused
+            if refused:
+                log.warning("AMI Filter refused (%s): every call event is read (and ignored); give the user "
+                            "\"write = system\" or add manager.conf's eventfilter lines",
+                            refused[0].get("Message", "failed"))
+
+        task = asyncio.get_running_loop().create_task(answered(), name="ami-filter")
+        self._filter_tasks.add(task)
+        task.add_done_callback(self._filter_tasks.discard)
 
     def _on_disconnect(self, manager: Manager, exc: Any) -> None:
         if self.logged_in.is_set():

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from callrec.asterisk.ari import Ari, AriError, AriNotFound, AriUnavailable, EventStream
 from callrec.calls.actor import CallActor, Input, stop_actors
@@ -39,6 +41,11 @@ log = logging.getLogger("callrec.ari")
 # it: one request per call fewer.
 LINKEDID_VAR = "CHANNEL(linkedid)"
 AMI_HANGUP_GRACE = 2.0  # seconds ARI gets to report a hang-up itself before AMI's report is used
+# The ARI events this door reads (on_event, ari_parties): Asterisk is asked for these only (the app's
+# event filter).  A channel followed after the hand-back would otherwise bring every ChannelVarset and
+# ChannelDialplan of the dialplan's lines, some 17 events per call, each parsed to be dropped.
+ARI_EVENTS = ("StasisStart", "StasisEnd", "PlaybackStarted", "PlaybackFinished", "ChannelDtmfReceived",
+              "ChannelHangupRequest", "ChannelDestroyed", *sorted(ari_parties.PARTY_EVENTS))
 
 
 class AriLink:
@@ -168,7 +175,7 @@ class AriLink:
         delay = 0.2
         for attempt in range(1, attempts + 1):
             try:
-                await asyncio.gather(*(ari.set_variable(self.channel_id, k, v) for k, v in variables.items()))
+                await set_variables(ari, self.channel_id, variables)
                 await ari.continue_in_dialplan(self.channel_id)
                 return True
             except AriNotFound:
@@ -199,28 +206,31 @@ class AriDoor:
 
     # -- events in --
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: dict[str, Any]) -> Awaitable[None] | None:
         kind = event["type"]
         at = _event_time(event)
         if kind == "Dial":
             self._dial_status(event)
         if self.parties.on_event(self.calls, event, at):
-            return  # who joined or left the call (agents, transfers)
+            return None  # who joined or left the call (agents, transfers)
         channel = event.get("channel") if isinstance(event.get("channel"), dict) else None
         if kind == "StasisStart" and channel is not None:
             known = self.calls.get(str(channel.get("id")))
             if known is not None:
                 known.post("entered_again", at)  # a second Stasis() on a call in hand
-                return
+                return None
             if self.closing:
                 self._pass_through(str(channel.get("id", "")), "callrec is stopping")
-                return
+                return None
             try:
                 self.start_call(channel, [str(a) for a in event.get("args") or []], at)
             except Exception:
                 log.exception("cannot take call %s; it goes on unrecorded", channel.get("name"))
                 self._pass_through(str(channel.get("id", "")), "internal error")
-            return
+                return None
+            # The notice first: the call's actor sends its play request before the next event is read
+            # (in a burst, the events already received would otherwise all be handled first).
+            return asyncio.sleep(0)
         if kind in ("PlaybackStarted", "PlaybackFinished"):
             playback = event.get("playback") or {}
             target = str(playback.get("target_uri", ""))
@@ -231,12 +241,12 @@ class AriDoor:
                 else:
                     actor.post("playback_finished", at, id=playback.get("id"),
                                failed=playback.get("state") == "failed")
-            return
+            return None
         if channel is None:
-            return
+            return None
         actor = self.calls.get(str(channel.get("id")))
         if actor is None:
-            return
+            return None
         if kind == "ChannelDtmfReceived":
             digit = str(event.get("digit", ""))
             if len(digit) == 1:
@@ -249,6 +259,7 @@ class AriDoor:
                        cause_text=event.get("cause_txt"))
         elif kind == "StasisEnd":
             actor.post("left_app", at)
+        return None
 
     def _dial_status(self, event: dict[str, Any]) -> None:
         """ARI's Dial event comes on the same stream as the hang-up, so it is known before
@@ -331,11 +342,23 @@ class AriDoor:
 
     async def on_connected(self) -> None:
         """After a (re)connect: catch up on what happened while the websocket was down."""
+        await self.filter_events()
         records, self._to_recover = self._to_recover, []
         self._to_recover += await recover_lost(records, self.service, self)
         for actor in list(self.calls.values()):
             actor.post("resync")  # each call checks itself, in order with its own actions
         await self._adopt_orphans()
+
+    async def filter_events(self) -> bool:
+        """Ask Asterisk for the events this door reads only (``PUT /applications/{app}/eventFilter``).
+        Refused (an Asterisk without it): every event still comes, and the others are ignored as before."""
+        try:
+            await self.ari.request("PUT", f"/applications/{quote(self.ari.app, safe='')}/eventFilter",
+                                   body={"allowed": [{"type": kind} for kind in ARI_EVENTS]})
+            return True
+        except AriError as exc:
+            log.info("ARI event filter not set (%s): every event of the app is read", exc)
+            return False
 
     # -- calls an earlier run left open (callrec.calls.recovery) --
 
@@ -494,6 +517,39 @@ class AriDoor:
         await stop_actors(list(self.calls.values()), timeout)
         if self._side_tasks:
             await asyncio.wait(list(self._side_tasks), timeout=timeout)
+
+
+async def set_variables(ari: Ari, channel_id: str, variables: dict[str, str]) -> None:
+    """Channel variables in one request where ARI 22 allows it: ``ARRAY(A,B,...)`` = ``a,b,...``
+    (one ``POST .../variable`` sets them all, as the dialplan's ``Set(ARRAY(...)=...)`` does).  A value
+    ARRAY() would split or rewrite goes in a request of its own, as do all of them when there is one."""
+    one = {k: v for k, v in variables.items() if array_safe(v)}
+    rest = {k: v for k, v in variables.items() if k not in one}
+    if len(one) == 1:
+        rest, one = variables, {}
+    requests = [ari.set_variable(channel_id, k, v) for k, v in rest.items()]
+    if one:
+        requests.append(ari.set_variable(channel_id, f"ARRAY({','.join(one)})", ",".join(one.values())))
+    await asyncio.gather(*requests)
+
+
+def array_safe(value: str) -> bool:
+    """Whether ARRAY() hands ``value`` over unchanged: Asterisk's argument parser splits at commas outside
+    parentheses and brackets, and drops double quotes and backslashes (checked on 22.10.1)."""
+    if any(c in value for c in ',"\\'):
+        return False
+    for opening, closing in (("(", ")"), ("[", "]")):
+        depth = 0
+        for c in value:
+            if c == opening:
+                depth += 1
+            elif c == closing:
+                depth -= 1
+                if depth < 0:
+                    return False
+        if depth:
+            return False
+    return True
 
 
 def playback_id(kind: str, call_id: str) -> str:

@@ -109,8 +109,11 @@ def _storable(value: Any) -> Any:
 
 class CallLogWriter:
     def __init__(self, pool: asyncpg.Pool, retry_delay: float = 1.0, journal: Journal | None = None,
-                 ready: bool = True, node: str | None = None, default_country: str = DEFAULT_COUNTRY) -> None:
+                 ready: bool = True, node: str | None = None, default_country: str = DEFAULT_COUNTRY,
+                 coalesce: float = 0.02, hold: float = 5.0) -> None:
         self.pool = pool
+        self.coalesce = coalesce  # seconds a flush waits for more changes to write with them
+        self.hold = hold  # seconds the connection is kept after the last change (then given back)
         # This daemon's node ([node] name): written with each call's first row (the journal is the node's own,
         # so a replayed call is this node's too).
         self.node = node
@@ -291,8 +294,22 @@ class CallLogWriter:
                 self._wake.clear()
                 await self.ready.wait()
                 try:
-                    while self._pending:
-                        await self._write_pending()
+                    while True:
+                        if self.coalesce > 0:
+                            # The changes of the next moments (a call's start and its notice starting, a
+                            # burst of calls) go in the same statement; and a burst's notices go out first.
+                            await asyncio.sleep(self.coalesce)
+                        while self._pending:
+                            await self._write_pending()
+                        if self._conn is None or self.hold <= 0:
+                            break
+                        if not self._pending:
+                            self._idle.set()
+                            self._journal_wake.set()  # a checkpoint may be due
+                        # The connection is kept while changes keep coming: giving it back costs a round
+                        # trip of its own (the pool resets the session), as much as a write.
+                        if not await self._woken(self.hold):
+                            break
                 finally:
                     await self._release()
                 if not self._pending:
@@ -304,6 +321,18 @@ class CallLogWriter:
                 log.exception("call log writer error; continuing")
                 self._wake.set()
                 await asyncio.sleep(self.retry_delay)
+
+    async def _woken(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for more changes (True: they came)."""
+        try:
+            # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that comes as the wait
+            # ends (the writer would then outlive close()).
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
 
     async def _write_pending(self) -> None:
         batch, self._pending = self._pending, {}

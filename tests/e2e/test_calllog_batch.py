@@ -48,7 +48,7 @@ async def test_one_round_trip_per_flush_and_the_same_rows_as_row_by_row(
     sent: list[str] = []
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda q: sent.append(q.query))
-    writer = CallLogWriter(pool, retry_delay=0.05, node="pbx-1")
+    writer = CallLogWriter(pool, retry_delay=0.05, node="pbx-1", hold=0)  # the connection given back at once
     writer.start()
     try:
         # Written earlier, row by row (the reference), and one call written first in a batch.
@@ -100,6 +100,32 @@ async def test_one_round_trip_per_flush_and_the_same_rows_as_row_by_row(
     finally:
         await writer.close()
         await pool.close()
+
+
+async def test_the_connection_is_kept_while_changes_keep_coming(database: str) -> None:
+    """No session reset between the flushes of a busy moment: the writer keeps its connection for ``hold``
+    seconds after the last change (a reset costs a round trip, as much as the write)."""
+    pool = await connect_pool(database, min_size=1, max_size=2)
+    sent: list[str] = []
+    writer = CallLogWriter(pool, retry_delay=0.05, node="pbx-1", hold=30)
+    writer.start()
+    try:
+        ids = []
+        for _ in range(3):
+            call_id, fields = full_call()
+            ids.append(call_id)
+            writer.update(call_id, fields)
+            assert await writer.flush(5)
+            if writer._conn is not None and not sent:
+                writer._conn.add_query_logger(lambda q: sent.append(q.query))
+        assert writer._conn is not None  # still held
+        assert all(q.startswith("WITH d AS") for q in sent) and len(sent) == 2, sent
+        assert await pool.fetchval("SELECT count(*) FROM calls WHERE id = ANY($1::uuid[])",
+                                   [uuid.UUID(i) for i in ids]) == 3
+    finally:
+        await writer.close()
+    assert writer._conn is None and any("RESET ALL" in q for q in sent), sent  # given back on close
+    await pool.close()
 
 
 def test_what_cannot_go_batched_goes_row_by_row() -> None:
