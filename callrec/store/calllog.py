@@ -113,7 +113,10 @@ class CallLogWriter:
                  coalesce: float = 0.02, hold: float = 5.0) -> None:
         self.pool = pool
         self.coalesce = coalesce  # seconds a flush waits for more changes to write with them
-        self.hold = hold  # seconds the connection is kept after the last change (then given back)
+        # Seconds the connection is kept after the last change (then given back); never with a pool of one, whose
+        # other users (hooks, recording control, the sweeps) would wait on it.
+        max_size = getattr(pool, "get_max_size", None)  # None: a stand-in without one (the unit tests')
+        self.hold = hold if max_size is None or max_size() > 1 else 0.0
         # This daemon's node ([node] name): written with each call's first row (the journal is the node's own,
         # so a replayed call is this node's too).
         self.node = node

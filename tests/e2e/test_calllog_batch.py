@@ -128,6 +128,22 @@ async def test_the_connection_is_kept_while_changes_keep_coming(database: str) -
     await pool.close()
 
 
+async def test_a_pool_of_one_is_given_back_after_each_flush(database: str) -> None:
+    """With ``database.pool_max = 1`` the writer keeps nothing: the pool's other users get the connection at once."""
+    pool = await connect_pool(database, min_size=1, max_size=1)
+    writer = CallLogWriter(pool, retry_delay=0.05, node="pbx-1", hold=30)
+    writer.start()
+    try:
+        call_id, fields = full_call()
+        writer.update(call_id, fields)
+        assert await writer.flush(5)
+        async with pool.acquire(timeout=1) as conn:  # would time out if the writer held it for 30 s
+            assert await conn.fetchval("SELECT count(*) FROM calls WHERE id = $1", uuid.UUID(call_id)) == 1
+    finally:
+        await writer.close()
+        await pool.close()
+
+
 def test_what_cannot_go_batched_goes_row_by_row() -> None:
     call_id, first = full_call()
     assert _batch_payload([(call_id, first)]) is not None
