@@ -48,34 +48,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[sandbox_mod.Sandbox]:
-    box = sandbox_mod.Sandbox()
+def _running(box: sandbox_mod.Sandbox, what: str) -> Iterator[sandbox_mod.Sandbox]:
+    """Start ``box`` for the session (a busy slot ends the run, any other failure fails the tests that need it);
+    stopped at the end unless CALLREC_KEEP_SANDBOX=1."""
     try:
         box.start()
     except sandbox_mod.SlotBusy as exc:
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     except Exception as exc:
-        pytest.fail(f"the sandbox Asterisk 22 could not be started: {exc}", pytrace=False)
+        pytest.fail(f"{what} could not be started: {exc}", pytrace=False)
     yield box
     if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
         box.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[sandbox_mod.Sandbox]:
+    yield from _running(sandbox_mod.Sandbox(), "the sandbox Asterisk 22")
 
 
 @pytest.fixture(scope="session")
 def sandbox2(sandbox: sandbox_mod.Sandbox) -> Iterator[sandbox_mod.Sandbox]:
     """A second sandbox Asterisk (another PBX node) on slot CALLREC_SANDBOX_SLOT2, default
-    (CALLREC_SANDBOX_SLOT + 5) % 10; stopped at the end unless CALLREC_KEEP_SANDBOX=1."""
+    (CALLREC_SANDBOX_SLOT + 5) % 10."""
     box = sandbox_mod.Sandbox(slot=sandbox_mod.second_slot())
-    try:
-        box.start()
-    except sandbox_mod.SlotBusy as exc:
-        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
-    except Exception as exc:
-        pytest.fail(f"the second sandbox Asterisk 22 (slot {box.slot}) could not be started: {exc}", pytrace=False)
-    yield box
-    if os.environ.get("CALLREC_KEEP_SANDBOX") != "1":
-        box.stop()
+    yield from _running(box, f"the second sandbox Asterisk 22 (slot {box.slot})")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Page, expect
 from sandbox import SandboxInfo
 from support import REPO
 from support.console_browser import chromium, log_in, open_tab, play
+from support.daemon_proc import call_row
 from support.opsapi import PASSWORD as OPS_PASSWORD
 from support.opsapi import T0, Bench, insert_call
 from support.settings import make_settings
@@ -71,13 +72,7 @@ async def recorded_call(daemon: Daemon, tester: Tester, finished: Finished, data
     await call.hang_up()
     await finished.wait(call.callee_id)
     assert daemon.writer is not None and await daemon.writer.flush()
-    conn = await asyncpg.connect(database)
-    try:
-        row = await conn.fetchrow("SELECT * FROM calls WHERE uniqueid = $1", call.callee_id)
-    finally:
-        await conn.close()
-    assert row is not None
-    return row
+    return await call_row(database, call.callee_id)
 
 
 def ms_between(later: datetime, earlier: datetime) -> int:
